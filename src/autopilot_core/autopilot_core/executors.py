@@ -1,0 +1,140 @@
+"""Executor choice and spinning, so no node writes its own spin loop.
+
+rclpy's ``EventsExecutor`` (``rclpy.experimental``) receives 10-20x more messages per second than the
+default ``SingleThreadedExecutor`` on our machines (../shared/DESIGN.md, "Speed"), so it is the
+default where it exists. In rclpy 7.1 (Jazzy) it hangs on any blocking call made without a timeout:
+``spin()``, ``spin_once()`` and ``spin_until_future_complete(f)`` run no callbacks and ignore SIGINT.
+Everything here therefore spins in short ``spin_once(timeout_sec=...)`` slices.
+
+The choice can be overridden per process with ``AUTOPILOT_EXECUTOR=events|single|multi`` (a fallback
+when a callback misbehaves under one executor) or per call with ``kind=``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import rclpy
+from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.task import Future
+
+ENV_VAR = 'AUTOPILOT_EXECUTOR'
+KINDS = ('auto', 'events', 'single', 'multi')
+#: Longest a single spin slice blocks; bounds how late a stop request or Ctrl-C is seen.
+SLICE_S = 0.1
+
+
+def events_executor_class() -> type[Executor] | None:
+    """rclpy's EventsExecutor class, or None when this rclpy has none."""
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        return None
+    return EventsExecutor
+
+
+def make_executor(kind: str | None = None, context: rclpy.context.Context | None = None) -> Executor:
+    """Create the executor named by ``kind``, else ``$AUTOPILOT_EXECUTOR``, else the best available.
+
+    ``auto`` and ``events`` both fall back to the SingleThreadedExecutor when rclpy has no
+    EventsExecutor; ``events`` only differs in that it is an explicit request.
+    """
+    kind = (kind or os.environ.get(ENV_VAR) or 'auto').lower()
+    if kind not in KINDS:
+        raise ValueError(f'unknown executor {kind!r} (from {"argument" if kind else ENV_VAR}); '
+                         f'choose one of: {", ".join(KINDS)}')
+    if kind in ('auto', 'events'):
+        cls = events_executor_class()
+        if cls is not None:
+            return cls(context=context)
+        return SingleThreadedExecutor(context=context)
+    if kind == 'multi':
+        return MultiThreadedExecutor(context=context)
+    return SingleThreadedExecutor(context=context)
+
+
+def executor_name(executor: Executor) -> str:
+    return type(executor).__name__
+
+
+def spin(nodes: Node | Iterable[Node], executor: Executor | None = None, *,
+         until: Callable[[], bool] | None = None, timeout_sec: float | None = None,
+         stop: threading.Event | None = None) -> bool:
+    """Spin ``nodes`` until ``until()`` is true, ``timeout_sec`` passes, ``stop`` is set or rclpy shuts down.
+
+    Returns True when ``until`` became true (False on timeout, stop or shutdown). Without ``until``,
+    spins until timeout/stop/shutdown. The executor is created (``make_executor``) when not given,
+    and nodes are removed from it again on return so the caller can reuse them.
+    """
+    node_list = [nodes] if isinstance(nodes, Node) else list(nodes)
+    ex = executor or make_executor(context=node_list[0].context if node_list else None)
+    added = [n for n in node_list if n not in ex.get_nodes()]
+    for n in added:
+        ex.add_node(n)
+    deadline = None if timeout_sec is None else time.monotonic() + timeout_sec
+    ctx = node_list[0].context if node_list else None
+    try:
+        while True:
+            if until is not None and until():
+                return True
+            if stop is not None and stop.is_set():
+                return False
+            if ctx is not None and not ctx.ok():
+                return False
+            remaining = SLICE_S if deadline is None else min(SLICE_S, deadline - time.monotonic())
+            if remaining <= 0:
+                return until is not None and until()
+            ex.spin_once(timeout_sec=remaining)
+    finally:
+        for n in added:
+            ex.remove_node(n)
+        if executor is None:
+            ex.shutdown(timeout_sec=1.0)
+
+
+def spin_until_future(node: Node, future: Future, timeout_sec: float,
+                      executor: Executor | None = None) -> bool:
+    """Spin until ``future`` is done or ``timeout_sec`` passes; True when done."""
+    return spin(node, executor, until=future.done, timeout_sec=timeout_sec)
+
+
+def run_node(node_factory: Callable[[], Node], args: list[str] | None = None,
+             executor_kind: str | None = None) -> int:
+    """The ``main()`` of a node process: init, build the node, spin until Ctrl-C/SIGTERM, clean up.
+
+    Returns the process exit code. A node whose constructor raises (bad parameters, missing
+    hardware) gets its error logged in one line naming the problem, and exit code 1.
+    """
+    import signal
+    import sys
+
+    rclpy.init(args=args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    node: Node | None = None
+    try:
+        try:
+            node = node_factory()
+        except Exception as exc:  # noqa: BLE001 - a startup error is reported, not raised
+            print(f'[FATAL] {exc}', file=sys.stderr, flush=True)
+            return 1
+        executor = make_executor(executor_kind, context=node.context)
+        spin(node, executor, stop=stop)
+        close = getattr(node, 'close', None)
+        if callable(close):
+            close()
+        return 0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()

@@ -1,0 +1,169 @@
+"""Shared fixtures: a private ROS_DOMAIN_ID per test, process management, an rclpy context.
+
+Every test runs its ROS traffic on a domain id no other test (of this run or of a concurrent run on the
+same machine) is using: ids are taken with a lock file held for the test's duration. Discovery stays
+on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ.pop('ROS_STATIC_PEERS', None)
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCK_DIR = Path(tempfile.gettempdir()) / 'autopilot-ros-domains'
+DOMAIN_IDS = range(1, 101)
+
+
+class DomainLease:
+    """A ROS_DOMAIN_ID held exclusively (flock) until released."""
+
+    def __init__(self) -> None:
+        LOCK_DIR.mkdir(exist_ok=True)
+        for domain in DOMAIN_IDS:
+            fd = os.open(LOCK_DIR / f'{domain}.lock', os.O_CREAT | os.O_RDWR, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            self.domain, self._fd = domain, fd
+            return
+        raise RuntimeError(f'no free ROS_DOMAIN_ID in {DOMAIN_IDS}')
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+
+
+@pytest.fixture
+def domain_id() -> Iterator[int]:
+    """A ROS_DOMAIN_ID private to this test; also exported in os.environ for child processes."""
+    lease = DomainLease()
+    old = os.environ.get('ROS_DOMAIN_ID')
+    os.environ['ROS_DOMAIN_ID'] = str(lease.domain)
+    try:
+        yield lease.domain
+    finally:
+        if old is None:
+            os.environ.pop('ROS_DOMAIN_ID', None)
+        else:
+            os.environ['ROS_DOMAIN_ID'] = old
+        lease.release()
+
+
+@pytest.fixture
+def ros_env(domain_id: int) -> dict[str, str]:
+    """Environment for child processes of this test."""
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+               PYTHONUNBUFFERED='1', RCUTILS_COLORIZED_OUTPUT='0')
+    return env
+
+
+class Proc:
+    """A child process in its own session, with stdout+stderr captured to a file."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> None:
+        self.cmd = cmd
+        self.log_path = log_path
+        self._log = open(log_path, 'wb')
+        self.popen = subprocess.Popen(cmd, env=env, cwd=cwd or ROOT, stdout=self._log,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors='replace')
+
+    def wait_for_output(self, text: str, timeout: float = 20.0) -> str:
+        """Wait until ``text`` appears in the output; fail with the output so far otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.output()
+            if text in out:
+                return out
+            if self.popen.poll() is not None:
+                time.sleep(0.2)
+                out = self.output()
+                if text in out:
+                    return out
+                raise AssertionError(f'{self.cmd} exited ({self.popen.returncode}) before printing '
+                                     f'{text!r}:\n{out}')
+            time.sleep(0.05)
+        raise AssertionError(f'{self.cmd} did not print {text!r} within {timeout} s:\n{self.output()}')
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        return self.popen.wait(timeout=timeout)
+
+    def stop(self, grace: float = 5.0) -> int:
+        """SIGINT the process group, then SIGKILL after ``grace`` seconds."""
+        if self.popen.poll() is None:
+            self.signal(signal.SIGINT)
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.popen.wait(timeout=5)
+        # Also kill stragglers left in the group (a launcher's children).
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._log.close()
+        return self.popen.returncode
+
+
+@pytest.fixture
+def procs(ros_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """``start(cmd, env=None, name=None)`` runs a child on this test's domain; all are stopped at teardown."""
+    started: list[Proc] = []
+
+    def start(cmd: list[str], env: dict[str, str] | None = None, name: str | None = None,
+              cwd: Path | None = None) -> Proc:
+        log = tmp_path / f'{name or Path(cmd[0]).name}-{len(started)}.log'
+        proc = Proc(cmd, env or ros_env, log, cwd)
+        started.append(proc)
+        return proc
+
+    yield start
+    for p in reversed(started):
+        p.stop()
+
+
+@pytest.fixture
+def rclpy_context(domain_id: int) -> Iterator[object]:
+    """An initialised rclpy Context on this test's domain, for nodes created inside the test."""
+    import rclpy
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    try:
+        yield ctx
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+def python() -> str:
+    return sys.executable
