@@ -26,7 +26,6 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,10 +232,16 @@ def fix_wheel_cmake_paths() -> None:
 # --- colcon ------------------------------------------------------------------------------------
 
 def src_digest() -> str:
+    """What a rebuild depends on. Python modules are left out: --symlink-install links the package
+    directories, so edited and added modules are live without a build; entry points, data files and
+    interfaces are not."""
     parts: list[str | bytes] = []
     for path in sorted((ROOT / 'src').rglob('*')):
-        if path.is_file() and '__pycache__' not in path.parts:
-            parts += [str(path.relative_to(ROOT)), path.read_bytes()]
+        if not path.is_file() or '__pycache__' in path.parts:
+            continue
+        if path.suffix == '.py' and path.name != 'setup.py':
+            continue
+        parts += [str(path.relative_to(ROOT)), path.read_bytes()]
     return digest(*parts)
 
 
