@@ -28,8 +28,8 @@ KINDS = ('auto', 'events', 'single', 'multi')
 SLICE_S = 0.1
 
 
-def events_executor_class() -> type[Executor] | None:
-    """rclpy's EventsExecutor class, or None when this rclpy has none."""
+def events_executor_class() -> Callable[..., Executor] | None:
+    """rclpy's EventsExecutor factory, or None when this rclpy has none."""
     try:
         from rclpy.experimental import EventsExecutor
     except ImportError:

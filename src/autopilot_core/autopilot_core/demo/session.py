@@ -83,6 +83,7 @@ class SessionServer(Node):
         session_id = str(uuid.uuid4())
         started = time.monotonic()
         n = correct = 0
+        cancelled = False
         self.status.state, self.status.subject, self.status.session_id = \
             PilotStatus.STATE_RUNNING, goal.subject, session_id
         self.status.task, self.status.protocol, self.status.step = goal.task or 'demo_2afc', goal.protocol, goal.step
@@ -93,6 +94,7 @@ class SessionServer(Node):
             while rclpy_ok(self):
                 if goal_handle.is_cancel_requested:
                     goal_handle.canceled()
+                    cancelled = True
                     break
                 if goal.max_trials and n >= goal.max_trials:
                     goal_handle.succeed()
@@ -118,7 +120,7 @@ class SessionServer(Node):
             self.status.task = ''
             self.publish_status()
         fraction = correct / n if n else math.nan
-        summary = f'{n} trials, {correct} correct' + (' (cancelled)' if goal_handle.is_cancel_requested else '')
+        summary = f'{n} trials, {correct} correct' + (' (cancelled)' if cancelled else '')
         self.get_logger().info(f'session {session_id} ended: {summary}')
         return RunSession.Result(success=True, message=summary, session_id=session_id, n_trials=n,
                                  fraction_correct=fraction, duration_s=time.monotonic() - started,

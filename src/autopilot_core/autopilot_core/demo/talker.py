@@ -19,6 +19,8 @@ PARAMS = (
     ParamSpec('n_trials', 0, 'Stop after this many trials (0: never stop)', min=0),
     ParamSpec('subject', 'demo_mouse', 'Subject id written into every trial'),
     ParamSpec('pilot', '', 'Pilot name written into every trial ("": the namespace)'),
+    ParamSpec('wait_for_subscribers', 1, 'Publish only once this many subscriptions match `trials` '
+              '(a volatile topic drops what is sent before discovery)', min=0, max=1000),
     ParamSpec('seed', 1, 'Seed of the synthetic subject', min=0, read_only=True),
 )
 
@@ -31,6 +33,7 @@ class Talker(Node):
         self.session_id = str(uuid.uuid4())
         self.trials = SyntheticTrials(seed=p['seed'])
         self.sent = 0
+        self.waiting = False
         self.acked: set[int] = set()
         self.pub = self.create_publisher(TrialData, 'trials', qos.TRIALS)
         self.create_subscription(TrialAck, 'trial_acks', self.on_ack, qos.TRIALS)
@@ -49,6 +52,13 @@ class Talker(Node):
         limit = self.get_parameter('n_trials').value
         if limit and self.sent >= limit:
             return
+        wanted = self.get_parameter('wait_for_subscribers').value
+        if self.pub.get_subscription_count() < wanted:
+            if not self.waiting:
+                self.get_logger().info(f'waiting for {wanted} subscriber(s) on {self.pub.topic_name}')
+                self.waiting = True
+            return
+        self.waiting = False
         self.sent += 1
         msg = TrialData(pilot=self.pilot, subject=self.get_parameter('subject').value,
                         session_id=self.session_id, trial_number=self.sent, task='demo_2afc',
