@@ -54,7 +54,7 @@ class SyntheticTrials:
         p_correct = self.lapse / 2 + (1 - self.lapse) / (1 + math.exp(-3 * abs(math.log2(stim / 6000))))
         correct = rng.random() < p_correct
         rt_us = int(rng.lognormvariate(math.log(350_000), 0.3))
-        return [make_field(n, t, u, v) for (n, t, u), v in zip(FIELDS, (target, stim, rt_us, correct))]
+        return [make_field(n, t, u, v) for (n, t, u), v in zip(FIELDS, (target, stim, rt_us, correct), strict=True)]
 
 
 @dataclass

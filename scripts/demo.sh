@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's demo command: set the workspace up (idempotent), then run the demo graph.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 scripts/setup.py
+# shellcheck disable=SC1091
+. scripts/activate.sh
+exec python scripts/demo.py "$@"
