@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from rosbags.typesys import Stores, get_typestore, get_types_from_idl, get_types_from_msg
+from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / 'src' / 'autopilot_msgs'

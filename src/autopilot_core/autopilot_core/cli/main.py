@@ -11,7 +11,7 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 
-from autopilot_core.cli.base import CommandExtension, CommandError
+from autopilot_core.cli.base import CommandError, CommandExtension
 
 GROUP = 'autopilot.command'
 
