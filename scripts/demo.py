@@ -100,7 +100,7 @@ def main() -> int:
             ('session result', f'{result.n_trials} trials, fraction correct {result.fraction_correct:.2f}, '
                                f'{result.duration_s:.1f} s'),
             ('recorder summary (/terminal/summary)', summary),
-            ('pilot heartbeat (/rig_1/status)', f'{last.pilot} state={last.state} distro={last.ros_distro} '
+            ('pilot heartbeat (/rig_1/status)', f'{last.pilot} state={state_name(last.state)} distro={last.ros_distro} '
                                                f'rmw={last.rmw_implementation}' if last else '(none)'),
         ]
         width = max(len(r[0]) for r in rows)
@@ -116,6 +116,11 @@ def main() -> int:
         stop_launch(launch)
     print('demo: ' + ('OK' if rc == 0 else 'FAILED'))
     return rc
+
+
+def state_name(state: int) -> str:
+    names = {getattr(PilotStatus, k): k[6:].lower() for k in dir(PilotStatus) if k.startswith('STATE_')}
+    return names.get(state, str(state))
 
 
 def stop_launch(proc: subprocess.Popen[bytes]) -> None:

@@ -4,8 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 scripts/setup.py
+# colcon's setup scripts read unset variables: activate without -u.
+set +u
 # shellcheck disable=SC1091
 . scripts/activate.sh
+set -u
 # DDS discovery never leaves this machine during tests (tests/conftest.py sets it too).
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 ruff check src tests bench scripts
