@@ -171,3 +171,21 @@ def test_sanitize(raw, expected):
 def test_sanitize_always_gives_a_valid_node_name(text):
     from rclpy.validate_node_name import validate_node_name
     assert validate_node_name(names.sanitize(text))
+
+
+@pytest.mark.parametrize('kind', ['events', 'single'])
+def test_spin_until_future_completes_from_a_callback(rclpy_context, kind):
+    from rclpy.task import Future
+
+    node = Node('future_test', context=rclpy_context)
+    fut = Future()
+    node.create_timer(0.05, lambda: fut.done() or fut.set_result(42))
+    ex = executors.make_executor(kind, context=rclpy_context)
+    try:
+        assert executors.spin_until_future(node, fut, 5.0, ex) and fut.result() == 42
+        t0 = time.monotonic()
+        assert not executors.spin_until_future(node, Future(), 0.3, ex)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        ex.shutdown()
+        node.destroy_node()
