@@ -6,6 +6,19 @@ import argparse
 from typing import Any
 
 
+def add_extensions(parser: argparse.ArgumentParser, cli_name: str, classes: dict[str, type],
+                   attribute: str) -> None:
+    """One subparser per extension class (help from its docstring's first line), the instance stored
+    in ``args.<attribute>``."""
+    sub = parser.add_subparsers(title='Commands', metavar=f'Call `{cli_name} <command> -h` for more detailed usage.')
+    for name, cls in classes.items():
+        ext = cls()
+        doc = (cls.__doc__ or '').strip().split('\n')[0]
+        sub_parser = sub.add_parser(name, help=doc, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub_parser.set_defaults(**{attribute: ext})
+        ext.add_arguments(sub_parser, f'{cli_name} {name}')
+
+
 class CommandError(Exception):
     """A user error: printed as ``autopilot: error: <message>`` with exit code 1, no traceback."""
 
@@ -29,15 +42,7 @@ class CommandExtension:
         self._parser = parser
         if not self.verbs:
             return
-        sub = parser.add_subparsers(title='Commands', dest='_verb',
-                                    metavar=f'Call `{cli_name} <command> -h` for more detailed usage.')
-        for name, cls in self.verbs.items():
-            verb = cls()
-            doc = (cls.__doc__ or '').strip().split('\n')[0]
-            vp = sub.add_parser(name, help=doc, description=doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-            vp.set_defaults(_verb_extension=verb)
-            verb.add_arguments(vp, f'{cli_name} {name}')
+        add_extensions(parser, cli_name, self.verbs, '_verb_extension')
 
     def main(self, *, parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
         verb = getattr(args, '_verb_extension', None)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 
-from autopilot_core.cli.base import CommandError, CommandExtension
+from autopilot_core.cli.base import CommandError, CommandExtension, add_extensions
 
 GROUP = 'autopilot.command'
 
@@ -35,14 +35,7 @@ def build_parser(commands: dict[str, type[CommandExtension]]) -> argparse.Argume
                     'these commands mirror its syntax and output for the pip (wheels) path, where '
                     'ros2cli, launch and rosbag2 are not installable.',
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(title='Commands', dest='_command', metavar='Call `autopilot <command> -h` for more detailed usage.')
-    for name, cls in commands.items():
-        ext = cls()
-        doc = (cls.__doc__ or '').strip().split('\n')[0]
-        cmd_parser = sub.add_parser(name, help=doc, description=doc,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-        cmd_parser.set_defaults(_extension=ext)
-        ext.add_arguments(cmd_parser, f'autopilot {name}')
+    add_extensions(parser, 'autopilot', commands, '_extension')
     return parser
 
 
