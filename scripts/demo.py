@@ -56,11 +56,15 @@ def main() -> int:
     trials: list[TrialData] = []
     acks: set[tuple[str, int]] = set()
     statuses: list[PilotStatus] = []
-    node.create_subscription(TrialData, '/rig_1/trials', trials.append, qos.TRIALS)
-    node.create_subscription(TrialAck, '/rig_1/trial_acks', lambda m: acks.update((m.session_id, n) for n in m.trial_numbers), qos.TRIALS)
+    ack_sub = node.create_subscription(TrialAck, '/rig_1/trial_acks',
+                                       lambda m: acks.update((m.session_id, n) for n in m.trial_numbers), qos.TRIALS)
     node.create_subscription(PilotStatus, '/rig_1/status', statuses.append, qos.STATUS)
     rc = 1
     try:
+        # Subscribe to trials only once the recorder's acks reach us: the talker starts when this
+        # subscription appears, and acks sent before discovery completes would not arrive here.
+        spin(node, ex, until=lambda: ack_sub.get_publisher_count() >= 1 or launch.poll() is not None, timeout_sec=30)
+        node.create_subscription(TrialData, '/rig_1/trials', trials.append, qos.TRIALS)
         summary_client = node.create_client(Trigger, '/terminal/summary')
         action = ActionClient(node, RunSession, '/rig_1/run_session')
         if not action.wait_for_server(timeout_sec=30):

@@ -49,10 +49,12 @@ def call(node: Node, client, request, timeout: float = 10.0):
 def test_trials_flow_and_are_acknowledged_across_processes(procs, node):
     trials: list[TrialData] = []
     acks: list[TrialAck] = []
-    node.create_subscription(TrialData, '/rig1/trials', trials.append, qos.TRIALS)
-    node.create_subscription(TrialAck, '/rig1/trial_acks', acks.append, qos.TRIALS)
     outside = procs(exe('demo_listener'), name='listener_root')
     listener = procs(exe('demo_listener', '-r', '__ns:=/rig1'), name='listener')
+    ack_sub = node.create_subscription(TrialAck, '/rig1/trial_acks', acks.append, qos.TRIALS)
+    # Acks are volatile: match the listener's ack publisher before any trial can be sent.
+    assert spin(node, node.executor_, until=lambda: ack_sub.get_publisher_count() == 1, timeout_sec=20)
+    node.create_subscription(TrialData, '/rig1/trials', trials.append, qos.TRIALS)
     # Two subscribers on /rig1/trials: this test and the namespaced listener.
     talker = procs(exe('demo_talker', '-p', 'rate_hz:=20.0', '-p', 'n_trials:=5', '-p', 'subject:=m42',
                        '-p', 'wait_for_subscribers:=2', '-r', '__ns:=/rig1'), name='talker')
