@@ -355,3 +355,10 @@ def test_any_text_parses_to_a_message_or_a_clear_error(text: str) -> None:
         message_from_dict(String, m.parse_yaml_mapping(text))
     except (MessageValueError, MessageTypeError) as exc:
         assert '\n' not in str(exc)
+
+
+def test_odd_keys_are_quoted_in_one_line_errors() -> None:
+    # Found by hypothesis: a YAML key with a newline used to break the error over two lines.
+    with pytest.raises(MessageValueError) as err:
+        message_from_dict(m.get_message('autopilot_msgs/msg/TrialData'), {'header': {'\n': None}})
+    assert str(err.value) == "field 'header.'\\n'': std_msgs/msg/Header has no field '\\n'; valid fields: stamp, frame_id"

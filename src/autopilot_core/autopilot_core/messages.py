@@ -306,7 +306,9 @@ def _fill(msg: Any, values: Any, path: str, stampers: list, auto: bool, now: boo
                                      f'({", ".join(fields_of(msg)) or "no fields"}), got {_describe(values)}')
     slots = fields_of(msg)
     for key, value in values.items():
-        sub = f'{path}.{key}' if path else str(key)
+        # A key that is no identifier (YAML allows any) is shown quoted, so the error stays one line.
+        shown = key if isinstance(key, str) and key.isidentifier() else repr(key)
+        sub = f'{path}.{shown}' if path else shown
         if key not in slots:
             raise MessageValueError(sub, f'{type_name(msg)} has no field {key!r}; valid fields: '
                                          f'{", ".join(slots) or "none"}')
