@@ -102,6 +102,20 @@ def test_bad_values_at_runtime_are_refused_with_reason(rclpy_context):
         node.destroy_node()
 
 
+def test_empty_array_default_keeps_its_declared_type(rclpy_context):
+    node = make_node(rclpy_context)
+    try:
+        values = declare(node, [ParamSpec('inputs', [], 'Input devices', type=Parameter.Type.STRING_ARRAY)])
+        assert values == {'inputs': []}
+        assert node.get_parameter('inputs').type_ == Parameter.Type.STRING_ARRAY
+        [res] = node.set_parameters([Parameter('inputs', value=['poke_left'])])
+        assert res.successful and node.get_parameter('inputs').value == ['poke_left']
+        [res] = node.set_parameters([Parameter('inputs', value=[1, 2])])
+        assert not res.successful
+    finally:
+        node.destroy_node()
+
+
 @given(st.floats(allow_nan=True, allow_infinity=True))
 def test_check_accepts_exactly_the_range(value):
     spec = ParamSpec('x', 1.0, 'x', min=0.0, max=10.0)

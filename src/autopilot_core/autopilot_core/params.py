@@ -100,6 +100,8 @@ class ParamSpec:
     def check(self, value: Any) -> str | None:
         """Why ``value`` is not allowed, or None when it is (type, range, choices)."""
         ptype = self.ros_type()
+        if _is_empty_array(value) and ptype in _ARRAY_TYPES:
+            return None  # an empty list has no element type of its own (rclpy calls it a byte array)
         if Type.from_parameter_value(value) != ptype:
             return (f'{value!r} has type {_TYPE_NAMES.get(Type.from_parameter_value(value), "?")}, '
                     f'expected {self.allowed()}')
@@ -111,6 +113,23 @@ class ParamSpec:
         if self.choices and value not in self.choices:
             return f'{value!r} is not allowed, expected {self.allowed()}'
         return None
+
+
+_ARRAY_TYPES = (Type.BYTE_ARRAY, Type.BOOL_ARRAY, Type.INTEGER_ARRAY, Type.DOUBLE_ARRAY, Type.STRING_ARRAY)
+
+
+def _is_empty_array(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and not value
+
+
+def _declare_one(node: Node, spec: ParamSpec, value: Any) -> Parameter:
+    if _is_empty_array(value) and spec.ros_type() != Type.BYTE_ARRAY:
+        # rclpy would declare [] as a byte array whatever the descriptor says: declare the type
+        # first, then set the empty value with that type.
+        node.declare_parameter(spec.name, spec.ros_type(), spec.descriptor(), ignore_override=True)
+        node.set_parameters([Parameter(spec.name, spec.ros_type(), [])])
+        return node.get_parameter(spec.name)
+    return node.declare_parameter(spec.name, value, spec.descriptor(), ignore_override=True)
 
 
 def _coerce(spec: ParamSpec, value: Any) -> Any:
@@ -143,7 +162,7 @@ def declare(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
                                  f'{src} value {problem}. Fix it in the params file or with '
                                  f'--ros-args -p {spec.name}:=<value>')
         try:
-            param = node.declare_parameter(spec.name, value, spec.descriptor(), ignore_override=True)
+            param = _declare_one(node, spec, value)
         except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
             raise ParameterError(node.get_name(), spec.name, str(exc)) from None
         values[spec.name] = param.value
