@@ -1,0 +1,462 @@
+"""GPIO backends: ``sim`` (software timing, tested here), ``pigpio`` (pigpiod) and ``lgpio`` (gpiochip).
+
+All three report edges as :class:`Edge` (pin, level, 32-bit tick, unwrapped ``tick_us``) to one callback,
+from their own thread, and run timed outputs (pulses, trains) on their own timing -- pigpio waves, lgpio
+tx_pulse, the sim's timing thread -- so no ROS callback ever sleeps. Output changes are reported as edges
+too (pigpio and sim from the pin's level; lgpio when commanded, since it cannot watch its own outputs).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from autopilot_hardware.gpio.ticks import WRAP, TickUnwrapper, monotonic_us
+
+
+class BackendError(RuntimeError):
+    """The backend cannot do what was asked; the message names the pin or daemon and the fix."""
+
+
+@dataclass(frozen=True)
+class Edge:
+    pin: int
+    level: bool
+    tick: int       # as the backend reports it (32-bit, wraps)
+    tick_us: int    # unwrapped microseconds since the backend started
+
+
+EdgeHandler = Callable[[Edge], None]
+
+
+class Backend(ABC):
+    name = ''
+    #: Highest pin number this backend can address.
+    pin_limit = 53
+
+    def __init__(self, on_edge: EdgeHandler) -> None:
+        self.on_edge = on_edge
+        self.outputs: set[int] = set()
+
+    @abstractmethod
+    def now_us(self) -> int:
+        """The current tick, unwrapped microseconds since start (for TickClock and command acks)."""
+
+    @abstractmethod
+    def claim_input(self, pin: int, pull: str, edge: str, glitch_us: int) -> None: ...
+
+    @abstractmethod
+    def claim_output(self, pin: int) -> None: ...
+
+    @abstractmethod
+    def write(self, pin: int, level: bool) -> int:
+        """Set an output (cancelling any pulse train on it); returns tick_us."""
+
+    @abstractmethod
+    def pulses(self, pin: int, high_us: int, low_us: int, count: int) -> int:
+        """``count`` pulses high ``high_us`` then low ``low_us``, on the backend's timing; returns tick_us."""
+
+    @abstractmethod
+    def pwm(self, pin: int, frequency_hz: float, duty: float) -> int: ...
+
+    def simulate(self, pin: int, level: bool, hold_us: int) -> int:
+        raise BackendError(f'simulated inputs need backend sim, this node runs {self.name}')
+
+    def all_low(self) -> None:
+        """Drive every claimed output low, stopping timed outputs (best effort: never raises)."""
+        for pin in sorted(self.outputs):
+            try:
+                self.write(pin, False)
+            except Exception:  # noqa: BLE001, S110 - a safety path must try every pin
+                pass
+
+    def close(self) -> None:
+        self.all_low()
+
+
+class SimBackend(Backend):
+    """Software GPIO: a timing thread executes scheduled level changes on the monotonic microsecond clock.
+
+    Timing: the thread waits on a condition until ~1 ms before an action is due, then polls the clock
+    until it is due, so an action runs within tens of microseconds of its time on an idle machine (a
+    loaded one can delay it by scheduler latency, ~1 ms). Edges carry the time the level actually changed,
+    not the time it was meant to, like real hardware. Pulse trains are scheduled from their nominal start,
+    so errors do not accumulate. The glitch filter works like pigpio's: a new level counts only if it stays
+    ``glitch_us``, and is then reported with the tick of its first edge. PWM is reported as one edge (high
+    when duty > 0), not as a stream of 800 Hz edges.
+    """
+
+    name = 'sim'
+    pin_limit = 27  # the 40-pin header's BCM GPIOs
+
+    def __init__(self, on_edge: EdgeHandler) -> None:
+        super().__init__(on_edge)
+        self._epoch = monotonic_us()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._queue: list[tuple[int, int, Callable[[int], None]]] = []
+        self._seq = itertools.count()
+        self._level: dict[int, bool] = {}          # driven output level / raw input level
+        self._reported: dict[int, bool] = {}       # input level after the glitch filter
+        self._inputs: dict[int, tuple[str, int]] = {}  # pin -> (edge filter, glitch_us)
+        self._gen: dict[int, int] = {}             # bumps cancel scheduled actions of a pin
+        self._changed_at: dict[int, int] = {}      # input pin -> tick of its last raw change
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name='gpio-sim-timing', daemon=True)
+        self._thread.start()
+
+    def now_us(self) -> int:
+        return monotonic_us() - self._epoch
+
+    # -- timing thread -------------------------------------------------------------------------------
+    def _schedule(self, due_us: int, action: Callable[[int], None]) -> None:
+        with self._cond:
+            heapq.heappush(self._queue, (due_us, next(self._seq), action))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while self._running:
+                if not self._queue:
+                    self._cond.wait(0.5)
+                    continue
+                due = self._queue[0][0]
+                wait_us = due - self.now_us()
+                if wait_us > 1500:
+                    self._cond.wait((wait_us - 1000) / 1e6)
+                    continue  # re-check: an earlier action may have been added
+                if wait_us > 0:
+                    self._cond.release()
+                    try:
+                        while self.now_us() < due:
+                            time.sleep(0)  # poll the last ~1 ms; yields the GIL to other threads
+                    finally:
+                        self._cond.acquire()
+                    continue
+                _, _, action = heapq.heappop(self._queue)
+                action(self.now_us())
+
+    # -- pins ----------------------------------------------------------------------------------------
+    def _emit(self, pin: int, level: bool, t_us: int) -> None:
+        self.on_edge(Edge(pin, level, t_us % WRAP, t_us))
+
+    def claim_input(self, pin: int, pull: str, edge: str, glitch_us: int) -> None:
+        with self._lock:
+            self._inputs[pin] = (edge, glitch_us)
+            self._level[pin] = self._reported[pin] = pull == 'up'
+            self._gen[pin] = 0
+
+    def claim_output(self, pin: int) -> None:
+        with self._lock:
+            self.outputs.add(pin)
+            self._level[pin] = False
+            self._gen[pin] = 0
+
+    def _set_output(self, pin: int, level: bool, t_us: int) -> None:
+        if self._level[pin] != level:
+            self._level[pin] = level
+            self._emit(pin, level, t_us)
+
+    def write(self, pin: int, level: bool) -> int:
+        with self._lock:
+            self._gen[pin] += 1
+            t = self.now_us()
+            self._set_output(pin, level, t)
+            return t
+
+    def pulses(self, pin: int, high_us: int, low_us: int, count: int) -> int:
+        with self._lock:
+            self._gen[pin] += 1
+            gen = self._gen[pin]
+            t0 = self.now_us()
+            self._set_output(pin, True, t0)
+            for i in range(count):
+                start = t0 + i * (high_us + low_us)
+                if i:
+                    self._schedule(start, self._guarded(pin, gen, True))
+                self._schedule(start + high_us, self._guarded(pin, gen, False))
+            return t0
+
+    def _guarded(self, pin: int, gen: int, level: bool) -> Callable[[int], None]:
+        def action(t_us: int) -> None:
+            if self._gen[pin] == gen:
+                self._set_output(pin, level, t_us)
+        return action
+
+    def pwm(self, pin: int, frequency_hz: float, duty: float) -> int:
+        return self.write(pin, duty > 0)
+
+    def simulate(self, pin: int, level: bool, hold_us: int) -> int:
+        with self._lock:
+            if pin not in self._inputs:
+                raise BackendError(f'pin {pin} is not a claimed input')
+            self._gen[pin] += 1  # a new command replaces a pending automatic release
+            gen = self._gen[pin]
+            t = self.now_us()
+            self._raw_input(pin, level, t)
+            if hold_us > 0:
+                def release(t_us: int) -> None:
+                    if self._gen[pin] == gen:
+                        self._raw_input(pin, not level, t_us)
+                self._schedule(t + hold_us, release)
+            return t
+
+    def _raw_input(self, pin: int, level: bool, t_us: int) -> None:
+        if self._level[pin] == level:
+            return
+        self._level[pin] = level
+        edge, glitch_us = self._inputs[pin]
+        if glitch_us <= 0:
+            self._report(pin, level, t_us, edge)
+            return
+
+        def settle(_now: int) -> None:
+            # Steady for glitch_us since t_us: report with the first edge's tick (as pigpio does).
+            if self._level[pin] == level and self._changed_at.get(pin) == t_us:
+                self._report(pin, level, t_us, edge)
+        self._changed_at[pin] = t_us
+        self._schedule(t_us + glitch_us, settle)
+
+    def _report(self, pin: int, level: bool, t_us: int, edge: str) -> None:
+        if self._reported[pin] == level:
+            return
+        self._reported[pin] = level
+        if edge == 'both' or (edge == 'rising') == level:
+            self._emit(pin, level, t_us)
+
+    def close(self) -> None:
+        self.all_low()
+        with self._cond:
+            self._running = False
+            self._queue.clear()
+            self._cond.notify()
+        self._thread.join(timeout=1.0)
+
+
+class PigpioBackend(Backend):
+    """pigpiod over its socket: edge callbacks with pigpio's tick, pulses as waves.
+
+    pigpio samples levels every 5 us (its default) and timestamps edges with the Pi's 1 MHz system timer,
+    32-bit, wrapping every 71.6 min: ticks are unwrapped with TickUnwrapper. Outputs get callbacks too, so
+    output edges carry real ticks. Pulses and trains are pigpio waves (wave_add_generic + wave_create +
+    wave_send_once): DMA-timed, microsecond accurate. pigpio transmits ONE wave at a time: a pulse asked
+    for while another pin's wave runs is queued behind it (WAVE_MODE_ONE_SHOT_SYNC) rather than cutting it
+    short; its events show the delay.
+    """
+
+    name = 'pigpio'
+
+    def __init__(self, on_edge: EdgeHandler, host: str, port: int) -> None:
+        super().__init__(on_edge)
+        import pigpio
+        self._pigpio = pigpio
+        self.pi = pigpio.pi(host, port, show_errors=False)
+        if not self.pi.connected:
+            raise BackendError(f'cannot reach pigpiod at {host}:{port}: start it on the Pi (`sudo pigpiod`, or '
+                               f'`sudo systemctl enable --now pigpiod`), fix pigpio_host/pigpio_port, '
+                               f'or use backend:=sim')
+        self._unwrap = TickUnwrapper(self.pi.get_current_tick())
+        self._callbacks: list[object] = []
+        self._waves: list[int] = []
+        self._wave_pins: dict[int, int] = {}
+        self._wave_lock = threading.Lock()
+
+    def now_us(self) -> int:
+        return self._unwrap(self.pi.get_current_tick())
+
+    def _call(self, name: str, *args: object, hint: str = '') -> int:
+        """``self.pi.<name>(*args)``; pigpio's errors (raised or returned) become one-line BackendErrors."""
+        call = f'{name}{args}' if len(repr(args)) < 60 else name
+        try:
+            result = getattr(self.pi, name)(*args)
+        except self._pigpio.error as exc:
+            raise BackendError(f'pigpio {call}: {getattr(exc, "value", exc)}{hint}') from None
+        if isinstance(result, int) and result < 0:
+            raise BackendError(f'pigpio {call}: {self._pigpio.error_text(result)}{hint}')
+        return result
+
+    def _cb(self, pin: int, level: int, tick: int) -> None:
+        if level == 2:  # watchdog timeout, no level change
+            return
+        self.on_edge(Edge(pin, bool(level), tick, self._unwrap(tick)))
+
+    def claim_input(self, pin: int, pull: str, edge: str, glitch_us: int) -> None:
+        pg = self._pigpio
+        self._call('set_mode', pin, pg.INPUT)
+        pud = {'up': pg.PUD_UP, 'down': pg.PUD_DOWN, 'off': pg.PUD_OFF}[pull]
+        self._call('set_pull_up_down', pin, pud)
+        if glitch_us:
+            self._call('set_glitch_filter', pin, glitch_us)
+        flag = {'rising': pg.RISING_EDGE, 'falling': pg.FALLING_EDGE, 'both': pg.EITHER_EDGE}[edge]
+        self._callbacks.append(self.pi.callback(pin, flag, self._cb))
+
+    def claim_output(self, pin: int) -> None:
+        self._call('set_mode', pin, self._pigpio.OUTPUT)
+        self._call('write', pin, 0)
+        self.outputs.add(pin)
+        self._callbacks.append(self.pi.callback(pin, self._pigpio.EITHER_EDGE, self._cb))
+
+    def write(self, pin: int, level: bool) -> int:
+        with self._wave_lock:
+            # Stop a wave only if it drives this pin: stopping a wave freezes its pins where they are, so
+            # stopping another pin's valve pulse would leave that valve open.
+            current = self.pi.wave_tx_at() if self.pi.wave_tx_busy() else None
+            if current is not None and self._wave_pins.get(current) == pin:
+                self.pi.wave_tx_stop()
+            self._call('write', pin, int(level))
+        return self.now_us()
+
+    def pulses(self, pin: int, high_us: int, low_us: int, count: int) -> int:
+        pg = self._pigpio
+        mask = 1 << pin
+        pulses = []
+        for i in range(count):
+            pulses.append(pg.pulse(mask, 0, high_us))
+            # The last low phase only needs to set the level: 1 us keeps the wave short.
+            pulses.append(pg.pulse(0, mask, low_us if i < count - 1 else 1))
+        with self._wave_lock:
+            self._collect_waves()
+            self._call('wave_add_new')
+            self._call('wave_add_generic', pulses, hint=f' (pin {pin})')
+            wid = self._call('wave_create', hint=f' (pin {pin}: too many pulses? pigpio holds ~12000)')
+            self._waves.append(wid)
+            self._wave_pins[wid] = pin
+            t = self.now_us()
+            self._call('wave_send_using_mode', wid, pg.WAVE_MODE_ONE_SHOT_SYNC)
+        return t
+
+    def _collect_waves(self) -> None:
+        """Delete finished waves (pigpio has a limited number of wave ids and pulses).
+
+        Waves are kept in creation order; those before the one transmitting are done, the ones after it
+        are queued (ONE_SHOT_SYNC) and must stay. When nothing transmits, all are done.
+        """
+        current = self.pi.wave_tx_at() if self.pi.wave_tx_busy() else None
+        done = self._waves[:self._waves.index(current)] if current in self._waves else \
+            (list(self._waves) if current is None else [])
+        for wid in done:
+            self.pi.wave_delete(wid)
+            self._waves.remove(wid)
+            self._wave_pins.pop(wid, None)
+
+    def pwm(self, pin: int, frequency_hz: float, duty: float) -> int:
+        self._call('set_PWM_frequency', pin, int(frequency_hz))
+        self._call('set_PWM_range', pin, 1000)
+        self._call('set_PWM_dutycycle', pin, round(duty * 1000))
+        return self.now_us()
+
+    def all_low(self) -> None:
+        try:
+            self.pi.wave_tx_stop()
+        except Exception:  # noqa: BLE001, S110
+            pass
+        super().all_low()
+
+    def close(self) -> None:
+        self.all_low()
+        for cb in self._callbacks:
+            cb.cancel()  # type: ignore[attr-defined]
+        self.pi.stop()
+
+
+class LgpioBackend(Backend):
+    """A gpiochip through lgpio (Pi 5 and any Linux board): alerts on inputs, tx_pulse for pulses.
+
+    lgpio timestamps edges in nanoseconds of the kernel's line-event clock (since boot on current kernels);
+    they are turned into microseconds since the backend started. Pulses are lgpio's software-timed tx_pulse
+    (its own thread, ~10 us jitter). lgpio cannot watch a line it drives, so output events are reported
+    at command time; the end of a pulse is not reported.
+    """
+
+    name = 'lgpio'
+    pin_limit = 255  # GpioEvent.pin is uint8
+
+    def __init__(self, on_edge: EdgeHandler, chip: int) -> None:
+        super().__init__(on_edge)
+        import lgpio
+        self._lg = lgpio
+        try:
+            self.h = lgpio.gpiochip_open(chip)
+        except lgpio.error as exc:
+            raise BackendError(f'cannot open /dev/gpiochip{chip} ({getattr(exc, "value", exc)}): no GPIO chip here or no permission '
+                               f'(add the user to group gpio); set lgpio_chip, or use backend:=sim') from None
+        info = lgpio.gpio_get_chip_info(self.h)
+        self.pin_limit = min(int(info[1]) - 1, 255)
+        self._epoch_ns = time.monotonic_ns()
+        self._tick_offset_ns: int | None = None
+        self._callbacks: list[object] = []
+
+    def now_us(self) -> int:
+        return (time.monotonic_ns() - self._epoch_ns) // 1000
+
+    def _call(self, fn: Callable[..., int], *args: object) -> int:
+        try:
+            result = fn(self.h, *args)
+        except self._lg.error as exc:
+            raise BackendError(f'lgpio {fn.__name__}{args}: {getattr(exc, "value", exc)}') from None
+        return result
+
+    def _cb(self, _chip: int, pin: int, level: int, tick_ns: int) -> None:
+        if level == 2:
+            return
+        if self._tick_offset_ns is None:
+            # Old kernels stamp line events with CLOCK_REALTIME, newer ones with CLOCK_MONOTONIC: the first
+            # edge tells which (they differ by decades), later ones are moved onto the monotonic clock.
+            realtime = abs(tick_ns - time.time_ns()) < abs(tick_ns - time.monotonic_ns())
+            self._tick_offset_ns = time.monotonic_ns() - time.time_ns() if realtime else 0
+        tick_us = (tick_ns + self._tick_offset_ns - self._epoch_ns) // 1000
+        self.on_edge(Edge(pin, bool(level), (tick_ns // 1000) % WRAP, tick_us))
+
+    def claim_input(self, pin: int, pull: str, edge: str, glitch_us: int) -> None:
+        lg = self._lg
+        lflags = {'up': lg.SET_PULL_UP, 'down': lg.SET_PULL_DOWN, 'off': lg.SET_PULL_NONE}[pull]
+        eflags = {'rising': lg.RISING_EDGE, 'falling': lg.FALLING_EDGE, 'both': lg.BOTH_EDGES}[edge]
+        self._call(lg.gpio_claim_alert, pin, eflags, lflags)
+        if glitch_us:
+            self._call(lg.gpio_set_debounce_micros, pin, glitch_us)
+        self._callbacks.append(lg.callback(self.h, pin, eflags, self._cb))
+
+    def claim_output(self, pin: int) -> None:
+        self._call(self._lg.gpio_claim_output, pin, 0)
+        self.outputs.add(pin)
+
+    def write(self, pin: int, level: bool) -> int:
+        self._call(self._lg.tx_pulse, pin, 0, 0)  # stop pulses on this pin
+        self._call(self._lg.gpio_write, pin, int(level))
+        t = self.now_us()
+        self.on_edge(Edge(pin, level, t % WRAP, t))
+        return t
+
+    def pulses(self, pin: int, high_us: int, low_us: int, count: int) -> int:
+        self._call(self._lg.tx_pulse, pin, high_us, max(low_us, 1), 0, count)
+        t = self.now_us()
+        self.on_edge(Edge(pin, True, t % WRAP, t))
+        return t
+
+    def pwm(self, pin: int, frequency_hz: float, duty: float) -> int:
+        self._call(self._lg.tx_pwm, pin, frequency_hz, duty * 100.0)
+        t = self.now_us()
+        self.on_edge(Edge(pin, duty > 0, t % WRAP, t))
+        return t
+
+    def close(self) -> None:
+        self.all_low()
+        for cb in self._callbacks:
+            cb.cancel()  # type: ignore[attr-defined]
+        self._lg.gpiochip_close(self.h)
+
+
+def make_backend(name: str, on_edge: EdgeHandler, *, host: str = 'localhost', port: int = 8888,
+                 chip: int = 0) -> Backend:
+    if name == 'sim':
+        return SimBackend(on_edge)
+    if name == 'pigpio':
+        return PigpioBackend(on_edge, host, port)
+    if name == 'lgpio':
+        return LgpioBackend(on_edge, chip)
+    raise BackendError(f'unknown backend {name!r}: choose sim, pigpio or lgpio')

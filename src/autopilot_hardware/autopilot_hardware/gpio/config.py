@@ -1,0 +1,149 @@
+"""The rig's GPIO devices from flat ROS parameters, and the checks on commands to them.
+
+Layout in a params file (ROS parameters are flat typed values, so devices are listed by name and each
+device's settings are ``devices.<name>.<setting>``, declared for the listed names only)::
+
+    /**/gpio:
+      ros__parameters:
+        backend: sim                 # sim | pigpio | lgpio
+        inputs: [poke_left, poke_center]
+        outputs: [valve_left, led_center]
+        devices.poke_left.pin: 17    # BCM number (lgpio: line offset on the chip)
+        devices.poke_left.pull: up   # up | down | off
+        devices.poke_left.edge: both # rising | falling | both: which edges become events
+        devices.poke_left.glitch_us: 200   # level must be steady this long to count (pigpio's glitch filter)
+        devices.valve_left.pin: 5
+        devices.valve_left.kind: valve     # valve | led | ttl
+        devices.valve_left.max_open_ms: 500  # longest a valve may stay open on ANY path (0: no limit; not valves)
+        devices.led_center.pwm_frequency_hz: 800.0
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from autopilot_core.params import ParamSpec
+
+PULLS = ('up', 'down', 'off')
+EDGES = ('rising', 'falling', 'both')
+KINDS = ('valve', 'led', 'ttl')
+#: BCM GPIOs a pigpio/Raspberry Pi can address; the sim backend accepts the 40-pin header's 0-27.
+MAX_PIN = 53
+_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]*$')
+#: Default longest valve opening: a reward is 10-100 ms; seconds-long openings flood the rig.
+DEFAULT_MAX_OPEN_MS = 1000.0
+
+
+class ConfigError(ValueError):
+    """A device configuration that cannot be used; the message names the device and the fix."""
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    pin: int
+    is_input: bool
+    pull: str = 'off'
+    edge: str = 'both'
+    glitch_us: int = 0
+    kind: str = 'ttl'
+    max_open_ms: float = 0.0
+    pwm_frequency_hz: float = 800.0
+
+    @property
+    def max_open_us(self) -> int:
+        """Longest high time allowed (0: unlimited)."""
+        return int(self.max_open_ms * 1000)
+
+
+def input_specs(name: str) -> tuple[ParamSpec, ...]:
+    p = f'devices.{name}.'
+    return (
+        ParamSpec(p + 'pin', -1, f'GPIO of input {name} (BCM number; lgpio: line offset)', min=-1, max=255,
+                  read_only=True),
+        ParamSpec(p + 'pull', 'off', f'Pull resistor of {name}', choices=PULLS, read_only=True),
+        ParamSpec(p + 'edge', 'both', f'Edges of {name} that become events', choices=EDGES, read_only=True),
+        ParamSpec(p + 'glitch_us', 0, f'Glitch filter of {name}: a level must be steady this long to count',
+                  unit='us', min=0, max=300_000, read_only=True),
+    )
+
+
+def output_specs(name: str) -> tuple[ParamSpec, ...]:
+    p = f'devices.{name}.'
+    return (
+        ParamSpec(p + 'pin', -1, f'GPIO of output {name} (BCM number; lgpio: line offset)', min=-1, max=255,
+                  read_only=True),
+        ParamSpec(p + 'kind', 'ttl', f'What {name} drives (valves get a maximum open time)', choices=KINDS,
+                  read_only=True),
+        ParamSpec(p + 'max_open_ms', DEFAULT_MAX_OPEN_MS,
+                  f'Longest {name} may stay high when it is a valve, on every path (0: no limit)', unit='ms',
+                  min=0.0, max=60_000.0, read_only=True),
+        ParamSpec(p + 'pwm_frequency_hz', 800.0, f'PWM frequency of {name} when a command gives none',
+                  unit='Hz', min=1.0, max=40_000.0, read_only=True),
+    )
+
+
+def check_names(inputs: Sequence[str], outputs: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for name in [*inputs, *outputs]:
+        if not _NAME.match(name):
+            raise ConfigError(f"device name {name!r} in inputs/outputs is not valid: use letters, digits and "
+                              f"'_', starting with a letter (it becomes parameter devices.<name>.pin)")
+        if name in seen:
+            both = 'both inputs and outputs' if name in inputs and name in outputs else 'twice'
+            raise ConfigError(f'device {name!r} is listed {both}: list each device once')
+        seen.add(name)
+
+
+def build_table(inputs: Sequence[str], outputs: Sequence[str], values: Mapping[str, object],
+                pin_limit: int = MAX_PIN) -> dict[str, Device]:
+    """Devices by name from the declared ``devices.<name>.*`` values; ConfigError on the first problem."""
+    check_names(inputs, outputs)
+    table: dict[str, Device] = {}
+    by_pin: dict[int, str] = {}
+    for name in [*inputs, *outputs]:
+        p = f'devices.{name}.'
+        pin = int(values[p + 'pin'])  # type: ignore[call-overload]
+        if pin < 0:
+            raise ConfigError(f"device {name!r} has no pin: set devices.{name}.pin in the params file "
+                              f"(or -p devices.{name}.pin:=<BCM number>)")
+        if pin > pin_limit:
+            raise ConfigError(f'device {name!r}: pin {pin} does not exist on this backend (pins 0-{pin_limit}): '
+                              f'fix devices.{name}.pin')
+        if pin in by_pin:
+            raise ConfigError(f'pin {pin} is claimed twice, by {by_pin[pin]!r} and {name!r}: give each device '
+                              f'its own devices.<name>.pin')
+        by_pin[pin] = name
+        if name in inputs:
+            dev = Device(name, pin, True, pull=str(values[p + 'pull']), edge=str(values[p + 'edge']),
+                         glitch_us=int(values[p + 'glitch_us']))  # type: ignore[call-overload]
+        else:
+            kind = str(values[p + 'kind'])
+            dev = Device(name, pin, False, kind=kind,
+                         max_open_ms=float(values[p + 'max_open_ms']) if kind == 'valve' else 0.0,  # type: ignore[arg-type]
+                         pwm_frequency_hz=float(values[p + 'pwm_frequency_hz']))  # type: ignore[arg-type]
+        table[name] = dev
+    return table
+
+
+def lookup(table: Mapping[str, Device], name: str, want_input: bool | None = None) -> Device:
+    """The device called ``name``; ConfigError naming the known ones (and the right kind) otherwise."""
+    dev = table.get(name)
+    if dev is None:
+        known = ', '.join(sorted(table)) or 'none'
+        raise ConfigError(f'unknown device {name!r} (devices: {known}); add it to inputs/outputs in the params file')
+    if want_input is not None and dev.is_input != want_input:
+        raise ConfigError(f"device {name!r} is an {'input' if dev.is_input else 'output'}, "
+                          f"not an {'input' if want_input else 'output'}")
+    return dev
+
+
+def check_high_time(dev: Device, high_us: int, what: str = 'pulse') -> None:
+    """Refuse a high time that is not positive or exceeds the device's maximum open time."""
+    if high_us <= 0:
+        raise ConfigError(f'{dev.name}: {what} of {high_us} us: the high time must be > 0')
+    if dev.max_open_us and high_us > dev.max_open_us:
+        raise ConfigError(f'{dev.name}: {what} of {high_us / 1000:g} ms exceeds max_open_ms '
+                          f'{dev.max_open_ms:g} ms; shorten it or raise devices.{dev.name}.max_open_ms')

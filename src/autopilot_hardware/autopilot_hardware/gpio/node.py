@@ -1,0 +1,266 @@
+"""``gpio``: the rig's digital inputs and outputs as a ROS node (backends sim | pigpio | lgpio).
+
+Endpoints (relative, so the rig namespace places them: ``/rig_1/gpio/events``):
+
+* ``gpio/events`` (GpioEvent, qos.EVENTS): every input edge and output change, with the backend's tick,
+  its unwrapped ``tick_us`` (use differences of it for timing) and ``stamp`` mapped from the tick
+  (:mod:`autopilot_hardware.gpio.ticks` documents the mapping error);
+* ``gpio/output`` (DigitalOutput) fast path and ``gpio/set_output`` (SetDigitalOutput) with an ack;
+* ``gpio/reward`` (Reward): volume -> valve open time through the valve's calibration;
+* ``gpio/sim_input`` (SimInput) and ``gpio/simulate_input`` (SimulateInput): drive sim inputs;
+* ``gpio/calibrate_valve`` and ``gpio/record_calibration``: valve calibration (``autopilot calibrate``).
+
+Safety: a valve never stays high longer than its ``max_open_ms`` (checked in GpioController on every
+path); every output is driven low when the node stops and, if ``pilot_status_topic`` is set, when the
+pilot's heartbeat has been silent for ``pilot_timeout_s``. Device layout: :mod:`autopilot_hardware.gpio.config`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from autopilot_msgs.msg import DigitalOutput, GpioEvent, PilotStatus, Reward, SimInput
+from autopilot_msgs.srv import CalibrateValve, RecordCalibration, SetDigitalOutput, SimulateInput
+from rclpy.duration import Duration
+from rclpy.exceptions import InvalidParameterTypeException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.time import Time
+
+from autopilot_core import qos
+from autopilot_core.executors import run_node
+from autopilot_core.params import ParamSpec, declare
+from autopilot_hardware.gpio.backends import Backend, Edge, make_backend
+from autopilot_hardware.gpio.calibration import CalibrationStore
+from autopilot_hardware.gpio.config import ConfigError, build_table, check_names, input_specs, output_specs
+from autopilot_hardware.gpio.controller import COMMAND_ERRORS, Done, GpioController
+from autopilot_hardware.gpio.ticks import TickClock
+from autopilot_hardware.plugins import DeviceInfo
+
+BACKENDS = ('sim', 'pigpio', 'lgpio')
+CALIBRATION_DIR = Path('~/.autopilot/calibration')
+
+PARAMS = (
+    ParamSpec('backend', 'sim', 'GPIO backend', choices=BACKENDS, read_only=True),
+    ParamSpec('inputs', [], 'Input device names; each needs devices.<name>.pin (and .pull, .edge, .glitch_us)',
+              type=Parameter.Type.STRING_ARRAY, read_only=True),
+    ParamSpec('outputs', [], 'Output device names; each needs devices.<name>.pin (and .kind, .max_open_ms)',
+              type=Parameter.Type.STRING_ARRAY, read_only=True),
+    ParamSpec('pigpio_host', 'localhost', 'Host of pigpiod (backend pigpio)', read_only=True),
+    ParamSpec('pigpio_port', 8888, 'Port of pigpiod (backend pigpio)', min=1, max=65535, read_only=True),
+    ParamSpec('lgpio_chip', 0, 'gpiochip number (backend lgpio): /dev/gpiochip<N>', min=0, max=64, read_only=True),
+    ParamSpec('calibration_file', '', 'Valve calibration history (JSON Lines, append-only); "": '
+              '~/.autopilot/calibration/<namespace>.jsonl', read_only=True),
+    ParamSpec('calibration_degree', 1, 'Polynomial degree of the volume -> open time fit', min=1, max=3,
+              read_only=True),
+    ParamSpec('calibration_window', 20, 'Newest calibration points of a valve used by its fit', min=1,
+              max=10_000, read_only=True),
+    ParamSpec('pilot_status_topic', '', 'Pilot heartbeat (PilotStatus) to watch, e.g. /rig_1/pilot/status; '
+              '"": none', read_only=True),
+    ParamSpec('pilot_timeout_s', 5.0, 'Drive all outputs low when the pilot heartbeat is silent this long',
+              unit='s', min=0.5, max=3600.0),
+    ParamSpec('clock_sync_s', 10.0, 'Interval of tick -> ROS time re-synchronisation', unit='s',
+              min=0.5, max=600.0, read_only=True),
+)
+
+DEVICE = DeviceInfo(
+    name='gpio', kind='digital I/O', package='autopilot_hardware', executable='gpio', backends=BACKENDS,
+    description='Named pokes, licks, valves, LEDs and TTL lines with microsecond edge timing and valve calibration',
+    parameters=PARAMS,
+)
+
+
+LISTS = ('inputs', 'outputs')
+
+
+def declare_string_list(node: Node, spec: ParamSpec) -> list[str]:
+    """Declare a string-array parameter whose default is empty.
+
+    autopilot_core.params.declare cannot take an empty-list default: rclpy types ``[]`` as a byte array,
+    so its type check refuses it. Declared by type instead; an absent or empty value means no devices.
+    """
+    fix = f'write it as {spec.name}: [name1, name2] (command line: -p "{spec.name}:=[name1, name2]")'
+    try:
+        param = node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, spec.descriptor())
+    except InvalidParameterTypeException:
+        # rclpy's message names no fix; the given value is in the overrides (as params.declare reads it).
+        given = getattr(node, '_parameter_overrides', {}).get(spec.name)
+        raise ConfigError(f"{node.get_name()}: parameter '{spec.name}': {getattr(given, 'value', '?')!r} is not "
+                          f'a list of device names; {fix}') from None
+    value = param.value
+    if value is None or (isinstance(value, (list, tuple)) and not value):
+        return []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{node.get_name()}: parameter '{spec.name}': {value!r} is not a list of device names; "
+                          f'{fix}')
+    return list(value)
+
+
+def default_calibration_path(namespace: str) -> Path:
+    token = namespace.strip('/').replace('/', '_') or 'default'
+    return CALIBRATION_DIR / f'{token}.jsonl'
+
+
+class GpioNode(Node):
+    def __init__(self) -> None:
+        super().__init__('gpio')
+        p = declare(self, [s for s in PARAMS if s.name not in LISTS])
+        inputs, outputs = (declare_string_list(self, s) for s in PARAMS if s.name in LISTS)
+        try:
+            check_names(inputs, outputs)
+        except ConfigError as exc:
+            raise ConfigError(f'{self.get_name()}: {exc}') from None
+        values = declare(self, [s for n in inputs for s in input_specs(n)] +
+                         [s for n in outputs for s in output_specs(n)])
+        self.backend_name = p['backend']
+        self.event_pub = self.create_publisher(GpioEvent, 'gpio/events', qos.EVENTS)
+        self.pins: dict[int, str] = {}
+        self.tick_clock: TickClock | None = None
+        self.closed = False
+        try:
+            backend: Backend = make_backend(self.backend_name, self.on_edge, host=p['pigpio_host'],
+                                            port=p['pigpio_port'], chip=p['lgpio_chip'])
+        except COMMAND_ERRORS as exc:
+            raise ConfigError(f'{self.get_name()}: {exc}') from None
+        try:
+            table = build_table(inputs, outputs, values, pin_limit=backend.pin_limit)
+            path = Path(p['calibration_file'] or default_calibration_path(self.get_namespace())).expanduser()
+            store = CalibrationStore(path, degree=p['calibration_degree'], window=p['calibration_window'])
+            self.ctl = GpioController(table, backend, store)
+            self.pins = {d.pin: d.name for d in table.values()}
+            self.tick_clock = TickClock(backend.now_us, lambda: self.get_clock().now().nanoseconds)
+            self.ctl.claim_all()
+        except Exception as exc:
+            backend.close()
+            raise ConfigError(f'{self.get_name()}: {exc}') from None
+
+        self.create_subscription(DigitalOutput, 'gpio/output', self.on_output, qos.EVENTS)
+        self.create_subscription(Reward, 'gpio/reward', self.on_reward, qos.EVENTS)
+        self.create_subscription(SimInput, 'gpio/sim_input', self.on_sim_input, qos.EVENTS)
+        self.create_service(SetDigitalOutput, 'gpio/set_output', self.srv_set_output)
+        self.create_service(SimulateInput, 'gpio/simulate_input', self.srv_simulate)
+        self.create_service(CalibrateValve, 'gpio/calibrate_valve', self.srv_calibrate)
+        self.create_service(RecordCalibration, 'gpio/record_calibration', self.srv_record)
+        # Re-sync also reads the tick regularly, which keeps pigpio's tick unwrapping valid (< 35 min).
+        self.create_timer(p['clock_sync_s'], self.tick_clock.sync)
+
+        self.last_beat: float | None = None
+        self.beat_lost = False
+        if p['pilot_status_topic']:
+            self.create_subscription(PilotStatus, p['pilot_status_topic'], self.on_beat, qos.STATUS)
+            self.create_timer(0.25, self.check_beat)
+        self.get_logger().info(
+            f'gpio ready: backend {self.backend_name}, inputs {inputs or "none"}, outputs {outputs or "none"}, '
+            f'calibration {store.path}, tick->ROS time error <= {self.tick_clock.error_ns / 1000:.1f} us at sync')
+
+    # -- events ------------------------------------------------------------------------------------
+    def on_edge(self, edge: Edge) -> None:
+        device = self.pins.get(edge.pin)
+        if device is None or self.tick_clock is None:
+            return
+        msg = GpioEvent(device=device, pin=edge.pin, level=edge.level, tick=edge.tick, tick_us=edge.tick_us,
+                        backend=self.backend_name)
+        msg.header.stamp = Time(nanoseconds=self.tick_clock.to_ros_ns(edge.tick_us)).to_msg()
+        self.event_pub.publish(msg)
+
+    # -- commands ----------------------------------------------------------------------------------
+    def _output(self, m: DigitalOutput) -> Done:
+        return self.ctl.output(m.device, m.mode, level=m.level, pulse_us=m.pulse_us, pwm_duty=m.pwm_duty,
+                               pwm_frequency_hz=m.pwm_frequency_hz, train_off_us=m.train_off_us,
+                               train_count=m.train_count)
+
+    def _topic(self, what: str, fn: Any, *args: Any) -> None:
+        try:
+            done = fn(*args)
+        except COMMAND_ERRORS as exc:
+            self.get_logger().error(f'{what} refused: {exc}')
+            return
+        if done.message:
+            self.get_logger().info(done.message)
+
+    def on_output(self, msg: DigitalOutput) -> None:
+        self._topic('gpio/output', self._output, msg)
+
+    def on_reward(self, msg: Reward) -> None:
+        self._topic('gpio/reward', self.ctl.reward, msg.device, msg.volume_ul)
+
+    def on_sim_input(self, msg: SimInput) -> None:
+        self._topic('gpio/sim_input', self.ctl.simulate, msg.device, msg.level, msg.hold_us)
+
+    def srv_set_output(self, req: SetDigitalOutput.Request, res: SetDigitalOutput.Response) -> SetDigitalOutput.Response:
+        try:
+            done = self._output(req.command)
+            res.success, res.tick_us, res.message = True, done.tick_us, done.message
+        except COMMAND_ERRORS as exc:
+            res.success, res.message = False, str(exc)
+        return res
+
+    def srv_simulate(self, req: SimulateInput.Request, res: SimulateInput.Response) -> SimulateInput.Response:
+        try:
+            done = self.ctl.simulate(req.input.device, req.input.level, req.input.hold_us)
+            res.success, res.tick_us = True, done.tick_us
+        except COMMAND_ERRORS as exc:
+            res.success, res.message = False, str(exc)
+        return res
+
+    def srv_calibrate(self, req: CalibrateValve.Request, res: CalibrateValve.Response) -> CalibrateValve.Response:
+        try:
+            done, _duration = self.ctl.calibrate(req.device, req.n_openings, req.open_ms, req.interval_ms)
+            res.success, res.message = True, done.message
+            res.total_open_ms = req.n_openings * round(req.open_ms * 1000) / 1000
+            self.get_logger().info(f'calibration run: {done.message}')
+        except COMMAND_ERRORS as exc:
+            res.success, res.message = False, str(exc)
+        return res
+
+    def srv_record(self, req: RecordCalibration.Request, res: RecordCalibration.Response) -> RecordCalibration.Response:
+        try:
+            coefficients, n, text = self.ctl.record(req.device, req.n_openings, req.open_ms, req.measured_volume_ul)
+            res.success, res.message, res.fit_coefficients, res.n_points = True, text, coefficients, n
+            self.get_logger().info(f'calibration: {text}')
+        except COMMAND_ERRORS as exc:
+            res.success, res.message = False, str(exc)
+        return res
+
+    # -- safety ------------------------------------------------------------------------------------
+    def on_beat(self, _msg: PilotStatus) -> None:
+        self.last_beat = time.monotonic()
+        if self.beat_lost:
+            self.beat_lost = False
+            self.get_logger().info('pilot heartbeat back')
+
+    def check_beat(self) -> None:
+        # Only after a first beat: the GPIO node usually starts before its pilot.
+        if self.last_beat is None or self.beat_lost:
+            return
+        timeout = self.get_parameter('pilot_timeout_s').value
+        if time.monotonic() - self.last_beat > timeout:
+            self.beat_lost = True
+            self.ctl.backend.all_low()
+            self.get_logger().warning(f'pilot heartbeat silent for {timeout:g} s: all outputs driven low')
+
+    def close(self) -> None:
+        """Called by run_node on SIGINT/SIGTERM: every output low, and the events of it delivered."""
+        if self.closed:
+            return
+        self.closed = True
+        self.ctl.close()
+        self.get_logger().info('gpio stopped: all outputs low')
+        self.event_pub.wait_for_all_acked(Duration(seconds=1.0))
+
+    def destroy_node(self) -> None:
+        # Also on paths that skip close() (an exception while spinning): outputs never stay high.
+        if hasattr(self, 'ctl'):
+            self.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(GpioNode, args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
