@@ -1,0 +1,211 @@
+"""Sound server logic without ROS: rendered samples, validation messages, mixer, clock map, null backend."""
+
+from __future__ import annotations
+
+import queue
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autopilot_hardware.sound.backends import DeviceError, NullBackend, SoundDeviceBackend, parse_device
+from autopilot_hardware.sound.mixer import SOURCE_NULL, ClockMap, Mixer, PlayRequest
+from autopilot_hardware.sound.render import (
+    KIND_FM_SWEEP,
+    KIND_NOISE,
+    KIND_WAV,
+    Limits,
+    SoundCache,
+    Spec,
+    SpecError,
+    UnknownSound,
+    cosine_ramp,
+    render,
+)
+
+SR = 48000
+LIM = Limits(samplerate=SR, max_amplitude=0.5, max_duration_s=10.0)
+
+
+def peak_hz(x: np.ndarray, sr: int = SR) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)), n=len(x) * 4))
+    return float(np.argmax(spec)) * sr / (len(x) * 4)
+
+
+def write_wav(path: Path, x: np.ndarray, sr: int = SR, channels: int = 1) -> None:
+    with wave.open(str(path), 'wb') as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes((np.repeat(x[:, None], channels, axis=1) * 32767).astype('<i2').tobytes())
+
+
+def test_tone_frequency_duration_amplitude() -> None:
+    x = render(Spec(frequency_hz=5000, duration_ms=200, amplitude=0.3), LIM)
+    assert x.dtype == np.float32 and len(x) == 9600
+    assert abs(peak_hz(x) - 5000) < 5
+    assert abs(float(np.max(np.abs(x))) - 0.3) < 1e-3
+
+
+def test_cosine_ramps_shape() -> None:
+    x = render(Spec(frequency_hz=1000, duration_ms=100, amplitude=0.4, ramp_ms=10), LIM)
+    n = 480
+    env = np.abs(x)
+    assert env[0] == 0.0 and float(np.max(env[:24])) < 0.4 * 0.01  # starts from silence
+    # Envelope at the ramp's middle is half, and the middle of the sound is at full amplitude.
+    assert cosine_ramp(n)[n // 2] == pytest.approx(0.5, abs=1e-6)
+    assert float(np.max(env[n: len(x) - n])) == pytest.approx(0.4, abs=1e-3)
+    assert np.allclose(x[:n], 0.4 * np.sin(2 * np.pi * 1000 * np.arange(n) / SR) * cosine_ramp(n), atol=1e-6)
+    assert float(np.max(env[-24:])) < 0.4 * 0.01  # and ends in it
+
+
+def test_noise_seeded_reproducible() -> None:
+    a = render(Spec(kind=KIND_NOISE, duration_ms=50, amplitude=0.2, seed=7), LIM)
+    b = render(Spec(kind=KIND_NOISE, duration_ms=50, amplitude=0.2, seed=7), LIM)
+    c = render(Spec(kind=KIND_NOISE, duration_ms=50, amplitude=0.2, seed=8), LIM)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert float(np.max(np.abs(a))) == pytest.approx(0.2, abs=1e-6) and len(a) == 2400
+    # White: the spectrum's upper and lower halves carry comparable power.
+    p = np.abs(np.fft.rfft(a)) ** 2
+    assert 0.7 < p[1:len(p) // 2].sum() / p[len(p) // 2:].sum() < 1.4
+
+
+def test_fm_sweep_start_and_end_frequency() -> None:
+    x = render(Spec(kind=KIND_FM_SWEEP, frequency_hz=2000, end_frequency_hz=8000, duration_ms=500, amplitude=0.3), LIM)
+    seg = 2400  # 50 ms windows at each end: mean instantaneous frequency 2300 Hz and 7700 Hz
+    assert abs(peak_hz(x[:seg]) - 2300) < 60
+    assert abs(peak_hz(x[-seg:]) - 7700) < 60
+
+
+def test_wav_file_is_read_and_peak_normalised(tmp_path: Path) -> None:
+    t = np.arange(4800) / SR
+    write_wav(tmp_path / 'a.wav', 0.9 * np.sin(2 * np.pi * 3000 * t), channels=2)
+    x = render(Spec(kind=KIND_WAV, path=str(tmp_path / 'a.wav'), amplitude=0.25, duration_ms=0), LIM)
+    assert len(x) == 4800 and abs(peak_hz(x) - 3000) < 10
+    assert float(np.max(np.abs(x))) == pytest.approx(0.25, abs=1e-4)
+    part = render(Spec(kind=KIND_WAV, path=str(tmp_path / 'a.wav'), amplitude=0.25, duration_ms=50), LIM)
+    assert len(part) == 2400
+    write_wav(tmp_path / 'b.wav', np.zeros(100), sr=44100)
+    with pytest.raises(SpecError, match='sample rate 44100 Hz differs'):
+        render(Spec(kind=KIND_WAV, path=str(tmp_path / 'b.wav'), amplitude=0.1), LIM)
+
+
+@pytest.mark.parametrize('spec, fragment', [
+    (Spec(duration_ms=-5), 'duration_ms -5 is out of range, allowed (0, 10000] ms'),
+    (Spec(frequency_hz=30000), 'frequency_hz 30000 is out of range, allowed (0, 24000) Hz (below Nyquist'),
+    (Spec(kind=KIND_FM_SWEEP, frequency_hz=1000, end_frequency_hz=25000), 'end_frequency_hz 25000 is out of range'),
+    (Spec(amplitude=0.8), 'amplitude 0.8 is above the ceiling max_amplitude=0.5'),
+    (Spec(amplitude=-0.1), 'amplitude -0.1 is out of range, allowed [0, 0.5]'),
+    (Spec(ramp_ms=60, duration_ms=100), 'ramp_ms 60 is out of range, allowed [0, 50] ms'),
+    (Spec(kind=KIND_WAV, path='/nonexistent/x.wav'), "path '/nonexistent/x.wav': no such file"),
+    (Spec(kind=KIND_WAV, path='relative.wav'), 'must be an absolute path'),
+    (Spec(kind=9), 'kind 9 is unknown, allowed TONE=0'),
+    (Spec(id=''), 'id is empty'),
+    (Spec(duration_ms=float('nan')), 'duration_ms nan is out of range'),
+])
+def test_bad_specs_name_field_and_range(spec: Spec, fragment: str) -> None:
+    with pytest.raises(SpecError) as err:
+        render(spec, LIM)
+    assert fragment in str(err.value)
+
+
+def test_cache_by_id_and_unknown_id() -> None:
+    cache = SoundCache(LIM)
+    cache.load(Spec(id='a', duration_ms=10))
+    cache.load(Spec(id='a', duration_ms=20))  # replaced
+    assert len(cache.get('a')) == 960 and cache.ids() == ['a']
+    with pytest.raises(UnknownSound, match=r"unknown sound id 'b'.*loaded: 'a'"):
+        cache.get('b')
+    with pytest.raises(ValueError):
+        cache.get('a')[0] = 1.0  # cached samples are read-only
+
+
+def _req(samples: np.ndarray, play_id: int = 0) -> PlayRequest:
+    return PlayRequest('s', play_id, samples.astype(np.float32), time.monotonic())
+
+
+def test_mixer_starts_at_block_and_mixes_overlaps() -> None:
+    m = Mixer(channels=2)
+    out = np.zeros((4, 2), np.float32)
+    assert m.fill(out) == [] and not out.any()
+    a, b = _req(np.full(6, 0.25)), _req(np.full(2, 0.5))
+    m.submit(a)
+    m.submit(b)
+    started = m.fill(out)
+    assert [(r.play_id, f) for r, f in started] == [(0, 4), (0, 4)]
+    assert np.allclose(out[:, 0], [0.75, 0.75, 0.25, 0.25]) and np.array_equal(out[:, 0], out[:, 1])
+    assert m.fill(out) == [] and np.allclose(out[:, 0], [0.25, 0.25, 0, 0])
+    assert m.active == 0 and m.frames == 12
+    m.submit(_req(np.full(4, 0.8)))
+    m.submit(_req(np.full(4, 0.8)))
+    m.fill(out)
+    assert float(out.max()) == 1.0 and m.clipped_blocks == 1
+
+
+def test_clock_map_finds_offset_under_delay_jitter_and_drift() -> None:
+    rng = np.random.default_rng(1)
+    for drift in (0.0, 0.002, -0.002):  # 0.2 % is what JACK's dummy driver drifts here
+        c = ClockMap(window_s=1.0)
+        for k in range(600):  # 3 s of 5 ms callbacks; reads are late by 0-3 ms, rarely by less than 0.1 ms
+            mono = 100.0 + k * 0.005
+            stream = (mono - 100.0) * (1 - drift) + 7.0
+            c.update(stream, mono + rng.exponential(0.0005) + rng.uniform(0, 0.0025) * (k % 3 != 0))
+        true_offset = mono - stream
+        assert abs(c.offset() - true_offset) < 0.0002, (drift, c.offset() - true_offset)
+        assert c.to_monotonic(stream + 0.01) == pytest.approx(mono + 0.01, abs=0.0003)
+    with pytest.raises(RuntimeError):
+        ClockMap().offset()
+
+
+def test_null_backend_keeps_real_time_and_writes_wav(tmp_path: Path) -> None:
+    onsets: queue.Queue = queue.Queue()
+    m = Mixer(1)
+    wav_path = tmp_path / 'null.wav'
+    b = NullBackend(m, SR, 240, 1, onsets.put, str(wav_path))
+    b.start()
+    time.sleep(0.1)
+    tone = render(Spec(frequency_hz=1000, duration_ms=20, amplitude=0.5), LIM)
+    r = _req(tone, 3)
+    m.submit(r)
+    o = onsets.get(timeout=2)
+    assert o.source == SOURCE_NULL and o.request is r and o.frame % 240 == 0
+    assert 0 <= o.latency_s <= 240 / SR + 0.05
+    assert o.time == pytest.approx(b.t0 + o.frame / SR)
+    time.sleep(0.1)
+    b.stop()
+    elapsed = time.monotonic() - b.t0
+    with wave.open(str(wav_path), 'rb') as w:
+        n = w.getnframes()
+        data = np.frombuffer(w.readframes(n), '<i2') / 32767
+    assert abs(n / SR - elapsed) < 0.05  # real time: as many frames as seconds passed
+    assert not data[:o.frame].any()
+    assert np.allclose(data[o.frame:o.frame + len(tone)], tone, atol=1e-4)
+    assert not data[o.frame + len(tone):].any()
+
+
+def test_parse_device_and_missing_device_message() -> None:
+    assert parse_device('') is None and parse_device(' 3 ') == 3 and parse_device('system') == 'system'
+    with pytest.raises(DeviceError) as err:
+        SoundDeviceBackend(Mixer(1), SR, 256, 1, lambda o: None, device='no-such-card-xyz')
+    msg = str(err.value)
+    assert "'no-such-card-xyz'" in msg and 'backend:=null' in msg
+
+
+def test_null_backend_late_thread_underruns_instead_of_stamping_the_past(tmp_path: Path) -> None:
+    onsets: queue.Queue = queue.Queue()
+    m = Mixer(1)
+    b = NullBackend(m, SR, 240, 1, onsets.put, str(tmp_path / 'late.wav'))
+    b.t0 = time.monotonic() - 0.1  # as if the thread had been stalled for 100 ms (20 blocks)
+    b._thread.start()
+    time.sleep(0.02)
+    r = _req(np.full(240, 0.25), 1)
+    m.submit(r)
+    o = onsets.get(timeout=2)
+    b.stop()
+    assert b.late_blocks >= 19 and o.latency_s >= 0
+    assert o.time == pytest.approx(b.t0 + o.frame / SR)
+    with wave.open(str(tmp_path / 'late.wav'), 'rb') as w:
+        data = np.frombuffer(w.readframes(w.getnframes()), '<i2') / 32767
+    assert not data[:o.frame].any() and np.allclose(data[o.frame:o.frame + 240], 0.25, atol=1e-4)

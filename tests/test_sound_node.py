@@ -1,0 +1,210 @@
+"""The sound node across processes: load and play over topic and service, onsets, bad input, JACK.
+
+The node runs as its installed executable; the test is another rclpy process on a private domain. The
+null-backend tests always run; the JACK test starts its own ``jackd`` (dummy driver, private server
+name) and is skipped when jackd2 is not installed (Debian/Ubuntu: ``apt install jackd2``).
+"""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import subprocess
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from autopilot_msgs.msg import SoundOnset, SoundPlay, SoundSpec
+from autopilot_msgs.srv import LoadSound, PlaySound
+from rclpy.node import Node
+
+from autopilot_core import qos
+from autopilot_core.executors import make_executor, spin, spin_until_future
+from autopilot_hardware.sound.render import Limits, Spec, render
+
+ROOT = Path(__file__).resolve().parent.parent
+SOUND = str(ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'sound')
+SR = 48000
+
+
+@pytest.fixture
+def node(rclpy_context):
+    n = Node('sound_test', context=rclpy_context)
+    n.executor_ = make_executor(context=rclpy_context)
+    yield n
+    n.executor_.shutdown()
+    n.destroy_node()
+
+
+def call(node: Node, client, request, timeout: float = 10.0):
+    assert client.wait_for_service(timeout_sec=timeout), f'{client.srv_name} not available'
+    future = client.call_async(request)
+    assert spin_until_future(node, future, timeout, node.executor_), f'no answer from {client.srv_name}'
+    return future.result()
+
+
+def tone_spec(sound_id: str = 'tone', **kw) -> SoundSpec:
+    fields = dict(id=sound_id, kind=SoundSpec.KIND_TONE, frequency_hz=2000.0, duration_ms=50.0, amplitude=0.3)
+    fields.update(kw)
+    return SoundSpec(**fields)
+
+
+class Client:
+    """The test's side of one sound server: load, play by topic and service, collect onsets."""
+
+    def __init__(self, node: Node, ns: str) -> None:
+        self.node = node
+        self.onsets: list[SoundOnset] = []
+        self.sub = node.create_subscription(SoundOnset, f'{ns}/sound/onsets', self.onsets.append, qos.EVENTS)
+        self.pub = node.create_publisher(SoundPlay, f'{ns}/sound/play', qos.EVENTS)
+        self.load_cli = node.create_client(LoadSound, f'{ns}/sound/load')
+        self.play_cli = node.create_client(PlaySound, f'{ns}/sound/play_sound')
+
+    def connect(self, timeout: float = 20) -> None:
+        ok = spin(self.node, self.node.executor_, timeout_sec=timeout,
+                  until=lambda: self.sub.get_publisher_count() == 1 and self.pub.get_subscription_count() == 1)
+        assert ok, 'sound node endpoints not matched'
+
+    def load(self, spec: SoundSpec) -> LoadSound.Response:
+        return call(self.node, self.load_cli, LoadSound.Request(sound=spec))
+
+    def play_topic(self, sound_id: str, play_id: int) -> SoundOnset:
+        msg = SoundPlay(sound_id=sound_id, play_id=play_id)
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.pub.publish(msg)
+        assert spin(self.node, self.node.executor_, timeout_sec=10,
+                    until=lambda: any(o.play_id == play_id for o in self.onsets)), f'no onset for play {play_id}'
+        return next(o for o in self.onsets if o.play_id == play_id)
+
+    def play_service(self, sound_id: str, play_id: int) -> SoundOnset:
+        return call(self.node, self.play_cli, PlaySound.Request(sound_id=sound_id, play_id=play_id)).onset
+
+
+def stamp_s(onset: SoundOnset) -> float:
+    return onset.header.stamp.sec + onset.header.stamp.nanosec * 1e-9
+
+
+def stamp_ns(onset: SoundOnset) -> int:
+    return onset.header.stamp.sec * 1_000_000_000 + onset.header.stamp.nanosec
+
+
+def check_onset(node: Node, onset: SoundOnset, source: int, max_latency_ms: float) -> None:
+    assert onset.ok, onset.message
+    assert onset.source == source and onset.duration_ms == pytest.approx(50.0)
+    assert 0.0 <= onset.latency_ms <= max_latency_ms, onset.latency_ms
+    now = node.get_clock().now().nanoseconds * 1e-9
+    assert now - 5.0 < stamp_s(onset) < now + 0.5  # a ROS-clock stamp, not another clock's
+
+
+def test_null_backend_onsets_and_wav(procs, node, tmp_path):
+    wav_path = tmp_path / 'played.wav'
+    server = procs([SOUND, '--ros-args', '-r', '__ns:=/rig1', '-p', 'backend:=null', '-p', 'blocksize:=240',
+                    '-p', f'null_wav_path:={wav_path}'], name='sound')
+    c = Client(node, '/rig1')
+    c.connect()
+    res = c.load(tone_spec(ramp_ms=0.0))
+    assert res.success and res.n_samples == 2400 and res.duration_ms == pytest.approx(50.0), res.message
+    first = c.play_topic('tone', 1)
+    check_onset(node, first, SoundOnset.SOURCE_NULL, max_latency_ms=50)
+    time.sleep(0.1)  # let the first tone end: overlapping plays mix, which would blur the WAV check
+    second = c.play_service('tone', 2)
+    check_onset(node, second, SoundOnset.SOURCE_NULL, max_latency_ms=50)
+    assert stamp_s(second) > stamp_s(first) + 0.1
+    # The service's play is on the topic too, with the same stamp.
+    assert spin(node, node.executor_, timeout_sec=5, until=lambda: len(c.onsets) == 2)
+    assert c.onsets[1].play_id == 2 and c.onsets[1].header.stamp == second.header.stamp
+    time.sleep(0.1)
+    assert server.stop() == 0, server.output()
+
+    with wave.open(str(wav_path), 'rb') as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (SR, 1, 2)
+        data = np.frombuffer(w.readframes(w.getnframes()), '<i2') / 32767
+    tone = render(Spec(frequency_hz=2000.0, duration_ms=50.0, amplitude=0.3), Limits(samplerate=SR))
+    start1 = int(np.flatnonzero(data)[0]) - 1  # sin(0) = 0: the first nonzero sample is the second
+    assert start1 % 240 == 0  # onsets fall on block starts
+    # Stamps are ns on the ROS clock mapped from monotonic, good to some 10 us: within 2 samples of the WAV.
+    predicted = start1 + (stamp_ns(second) - stamp_ns(first)) * SR / 1e9
+    start2 = round(predicted / 240) * 240
+    assert abs(predicted - start2) < 2, (predicted, start2)
+    for start in (start1, start2):
+        assert np.allclose(data[start:start + 2400], tone, atol=2e-4), f'tone not at sample {start}'
+    assert np.count_nonzero(data) <= 2 * 2400  # nothing else was played
+
+
+def test_bad_input_is_refused_and_node_stays_up(procs, node, tmp_path):
+    server = procs([SOUND, '--ros-args', '-p', 'backend:=null', '-p', 'max_amplitude:=0.2'], name='sound')
+    c = Client(node, '')
+    c.connect()
+    cases = [
+        (tone_spec(amplitude=0.5), 'amplitude 0.5 is above the ceiling max_amplitude=0.2'),
+        (tone_spec(frequency_hz=30000.0, amplitude=0.1), 'frequency_hz 30000 is out of range, allowed (0, 24000) Hz'),
+        (tone_spec(duration_ms=-10.0, amplitude=0.1), 'duration_ms -10 is out of range'),
+        (tone_spec(kind=SoundSpec.KIND_WAV, path=str(tmp_path / 'missing.wav'), amplitude=0.1), 'no such file'),
+        (tone_spec(kind=SoundSpec.KIND_FM_SWEEP, end_frequency_hz=0.0, amplitude=0.1), 'end_frequency_hz 0'),
+    ]
+    for spec, fragment in cases:
+        res = c.load(spec)
+        assert not res.success and fragment in res.message, res.message
+    onset = c.play_service('tone', 5)  # never loaded: every load above failed
+    assert not onset.ok and "unknown sound id 'tone'" in onset.message
+    onset = c.play_topic('nope', 6)
+    assert not onset.ok and "unknown sound id 'nope'" in onset.message
+    assert c.load(tone_spec(amplitude=0.2)).success
+    check_onset(node, c.play_service('tone', 7), SoundOnset.SOURCE_NULL, max_latency_ms=50)
+    assert server.popen.poll() is None
+
+
+@pytest.mark.parametrize('args, fragment', [
+    (['-p', 'backend:=sounddevice', '-p', 'device:=no-such-card-xyz'],
+     "audio output 'no-such-card-xyz' not usable"),
+    (['-p', 'backend:=null', '-p', 'max_amplitude:=2.0'], "parameter 'max_amplitude'"),
+    (['-p', 'backend:=alsa'], "parameter 'backend'"),
+])
+def test_startup_errors_exit_nonzero_with_one_line(procs, args, fragment):
+    p = procs([SOUND, '--ros-args', *args], name='bad_sound')
+    assert p.wait(timeout=20) == 1
+    out = p.output()
+    assert '[FATAL]' in out and fragment in out, out
+
+
+@pytest.fixture
+def jackd(procs, ros_env, domain_id):
+    """A private JACK server (dummy driver, no realtime) for this test; env for its clients."""
+    if shutil.which('jackd') is None:
+        pytest.skip('jackd not installed (Debian/Ubuntu: apt install jackd2)')
+    env = dict(ros_env, JACK_DEFAULT_SERVER=f'autopilot-test-{domain_id}', JACK_NO_AUDIO_RESERVATION='1')
+    server = procs(['jackd', '--no-realtime', '-n', env['JACK_DEFAULT_SERVER'], '-d', 'dummy', '-r', str(SR),
+                    '-p', '256'], env=env, name='jackd')
+    if shutil.which('jack_wait'):  # jackd2's client tools (jack-example-tools on newer distributions)
+        waited = subprocess.run(['jack_wait', '-w', '-t', '10'], env=env, capture_output=True, text=True, timeout=15)
+        ready, why = waited.returncode == 0, waited.stdout + waited.stderr
+    else:  # jackd2 creates its server entry in /dev/shm once it accepts clients
+        deadline = time.monotonic() + 10
+        while not (ready := bool(glob.glob(f"/dev/shm/jack_{env['JACK_DEFAULT_SERVER']}_*"))) \
+                and time.monotonic() < deadline and server.popen.poll() is None:
+            time.sleep(0.05)
+        why = 'no /dev/shm entry'
+    if not ready or server.popen.poll() is not None:
+        pytest.fail(f'jackd did not start:\n{server.output()}\n{why}')
+    return env
+
+
+def test_jack_dummy_backend_dac_onsets(procs, node, jackd):
+    server = procs([SOUND, '--ros-args', '-r', '__ns:=/rig2', '-p', 'backend:=sounddevice', '-p', 'device:=system',
+                    '-p', 'blocksize:=256'], env=jackd, name='sound')
+    server.wait_for_output('sound server ready')
+    assert 'JACK' in server.output()
+    c = Client(node, '/rig2')
+    c.connect()
+    assert c.load(tone_spec(ramp_ms=5.0)).success
+    onsets = [c.play_topic('tone', 1), c.play_service('tone', 2), c.play_service('tone', 3)]
+    for o in onsets:
+        # DAC time: at most a block to wait plus JACK's output latency (2 periods of 256 at 48 kHz).
+        check_onset(node, o, SoundOnset.SOURCE_DAC, max_latency_ms=100)
+    assert stamp_s(onsets[0]) < stamp_s(onsets[1]) < stamp_s(onsets[2])
+    # The stamp is the DAC time, not the callback's: it includes JACK's output latency (2 periods of 5.3 ms
+    # with the dummy driver), so no onset can be less than a period after its command.
+    assert min(o.latency_ms for o in onsets) > 256 / SR * 1000, [o.latency_ms for o in onsets]
+    assert server.stop() == 0, server.output()
