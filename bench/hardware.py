@@ -1,0 +1,473 @@
+#!/usr/bin/env python3
+"""Hardware benchmark: device nodes across processes, measured next to bare rclpy in the same run.
+
+Sections (``--sections``, one function each, all returning rows for the common table/JSON writer;
+more devices add a function to ``SECTIONS``):
+
+``camera``  640x480 bgr8 ``sensor_msgs/Image`` (921,600 B of pixels) from one process to a subscriber
+            process. Rows:
+
+            * ``camera-node``: the installed ``camera`` executable, synthetic source at ``--fps`` target
+              (it draws a scrolling pattern, a bar and the frame counter into every frame, then publishes).
+            * ``rclpy-bare``: a bare rclpy publisher of the same message size on the same monotonic
+              schedule, QoS best effort/keep-last 5 (what ``qos.STREAM`` is), writing only the counter:
+              the floor any camera node pays for publishing.
+
+            Each row is run under Fast DDS's default transports and (``shm16m``) under an XML profile whose
+            shared-memory segment is 16 MiB instead of the default 512 KiB, which is smaller than one frame;
+            ``--transports ... large_data`` adds ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``.
+            The subscriber (``autopilot_core`` executor, STREAM QoS) counts frames for ``--seconds`` after a
+            warm-up; lost = gaps in the frame counter carried in the first 8 pixel bytes (transport losses plus
+            slots the publisher itself missed; ``cam drop`` is the camera's own count since start, from
+            ``camera/status``). Latency = receive
+            wall time - header stamp (capture time). CPU = utime+stime from ``/proc/<pid>/stat`` of the
+            publisher process (and its children) over the window, in cores (1.0 = one core busy).
+
+Target (camera): camera-node delivers >= 60 frames/s using < 1 core. Prints a table and PASS/FAIL lines,
+writes JSON (``--out``, default bench/results/hardware.json). Exit status 0 even on FAIL (a measurement).
+
+Run: ``python bench/hardware.py`` (~1 min) or ``--quick`` (smoke run, short windows, no claims).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEFAULT_OUT = HERE / 'results' / 'hardware.json'
+CAMERA_EXE = ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'camera'
+MARK = '@@bench '
+CLK_TCK = os.sysconf('SC_CLK_TCK')
+SHM_SEGMENT = 16 * 1024 * 1024
+TARGET_FPS, TARGET_CORES = 60.0, 1.0
+
+FASTDDS_SHM_PROFILE = f"""<?xml version="1.0" encoding="UTF-8" ?>
+<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
+  <transport_descriptors>
+    <transport_descriptor>
+      <transport_id>shm_large</transport_id>
+      <type>SHM</type>
+      <segment_size>{SHM_SEGMENT}</segment_size>
+    </transport_descriptor>
+    <transport_descriptor>
+      <transport_id>udp</transport_id>
+      <type>UDPv4</type>
+    </transport_descriptor>
+  </transport_descriptors>
+  <participant profile_name="large_shm" is_default_profile="true">
+    <rtps>
+      <userTransports>
+        <transport_id>shm_large</transport_id>
+        <transport_id>udp</transport_id>
+      </userTransports>
+      <useBuiltinTransports>false</useBuiltinTransports>
+    </rtps>
+  </participant>
+</profiles>
+"""
+
+
+# --------------------------------------------------------------------------------------------------
+# Common: process CPU, children, table and JSON
+# --------------------------------------------------------------------------------------------------
+
+def emit(ev: str, **data: Any) -> None:
+    sys.stdout.write(MARK + json.dumps({'ev': ev, **data}) + '\n')
+    sys.stdout.flush()
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, utime+stime in seconds) of ``pid``, or None when it is gone."""
+    try:
+        text = Path(f'/proc/{pid}/stat').read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(')') + 2:].split()  # after "pid (comm) ": state is fields[0]
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user+system, all threads) of ``pid`` and its descendants (a launcher may fork)."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            st = _proc_stat(int(entry))
+            if st is not None:
+                stats[int(entry)] = st
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += stats[p][1]
+            todo.extend(c for c, (ppid, _) in stats.items() if ppid == p)
+    return total
+
+
+class Child:
+    """A child process whose ``@@bench`` lines are parsed into events; the rest goes to a log file."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f'{name}.log'
+        self._log = open(self.log_path, 'w')
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: dict[str, dict[str, Any]] = {}  # last event of each kind taken off the queue
+        self.popen = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            if line.startswith(MARK):
+                self.events.put(json.loads(line[len(MARK):]))
+            else:
+                self._log.write(line)
+                self._log.flush()
+
+    def expect(self, ev: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f'{self.name}: no {ev!r} within {timeout:.0f} s; log: {self.log_tail()}')
+            try:
+                event = self.events.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                if self.popen.poll() is not None:
+                    raise RuntimeError(f'{self.name} exited ({self.popen.returncode}) before {ev!r}; '
+                                       f'log: {self.log_tail()}') from None
+                continue
+            self.seen[event['ev']] = event
+            if event['ev'] == 'error':
+                raise RuntimeError(f'{self.name}: {event["message"]}')
+            if event['ev'] == ev:
+                return event
+
+    def log_tail(self, chars: int = 800) -> str:
+        try:
+            return self.log_path.read_text()[-chars:]
+        except OSError:
+            return ''
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGINT)
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+        return self.popen.returncode
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> None:
+    """``columns``: (key, header, format) — one line per row, '-' for missing values."""
+    cells = [[h for _, h, _ in columns]]
+    for r in rows:
+        line = []
+        for key, _, fmt in columns:
+            v = r.get(key)
+            line.append('-' if v is None else format(v, fmt) if fmt else str(v))
+        cells.append(line)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    for i, c in enumerate(cells):
+        print('  '.join(v.rjust(w) if j else v.ljust(w) for j, (v, w) in enumerate(zip(c, widths, strict=True))))
+        if i == 0:
+            print('  '.join('-' * w for w in widths))
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for dist in ('ros-jazzy-rclpy', 'ros-rclpy', 'ros-jazzy-rmw-fastrtps-cpp', 'opencv-python-headless', 'numpy'):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def write_json(path: Path, sections: dict[str, dict[str, Any]], params: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        'benchmark': 'hardware', 'date': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+        'params': params, 'sections': sections, 'versions': versions(),
+        'machine': {'cpu_count': os.cpu_count(), 'platform': platform.platform(),
+                    'python': platform.python_version(), 'processor': platform.processor()},
+    }
+    path.write_text(json.dumps(doc, indent=2) + '\n')
+
+
+# --------------------------------------------------------------------------------------------------
+# Camera section: child roles
+# --------------------------------------------------------------------------------------------------
+
+def child_subscriber(a: argparse.Namespace) -> int:
+    """Count frames on ``camera/image`` for ``--seconds`` after ``--warmup``; report one result line."""
+    import rclpy
+    from autopilot_msgs.msg import CameraStatus
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image
+
+    from autopilot_core import executors, qos
+
+    rclpy.init()
+    node = Node('bench_camera_sub')
+    st: dict[str, Any] = {'phase': 'warmup', 'n': 0, 'first': None, 'last': None, 'lat': [], 'bad': 0,
+                          't0': 0.0, 'cpu0': 0.0, 'shape': None, 'status': None}
+
+    def on_image(m: Image) -> None:
+        now_wall, now = time.time_ns(), time.monotonic()
+        if st['phase'] != 'measure':
+            return
+        counter = int.from_bytes(m.data[:8].tobytes(), 'little')
+        if st['first'] is None:
+            st['first'] = counter
+        st['last'] = counter
+        st['n'] += 1
+        st['t_last'] = now
+        st['lat'].append((now_wall - (m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec)) / 1e6)
+        st['shape'] = (m.width, m.height, m.encoding, len(m.data))
+
+    def on_status(s: CameraStatus) -> None:
+        st['status'] = {'fps_achieved': s.fps_achieved, 'frames': s.frames, 'dropped': s.dropped}
+
+    sub = node.create_subscription(Image, 'camera/image', on_image, qos.STREAM)
+    node.create_subscription(CameraStatus, 'camera/status', on_status, qos.STATUS)
+    ex = executors.make_executor(context=node.context)
+    got_first: dict[str, bool] = {'v': False}
+
+    def first(m: Image) -> None:
+        got_first['v'] = True
+
+    # Wait for the publisher and its first frame (a stalled transport shows here, not as a hang).
+    t_start = time.monotonic()
+    if not executors.spin(node, ex, until=lambda: sub.get_publisher_count() > 0, timeout_sec=a.timeout):
+        emit('error', message=f'no publisher on camera/image within {a.timeout} s')
+        return 1
+    probe = node.create_subscription(Image, 'camera/image', first, qos.STREAM)
+    if not executors.spin(node, ex, until=lambda: got_first['v'], timeout_sec=a.timeout):
+        emit('result', n=0, stalled=True, wait_s=time.monotonic() - t_start)
+        return 0
+    node.destroy_subscription(probe)
+    executors.spin(node, ex, timeout_sec=a.warmup)
+    st['phase'] = 'measure'
+    st['t0'], st['cpu0'] = time.monotonic(), time.process_time()
+    emit('window_start', t=st['t0'])
+    executors.spin(node, ex, timeout_sec=a.seconds)
+    st['phase'] = 'done'
+    t1, cpu1 = time.monotonic(), time.process_time()
+    emit('window_end', t=t1)
+    lat = sorted(st['lat'])
+    span = (st['last'] - st['first'] + 1) if st['first'] is not None else 0
+    emit('result', n=st['n'], stalled=False, seconds=t1 - st['t0'], fps=st['n'] / (t1 - st['t0']),
+         lost=max(0, span - st['n']), lat_p50_ms=statistics.median(lat) if lat else None,
+         lat_p99_ms=lat[int(0.99 * (len(lat) - 1))] if lat else None,
+         sub_cores=(cpu1 - st['cpu0']) / (t1 - st['t0']), shape=st['shape'], status=st['status'],
+         executor=executors.executor_name(ex))
+    node.destroy_node()
+    rclpy.shutdown()
+    return 0
+
+
+def child_bare_publisher(a: argparse.Namespace) -> int:
+    """Bare rclpy: publish width x height bgr8 Images on a monotonic schedule, counter in the first bytes."""
+    from array import array
+
+    import numpy as np
+    import rclpy
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    rclpy.init()
+    node = rclpy.create_node('bench_bare_camera')
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT,
+                     durability=DurabilityPolicy.VOLATILE)
+    pub = node.create_publisher(Image, 'camera/image', qos)
+    msg = Image(height=a.height, width=a.width, encoding='bgr8', step=a.width * 3)
+    msg.data = array('B', bytes(a.width * a.height * 3))
+    view = np.frombuffer(msg.data, np.uint8)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    period = 1.0 / a.fps
+    nxt = time.monotonic()
+    i = 0
+    emit('ready')
+    while not stop.is_set():
+        now = time.monotonic()
+        if now < nxt:
+            time.sleep(nxt - now)
+        elif now - nxt > period:
+            i += int((now - nxt) / period)  # missed slots, as the camera node counts them
+            nxt += int((now - nxt) / period) * period
+        nxt += period
+        view[:8] = np.frombuffer(i.to_bytes(8, 'little'), np.uint8)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 1_000_000_000)
+        pub.publish(msg)
+        i += 1
+    node.destroy_node()
+    rclpy.shutdown()
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Camera section: orchestration
+# --------------------------------------------------------------------------------------------------
+
+def run_camera_case(source: str, transport: str, a: argparse.Namespace, env: dict[str, str],
+                    log_dir: Path, profile: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {'section': 'camera', 'source': source, 'transport': transport, 'fps_target': a.fps,
+                           'width': a.width, 'height': a.height, 'error': None}
+    env = dict(env)
+    if transport == 'shm16m':
+        env['FASTRTPS_DEFAULT_PROFILES_FILE'] = str(profile)
+    elif transport == 'large_data':
+        env['FASTDDS_BUILTIN_TRANSPORTS'] = 'LARGE_DATA'  # Fast DDS >= 2.13: SHM + TCP for large samples
+    tag = f'{source}-{transport}'
+    if source == 'camera-node':
+        pub_cmd = [str(CAMERA_EXE), '--ros-args', '-p', 'backend:=synthetic', '-p', f'fps:={a.fps}',
+                   '-p', f'width:={a.width}', '-p', f'height:={a.height}']
+    else:
+        pub_cmd = [sys.executable, __file__, '--child', 'bare-pub', '--fps', str(a.fps), '--width', str(a.width),
+                   '--height', str(a.height)]
+    sub_cmd = [sys.executable, __file__, '--child', 'sub', '--seconds', str(a.seconds), '--warmup', str(a.warmup),
+               '--timeout', str(a.timeout)] + (['--status'] if source == 'camera-node' else [])
+    pub = Child(f'{tag}-pub', pub_cmd, env, log_dir)
+    sub = Child(f'{tag}-sub', sub_cmd, env, log_dir)
+    try:
+        sub.expect('window_start', a.timeout * 2 + a.warmup + 5)
+        cpu0, t0 = tree_cpu_seconds(pub.popen.pid), time.monotonic()
+        sub.expect('window_end', a.seconds + 10)
+        cpu1, t1 = tree_cpu_seconds(pub.popen.pid), time.monotonic()
+        res = sub.expect('result', 10)
+        row.update(frames=res['n'], fps=res['fps'], lost=res['lost'], lat_p50_ms=res['lat_p50_ms'],
+                   lat_p99_ms=res['lat_p99_ms'], pub_cores=(cpu1 - cpu0) / (t1 - t0), sub_cores=res['sub_cores'],
+                   shape=res['shape'], executor=res['executor'], stalled=False)
+        if res.get('status'):
+            row.update(node_fps=res['status']['fps_achieved'], node_dropped=res['status']['dropped'])
+    except (TimeoutError, RuntimeError) as exc:
+        row['error'] = str(exc)
+    finally:
+        for c in (sub, pub):
+            c.stop()
+    # A window that never started because no frame arrived: report it as a stall, not as an error.
+    if row['error'] and sub.seen.get('result', {}).get('stalled'):
+        row.update(stalled=True, frames=0, fps=0.0, error=None)
+    return row
+
+
+def bench_camera(a: argparse.Namespace, env: dict[str, str], log_dir: Path) -> dict[str, Any]:
+    profile = log_dir / 'fastdds_large_shm.xml'
+    profile.write_text(FASTDDS_SHM_PROFILE)
+    rows = []
+    for transport in a.transports:
+        for source in ('camera-node', 'rclpy-bare'):
+            print(f'  camera: {source} / {transport} ...', flush=True)
+            rows.append(run_camera_case(source, transport, a, env, log_dir, profile))
+    targets = []
+    for r in rows:
+        if a.quick or r['source'] != 'camera-node' or r['error'] or r.get('stalled'):
+            continue
+        ok = r['fps'] >= TARGET_FPS and r['pub_cores'] < TARGET_CORES
+        targets.append({'transport': r['transport'], 'fps': r['fps'], 'pub_cores': r['pub_cores'],
+                        'pass': ok})
+    return {'rows': rows, 'targets': targets,
+            'notes': {'fastdds_profile_shm16m': FASTDDS_SHM_PROFILE,
+                      'target': f'camera-node >= {TARGET_FPS:g} frames/s delivered, publisher < {TARGET_CORES:g} core'}}
+
+
+CAMERA_COLUMNS = [('source', 'row', ''), ('transport', 'fastdds', ''), ('fps_target', 'target', '.0f'),
+                  ('fps', 'rx fps', '.1f'), ('lost', 'lost', 'd'), ('node_dropped', 'cam drop', 'd'),
+                  ('lat_p50_ms', 'lat p50 ms', '.2f'), ('lat_p99_ms', 'lat p99 ms', '.2f'),
+                  ('pub_cores', 'pub cores', '.2f'), ('sub_cores', 'sub cores', '.2f'), ('note', 'note', '')]
+
+
+def report_camera(result: dict[str, Any]) -> None:
+    rows = []
+    for r in result['rows']:
+        r = dict(r)
+        r['note'] = 'STALLED: no frame arrived' if r.get('stalled') else (r['error'] or '')[:80]
+        rows.append(r)
+    print_table(rows, CAMERA_COLUMNS)
+    if not result['targets']:
+        print('(no target check: quick run, or no camera-node row completed)')
+    for t in result['targets']:
+        print(f"{'PASS' if t['pass'] else 'FAIL'} camera ({t['transport']}): {t['fps']:.1f} frames/s delivered "
+              f"(target >= {TARGET_FPS:g}), camera process {t['pub_cores']:.2f} cores (target < {TARGET_CORES:g})")
+
+
+#: name -> (measure(args, env, log_dir) -> section result, report(section result)). Add devices here.
+SECTIONS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, str], Path], dict[str, Any]],
+                          Callable[[dict[str, Any]], None]]] = {
+    'camera': (bench_camera, report_camera),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--quick', action='store_true', help='smoke run: short windows, 30 fps target')
+    ap.add_argument('--sections', nargs='+', default=list(SECTIONS), choices=list(SECTIONS))
+    ap.add_argument('--out', type=Path, default=DEFAULT_OUT)
+    ap.add_argument('--domain-id', type=int, default=None, help='ROS_DOMAIN_ID for the children (default: 57)')
+    ap.add_argument('--log-dir', type=Path, default=None)
+    ap.add_argument('--fps', type=float, default=None, help='camera target frame rate (default 90; quick 30)')
+    ap.add_argument('--width', type=int, default=640)
+    ap.add_argument('--height', type=int, default=480)
+    ap.add_argument('--seconds', type=float, default=None, help='measurement window (default 5; quick 1.5)')
+    ap.add_argument('--warmup', type=float, default=None, help='warm-up before the window (default 2; quick 0.5)')
+    ap.add_argument('--timeout', type=float, default=15.0, help='discovery / first-frame timeout')
+    ap.add_argument('--transports', nargs='+', default=['default', 'shm16m'], choices=['default', 'shm16m', 'large_data'],
+                    help='Fast DDS transport setups to run each row under (large_data: FASTDDS_BUILTIN_TRANSPORTS)')
+    ap.add_argument('--child', choices=['sub', 'bare-pub'], help=argparse.SUPPRESS)
+    ap.add_argument('--status', action='store_true', help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        try:
+            return {'sub': child_subscriber, 'bare-pub': child_bare_publisher}[a.child](a)
+        except Exception as exc:  # noqa: BLE001 - reported to the orchestrator as one line
+            emit('error', message=f'{type(exc).__name__}: {exc}')
+            return 1
+    a.fps = a.fps or (30.0 if a.quick else 90.0)
+    a.seconds = a.seconds or (1.5 if a.quick else 5.0)
+    a.warmup = a.warmup if a.warmup is not None else (0.5 if a.quick else 2.0)
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1',
+               RCUTILS_COLORIZED_OUTPUT='0')
+    env['ROS_DOMAIN_ID'] = str(a.domain_id if a.domain_id is not None else env.get('ROS_DOMAIN_ID', '57'))
+    env.pop('FASTRTPS_DEFAULT_PROFILES_FILE', None)
+    env.pop('FASTDDS_BUILTIN_TRANSPORTS', None)
+    log_dir = a.log_dir or Path(tempfile.mkdtemp(prefix='bench-hardware-'))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    for name in a.sections:
+        measure, report = SECTIONS[name]
+        print(f'{name}:', flush=True)
+        results[name] = measure(a, env, log_dir)
+        report(results[name])
+    params = {k: v for k, v in vars(a).items() if k not in ('child', 'status', 'out', 'log_dir')}
+    write_json(a.out, results, params)
+    print(f'JSON: {a.out}   child logs: {log_dir}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
