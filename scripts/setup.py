@@ -35,6 +35,8 @@ SUPPORTED_PYTHONS = ((3, 10), (3, 11), (3, 12), (3, 13))
 # Debian/Ubuntu packages: build tools for rosidl/colcon, audio and git for provenance.
 APT_BUILD = ['cmake', 'g++', 'make', 'git']
 APT_RUNTIME = ['libportaudio2']
+# Only for the tests (--test): JACK's dummy driver gives the sound server a real audio device.
+APT_TEST = ['jackd2']
 ACTIVATE_MARK = '# >>> autopilot-ros >>>'
 
 PI_HELP = """\
@@ -299,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--rebuild', action='store_true', help='run colcon build even if src/ is unchanged')
     parser.add_argument('--no-apt', action='store_true', help='never call apt-get; only name missing packages')
+    parser.add_argument('--test', action='store_true', help='also install what the tests use (jackd2)')
     args = parser.parse_args(argv)
     try:
         ros_distro = sourced_ros()
@@ -306,14 +309,14 @@ def main(argv: list[str] | None = None) -> int:
         if ros_distro is None and arch not in ('x86_64', 'AMD64'):
             raise SetupError(PI_HELP.format(arch=arch))
         python = sys.executable if ros_distro else pick_python()
-        apt = APT_BUILD + APT_RUNTIME + venv_apt_package(python)
+        apt = APT_BUILD + APT_RUNTIME + venv_apt_package(python) + (APT_TEST if args.test else [])
         if args.no_apt:
             missing = missing_apt(apt)
             if missing:
                 log(f'missing system packages: {" ".join(missing)} (sudo apt-get install {" ".join(missing)})')
         else:
             ensure_apt(APT_BUILD + venv_apt_package(python), required=True)
-            ensure_apt(APT_RUNTIME, required=False)
+            ensure_apt(APT_RUNTIME + (APT_TEST if args.test else []), required=False)
         ensure_venv(python, system_site=ros_distro is not None)
         if ros_distro:
             log(f'using the sourced ROS 2 {ros_distro}')

@@ -3,7 +3,7 @@
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh -k launch`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 scripts/setup.py
+python3 scripts/setup.py --test
 # colcon's setup scripts read unset variables: activate without -u.
 set +u
 # shellcheck disable=SC1091

@@ -16,5 +16,21 @@ setup(
     maintainer_email='autopilot-ros@example.org',
     description=open('package.xml').read().split('<description>')[1].split('</description>')[0],
     license='MPL-2.0',
-    entry_points={'console_scripts': []},
+    entry_points={
+        'console_scripts': [
+            'gpio = autopilot_hardware.gpio.node:main',
+            'sound = autopilot_hardware.sound.node:main',
+            'camera = autopilot_hardware.camera.node:main',
+        ],
+        # Device plugins: third-party packages add theirs here (see autopilot_hardware.plugins).
+        'autopilot.hardware': [
+            'gpio = autopilot_hardware.gpio.node:DEVICE',
+            'sound = autopilot_hardware.sound.node:DEVICE',
+            'camera = autopilot_hardware.camera.node:DEVICE',
+        ],
+        'autopilot.command': [
+            'hardware = autopilot_hardware.plugins:HardwareCommand',
+            'calibrate = autopilot_hardware.gpio.calibrate_cli:CalibrateCommand',
+        ],
+    },
 )
