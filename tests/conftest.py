@@ -166,5 +166,29 @@ def rclpy_context(domain_id: int) -> Iterator[object]:
         rclpy.shutdown(context=ctx)
 
 
+@pytest.fixture
+def node(rclpy_context, request):
+    """An rclpy node in the test process with an executor of the suite's choice as ``node.executor_``."""
+    from rclpy.node import Node
+
+    from autopilot_core.executors import make_executor
+
+    n = Node(f'test_{request.node.name}'.translate(str.maketrans('[]-.:/', '______'))[:60], context=rclpy_context)
+    n.executor_ = make_executor(context=rclpy_context)
+    yield n
+    n.executor_.shutdown()
+    n.destroy_node()
+
+
+def call(node, client, request, timeout: float = 10.0):
+    """Call a service from ``node`` (fixture above) and return the response; fail clearly otherwise."""
+    from autopilot_core.executors import spin_until_future
+
+    assert client.wait_for_service(timeout_sec=timeout), f'{client.srv_name} not available'
+    future = client.call_async(request)
+    assert spin_until_future(node, future, timeout, node.executor_), f'no answer from {client.srv_name}'
+    return future.result()
+
+
 def python() -> str:
     return sys.executable

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from autopilot_msgs.action import RunSession
 from autopilot_msgs.msg import PilotStatus, TrialAck, TrialData
+from conftest import call
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.action import ActionClient
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
 from autopilot_core import qos
-from autopilot_core.executors import make_executor, spin, spin_until_future
+from autopilot_core.executors import spin, spin_until_future
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / 'install' / 'autopilot_core' / 'lib' / 'autopilot_core'
@@ -28,22 +28,6 @@ LIB = ROOT / 'install' / 'autopilot_core' / 'lib' / 'autopilot_core'
 def exe(name: str, *ros_args: str) -> list[str]:
     cmd = [str(LIB / name)]
     return cmd + ['--ros-args', *ros_args] if ros_args else cmd
-
-
-@pytest.fixture
-def node(rclpy_context):
-    n = Node('graph_test', context=rclpy_context)
-    n.executor_ = make_executor(context=rclpy_context)
-    yield n
-    n.executor_.shutdown()
-    n.destroy_node()
-
-
-def call(node: Node, client, request, timeout: float = 10.0):
-    assert client.wait_for_service(timeout_sec=timeout), f'{client.srv_name} not available'
-    future = client.call_async(request)
-    assert spin_until_future(node, future, timeout, node.executor_), f'no answer from {client.srv_name}'
-    return future.result()
 
 
 def test_trials_flow_and_are_acknowledged_across_processes(procs, node):

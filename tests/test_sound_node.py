@@ -18,31 +18,16 @@ import numpy as np
 import pytest
 from autopilot_msgs.msg import SoundOnset, SoundPlay, SoundSpec
 from autopilot_msgs.srv import LoadSound, PlaySound
+from conftest import call
 from rclpy.node import Node
 
 from autopilot_core import qos
-from autopilot_core.executors import make_executor, spin, spin_until_future
+from autopilot_core.executors import spin
 from autopilot_hardware.sound.render import Limits, Spec, render
 
 ROOT = Path(__file__).resolve().parent.parent
 SOUND = str(ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'sound')
 SR = 48000
-
-
-@pytest.fixture
-def node(rclpy_context):
-    n = Node('sound_test', context=rclpy_context)
-    n.executor_ = make_executor(context=rclpy_context)
-    yield n
-    n.executor_.shutdown()
-    n.destroy_node()
-
-
-def call(node: Node, client, request, timeout: float = 10.0):
-    assert client.wait_for_service(timeout_sec=timeout), f'{client.srv_name} not available'
-    future = client.call_async(request)
-    assert spin_until_future(node, future, timeout, node.executor_), f'no answer from {client.srv_name}'
-    return future.result()
 
 
 def tone_spec(sound_id: str = 'tone', **kw) -> SoundSpec:
