@@ -23,10 +23,34 @@ more devices add a function to ``SECTIONS``):
             wall time - header stamp (capture time). CPU = utime+stime from ``/proc/<pid>/stat`` of the
             publisher process (and its children) over the window, in cores (1.0 = one core busy).
 
+``gpio``    edge-to-subscriber latency of GPIO events (``autopilot_msgs/GpioEvent``, reliable/keep-all = ``qos.EVENTS``)
+            across processes, ``--edges`` edges (after ``--gpio-warmup-edges`` not counted) paced
+            ``--gpio-interval-ms`` apart. Rows:
+
+            * ``gpio-node``: the installed ``gpio`` executable (``launch/params/rig_sim.yaml``, sim backend); a
+              driver process publishes ``gpio/sim_input`` toggling ``poke_left`` (glitch filter 0, both edges:
+              one event per command), a subscriber process receives ``gpio/events``.
+            * ``rclpy-bare``: a plain rclpy publisher of GpioEvent (same QoS), stamped just before publish.
+
+            Both rows use the same subscriber: bare rclpy, ``rclpy.experimental.EventsExecutor``. Latency =
+            receive ``time.time_ns()`` in the callback - ``header.stamp`` (the edge's time). ``tick_us`` is NOT
+            used: it counts microseconds since the node's backend started (``SimBackend._epoch``), not absolute
+            CLOCK_MONOTONIC; the node maps it to ``stamp`` (system time) with a ~1 us error for the sim
+            (``gpio/ticks.py``), so receive - stamp is the edge-to-callback time for both rows. ``lost`` counts
+            all edges sent (warm-up included); ``order`` checks the levels arrive alternating as sent.
+            ``pub cores``: CPU of the gpio node (or the bare publisher) while the edges are sent.
+            Steady state: the first edge goes ``--gpio-settle-s`` (5 s) after matching. Sent 0.5 s after
+            matching, ~40% of gpio-node runs (never the bare row) showed ONE stall of 0.15-0.35 s about 3 s
+            after the three processes matched: edges stamped on schedule, then delivered in a burst (the hop
+            after the node's publish; also with RMW_FASTRTPS_PUBLICATION_MODE=SYNCHRONOUS). It followed the time
+            since matching, not the edge count (a 3 s settle moved it to the first edges), and happened at most
+            once in 10 s (2000-edge) runs. JSON rows keep every latency (``lat_us``, arrival order, warm-up
+            included), and ``sent`` / ``ended`` / ``waited_s`` to tell an early stop from a loss.
+
 Target (camera): camera-node delivers >= 60 frames/s using < 1 core. Prints a table and PASS/FAIL lines,
 writes JSON (``--out``, default bench/results/hardware.json). Exit status 0 even on FAIL (a measurement).
 
-Run: ``python bench/hardware.py`` (~1 min) or ``--quick`` (smoke run, short windows, no claims).
+No target for gpio (a measurement next to bare rclpy). Run: ``python bench/hardware.py`` (~1.5 min) or ``--quick`` (smoke run, short windows, no claims).
 """
 
 from __future__ import annotations
@@ -53,6 +77,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_OUT = HERE / 'results' / 'hardware.json'
 CAMERA_EXE = ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'camera'
+GPIO_EXE = ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'gpio'
+GPIO_PARAMS = ROOT / 'launch' / 'params' / 'rig_sim.yaml'
 MARK = '@@bench '
 CLK_TCK = os.sysconf('SC_CLK_TCK')
 SHM_SEGMENT = 16 * 1024 * 1024
@@ -416,10 +442,231 @@ def report_camera(result: dict[str, Any]) -> None:
               f"(target >= {TARGET_FPS:g}), camera process {t['pub_cores']:.2f} cores (target < {TARGET_CORES:g})")
 
 
+# --------------------------------------------------------------------------------------------------
+# GPIO section: child roles
+# --------------------------------------------------------------------------------------------------
+
+def _events_qos() -> Any:
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    return QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)  # what qos.EVENTS is, spelt out for bare rclpy
+
+
+def _wait_count(count: Callable[[], int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while count() == 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _paced(total: int, interval_s: float, stop: threading.Event) -> Any:
+    """Yield 0..total-1 on a monotonic schedule ``interval_s`` apart (late slots are not made up twice)."""
+    nxt = time.monotonic()
+    for i in range(total):
+        if stop.is_set():
+            return
+        now = time.monotonic()
+        if now < nxt:
+            time.sleep(nxt - now)
+        nxt = max(nxt + interval_s, time.monotonic())
+        yield i
+
+
+def child_gpio_subscriber(a: argparse.Namespace) -> int:
+    """Bare rclpy EventsExecutor subscriber of ``gpio/events``: latency = receive wall time - header stamp."""
+    import rclpy
+    from autopilot_msgs.msg import GpioEvent
+    from rclpy.experimental import EventsExecutor
+    from rclpy.task import Future
+
+    rclpy.init()
+    node = rclpy.create_node('bench_gpio_sub')
+    total = a.edges + a.gpio_warmup_edges
+    lat_ns: list[int] = []
+    levels: list[bool] = []
+    done: Future = Future()
+
+    def on_event(m: GpioEvent) -> None:
+        now = time.time_ns()
+        if m.device != a.gpio_device:
+            return
+        lat_ns.append(now - (m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec))
+        levels.append(m.level)
+        if len(lat_ns) >= total and not done.done():
+            done.set_result(True)
+
+    sub = node.create_subscription(GpioEvent, 'gpio/events', on_event, _events_qos())
+    ex = EventsExecutor(context=node.context)
+    ex.add_node(node)
+    if not _wait_count(sub.get_publisher_count, a.timeout):
+        emit('error', message=f'no publisher on gpio/events within {a.timeout} s')
+        return 1
+    emit('ready')
+    t_ready = time.monotonic()
+    deadline = t_ready + a.timeout + a.gpio_settle_s + 2 * total * a.gpio_interval_ms / 1000
+    while not done.done() and rclpy.ok(context=node.context):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        ex.spin_until_future_complete(done, timeout_sec=min(1.0, remaining))  # 1 s slices: never hangs
+    measured = sorted(x / 1e6 for x in lat_ns[a.gpio_warmup_edges:])
+    # Sent levels alternate starting low (pull-up input at rest high; the bare publisher does the same).
+    order_ok = all(lv == bool(i % 2) for i, lv in enumerate(levels))
+
+    def pct(q: float) -> float | None:
+        return measured[int(q * (len(measured) - 1))] if measured else None
+
+    emit('result', received=len(lat_ns), delivered=len(measured), lost=max(0, total - len(lat_ns)),
+         order_ok=order_ok, lat_p50_ms=statistics.median(measured) if measured else None,
+         lat_p90_ms=pct(0.90), lat_p99_ms=pct(0.99), lat_max_ms=measured[-1] if measured else None,
+         lat_mean_ms=statistics.fmean(measured) if measured else None, executor=type(ex).__name__,
+         lat_us=[round(x / 1000) for x in lat_ns], waited_s=time.monotonic() - t_ready,
+         ended='all' if done.done() else 'deadline' if time.monotonic() >= deadline else 'shutdown')  # every edge in arrival order, warm-up included
+    ex.shutdown(timeout_sec=1.0)
+    node.destroy_node()
+    rclpy.shutdown()
+    return 0
+
+
+def _publish_paced(a: argparse.Namespace, node_name: str, msg_type: Any, topic: str,
+                   fill: Callable[[Any, int], None]) -> int:
+    """Wait for a matched subscriber, then publish ``edges + warm-up`` messages ``--gpio-interval-ms`` apart."""
+    import rclpy
+    from rclpy.duration import Duration
+
+    rclpy.init()
+    node = rclpy.create_node(node_name)
+    pub = node.create_publisher(msg_type, topic, _events_qos())
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if not _wait_count(pub.get_subscription_count, a.timeout):
+        emit('error', message=f'no subscriber on {topic} within {a.timeout} s')
+        return 1
+    time.sleep(a.gpio_settle_s)  # let both ends finish matching (volatile: nothing sent before a match is kept)
+    emit('started')
+    sent = 0
+    for i in _paced(a.edges + a.gpio_warmup_edges, a.gpio_interval_ms / 1000, stop):
+        msg = msg_type()
+        fill(msg, i)
+        pub.publish(msg)
+        sent += 1
+    pub.wait_for_all_acked(Duration(seconds=5.0))
+    emit('done', sent=sent)
+    node.destroy_node()
+    rclpy.shutdown()
+    return 0
+
+
+def child_gpio_driver(a: argparse.Namespace) -> int:
+    """Drive the gpio node's sim input: one SimInput per edge, levels alternating low/high (hold 0)."""
+    from autopilot_msgs.msg import SimInput
+
+    def fill(m: SimInput, i: int) -> None:
+        m.device, m.level, m.hold_us = a.gpio_device, bool(i % 2), 0
+        m.header.stamp.sec, m.header.stamp.nanosec = divmod(time.time_ns(), 1_000_000_000)
+
+    return _publish_paced(a, 'bench_gpio_driver', SimInput, 'gpio/sim_input', fill)
+
+
+def child_gpio_bare_publisher(a: argparse.Namespace) -> int:
+    """Bare rclpy: GpioEvent with tick_us = monotonic us and stamp = wall time, both just before publish."""
+    from autopilot_msgs.msg import GpioEvent
+
+    def fill(m: GpioEvent, i: int) -> None:
+        m.device, m.pin, m.level, m.backend = a.gpio_device, 17, bool(i % 2), 'bare'
+        m.tick_us = time.monotonic_ns() // 1000
+        m.tick = m.tick_us % (1 << 32)
+        m.header.stamp.sec, m.header.stamp.nanosec = divmod(time.time_ns(), 1_000_000_000)
+
+    return _publish_paced(a, 'bench_gpio_bare', GpioEvent, 'gpio/events', fill)
+
+
+# --------------------------------------------------------------------------------------------------
+# GPIO section: orchestration
+# --------------------------------------------------------------------------------------------------
+
+def run_gpio_case(source: str, a: argparse.Namespace, env: dict[str, str], log_dir: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {'section': 'gpio', 'source': source, 'edges': a.edges, 'warmup_edges': a.gpio_warmup_edges,
+                           'interval_ms': a.gpio_interval_ms, 'device': a.gpio_device, 'error': None}
+    common = ['--edges', str(a.edges), '--gpio-warmup-edges', str(a.gpio_warmup_edges), '--gpio-interval-ms',
+              str(a.gpio_interval_ms), '--gpio-device', a.gpio_device, '--gpio-settle-s', str(a.gpio_settle_s), '--timeout', str(a.timeout)]
+    me = [sys.executable, __file__, '--child']
+    children: list[Child] = []
+    total = a.edges + a.gpio_warmup_edges
+    try:
+        if source == 'gpio-node':
+            children.append(Child('gpio-node', [str(GPIO_EXE), '--ros-args', '--params-file', str(a.gpio_params),
+                                                '-p', f'calibration_file:={log_dir / "gpio_calibration.jsonl"}'],
+                                  env, log_dir))
+            sub = Child('gpio-node-sub', me + ['gpio-sub'] + common, env, log_dir)
+            children.insert(0, sub)
+            sub.expect('ready', a.timeout + 10)  # the driver starts once the events subscriber is matched
+            pub = Child('gpio-node-driver', me + ['gpio-drive'] + common, env, log_dir)
+        else:
+            sub = Child('rclpy-bare-sub', me + ['gpio-sub'] + common, env, log_dir)
+            children.insert(0, sub)
+            pub = Child('rclpy-bare-pub', me + ['gpio-bare-pub'] + common, env, log_dir)
+        children.insert(1, pub)
+        pub.expect('started', a.timeout + 10)
+        cpu0, t0 = tree_cpu_seconds(children[-1].popen.pid), time.monotonic()
+        row['sent'] = pub.expect('done', 2 * total * a.gpio_interval_ms / 1000 + 15)['sent']
+        cpu1, t1 = tree_cpu_seconds(children[-1].popen.pid), time.monotonic()
+        res = sub.expect('result', a.timeout + 10)
+        row.update({k: res[k] for k in ('received', 'delivered', 'lost', 'order_ok', 'lat_p50_ms', 'lat_p90_ms',
+                                        'lat_p99_ms', 'lat_max_ms', 'lat_mean_ms', 'executor', 'lat_us', 'waited_s', 'ended')})
+        row['pub_cores'] = (cpu1 - cpu0) / (t1 - t0)  # the gpio node / the bare publisher, while sending
+    except (TimeoutError, RuntimeError) as exc:
+        row['error'] = str(exc)
+    finally:
+        for c in children:
+            c.stop()
+    return row
+
+
+def bench_gpio(a: argparse.Namespace, env: dict[str, str], log_dir: Path) -> dict[str, Any]:
+    rows = []
+    for source in ('gpio-node', 'rclpy-bare'):
+        print(f'  gpio: {source} ...', flush=True)
+        rows.append(run_gpio_case(source, a, env, log_dir))
+    by = {r['source']: r for r in rows if not r['error'] and r.get('delivered')}
+    added = None
+    if 'gpio-node' in by and 'rclpy-bare' in by:
+        added = {k: by['gpio-node'][k] - by['rclpy-bare'][k] for k in ('lat_p50_ms', 'lat_p99_ms')}
+    return {'rows': rows, 'gpio_node_minus_bare_ms': added,
+            'notes': {'params_file': str(a.gpio_params),
+                      'latency': 'subscriber receive time.time_ns() - header.stamp (edge time); tick_us counts '
+                                 'from the backend start, not absolute CLOCK_MONOTONIC, so it is not used',
+                      'subscriber': 'bare rclpy EventsExecutor, reliable/keep-all/volatile for both rows'}}
+
+
+GPIO_COLUMNS = [('source', 'row', ''), ('edges', 'edges', 'd'), ('interval_ms', 'every ms', 'g'),
+                ('delivered', 'rx', 'd'), ('lost', 'lost', 'd'), ('order', 'order', ''),
+                ('lat_p50_ms', 'lat p50 ms', '.3f'), ('lat_p99_ms', 'lat p99 ms', '.3f'),
+                ('lat_max_ms', 'lat max ms', '.3f'), ('pub_cores', 'pub cores', '.2f'), ('note', 'note', '')]
+
+
+def report_gpio(result: dict[str, Any]) -> None:
+    rows = []
+    for r in result['rows']:
+        r = dict(r)
+        r['order'] = None if r.get('order_ok') is None else ('ok' if r['order_ok'] else 'BAD')
+        r['note'] = (r['error'] or '')[:80]
+        rows.append(r)
+    print_table(rows, GPIO_COLUMNS)
+    added = result.get('gpio_node_minus_bare_ms')
+    if added:
+        print(f"gpio node adds {added['lat_p50_ms']:+.3f} ms at p50, {added['lat_p99_ms']:+.3f} ms at p99 "
+              f"over bare rclpy (edge -> subscriber callback)")
+
+
 #: name -> (measure(args, env, log_dir) -> section result, report(section result)). Add devices here.
 SECTIONS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, str], Path], dict[str, Any]],
                           Callable[[dict[str, Any]], None]]] = {
     'camera': (bench_camera, report_camera),
+    'gpio': (bench_gpio, report_gpio),
 }
 
 
@@ -438,12 +685,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--timeout', type=float, default=15.0, help='discovery / first-frame timeout')
     ap.add_argument('--transports', nargs='+', default=['default', 'shm16m'], choices=['default', 'shm16m', 'large_data'],
                     help='Fast DDS transport setups to run each row under (large_data: FASTDDS_BUILTIN_TRANSPORTS)')
-    ap.add_argument('--child', choices=['sub', 'bare-pub'], help=argparse.SUPPRESS)
+    ap.add_argument('--edges', type=int, default=None, help='gpio edges measured per row (default 500; quick 100)')
+    ap.add_argument('--gpio-warmup-edges', type=int, default=None, help='gpio edges sent first, not counted '
+                    '(default 20; quick 10)')
+    ap.add_argument('--gpio-interval-ms', type=float, default=5.0, help='gpio: time between edges')
+    ap.add_argument('--gpio-settle-s', type=float, default=None, help='gpio: wait after matching before the first '
+                    'edge (default 5: past the one-off ~0.3 s discovery stall, see the docstring; quick 0.5)')
+    ap.add_argument('--gpio-device', default='poke_left', help='gpio input driven (glitch 0, both edges)')
+    ap.add_argument('--gpio-params', type=Path, default=GPIO_PARAMS, help='params file of the gpio node')
+    ap.add_argument('--child', choices=['sub', 'bare-pub', 'gpio-sub', 'gpio-drive', 'gpio-bare-pub'],
+                    help=argparse.SUPPRESS)
     ap.add_argument('--status', action='store_true', help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    a.edges = a.edges or (100 if a.quick else 500)
+    a.gpio_warmup_edges = a.gpio_warmup_edges if a.gpio_warmup_edges is not None else (10 if a.quick else 20)
+    a.gpio_settle_s = a.gpio_settle_s if a.gpio_settle_s is not None else (0.5 if a.quick else 5.0)
     if a.child:
         try:
-            return {'sub': child_subscriber, 'bare-pub': child_bare_publisher}[a.child](a)
+            return {'sub': child_subscriber, 'bare-pub': child_bare_publisher, 'gpio-sub': child_gpio_subscriber,
+                    'gpio-drive': child_gpio_driver, 'gpio-bare-pub': child_gpio_bare_publisher}[a.child](a)
         except Exception as exc:  # noqa: BLE001 - reported to the orchestrator as one line
             emit('error', message=f'{type(exc).__name__}: {exc}')
             return 1
@@ -463,7 +723,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f'{name}:', flush=True)
         results[name] = measure(a, env, log_dir)
         report(results[name])
-    params = {k: v for k, v in vars(a).items() if k not in ('child', 'status', 'out', 'log_dir')}
+    params = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()
+              if k not in ('child', 'status', 'out', 'log_dir')}
     write_json(a.out, results, params)
     print(f'JSON: {a.out}   child logs: {log_dir}')
     return 0

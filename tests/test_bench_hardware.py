@@ -1,7 +1,8 @@
 """Smoke test of bench/hardware.py: a --quick run completes, reports every row and writes JSON.
 
 No timing assertions (numbers depend on the machine and its load): only that each camera row either
-measured frames of the right shape or reported a stall, and that the JSON is complete.
+measured frames of the right shape or reported a stall, that both gpio rows (the gpio node and bare rclpy)
+delivered every edge in order with a latency, and that the JSON is complete.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / 'bench' / 'hardware.py'
 
 
-def test_quick_run_reports_every_camera_row(domain_id: int, tmp_path: Path) -> None:
+def test_quick_run_reports_every_camera_and_gpio_row(domain_id: int, tmp_path: Path) -> None:
     out = tmp_path / 'hardware.json'
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
     proc = subprocess.Popen([sys.executable, str(BENCH), '--quick', '--seconds', '1', '--out', str(out),
@@ -25,7 +26,7 @@ def test_quick_run_reports_every_camera_row(domain_id: int, tmp_path: Path) -> N
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        output, _ = proc.communicate(timeout=60)
+        output, _ = proc.communicate(timeout=90)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGINT)  # the orchestrator stops its children on the way out
         output, _ = proc.communicate(timeout=20)
@@ -39,5 +40,13 @@ def test_quick_run_reports_every_camera_row(domain_id: int, tmp_path: Path) -> N
         assert row['error'] is None, (key, row['error'])
         assert row.get('stalled') or (row['frames'] > 0 and row['shape'] == [640, 480, 'bgr8', 640 * 480 * 3]), row
         assert row.get('pub_cores') is None or row['pub_cores'] >= 0
+    gpio = {r['source']: r for r in result['sections']['gpio']['rows']}
+    assert set(gpio) == {'gpio-node', 'rclpy-bare'}, text
+    for source, row in gpio.items():
+        assert row['error'] is None, (source, row['error'])
+        total = row['edges'] + row['warmup_edges']
+        assert row['received'] == total and row['delivered'] == row['edges'] and row['lost'] == 0, row
+        assert row['order_ok'] is True and len(row['lat_us']) == total, row
+        assert row['lat_p50_ms'] is not None and row['lat_p99_ms'] >= row['lat_p50_ms'], row
     assert result['params']['quick'] is True and result['machine']['cpu_count']
-    assert 'rx fps' in text
+    assert 'rx fps' in text and 'lat max ms' in text
