@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from autopilot_msgs.msg import CameraStatus
-from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
 from autopilot_core import qos
-from autopilot_core.executors import make_executor, spin
+from autopilot_core.executors import spin
 from autopilot_hardware.camera.recorder import Mp4Recorder, table_path
 from autopilot_hardware.camera.sources import SyntheticSource, counter_of, cv2
 
@@ -32,15 +31,6 @@ AUTOPILOT = [_INSTALLED] if _INSTALLED else [sys.executable, '-m', 'autopilot_co
 
 def camera(*params: str) -> list[str]:
     return [str(CAMERA), '--ros-args', *[a for p in params for a in ('-p', p)]]
-
-
-@pytest.fixture
-def node(rclpy_context):
-    n = Node('camera_test', context=rclpy_context)
-    n.executor_ = make_executor(context=rclpy_context)
-    yield n
-    n.executor_.shutdown()
-    n.destroy_node()
 
 
 def test_synthetic_source_counts_and_skips_missed_slots():

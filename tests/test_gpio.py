@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 from autopilot_msgs.msg import DigitalOutput, GpioEvent, PilotStatus, Reward, SimInput
 from autopilot_msgs.srv import CalibrateValve, RecordCalibration, SetDigitalOutput, SimulateInput
+from conftest import call as call_service
 from rclpy.node import Node
 
 from autopilot_core import qos
-from autopilot_core.executors import make_executor, spin, spin_until_future
+from autopilot_core.executors import spin
 
 ROOT = Path(__file__).resolve().parent.parent
 GPIO = str(ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'gpio')
@@ -32,15 +33,6 @@ LATE_US = 30_000
 
 def gpio_cmd(*args: str) -> list[str]:
     return [GPIO, '--ros-args', '--params-file', RIG, '-r', f'__ns:={NS}', *args]
-
-
-@pytest.fixture
-def node(rclpy_context):
-    n = Node('gpio_test', context=rclpy_context)
-    n.executor_ = make_executor(context=rclpy_context)
-    yield n
-    n.executor_.shutdown()
-    n.destroy_node()
 
 
 class Events:
@@ -58,11 +50,7 @@ class Events:
 
 
 def call(node: Node, srv_type, name: str, request, timeout: float = 10.0):
-    client = node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=timeout), f'{name} not available'
-    future = client.call_async(request)
-    assert spin_until_future(node, future, timeout, node.executor_), f'no answer from {name}'
-    return future.result()
+    return call_service(node, node.create_client(srv_type, name), request, timeout)
 
 
 def pulse_us(events: list[GpioEvent]) -> int:
