@@ -128,6 +128,16 @@ def _wait_topic(node: Node, topic: str, spin_time: float, settle: float, publish
     return final or seen
 
 
+def _lookup_topic(node: Any, args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The expanded ``args.topic_name`` and its types once discovered (empty if it never appears)."""
+    topic = expand_name(node, args.topic_name)
+    return topic, _wait_topic(node, topic, args.spin_time, args.settle)
+
+
+def _unknown_topic(topic: str, args: argparse.Namespace) -> str:
+    return f"Unknown topic '{topic}' (not discovered within {args.spin_time:g} s)"
+
+
 class InfoVerb(GraphVerb):
     """Print information about a topic."""
 
@@ -139,10 +149,9 @@ class InfoVerb(GraphVerb):
 
     def run(self, args: argparse.Namespace) -> int | str:
         with cli_node('topic') as node:
-            topic = expand_name(node, args.topic_name)
-            types = _wait_topic(node, topic, args.spin_time, args.settle)
+            topic, types = _lookup_topic(node, args)
             if not types:
-                return f"Unknown topic '{topic}' (not discovered within {args.spin_time:g} s)"
+                return _unknown_topic(topic, args)
             end = '\n\n' if args.verbose else '\n'
             _out(f'Type: {types[0] if len(types) == 1 else types}', end=end)
             pubs = node.get_publishers_info_by_topic(topic)
@@ -166,10 +175,9 @@ class TypeVerb(GraphVerb):
 
     def run(self, args: argparse.Namespace) -> int | str:
         with cli_node('topic') as node:
-            topic = expand_name(node, args.topic_name)
-            types = _wait_topic(node, topic, args.spin_time, args.settle)
+            topic, types = _lookup_topic(node, args)
         if not types:
-            return f"Unknown topic '{topic}' (not discovered within {args.spin_time:g} s)"
+            return _unknown_topic(topic, args)
         for t in types:
             _out(t)
         return 0
