@@ -35,6 +35,12 @@ class _Verb(VerbExtension):
         raise NotImplementedError
 
 
+def _chosen_kinds(args: argparse.Namespace) -> list[str]:
+    """The kinds picked with -m/-s/-a (empty: none picked)."""
+    flags = (args.only_msgs, args.only_srvs, args.only_actions)
+    return [k for k, flag in zip(KINDS, flags, strict=True) if flag]
+
+
 class ListVerb(_Verb):
     """List all interface types available."""
 
@@ -44,7 +50,7 @@ class ListVerb(_Verb):
         parser.add_argument('-a', '--only-actions', action='store_true', help='Print out only the action types')
 
     def run(self, args: argparse.Namespace) -> int:
-        chosen = [k for k, flag in zip(KINDS, (args.only_msgs, args.only_srvs, args.only_actions), strict=True) if flag]
+        chosen = _chosen_kinds(args)
         for kind in chosen or KINDS:
             print(f'{_TITLES[kind]}:')
             for pkg, names in list_interfaces(kind).items():
@@ -62,7 +68,7 @@ class PackagesVerb(_Verb):
         parser.add_argument('-a', '--only-actions', action='store_true', help='Only list packages with actions')
 
     def run(self, args: argparse.Namespace) -> int:
-        chosen = [k for k, flag in zip(KINDS, (args.only_msgs, args.only_srvs, args.only_actions), strict=True) if flag]
+        chosen = _chosen_kinds(args)
         if chosen:
             packages = set().union(*(list_interfaces(k) for k in chosen))
         else:
