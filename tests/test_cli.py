@@ -307,3 +307,13 @@ def test_bad_input_against_the_graph(graph: Graph) -> None:
     assert "service '/rig1/trigger' has type std_srvs/srv/Trigger, not std_srvs/srv/SetBool" in error_line(wrong_type)
     assert "could not determine the type of '/rig1/nothing'" in error_line(missing_topic)
     assert graph.peer.popen.poll() is None
+
+
+def test_output_into_a_closed_pipe_ends_quietly() -> None:
+    # `autopilot interface list | head -1`: no traceback when the reader goes away.
+    proc = subprocess.Popen([*AUTOPILOT, 'interface', 'list'], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode() if proc.stderr else ''
+    assert proc.wait(timeout=30) in (0, 141)
+    assert 'Traceback' not in err and 'BrokenPipe' not in err

@@ -8,6 +8,7 @@ to the entry-point group, so this package never imports them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib.metadata import entry_points
 
@@ -54,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `autopilot ... | head`: the reader left. Say nothing more, and keep Python's exit-time
+        # flush of stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a process ended by SIGPIPE
     return int(rc or 0) if not isinstance(rc, str) else _print_error(rc)
 
 
