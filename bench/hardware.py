@@ -13,8 +13,10 @@ more devices add a function to ``SECTIONS``):
               schedule, QoS best effort/keep-last 5 (what ``qos.STREAM`` is), writing only the counter:
               the floor any camera node pays for publishing.
 
-            Each row is run under Fast DDS's default transports and (``shm16m``) under an XML profile whose
-            shared-memory segment is 16 MiB instead of the default 512 KiB, which is smaller than one frame;
+            Each row is run under Fast DDS's built-in transports (``default``; the camera node is told
+            ``AUTOPILOT_LARGE_SHM=0``), under autopilot_core's profile whose shared-memory segment is 16 MiB
+            instead of the default 512 KiB (smaller than one frame) given to the publisher only
+            (``shm16m-pub``: what the camera node does by itself) or to both processes (``shm16m``);
             ``--transports ... large_data`` adds ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``.
             The subscriber (``autopilot_core`` executor, STREAM QoS) counts frames for ``--seconds`` after a
             warm-up; lost = gaps in the frame counter carried in the first 8 pixel bytes (transport losses plus
@@ -81,33 +83,8 @@ GPIO_EXE = ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware
 GPIO_PARAMS = ROOT / 'launch' / 'params' / 'rig_sim.yaml'
 MARK = '@@bench '
 CLK_TCK = os.sysconf('SC_CLK_TCK')
-SHM_SEGMENT = 16 * 1024 * 1024
 TARGET_FPS, TARGET_CORES = 60.0, 1.0
 
-FASTDDS_SHM_PROFILE = f"""<?xml version="1.0" encoding="UTF-8" ?>
-<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
-  <transport_descriptors>
-    <transport_descriptor>
-      <transport_id>shm_large</transport_id>
-      <type>SHM</type>
-      <segment_size>{SHM_SEGMENT}</segment_size>
-    </transport_descriptor>
-    <transport_descriptor>
-      <transport_id>udp</transport_id>
-      <type>UDPv4</type>
-    </transport_descriptor>
-  </transport_descriptors>
-  <participant profile_name="large_shm" is_default_profile="true">
-    <rtps>
-      <userTransports>
-        <transport_id>shm_large</transport_id>
-        <transport_id>udp</transport_id>
-      </userTransports>
-      <useBuiltinTransports>false</useBuiltinTransports>
-    </rtps>
-  </participant>
-</profiles>
-"""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -364,9 +341,14 @@ def run_camera_case(source: str, transport: str, a: argparse.Namespace, env: dic
                     log_dir: Path, profile: Path) -> dict[str, Any]:
     row: dict[str, Any] = {'section': 'camera', 'source': source, 'transport': transport, 'fps_target': a.fps,
                            'width': a.width, 'height': a.height, 'error': None}
-    env = dict(env)
+    # The camera node applies the large-SHM profile itself unless told not to: rows say which it got.
+    env = dict(env, AUTOPILOT_LARGE_SHM='0')
+    pub_env = env
     if transport == 'shm16m':
         env['FASTRTPS_DEFAULT_PROFILES_FILE'] = str(profile)
+    elif transport == 'shm16m-pub':
+        # Only the camera's process gets the profile, as rig.launch.yaml does: the segment is the writer's.
+        pub_env = dict(env, FASTRTPS_DEFAULT_PROFILES_FILE=str(profile))
     elif transport == 'large_data':
         env['FASTDDS_BUILTIN_TRANSPORTS'] = 'LARGE_DATA'  # Fast DDS >= 2.13: SHM + TCP for large samples
     tag = f'{source}-{transport}'
@@ -378,7 +360,7 @@ def run_camera_case(source: str, transport: str, a: argparse.Namespace, env: dic
                    '--height', str(a.height)]
     sub_cmd = [sys.executable, __file__, '--child', 'sub', '--seconds', str(a.seconds), '--warmup', str(a.warmup),
                '--timeout', str(a.timeout)] + (['--status'] if source == 'camera-node' else [])
-    pub = Child(f'{tag}-pub', pub_cmd, env, log_dir)
+    pub = Child(f'{tag}-pub', pub_cmd, pub_env, log_dir)
     sub = Child(f'{tag}-sub', sub_cmd, env, log_dir)
     try:
         sub.expect('window_start', a.timeout * 2 + a.warmup + 5)
@@ -403,8 +385,8 @@ def run_camera_case(source: str, transport: str, a: argparse.Namespace, env: dic
 
 
 def bench_camera(a: argparse.Namespace, env: dict[str, str], log_dir: Path) -> dict[str, Any]:
-    profile = log_dir / 'fastdds_large_shm.xml'
-    profile.write_text(FASTDDS_SHM_PROFILE)
+    from autopilot_core.transport import large_shm_profile
+    profile = large_shm_profile()
     rows = []
     for transport in a.transports:
         for source in ('camera-node', 'rclpy-bare'):
@@ -418,7 +400,7 @@ def bench_camera(a: argparse.Namespace, env: dict[str, str], log_dir: Path) -> d
         targets.append({'transport': r['transport'], 'fps': r['fps'], 'pub_cores': r['pub_cores'],
                         'pass': ok})
     return {'rows': rows, 'targets': targets,
-            'notes': {'fastdds_profile_shm16m': FASTDDS_SHM_PROFILE,
+            'notes': {'fastdds_profile_shm16m': profile.read_text(),
                       'target': f'camera-node >= {TARGET_FPS:g} frames/s delivered, publisher < {TARGET_CORES:g} core'}}
 
 
@@ -683,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--seconds', type=float, default=None, help='measurement window (default 5; quick 1.5)')
     ap.add_argument('--warmup', type=float, default=None, help='warm-up before the window (default 2; quick 0.5)')
     ap.add_argument('--timeout', type=float, default=15.0, help='discovery / first-frame timeout')
-    ap.add_argument('--transports', nargs='+', default=['default', 'shm16m'], choices=['default', 'shm16m', 'large_data'],
+    ap.add_argument('--transports', nargs='+', default=['default', 'shm16m-pub'], choices=['default', 'shm16m', 'shm16m-pub', 'large_data'],
                     help='Fast DDS transport setups to run each row under (large_data: FASTDDS_BUILTIN_TRANSPORTS)')
     ap.add_argument('--edges', type=int, default=None, help='gpio edges measured per row (default 500; quick 100)')
     ap.add_argument('--gpio-warmup-edges', type=int, default=None, help='gpio edges sent first, not counted '

@@ -20,6 +20,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from autopilot_core import qos
 from autopilot_core.executors import spin
+from autopilot_core.transport import PROFILE_VARS, large_shm_profile, use_large_shm_profile
 from autopilot_hardware.camera.recorder import Mp4Recorder, table_path
 from autopilot_hardware.camera.sources import SyntheticSource, counter_of, cv2
 
@@ -46,6 +47,20 @@ def test_synthetic_source_counts_and_skips_missed_slots():
     assert f.missed >= 2 and f.index == frames[-1].index + 1 + f.missed and counter_of(buf) == f.index
 
 
+def test_large_shm_profile_respects_the_users_choice(tmp_path):
+    profile = large_shm_profile()
+    assert profile.is_file() and '<segment_size>16777216</segment_size>' in profile.read_text()
+    env: dict[str, str] = {}
+    assert '16 MiB' in use_large_shm_profile(env)
+    assert env == {v: str(profile) for v in PROFILE_VARS}
+    own = {'FASTRTPS_DEFAULT_PROFILES_FILE': str(tmp_path / 'mine.xml')}
+    assert 'mine.xml' in use_large_shm_profile(own) and own == {'FASTRTPS_DEFAULT_PROFILES_FILE': str(tmp_path / 'mine.xml')}
+    off = {'AUTOPILOT_LARGE_SHM': '0'}
+    assert 'built-in' in use_large_shm_profile(off) and set(off) == {'AUTOPILOT_LARGE_SHM'}
+    other = {'RMW_IMPLEMENTATION': 'rmw_cyclonedds_cpp'}
+    assert 'Fast DDS only' in use_large_shm_profile(other) and set(other) == {'RMW_IMPLEMENTATION'}
+
+
 def test_synthetic_camera_publishes_reports_and_records(procs, node, tmp_path):
     video = tmp_path / 'cam.mp4'
     images: list[tuple[int, int, str, int, int, int, str]] = []
@@ -61,6 +76,8 @@ def test_synthetic_camera_publishes_reports_and_records(procs, node, tmp_path):
     cam = procs(camera('backend:=synthetic', 'fps:=30.0', 'width:=320', 'height:=240', 'frame_id:=cam0',
                        f'record_path:={video}') + ['-r', '__ns:=/rig1'], name='camera')
     cam.wait_for_output('publishing synthetic 320x240 bgr8 at 30 fps')
+    # Out of the box the camera process carries frames in a 16 MiB shared-memory segment (see transport.py).
+    assert 'transport: Fast DDS with a 16 MiB shared-memory segment' in cam.output()
     assert spin(node, node.executor_, timeout_sec=20,
                 until=lambda: len(images) >= 45 and any(s.frames >= 60 for s in statuses))
     counters = [i[0] for i in images]

@@ -9,6 +9,7 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
+        (f'share/{PACKAGE}/config', ['config/fastdds_large_shm.xml']),
         # `autopilot` also goes to <prefix>/bin, which install/setup.bash puts on PATH; the console
         # scripts below live in lib/<package>/ where `ros2 run` and `autopilot run` find them.
         ('bin', ['bin/autopilot']),

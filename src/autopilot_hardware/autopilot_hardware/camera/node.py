@@ -13,8 +13,10 @@ the only per-frame copy is the one rclpy makes into the middleware while seriali
 
 Transport note (bench/hardware.py): a 640x480 bgr8 frame (921,600 B) is larger than Fast DDS's default
 shared-memory segment (512 KiB), so with default settings frames go over UDP loopback in fragments and the
-best-effort STREAM QoS lost 30-60 % of them at 90 fps, bare rclpy alike. A Fast DDS profile with a larger
-segment (``FASTRTPS_DEFAULT_PROFILES_FILE``; the benchmark's ``shm16m`` profile) delivered all 90 fps.
+best-effort STREAM QoS lost 30-60 % of them at 90 fps, bare rclpy alike. So ``main()`` applies
+autopilot_core's 16 MiB shared-memory profile before rclpy starts (:mod:`autopilot_core.transport`; only the
+publisher needs it): all 90 fps arrive. A profile of your own (``FASTRTPS_DEFAULT_PROFILES_FILE``) wins;
+``AUTOPILOT_LARGE_SHM=0`` keeps Fast DDS's built-in transports.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from autopilot_core import qos
 from autopilot_core.executors import run_node
 from autopilot_core.params import ParamSpec, declare
+from autopilot_core.transport import use_large_shm_profile
 from autopilot_hardware.camera.recorder import Mp4Recorder
 from autopilot_hardware.camera.sources import FrameSource, cv2, open_source
 from autopilot_hardware.plugins import DeviceInfo
@@ -179,7 +182,13 @@ class CameraNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(CameraNode, args)
+    transport = use_large_shm_profile()  # before rclpy.init: Fast DDS reads its profile then
+
+    def make() -> CameraNode:
+        node = CameraNode()
+        node.get_logger().info(transport)
+        return node
+    return run_node(make, args)
 
 
 if __name__ == '__main__':
