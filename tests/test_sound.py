@@ -144,6 +144,23 @@ def test_mixer_starts_at_block_and_mixes_overlaps() -> None:
     assert float(out.max()) == 1.0 and m.clipped_blocks == 1
 
 
+def test_mixer_stop_fades_playing_and_drops_queued() -> None:
+    m = Mixer(channels=1)
+    m.fade_frames = 4
+    out = np.zeros((3, 1), np.float32)
+    m.submit(_req(np.full(100, 0.5), play_id=1))
+    m.fill(out)
+    queued = _req(np.full(10, 0.5), play_id=2)
+    m.submit(queued)
+    assert m.stop() == [queued]
+    m.fill(out)  # the playing sound fades linearly to silence over 4 frames, the queued one never starts
+    assert np.allclose(out[:, 0], [0.375, 0.25, 0.125])
+    m.fill(out)
+    assert not out.any() and m.active == 0
+    m.submit(_req(np.full(3, 0.5), play_id=3))  # sounds after a stop play normally
+    assert [r.play_id for r, _ in m.fill(out)] == [3] and np.allclose(out[:, 0], 0.5)
+
+
 def test_clock_map_finds_offset_under_delay_jitter_and_drift() -> None:
     rng = np.random.default_rng(1)
     for drift in (0.0, 0.002, -0.002):  # 0.2 % is what JACK's dummy driver drifts here

@@ -20,6 +20,7 @@ from autopilot_msgs.msg import SoundOnset, SoundPlay, SoundSpec
 from autopilot_msgs.srv import LoadSound, PlaySound
 from conftest import call
 from rclpy.node import Node
+from std_msgs.msg import Empty
 
 from autopilot_core import qos
 from autopilot_core.executors import spin
@@ -116,6 +117,30 @@ def test_null_backend_onsets_and_wav(procs, node, tmp_path):
     for start in (start1, start2):
         assert np.allclose(data[start:start + 2400], tone, atol=2e-4), f'tone not at sample {start}'
     assert np.count_nonzero(data) <= 2 * 2400  # nothing else was played
+
+
+def test_stop_cuts_a_playing_sound(procs, node, tmp_path):
+    wav_path = tmp_path / 'played.wav'
+    server = procs([SOUND, '--ros-args', '-r', '__ns:=/rig1', '-p', 'backend:=null', '-p', 'blocksize:=240',
+                    '-p', f'null_wav_path:={wav_path}'], name='sound')
+    c = Client(node, '/rig1')
+    stop = node.create_publisher(Empty, '/rig1/sound/stop', qos.EVENTS)
+    c.connect()
+    assert spin(node, node.executor_, timeout_sec=10, until=lambda: stop.get_subscription_count() == 1)
+    assert c.load(tone_spec('long', duration_ms=3000.0, amplitude=0.3)).success
+    onset = c.play_topic('long', 1)
+    assert onset.ok and onset.duration_ms == pytest.approx(3000.0)
+    time.sleep(0.3)
+    stop.publish(Empty())
+    server.wait_for_output('stop: sounds fading out')
+    time.sleep(0.2)
+    assert server.stop() == 0, server.output()
+    with wave.open(str(wav_path), 'rb') as w:
+        data = np.frombuffer(w.readframes(w.getnframes()), '<i2') / 32767
+    sounding = np.flatnonzero(np.abs(data) > 1e-3)
+    played_s = (sounding[-1] - sounding[0]) / SR
+    # Stopped ~0.3 s in (plus DDS and scheduling delays on a busy machine), far from the tone's 3 s.
+    assert 0.2 < played_s < 1.5, played_s
 
 
 def test_bad_input_is_refused_and_node_stays_up(procs, node, tmp_path):

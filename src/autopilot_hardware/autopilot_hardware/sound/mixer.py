@@ -63,13 +63,30 @@ class Mixer:
     def __init__(self, channels: int = 1) -> None:
         self.channels = channels
         self._pending: collections.deque[PlayRequest] = collections.deque()
-        self._voices: list[list] = []   # [request, position] of sounds still playing (audio side only)
+        self._voices: list[list] = []   # [request, position, fade_start] of sounds playing (audio side only)
         self.frames = 0                 # frames produced since the stream started
         self.clipped_blocks = 0
+        self.fade_frames = 240          # stop() fades out over this many frames (5 ms at 48 kHz): no click
+        self._stops_asked = 0           # bumped by stop() (ROS side), followed by fill() (audio side)
+        self._stops_done = 0
 
     def submit(self, request: PlayRequest) -> None:
         """Queue ``request``: it starts at the first frame of the next block filled (thread-safe)."""
         self._pending.append(request)
+
+    def stop(self) -> list[PlayRequest]:
+        """Stop every sound: playing ones fade out within the next block(s), queued ones never start.
+
+        Returns the queued plays taken back (thread-safe: each pending play is popped by exactly one side).
+        """
+        dropped = []
+        while True:
+            try:
+                dropped.append(self._pending.popleft())
+            except IndexError:
+                break
+        self._stops_asked += 1
+        return dropped
 
     @property
     def active(self) -> int:
@@ -85,18 +102,28 @@ class Mixer:
         out.fill(0)
         n = out.shape[0]
         start = self.frames
+        if self._stops_done != self._stops_asked:
+            self._stops_done = self._stops_asked
+            for voice in self._voices:
+                if voice[2] is None:
+                    voice[2] = voice[1]
         started = []
         while self._pending:
             req = self._pending.popleft()
-            self._voices.append([req, 0])
+            self._voices.append([req, 0, None])
             started.append((req, start))
         keep = []
         for voice in self._voices:
-            req, pos = voice
-            k = min(n, len(req.samples) - pos)
-            out[:k] += req.samples[pos:pos + k, None]
+            req, pos, fade_start = voice
+            end = len(req.samples) if fade_start is None else min(len(req.samples), fade_start + self.fade_frames)
+            k = max(0, min(n, end - pos))
+            if fade_start is None:
+                out[:k] += req.samples[pos:pos + k, None]
+            elif k:
+                gain = 1.0 - (np.arange(pos, pos + k) - fade_start + 1) / self.fade_frames
+                out[:k] += (req.samples[pos:pos + k] * gain.astype(np.float32))[:, None]
             voice[1] = pos + k
-            if voice[1] < len(req.samples):
+            if voice[1] < end:
                 keep.append(voice)
         self._voices = keep
         if len(started) + len(keep) > 1 and float(np.max(np.abs(out))) > 1.0:

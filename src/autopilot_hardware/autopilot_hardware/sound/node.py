@@ -3,6 +3,8 @@
 * ``sound/load`` (LoadSound): render a SoundSpec once and cache it by id; refused with the field and
   allowed range when invalid (amplitude over ``max_amplitude``, frequency above Nyquist, ...).
 * ``sound/play`` (SoundPlay, QoS EVENTS) and ``sound/play_sound`` (PlaySound): play a cached sound.
+* ``sound/stop`` (std_msgs/Empty, QoS EVENTS): stop every sound now (a 5 ms fade, no click); plays
+  still queued get an onset with ok=false.
 * ``sound/onsets`` (SoundOnset, QoS EVENTS): one per play, stamped with the ROS time the first sample
   leaves the DAC (see :mod:`.mixer` for the clock mapping), or ok=false with the reason.
 
@@ -26,6 +28,7 @@ from autopilot_msgs.msg import SoundOnset, SoundPlay
 from autopilot_msgs.srv import LoadSound, PlaySound
 from rclpy.duration import Duration
 from rclpy.node import Node
+from std_msgs.msg import Empty
 
 from autopilot_core import qos
 from autopilot_core.executors import run_node
@@ -76,6 +79,7 @@ class SoundServer(Node):
         self.create_service(LoadSound, 'sound/load', self.on_load)
         self.create_service(PlaySound, 'sound/play_sound', self.on_play_sound)
         self.create_subscription(SoundPlay, 'sound/play', self.on_play, qos.EVENTS)
+        self.create_subscription(Empty, 'sound/stop', self.on_stop, qos.EVENTS)
         self._dispatcher = threading.Thread(target=self._dispatch, name='sound-onsets', daemon=True)
         self._dispatcher.start()
         self.backend.start()
@@ -120,6 +124,17 @@ class SoundServer(Node):
 
     def on_play(self, msg: SoundPlay) -> None:
         self._submit(msg.sound_id, msg.play_id)
+
+    def on_stop(self, _msg: Empty) -> None:
+        dropped = self.mixer.stop()
+        for req in dropped:
+            msg = SoundOnset(sound_id=req.sound_id, play_id=req.play_id, ok=False,
+                             message='stopped (sound/stop) before it started')
+            msg.header.stamp = self.get_clock().now().to_msg()
+            req.onset_msg = msg
+            req.done.set()
+            self.onset_pub.publish(msg)
+        self.get_logger().info(f'stop: sounds fading out, {len(dropped)} queued play(s) dropped')
 
     def on_play_sound(self, request: PlaySound.Request, response: PlaySound.Response) -> PlaySound.Response:
         req = self._submit(request.sound_id, request.play_id)
