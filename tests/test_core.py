@@ -116,6 +116,18 @@ def test_empty_array_default_keeps_its_declared_type(rclpy_context):
         node.destroy_node()
 
 
+def test_empty_array_default_of_a_read_only_parameter(rclpy_context):
+    node = make_node(rclpy_context)
+    try:
+        spec = ParamSpec('device_map', [], 'Role to device', type=Parameter.Type.STRING_ARRAY, read_only=True)
+        assert declare(node, [spec]) == {'device_map': []}
+        assert node.get_parameter('device_map').type_ == Parameter.Type.STRING_ARRAY
+        [res] = node.set_parameters([Parameter('device_map', value=['a:b'])])
+        assert not res.successful and 'read-only' in res.reason
+    finally:
+        node.destroy_node()
+
+
 @given(st.floats(allow_nan=True, allow_infinity=True))
 def test_check_accepts_exactly_the_range(value):
     spec = ParamSpec('x', 1.0, 'x', min=0.0, max=10.0)

@@ -83,13 +83,13 @@ def test_inputs_outputs_calibration_and_sigint(procs, node, tmp_path):
     stamp_ns = lambda m: m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec  # noqa: E731
     assert abs((stamp_ns(up) - stamp_ns(down)) - (up.tick_us - down.tick_us) * 1000) < 2000
     assert abs(stamp_ns(up) - node.get_clock().now().nanoseconds) < 1e9
-    # Pokes by topic (pulled-up sensors: active low); poke_right reports rising edges only (the release).
+    # Pokes by topic (pulled-up sensors: active low); poke_right reports falling edges only (pokes in).
     sim_pub.publish(SimInput(device='poke_right', level=False, hold_us=30_000))
     sim_pub.publish(SimInput(device='poke_center', level=False, hold_us=40_000))
     center = ev.wait(2, 'poke_center')
     assert [m.level for m in center] == [False, True]
     assert 40_000 <= center[1].tick_us - center[0].tick_us <= 40_000 + LATE_US
-    assert [(m.pin, m.level) for m in ev.wait(1, 'poke_right')] == [(9, True)]
+    assert [(m.pin, m.level) for m in ev.wait(1, 'poke_right')] == [(9, False)]
 
     # A 50 ms pulse, acknowledged; then a train by topic.
     res = call(node, SetDigitalOutput, f'{NS}/gpio/set_output', SetDigitalOutput.Request(

@@ -126,8 +126,13 @@ def _declare_one(node: Node, spec: ParamSpec, value: Any) -> Parameter:
     if _is_empty_array(value) and spec.ros_type() != Type.BYTE_ARRAY:
         # rclpy would declare [] as a byte array whatever the descriptor says: declare the type
         # first, then set the empty value with that type.
-        node.declare_parameter(spec.name, spec.ros_type(), spec.descriptor(), ignore_override=True)
+        # A read-only parameter refuses that set, so it is declared writable and made read-only after.
+        writable = spec.descriptor()
+        writable.read_only = False
+        node.declare_parameter(spec.name, spec.ros_type(), writable, ignore_override=True)
         node.set_parameters([Parameter(spec.name, spec.ros_type(), [])])
+        if spec.read_only:
+            node.set_descriptor(spec.name, spec.descriptor())
         return node.get_parameter(spec.name)
     return node.declare_parameter(spec.name, value, spec.descriptor(), ignore_override=True)
 
