@@ -16,5 +16,18 @@ setup(
     maintainer_email='autopilot-ros@example.org',
     description=open('package.xml').read().split('<description>')[1].split('</description>')[0],
     license='MPL-2.0',
-    entry_points={'console_scripts': []},
+    entry_points={
+        'console_scripts': [
+            'pilot = autopilot_pilot.node:main',
+            'subject_sim = autopilot_pilot.subject_node:main',
+        ],
+        # Tasks: third-party packages register theirs in this group too (see docs/tasks.md).
+        'autopilot.tasks': [
+            'free_water = autopilot_pilot.tasks.free_water:FreeWater',
+            '2afc = autopilot_pilot.tasks.two_afc:TwoAFC',
+        ],
+        'autopilot.command': [
+            'task = autopilot_pilot.task_cli:TaskCommand',
+        ],
+    },
 )

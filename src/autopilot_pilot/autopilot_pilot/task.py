@@ -1,0 +1,466 @@
+"""The task API: what a task file imports (no ROS).
+
+A task is a :class:`Task` subclass in one short file. It declares, as class attributes,
+
+* parameters (:class:`Param`: typed by the default, with unit, description, range or choices),
+* hardware by role (:class:`Input`, :class:`Output`, :class:`Sound`; each role names a default device
+  that the rig configuration may override),
+* trial data (:class:`Field`: typed columns, in declaration order),
+* ``stages``: the names of its stage methods; the first one starts every trial.
+
+Stage methods take one :class:`Event` (a ``str``, so ``event == 'left_in'`` reads naturally) and call
+``self.goto``, ``self.set_timer``, ``self.end_trial`` and ``self.hw``. A :class:`~autopilot_pilot.runner.TaskRunner`
+binds an instance to a clock and hardware; the declarations alone (``Task.params()``, ``Task.hardware()``,
+``Task.fields()``, ``Task.validate()``) are what the protocol parser, the pilot node and ``autopilot task show``
+read. Malformed declarations are a ``TypeError`` at class creation, so a broken task file fails on import
+with the task and attribute named, not in the middle of a session.
+
+Two additions to the contract in docs/pilot-internals.md, both optional for a task:
+
+* ``score_excludes``: bool fields that take a trial out of scoring when True (2AFC's correction
+  trials). :meth:`Task.score` applies ``score_field`` and ``score_excludes`` to one trial's fields and
+  is what accuracy (graduation, "fraction correct") should count: True/False, or None = not scored.
+* :meth:`Task.check_params`: rules between parameters (2AFC's two tones must differ), applied by
+  :meth:`Task.validate` after the per-parameter checks, so protocols fail at load time too.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+__all__ = [
+    'Event', 'Field', 'Hardware', 'Input', 'Output', 'Param', 'Sound', 'Task', 'TaskError', 'type_name',
+]
+
+_TYPES = (bool, int, float, str)
+_TYPE_NAMES = {bool: 'bool', int: 'int', float: 'float', str: 'str'}
+
+
+class TaskError(Exception):
+    """A task that cannot be used as given: bad parameters or trial data, unknown task, error in task code."""
+
+
+def type_name(tp: type) -> str:
+    """'bool', 'int', 'float' or 'str' (the names the API and its messages use)."""
+    return _TYPE_NAMES.get(tp, getattr(tp, '__name__', str(tp)))
+
+
+def _type_of(value: Any) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _fits(tp: type, value: Any) -> bool:
+    """``value`` has type ``tp``; an int is a float, a bool is never an int or float."""
+    if type(value) is tp:
+        return True
+    if tp is float:
+        return type(value) is int
+    return tp is str and isinstance(value, str)
+
+
+class Param:
+    """A task parameter. Its type is the default's (bool, int, float, str); an int is accepted for a float.
+
+    On a task instance the attribute is this session's value (read-only: change it through the runner's
+    ``update_params``, which applies at the next trial start).
+    """
+
+    __slots__ = ('default', 'unit', 'description', 'min', 'max', 'choices', 'type', 'name')
+
+    def __init__(self, default: bool | int | float | str, unit: str = '', description: str = '', *,
+                 min: float | None = None, max: float | None = None,
+                 choices: tuple | list | None = None) -> None:
+        if type(default) not in _TYPES:
+            raise TypeError(f'Param default must be bool, int, float or str, got {default!r}')
+        self.type: type = type(default)
+        self.default = default
+        self.unit = unit
+        self.description = description
+        self.min = min
+        self.max = max
+        self.choices = tuple(choices) if choices is not None else None
+        self.name = ''
+        if (min is not None or max is not None) and self.type not in (int, float):
+            raise TypeError(f'Param {default!r}: min/max need an int or float parameter')
+        if self.choices is not None and not all(_fits(self.type, c) for c in self.choices):
+            raise TypeError(f'Param choices {self.choices!r} do not all have type {type_name(self.type)}')
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return instance._param_values[self.name]
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        raise AttributeError(f"parameter '{self.name}' is read-only in a task; "
+                             'change it with update_params (applied at the next trial)')
+
+    def allowed(self) -> str:
+        """What values are allowed, as text: ``float in [0.5, 50.0] uL``, ``str one of 'a', 'b'``."""
+        parts = [type_name(self.type)]
+        if self.min is not None or self.max is not None:
+            lo = '-inf' if self.min is None else self.min
+            hi = 'inf' if self.max is None else self.max
+            parts.append(f'in [{lo}, {hi}]')
+        if self.choices is not None:
+            parts.append('one of ' + ', '.join(repr(c) for c in self.choices))
+        if self.unit:
+            parts.append(self.unit)
+        return ' '.join(parts)
+
+    def check(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed, or None when it is."""
+        if not _fits(self.type, value):
+            return f'{value!r} has type {_type_of(value)}, expected {self.allowed()}'
+        if self.type in (int, float):
+            if self.type is float and math.isnan(value):
+                return f'NaN is not allowed, expected {self.allowed()}'
+            if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+                return f'{value!r} is out of range, allowed {self.allowed()}'
+        if self.choices is not None and value not in self.choices:
+            return f'{value!r} is not allowed, expected {self.allowed()}'
+        return None
+
+    def coerce(self, value: Any) -> Any:
+        """The value as stored: an int given for a float parameter becomes a float."""
+        if self.type is float and type(value) is int:
+            return float(value)
+        return value
+
+    def __repr__(self) -> str:
+        return f'Param({self.default!r}, {self.unit!r}, {self.description!r})'
+
+
+class _Role:
+    """Base of hardware declarations; the role is the attribute name."""
+
+    __slots__ = ('description', 'name')
+
+    def __init__(self, description: str = '') -> None:
+        self.description = description
+        self.name = ''
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+
+class Input(_Role):
+    """A digital input by role: events ``<role>_in`` on the edge to ``active_level``, ``<role>_out`` on the other.
+
+    Pull-up nose pokes read low when broken, so ``active_level=False`` (the default) means "in" is the
+    falling edge.
+    """
+
+    __slots__ = ('device', 'active_level')
+
+    def __init__(self, device: str, active_level: bool = False, description: str = '') -> None:
+        super().__init__(description)
+        self.device = device
+        self.active_level = bool(active_level)
+
+    def __repr__(self) -> str:
+        return f'Input({self.device!r}, active_level={self.active_level})'
+
+
+class Output(_Role):
+    """A digital output by role: ``kind`` is 'ttl', 'valve' (``hw.reward`` in uL) or 'led' (``hw.pwm``)."""
+
+    __slots__ = ('device', 'kind')
+    KINDS: ClassVar[tuple[str, ...]] = ('ttl', 'valve', 'led')
+
+    def __init__(self, device: str, kind: str = 'ttl', description: str = '') -> None:
+        if kind not in self.KINDS:
+            raise TypeError(f'Output {device!r}: kind {kind!r} is not one of {", ".join(self.KINDS)}')
+        super().__init__(description)
+        self.device = device
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f'Output({self.device!r}, kind={self.kind!r})'
+
+
+class Sound(_Role):
+    """Marks that the task needs the sound server (``hw.load_sound`` / ``hw.play``)."""
+
+    __slots__ = ()
+    device = 'sound'
+
+    def __repr__(self) -> str:
+        return 'Sound()'
+
+
+class Field:
+    """A column of trial data: ``type`` in bool, int, float, str; ``unit`` and ``description`` for readers."""
+
+    __slots__ = ('type', 'unit', 'description', 'name')
+
+    def __init__(self, type: type, unit: str = '', description: str = '') -> None:
+        if type not in _TYPES:
+            raise TypeError(f'Field type must be bool, int, float or str, got {type!r}')
+        self.type = type
+        self.unit = unit
+        self.description = description
+        self.name = ''
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def check(self, value: Any) -> str | None:
+        """Why ``value`` does not fit this field, or None (an int is a float; a bool is not an int)."""
+        if _fits(self.type, value):
+            return None
+        return f'{value!r} has type {_type_of(value)}, expected {type_name(self.type)}'
+
+    def __repr__(self) -> str:
+        return f'Field({type_name(self.type)}, {self.unit!r}, {self.description!r})'
+
+
+class Event(str):
+    """An event a stage method receives: the name as a ``str``, plus where and when it came from.
+
+    ``tick_us``: hardware tick, unwrapped microseconds (differences give response times; None for timers).
+    ``stamp_ns``: ROS time of the event. ``device``: the device name ('' for timers and 'entry'/'exit').
+    ``level``: the input level for GPIO events. ``data``: extra values (sound onsets: sound_id, play_id, ok).
+    'entry', 'exit' and timer events carry the runner clock's time as ``stamp_ns``.
+    Positional order: ``Event(name, tick_us, stamp_ns, device, level, data)``.
+    """
+
+    # str subclasses cannot have non-empty __slots__; plain attributes are cheap enough here.
+    tick_us: int | None
+    stamp_ns: int | None
+    device: str
+    level: bool | None
+    data: dict
+
+    def __new__(cls, name: str, tick_us: int | None = None, stamp_ns: int | None = None, device: str = '',
+                level: bool | None = None, data: dict | None = None) -> Event:
+        self = str.__new__(cls, name)
+        self.tick_us = tick_us
+        self.stamp_ns = stamp_ns
+        self.device = device
+        self.level = level
+        self.data = {} if data is None else data
+        return self
+
+    def __repr__(self) -> str:
+        extra = ''.join(f', {k}={v!r}' for k in ('tick_us', 'stamp_ns', 'device', 'level')
+                        if (v := getattr(self, k)) not in (None, ''))
+        if self.data:
+            extra += f', data={self.data!r}'
+        return f'Event({str(self)!r}{extra})'
+
+
+@runtime_checkable
+class Hardware(Protocol):
+    """What ``self.hw`` offers a task. Roles are task role names; the pilot resolves them to devices."""
+
+    def reward(self, role: str, volume_ul: float) -> None:
+        """Open a valve for the calibrated time that gives ``volume_ul``."""
+
+    def pulse(self, role: str, ms: float) -> None:
+        """Drive an output high for ``ms`` milliseconds."""
+
+    def set(self, role: str, level: bool) -> None:
+        """Set an output's level."""
+
+    def pwm(self, role: str, duty: float, frequency_hz: float = 0) -> None:
+        """PWM an output (LED brightness), duty in [0, 1]; frequency 0 means the device default."""
+
+    def load_sound(self, sound_id: str, **spec: Any) -> None:
+        """Prepare a sound: kind='tone'|'noise'|'fm_sweep'|'wav', frequency_hz, duration_ms, amplitude, ..."""
+
+    def play(self, sound_id: str) -> int:
+        """Play a loaded sound; returns the play id its ``sound_onset`` event carries."""
+
+    def stop_sound(self) -> None:
+        """Stop whatever is playing."""
+
+
+class _Unbound:
+    """Stand-in for the runner before a task is bound: every API call says what is wrong."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith('__'):
+            raise AttributeError(name)  # copy, pickle and friends probe dunders
+        raise TaskError('this task is not running: create it through TaskRunner to use goto, timers, '
+                        'end_trial and hw')
+
+
+class Task:
+    """Base class of tasks. See the module docstring and docs/tasks.md."""
+
+    stages: ClassVar[tuple[str, ...]] = ()
+    # The bool field that "fraction correct" and accuracy graduation use; None for tasks that do not score.
+    # The default 'correct' silently becomes None on a task that has no 'correct' field.
+    score_field: ClassVar[str | None] = 'correct'
+    # Bool fields that take a trial out of scoring when True (2AFC: 'correction'); see Task.score().
+    score_excludes: ClassVar[tuple[str, ...]] = ()
+
+    _params: ClassVar[dict[str, Param]] = {}
+    _hardware: ClassVar[dict[str, _Role]] = {}
+    _fields: ClassVar[dict[str, Field]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        params: dict[str, Param] = {}
+        hardware: dict[str, _Role] = {}
+        fields: dict[str, Field] = {}
+        # Base classes first, so a derived task extends (or overrides) its base's declarations in order.
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                for table in (params, hardware, fields):
+                    table.pop(name, None)  # a redefinition replaces (or removes) the base's declaration
+                if isinstance(value, Param):
+                    params[name] = value
+                elif isinstance(value, _Role):
+                    hardware[name] = value
+                elif isinstance(value, Field):
+                    fields[name] = value
+        cls._params, cls._hardware, cls._fields = params, hardware, fields
+        where = cls.__name__
+        for name in (*params, *hardware, *fields):
+            if name in _RESERVED:
+                raise TypeError(f'{where}: {name!r} is a Task attribute; rename this declaration')
+        for name in params:
+            problem = params[name].check(params[name].default)
+            if problem:
+                raise TypeError(f"{where}: parameter '{name}': default {problem}")
+        if isinstance(cls.stages, str) or not all(isinstance(s, str) for s in cls.stages):
+            raise TypeError(f'{where}: stages must be a tuple of method names, got {cls.stages!r}')
+        for stage in cls.stages:
+            if not callable(getattr(cls, stage, None)):
+                raise TypeError(f"{where}: stage '{stage}' has no method {stage}(self, event)")
+        if cls.score_field is not None:
+            field = fields.get(cls.score_field)
+            if field is None and cls.score_field == 'correct' and 'score_field' not in vars(cls):
+                cls.score_field = None
+            elif field is None or field.type is not bool:
+                raise TypeError(f"{where}: score_field '{cls.score_field}' must name a bool Field")
+        for name in cls.score_excludes:
+            if name not in fields or fields[name].type is not bool:
+                raise TypeError(f"{where}: score_excludes entry '{name}' must name a bool Field")
+
+    # ---- declarations -------------------------------------------------------------------------
+
+    @classmethod
+    def params(cls) -> dict[str, Param]:
+        """``{name: Param}`` in declaration order."""
+        return dict(cls._params)
+
+    @classmethod
+    def hardware(cls) -> dict[str, Input | Output | Sound]:
+        """``{role: Input | Output | Sound}`` in declaration order."""
+        return dict(cls._hardware)  # type: ignore[arg-type]
+
+    @classmethod
+    def fields(cls) -> dict[str, Field]:
+        """``{name: Field}`` in declaration order (the order of every trial's data)."""
+        return dict(cls._fields)
+
+    @classmethod
+    def description(cls) -> str:
+        """The docstring's first line."""
+        doc = (cls.__doc__ or '').strip()
+        return doc.split('\n')[0].strip() if doc else ''
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every parameter's default."""
+        return {name: p.default for name, p in cls._params.items()}
+
+    @classmethod
+    def score(cls, fields: Mapping[str, Any]) -> bool | None:
+        """What accuracy counts for one finished trial: its ``score_field`` value, or None when the trial
+        does not count (the task does not score, or a ``score_excludes`` field is True)."""
+        if cls.score_field is None:
+            return None
+        for name in cls.score_excludes:
+            if fields.get(name):
+                return None
+        value = fields.get(cls.score_field)
+        return value if isinstance(value, bool) else None
+
+    @classmethod
+    def check_params(cls, values: dict[str, Any]) -> str | None:
+        """Override for rules between parameters; return what is wrong (TaskError text) or None."""
+        return None
+
+    @classmethod
+    def validate(cls, overrides: Mapping[str, object] | None = None) -> dict[str, object]:
+        """Every parameter's value (defaults updated with ``overrides``) or TaskError naming what is wrong.
+
+        Errors read ``TwoAFC: parameter 'reward_ul': 99 is out of range, allowed float in [0.5, 50.0] uL``;
+        an unknown name lists the known ones.
+        """
+        if overrides is None:
+            overrides = {}
+        if not isinstance(overrides, Mapping):
+            raise TaskError(f'{cls.__name__}: parameters must be a mapping of name to value, '
+                            f'got {_type_of(overrides)} {overrides!r}')
+        values = cls.defaults()
+        for name, value in overrides.items():
+            param = cls._params.get(name) if isinstance(name, str) else None
+            if param is None:
+                known = ', '.join(cls._params) or '(none)'
+                raise TaskError(f'{cls.__name__}: unknown parameter {name!r}; known parameters: {known}')
+            problem = param.check(value)
+            if problem:
+                raise TaskError(f"{cls.__name__}: parameter '{name}': {problem}")
+            values[name] = param.coerce(value)
+        problem = cls.check_params(values)
+        if problem:
+            raise TaskError(f'{cls.__name__}: {problem}')
+        return values
+
+    # ---- instance -----------------------------------------------------------------------------
+
+    def __init__(self, params: Mapping[str, object] | None = None, *, seed: int | None = None) -> None:
+        self._param_values: dict[str, Any] = self.validate(params)
+        self._runner: Any = _Unbound()
+        self.hw: Hardware = _Unbound()  # type: ignore[assignment]
+        self.random = random.Random(seed)
+        self.trial_number = 0
+        self.history: list[dict[str, Any]] = []
+
+    def goto(self, stage: str) -> None:
+        """Leave the current stage ('exit'), enter ``stage`` ('entry')."""
+        self._runner.goto(stage)
+
+    def set_timer(self, name: str, seconds: float) -> None:
+        """Deliver event ``name`` after ``seconds`` (one-shot; setting it again replaces it)."""
+        self._runner.set_timer(name, seconds)
+
+    def cancel_timer(self, name: str) -> None:
+        """Cancel timer ``name`` if it is pending."""
+        self._runner.cancel_timer(name)
+
+    def end_trial(self, **fields: Any) -> None:
+        """Finish the trial with every declared field; the next trial starts in ``stages[0]`` right after."""
+        self._runner.end_trial(fields)
+
+    def now_ns(self) -> int:
+        """The runner's clock, ns."""
+        return self._runner.now_ns()
+
+    def log(self, text: str) -> None:
+        """A line for the session log."""
+        self._runner.log(text)
+
+    # Optional hooks.
+    def setup(self) -> None:
+        """Once at session start (load sounds here)."""
+
+    def start_trial(self) -> None:
+        """Before each trial's first stage entry."""
+
+    def teardown(self) -> None:
+        """Once at session end."""
+
+
+_RESERVED = frozenset(name for name in dir(Task) if not name.startswith('__')) | {
+    'hw', 'random', 'trial_number', 'history', 'stages', 'score_field'}
