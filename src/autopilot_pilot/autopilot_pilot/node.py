@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -343,7 +344,10 @@ class PilotNode(Node):
         if msg.pilot and msg.pilot != self.pilot:
             return
         try:
-            self.journal.ack(msg.session_id, list(msg.trial_numbers))
+            if msg.trial_numbers:
+                self.journal.ack(msg.session_id, list(msg.trial_numbers))
+            if msg.step_seqs:
+                self.journal.ack_steps(msg.session_id, list(msg.step_seqs))
         except JournalError as exc:
             self.get_logger().error(f'trial ack not recorded: {exc}')
 
@@ -459,6 +463,8 @@ class PilotNode(Node):
             res = await self.call(self.gpio_params, GetParameters.Request(names=['inputs', 'outputs']), timeout)
             if res is None:
                 return f'{self.hw_prefix}/gpio did not answer get_parameters within {timeout:g} s'
+            if len(res.values) != 2:
+                return f'{self.hw_prefix}/gpio has no inputs/outputs parameters: is it an autopilot gpio node?'
             inputs, outputs = (list(v.string_array_value) for v in res.values)
             for role, decl in roles.items():
                 if isinstance(decl, (Input, Output)):
@@ -532,6 +538,14 @@ class PilotNode(Node):
     async def execute(self, goal: ServerGoalHandle) -> RunSession.Result:
         try:
             return await self._execute(goal)
+        except Exception as exc:  # noqa: BLE001 - a bug must end the session with its reason, not hang it
+            text = f'internal error: {type(exc).__name__}: {exc}'
+            self.get_logger().error(f'session failed: {text}\n{traceback.format_exc()}')
+            if self.active is not None:
+                self.end_session(self.active, 'error')
+            self.set_state(PilotStatus.STATE_ERROR, text)
+            goal.abort()
+            return RunSession.Result(success=False, message=text)
         finally:
             self._plan = None
 
@@ -585,7 +599,7 @@ class PilotNode(Node):
             result.success, result.message = False, text
             goal.abort()
             return self.fill(result, a)
-        self.end_session(a, a.end_reason or 'ended')
+        self.end_session(a, 'cancelled' if goal.is_cancel_requested else 'ended')
         self.set_state(PilotStatus.STATE_IDLE)
         result.success, result.message = True, f'{a.progress.n_trials} trials; {a.end_reason}'
         log.info(f'session {session_id} ended: {result.message}')
@@ -632,13 +646,16 @@ class PilotNode(Node):
         prior, n_sessions = self.history_of(new)
         a.progress.graduate(prior, n_sessions)
         a.plan = new
-        msg = StepChange(pilot=self.pilot, subject=old.subject, session_id=a.session_id, protocol=old.protocol_name,
+        seq = len(self.journal.steps(a.session_id)) + 1
+        msg = StepChange(pilot=self.pilot, subject=old.subject, session_id=a.session_id, seq=seq,
+                         protocol=old.protocol_name,
                          from_step=old.step, to_step=new.step, from_step_name=old.step_name,
                          to_step_name=new.step_name, after_trial=after, reason=reason)
         msg.header.stamp = self.get_clock().now().to_msg()
-        self.journal.record_step(a.session_id, after_trial=after, from_step=old.step, to_step=new.step,
-                                 reason=reason, payload=serialize_message(msg), step_name=new.step_name,
-                                 parameters=new.params)
+        recorded = self.journal.record_step(a.session_id, after_trial=after, from_step=old.step, to_step=new.step,
+                                            reason=reason, payload=serialize_message(msg), step_name=new.step_name,
+                                            parameters=new.params)
+        assert recorded == seq, (recorded, seq)
         self.step_pub.publish(msg)
         self.status.step = new.step
         self.get_logger().info(f'{old.subject} graduates from step {old.step} {old.step_name!r} to {new.step} '

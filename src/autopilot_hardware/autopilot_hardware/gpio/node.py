@@ -83,6 +83,9 @@ def declare_string_list(node: Node, spec: ParamSpec) -> list[str]:
     so its type check refuses it. Declared by type instead; an absent or empty value means no devices.
     """
     fix = f'write it as {spec.name}: [name1, name2] (command line: -p "{spec.name}:=[name1, name2]")'
+    if spec.name not in getattr(node, '_parameter_overrides', {}):
+        # Not given: declared with its empty default, so it reads [] (not "not set") over the parameter services.
+        return list(declare(node, [spec])[spec.name])
     try:
         param = node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, spec.descriptor())
     except InvalidParameterTypeException:
