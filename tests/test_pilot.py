@@ -28,6 +28,7 @@ from std_srvs.srv import Trigger
 
 from autopilot_core import qos
 from autopilot_core.executors import spin, spin_until_future
+from autopilot_core.names import host_namespace
 from autopilot_pilot.journal import Journal
 from autopilot_pilot.subject import SubjectParams, binomial_tolerance, expected_accuracy
 from autopilot_pilot.trials import from_trial_fields
@@ -55,7 +56,8 @@ def ros_args(params: dict[str, Any]) -> list[str]:
 
 
 def start_rig(procs, tmp_path: Path, ns: str, *, subject: dict[str, Any] | None = None,
-              pilot: dict[str, Any] | None = None, with_subject: bool = True) -> dict[str, Any]:
+              pilot: dict[str, Any] | None = None, with_subject: bool = True, pilot_ns: str = '') -> dict[str, Any]:
+    """gpio, sound and subject in /<ns>; the pilot there too, or in /<pilot_ns> driving them remotely."""
     calibration = tmp_path / f'{ns}-calibration.jsonl'
     shutil.copy(CALIBRATION, calibration)
     journal = tmp_path / f'{ns}-journal.sqlite3'
@@ -63,8 +65,9 @@ def start_rig(procs, tmp_path: Path, ns: str, *, subject: dict[str, Any] | None 
     rig['gpio'] = procs([GPIO, '--ros-args', '--params-file', str(RIG_PARAMS), '-p', f'calibration_file:={calibration}',
                          '-r', f'__ns:=/{ns}'], name=f'{ns}-gpio')
     rig['sound'] = procs([SOUND, '--ros-args', '-p', 'backend:=null', '-r', f'__ns:=/{ns}'], name=f'{ns}-sound')
-    rig['pilot_cmd'] = [PILOT, '--ros-args', '-r', f'__ns:=/{ns}', '-p', f'journal_path:={journal}',
-                        *ros_args({'seed': 7, 'resend_interval_s': 0.5, **(pilot or {})})]
+    remote = {'hardware_namespace': f'/{ns}'} if pilot_ns else {}
+    rig['pilot_cmd'] = [PILOT, '--ros-args', '-r', f'__ns:=/{pilot_ns or ns}', '-p', f'journal_path:={journal}',
+                        *ros_args({'seed': 7, 'resend_interval_s': 0.5, **remote, **(pilot or {})})]
     rig['pilot'] = procs(rig['pilot_cmd'], name=f'{ns}-pilot')
     if with_subject:
         rig['subject'] = procs([SUBJECT, '--ros-args', '-r', f'__ns:=/{ns}',
@@ -359,3 +362,28 @@ def test_missing_hardware_is_an_error_state_and_the_pilot_stays_up(procs, node, 
     result = term.run(goal(task='2afc'), timeout=20)
     assert not result.success and "needs input 'poke_center' (role center)" in result.message, result.message
     assert pilot.popen.poll() is None
+
+
+def test_a_pilot_drives_hardware_in_another_namespace(procs, node, tmp_path):
+    # Autopilot's "children": the devices run on another Pi (here /child); the pilot in /parent drives them.
+    start_rig(procs, tmp_path, 'child', pilot_ns='parent')
+    term = Terminal(node, 'parent')
+    result = term.run(goal(task='2afc', max_trials=5, **FAST_TASK), timeout=60)
+    assert result.success and result.n_trials == 5, result.message
+    trials = term.session(result.session_id)
+    assert all(t['response'] in ('left', 'right') for t in trials)
+    assert {m.pilot for m in term.trials.values()} == {'parent'}
+
+
+def test_default_namespace_is_the_sanitised_host_name(procs, node, tmp_path):
+    pilot = procs([PILOT, '--ros-args', '-p', f'journal_path:={tmp_path / "j.sqlite3"}'], name='pilot')
+    pilot.wait_for_output('ready')
+    ns = '/' + host_namespace()
+    assert spin(node, node.executor_, timeout_sec=20,
+                until=lambda: ('pilot', ns) in node.get_node_names_and_namespaces()), \
+        node.get_node_names_and_namespaces()
+    statuses: list[PilotStatus] = []
+    node.create_subscription(PilotStatus, f'{ns}/status', statuses.append, qos.STATUS)
+    # Transient-local: a late subscriber gets the current status at once, not after the next beat.
+    assert spin(node, node.executor_, timeout_sec=5, until=lambda: statuses)
+    assert statuses[0].pilot == host_namespace() and statuses[0].state == PilotStatus.STATE_IDLE
