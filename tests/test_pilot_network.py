@@ -1,0 +1,142 @@
+"""A network loss longer than DDS's lease between a pilot and its terminal loses and duplicates no trial.
+
+Two hosts on this machine: network namespaces joined by a veth pair (made here, removed after). The rig
+(sim GPIO, null sound, virtual subject, pilot) runs in one; a minimal terminal (tests/nodes/terminal_peer.py,
+UDP only, so nothing can cross through shared memory) in the other. The link is cut for longer than
+Fast DDS's participant lease (20 s) while the session goes on, then restored: the pilot must resend every
+trial the terminal did not acknowledge, and the terminal must end up with each trial exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autopilot_pilot.journal import Journal
+
+ROOT = Path(__file__).resolve().parent.parent
+LIB = ROOT / 'install'
+GPIO = str(LIB / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'gpio')
+SOUND = str(LIB / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'sound')
+PILOT = str(LIB / 'autopilot_pilot' / 'lib' / 'autopilot_pilot' / 'pilot')
+SUBJECT = str(LIB / 'autopilot_pilot' / 'lib' / 'autopilot_pilot' / 'subject_sim')
+PEER = str(ROOT / 'tests' / 'nodes' / 'terminal_peer.py')
+LEASE_S = 20.0  # Fast DDS's default participant lease duration
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which('ip') is None,
+                                reason='network namespaces need root and iproute2 (apt install iproute2)')
+
+
+def ip(*args: str) -> None:
+    subprocess.run(['ip', *args], check=True, capture_output=True, timeout=10)
+
+
+class Hosts:
+    """Two network namespaces ``pi`` and ``term`` joined by a veth pair on 10.213.<n>.0/24."""
+
+    def __init__(self, n: int) -> None:
+        tag = f'{os.getpid() % 100000}x{n}'
+        self.pi, self.term = f'appi{tag}', f'apte{tag}'
+        self.pi_if, self.term_if = f'vp{tag}', f'vt{tag}'
+        self.pi_ip, self.term_ip = f'10.213.{n}.1', f'10.213.{n}.2'
+        ip('netns', 'add', self.pi)
+        ip('netns', 'add', self.term)
+        ip('link', 'add', self.pi_if, 'type', 'veth', 'peer', 'name', self.term_if)
+        for ns, ifname, addr in ((self.pi, self.pi_if, self.pi_ip), (self.term, self.term_if, self.term_ip)):
+            ip('link', 'set', ifname, 'netns', ns)
+            ip('-n', ns, 'addr', 'add', f'{addr}/24', 'dev', ifname)
+            ip('-n', ns, 'link', 'set', 'lo', 'up')
+            ip('-n', ns, 'link', 'set', ifname, 'up')
+            ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', ifname)  # DDS discovery multicast
+
+    def cmd(self, ns: str, argv: list[str]) -> list[str]:
+        return ['ip', 'netns', 'exec', ns, *argv]
+
+    def link(self, up: bool) -> None:
+        ip('-n', self.term, 'link', 'set', self.term_if, 'up' if up else 'down')
+
+    def remove(self) -> None:
+        for ns in (self.pi, self.term):
+            subprocess.run(['ip', 'netns', 'del', ns], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def hosts(domain_id: int) -> Iterator[Hosts]:
+    h = Hosts(domain_id)
+    try:
+        yield h
+    finally:
+        h.remove()
+
+
+def lines(proc, prefix: str) -> list[str]:
+    return [ln for ln in proc.output().splitlines() if ln.startswith(prefix)]
+
+
+def wait(condition, timeout: float, what: str, proc=None) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f'{what}\n{proc.output()[-3000:] if proc else ""}'
+        time.sleep(0.1)
+
+
+def test_network_loss_longer_than_the_lease_loses_and_duplicates_nothing(procs, ros_env, hosts, tmp_path):
+    env = dict(ros_env, ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET')
+    pi_env = dict(env, ROS_STATIC_PEERS=hosts.term_ip)
+    term_env = dict(env, ROS_STATIC_PEERS=hosts.pi_ip, FASTDDS_BUILTIN_TRANSPORTS='UDPv4')
+    calibration = tmp_path / 'calibration.jsonl'
+    shutil.copy(ROOT / 'launch' / 'params' / 'calibration_sim.jsonl', calibration)
+    journal = tmp_path / 'journal.sqlite3'
+    ns = ['-r', '__ns:=/rig1']
+    on_pi = [
+        [GPIO, '--ros-args', '--params-file', str(ROOT / 'launch' / 'params' / 'rig_sim.yaml'),
+         '-p', f'calibration_file:={calibration}', *ns],
+        [SOUND, '--ros-args', '-p', 'backend:=null', *ns],
+        [PILOT, '--ros-args', '-p', f'journal_path:={journal}', '-p', 'resend_interval_s:=1.0', *ns],
+        [SUBJECT, '--ros-args', '-p', 'seed:=5', '-p', 'rt_mean_ms:=60.0', '-p', 'rt_sd_ms:=20.0', '-p',
+         'rt_min_ms:=20.0', '-p', 'center_delay_mean_ms:=100.0', '-p', 'center_delay_sd_ms:=10.0', '-p',
+         'poke_hold_ms:=10.0', '-p', 'stimulus_wait_ms:=200.0', *ns],
+    ]
+    rig = [procs(hosts.cmd(hosts.pi, cmd), env=pi_env, name=Path(cmd[0]).name) for cmd in on_pi]
+    pilot = rig[2]
+    pilot.wait_for_output('ready')
+    task = {'iti_s': 0.05, 'punish_timeout_s': 0.1, 'response_window_s': 3.0, 'tone_ms': 30.0, 'noise_ms': 30.0}
+    session_s = LEASE_S + 25.0
+    peer = procs(hosts.cmd(hosts.term, [sys.executable, PEER, '--pilot', 'rig1', '--max-duration', str(session_s),
+                                        '--params', json.dumps(task)]), env=term_env, name='terminal_peer')
+    wait(lambda: lines(peer, '@accepted'), 60, 'the terminal could not start a session across the link', peer)
+    wait(lambda: len(lines(peer, '@trial')) >= 10, 30, 'no trials across the link', peer)
+
+    hosts.link(False)
+    time.sleep(1.0)  # what was in flight lands
+    before = len(lines(peer, '@trial'))
+    time.sleep(LEASE_S + 4.0)
+    assert len(lines(peer, '@trial')) == before, 'trials crossed a cut link: the test does not cut anything'
+    hosts.link(True)
+
+    wait(lambda: lines(peer, '@result'), 60, 'no session result after the link came back', peer)
+    result = json.loads(lines(peer, '@result')[0].split(' ', 1)[1])
+    assert result['success'] and result['n_trials'] > before + 20, result
+    n = result['n_trials']
+    # The pilot resends what was not acknowledged: the terminal ends up with every trial.
+    wait(lambda: len(lines(peer, '@trial')) >= n, 60, f'the terminal has {len(lines(peer, "@trial"))} of {n}', peer)
+    time.sleep(2.5)  # a couple of resend intervals, for the acks of the last resends
+    peer.stop()
+    summary = json.loads(lines(peer, '@summary')[0].split(' ', 1)[1])
+    numbers = sorted(int(ln.split()[2]) for ln in lines(peer, '@trial'))
+    assert numbers == list(range(1, n + 1)), 'lost or repeated trial numbers'
+    assert summary['stored'] == n
+    assert summary['duplicates'] >= 1, 'nothing was resent: the outage did not hit any trial or ack'
+    for p in reversed(rig):
+        p.stop()
+    with Journal(journal) as j:
+        stats = j.stats(result['session_id'])
+        assert (stats.trials, stats.unacked_trials) == (n, 0), stats
