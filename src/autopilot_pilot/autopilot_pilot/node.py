@@ -89,8 +89,8 @@ PARAMS = (
     ParamSpec('seed', 0, 'Seed of the tasks\' random draws (0: a new one per session, logged)', min=0),
 )
 
-STATE_NAMES = {PilotStatus.STATE_IDLE: 'idle', PilotStatus.STATE_RUNNING: 'running',
-               PilotStatus.STATE_PAUSED: 'paused', PilotStatus.STATE_ERROR: 'error'}
+#: Longest wait between two resends of an unacknowledged trial.
+RESEND_MAX_S = 60.0
 SOUND_KINDS = {'tone': SoundSpec.KIND_TONE, 'noise': SoundSpec.KIND_NOISE, 'fm_sweep': SoundSpec.KIND_FM_SWEEP,
                'wav': SoundSpec.KIND_WAV}
 
@@ -294,6 +294,7 @@ class PilotNode(Node):
                                    goal_callback=self.on_goal, cancel_callback=self.on_cancel)
 
         self._trial_subscribers = 0
+        self._sent: dict[tuple[str, str, int], tuple[float, int]] = {}  # resend bookkeeping: (last, attempts)
         self.create_timer(1.0, self.publish_status)
         self.create_timer(p['resend_interval_s'], self.resend)
         self.create_timer(0.2, self.watch_subscribers)
@@ -324,20 +325,41 @@ class PilotNode(Node):
                                       f'its {self.journal.stats(s.session_id).unacked_trials} unacknowledged '
                                       'trial(s) will be resent')
 
-    def resend(self) -> None:
-        for trial in self.journal.unacked(limit=500):
-            if self.active is not None and trial.session_id == self.active.session_id and \
-                    time.time_ns() - trial.stamp_ns < 1e9:
-                continue  # just published: give the ack a moment
-            self.trial_pub.publish(trial.payload)
-        for step in self.journal.unacked_steps(limit=100):
-            if step.payload:
-                self.step_pub.publish(step.payload)
+    def resend(self, now: bool = False) -> None:
+        """Publish unacknowledged trials and step changes again, each on its own backoff.
+
+        A trial goes out again ``resend_interval_s`` after it was last sent, then twice as long each time,
+        up to ``RESEND_MAX_S``: a terminal that is away costs little, and a plain ``topic echo`` (which never
+        acks) does not see the same trial every few seconds. ``now``: a subscriber appeared, send all.
+        """
+        t = time.monotonic()
+        interval = self.get_parameter('resend_interval_s').value
+        keys = set()
+        for kind, rows, pub in (('trial', self.journal.unacked(limit=500), self.trial_pub),
+                                ('step', self.journal.unacked_steps(limit=100), self.step_pub)):
+            for row in rows:
+                key = (kind, row.session_id, getattr(row, 'trial_number', getattr(row, 'seq', 0)))
+                keys.add(key)
+                last, attempts = self._sent.get(key, (None, 0))
+                if last is None:
+                    # First seen here: just published by this process (give the ack a moment), or journalled
+                    # before a restart (send it now).
+                    fresh = kind == 'trial' and time.time_ns() - row.stamp_ns < interval * 1e9
+                    if fresh and not now:
+                        self._sent[key] = (t, 0)
+                        continue
+                elif not now and t - last < min(interval * 2 ** attempts, RESEND_MAX_S):
+                    continue
+                if row.payload:
+                    pub.publish(row.payload)
+                self._sent[key] = (t, attempts + 1)
+        for key in set(self._sent) - keys:  # acked since
+            del self._sent[key]
 
     def watch_subscribers(self) -> None:
         n = self.trial_pub.get_subscription_count()
         if n > self._trial_subscribers:
-            self.resend()  # a terminal (re)appeared: what it missed goes out now, not at the next interval
+            self.resend(now=True)  # a terminal (re)appeared: what it missed goes out now
         self._trial_subscribers = n
 
     def on_ack(self, msg: TrialAck) -> None:
