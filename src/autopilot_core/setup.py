@@ -33,6 +33,7 @@ setup(
             'topic = autopilot_core.cli.topic:TopicCommand',
             'node = autopilot_core.cli.node:NodeCommand',
             'service = autopilot_core.cli.service:ServiceCommand',
+            'action = autopilot_core.cli.action:ActionCommand',
             'param = autopilot_core.cli.param:ParamCommand',
             'interface = autopilot_core.cli.interface:InterfaceCommand',
             'run = autopilot_core.cli.run:RunCommand',
