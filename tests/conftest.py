@@ -180,11 +180,26 @@ def node(rclpy_context, request):
     n.destroy_node()
 
 
+def settle(node, client, seconds: float = 0.5) -> None:
+    """Let discovery settle once after a new client first sees its server.
+
+    Fast DDS's service server waits only 100 ms for the client's reply reader to be matched before it drops
+    a reply (ros2/rmw_fastrtps#842: asymmetric discovery under load); wait_for_service says only that the
+    client sees the server. A fresh client on a loaded 2-core machine lost replies that way.
+    """
+    from autopilot_core.executors import spin
+
+    if not getattr(client, '_autopilot_settled', False):
+        spin(node, node.executor_, timeout_sec=seconds)
+        client._autopilot_settled = True
+
+
 def call(node, client, request, timeout: float = 10.0):
     """Call a service from ``node`` (fixture above) and return the response; fail clearly otherwise."""
     from autopilot_core.executors import spin_until_future
 
     assert client.wait_for_service(timeout_sec=timeout), f'{client.srv_name} not available'
+    settle(node, client)
     future = client.call_async(request)
     assert spin_until_future(node, future, timeout, node.executor_), f'no answer from {client.srv_name}'
     return future.result()

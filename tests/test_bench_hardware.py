@@ -35,7 +35,7 @@ def test_quick_run_reports_every_camera_and_gpio_row(domain_id: int, tmp_path: P
     assert proc.returncode == 0, text
     result = json.loads(out.read_text())
     rows = {(r['source'], r['transport']): r for r in result['sections']['camera']['rows']}
-    assert set(rows) == {(s, t) for s in ('camera-node', 'rclpy-bare') for t in ('default', 'shm16m')}, text
+    assert set(rows) == {(s, t) for s in ('camera-node', 'rclpy-bare') for t in ('default', 'shm16m-pub')}, text
     for key, row in rows.items():
         assert row['error'] is None, (key, row['error'])
         assert row.get('stalled') or (row['frames'] > 0 and row['shape'] == [640, 480, 'bgr8', 640 * 480 * 3]), row

@@ -77,7 +77,7 @@ def test_synthetic_camera_publishes_reports_and_records(procs, node, tmp_path):
                        f'record_path:={video}') + ['-r', '__ns:=/rig1'], name='camera')
     cam.wait_for_output('publishing synthetic 320x240 bgr8 at 30 fps')
     # Out of the box the camera process carries frames in a 16 MiB shared-memory segment (see transport.py).
-    assert 'transport: Fast DDS with a 16 MiB shared-memory segment' in cam.output()
+    cam.wait_for_output('transport: Fast DDS with a 16 MiB shared-memory segment')
     assert spin(node, node.executor_, timeout_sec=20,
                 until=lambda: len(images) >= 45 and any(s.frames >= 60 for s in statuses))
     counters = [i[0] for i in images]

@@ -18,7 +18,7 @@ import pytest
 from autopilot_msgs.action import RunSession
 from autopilot_msgs.msg import PilotStatus, StepChange, TrialAck, TrialData
 from autopilot_msgs.srv import LoadProtocol, SetTaskParameters
-from conftest import call
+from conftest import call, settle
 from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
 from rclpy.node import Node
@@ -127,6 +127,7 @@ class Terminal:
 
     def send(self, g: RunSession.Goal, timeout: float = 20.0):
         assert self.client.wait_for_server(timeout_sec=timeout), f'/{self.ns}/session not available'
+        settle(self.node, self.client)
         self.spin_until(lambda: self.trial_sub.get_publisher_count() >= 1, timeout, 'trials not matched')
         future = self.client.send_goal_async(g, feedback_callback=lambda f: self.feedback.append(f.feedback))
         assert spin_until_future(self.node, future, timeout, self.node.executor_), 'no goal response'
