@@ -25,6 +25,7 @@ setup(
         'autopilot.tasks': [
             'free_water = autopilot_pilot.tasks.free_water:FreeWater',
             '2afc = autopilot_pilot.tasks.two_afc:TwoAFC',
+            'echo = autopilot_pilot.tasks.echo:Echo',
         ],
         'autopilot.command': [
             'task = autopilot_pilot.task_cli:TaskCommand',

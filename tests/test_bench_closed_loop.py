@@ -1,0 +1,75 @@
+"""Smoke test of bench/closed_loop.py: a --quick run closes every loop of every row and writes complete JSON.
+
+No timing assertions (numbers depend on the machine and its load): only that the gpio node, the pilot
+running the echo task and the bench process closed every sample's loop in both rig configurations
+(across processes and in one process), that both bare rclpy references answered every ping, that
+the hops add up, and that the target lines were printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / 'bench' / 'closed_loop.py'
+RIG = ('processes', 'one-process')
+BARE = ('bare-processes', 'bare-one-process')
+
+
+def test_quick_run_closes_every_loop(domain_id: int, tmp_path: Path) -> None:
+    out = tmp_path / 'closed_loop.json'
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    proc = subprocess.Popen([sys.executable, str(BENCH), '--quick', '--out', str(out), '--domain-id', str(domain_id),
+                             '--log-dir', str(tmp_path / 'logs')],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGINT)  # the orchestrator stops its children on the way out
+        output, _ = proc.communicate(timeout=20)
+        raise AssertionError(f'benchmark did not finish:\n{output.decode(errors="replace")}') from None
+    text = output.decode(errors='replace')
+    assert proc.returncode == 0, text
+    result = json.loads(out.read_text())
+    params = result['params']
+    assert params['quick'] is True and params['samples'] == 30 and params['rounds'] == 1
+    assert result['machine']['cpu_count'] and result['versions']['ros-rclpy']
+    configs = result['configs']
+    assert set(configs) == set(RIG + BARE), text
+    for name, c in configs.items():
+        assert c['error'] is None, (name, c['error'])
+        assert c['measured'] == params['samples'] and c['lost'] == 0, (name, c['measured'], c['lost'])
+        samples = c['samples_us']
+        assert samples['k'] == list(range(params['samples'] + params['warmup'])), name
+        assert not any(samples['lost']) and samples['warmup'].count(True) == params['warmup'], name
+        assert c['rounds'] == 1 and set(c['runs'][0]['exit_codes'].values()) == {0}, (name, c['runs'])
+        loop = c['hops']['loop']
+        assert loop['n'] == params['samples'] and 0 < loop['p50'] <= loop['p99'] <= loop['max'], (name, loop)
+    for name in RIG:
+        c = configs[name]
+        assert set(c['hops']) == {'input', 'decide', 'apply', 'observe', 'loop', 'cmd_out'}, name
+        s = c['samples_us']
+        for r in (dict(zip(s, values, strict=True)) for values in zip(*s.values(), strict=True)):
+            # t3-t1 = (t2-t1) + (t3-t2), to the rounding of the microsecond values
+            assert abs(r['loop'] - r['decide'] - r['apply']) < 0.2 and abs(r['cmd_out'] - r['input'] - r['loop']) < 0.2
+        # 36 edges = 18 pokes: one trial of 10 ended (on edge k=19), and the bench acked it like a terminal.
+        assert [k for k, end in zip(s['k'], s['trial_end'], strict=True) if end] == [19], name
+        assert c['n_trials'] == 1 and c['runs'][0]['acks'] >= 1, (name, c['n_trials'], c['runs'])
+        assert c['loop_trial_end']['n'] == 1
+    for name in BARE:
+        assert set(configs[name]['hops']) == {'decide', 'apply', 'loop'}, name
+    rows = {(r['config'], r['hop']) for r in result['rows']}
+    assert ('processes', 'loop') in rows and ('bare-one-process', 'loop') in rows and len(rows) == 6 + 6 + 3 + 3
+    ratios = [r for r in result['rows'] if r['config'] in RIG and r['hop'] in ('decide', 'apply', 'loop')]
+    assert all(r['x_bare_p50'] > 0 for r in ratios)
+    targets = {(t['config'], t['metric']): t for t in result['targets']}
+    assert set(targets) == {('processes', 'loop p50'), ('processes', 'loop p99'), ('one-process', 'loop p50')}
+    assert all(isinstance(t['passed'], bool) and t['value_ms'] > 0 for t in targets.values())
+    assert text.count('PASS: ') + text.count('FAIL: ') == 3, text
+    assert 't3-t1 LOOP edge -> output applied' in text and 'x bare p50' in text
