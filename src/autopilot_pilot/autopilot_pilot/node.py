@@ -70,6 +70,7 @@ from autopilot_pilot.runner import TaskRunner, TrialRecord
 from autopilot_pilot.session import Plan, PlanError, Progress, make_plan
 from autopilot_pilot.task import Input, Output, Sound, TaskError
 from autopilot_pilot.trials import to_trial_fields
+from autopilot_pilot.writer import TrialWriter
 
 PARAMS = (
     ParamSpec('pilot', '', 'Pilot name in trials and status ("": the namespace)', read_only=True),
@@ -294,6 +295,10 @@ class PilotNode(Node):
                                    goal_callback=self.on_goal, cancel_callback=self.on_cancel)
 
         self._trial_subscribers = 0
+        self._writer_errors: list[str] = []
+        # Polled: the EventsExecutor (rclpy 7) supports no guard conditions, and these errors are rare.
+        self.create_timer(0.2, self._on_writer_error)
+        self.writer = TrialWriter(self.journal, self.trial_pub.publish, self._writer_error)
         self._sent: dict[tuple[str, str, int], tuple[float, int]] = {}  # resend bookkeeping: (last, attempts)
         self.create_timer(1.0, self.publish_status)
         self.create_timer(p['resend_interval_s'], self.resend)
@@ -649,6 +654,8 @@ class PilotNode(Node):
     def end_session(self, a: Active, state: str) -> None:
         if a.runner is not None:
             a.runner.stop()
+        if not self.writer.flush(10.0):  # the session's trials are in the journal before it is closed
+            self.get_logger().error('trial writer did not finish within 10 s: the disk is stalled?')
         if a.duration_timer is not None:
             self.destroy_timer(a.duration_timer)
             a.duration_timer = None
@@ -694,16 +701,9 @@ class PilotNode(Node):
                         task=plan.task_name, protocol=plan.protocol_name, step=plan.step, step_name=plan.step_name,
                         fields=to_trial_fields(record.fields, plan.task_cls.fields()))
         msg.header.stamp = Time(nanoseconds=record.ended_ns).to_msg()
-        payload = serialize_message(msg)
-        try:
-            self.journal.append(a.session_id, number, payload, {'fields': record.fields, 'step': plan.step},
-                                stamp_ns=time.time_ns())
-        except JournalError as exc:
-            # Not journalled: not published either (it could not be resent); the session stops.
-            a.runner.pause()
-            self.fail_session(f'trial {number} could not be journalled: {exc}')
-            return
-        self.trial_pub.publish(payload)
+        # Journalled (fsync) and then published by the writer thread: this callback does not wait for the disk.
+        self.writer.submit(a.session_id, number, serialize_message(msg), {'fields': record.fields, 'step': plan.step},
+                           time.time_ns())
         self.status.trial_count = number
         self.publish_status()
         a.goal.publish_feedback(RunSession.Feedback(trial_count=number, state=a.runner.task.stages[0],
@@ -720,10 +720,25 @@ class PilotNode(Node):
             a.graduate_reason = reason
             a.poke()
 
+    def _writer_error(self, text: str, fatal: bool) -> None:
+        # Writer thread: log now, act on the executor thread (the runner is not thread-safe).
+        self.get_logger().error(text)
+        if fatal:
+            self._writer_errors.append(text)
+
+    def _on_writer_error(self) -> None:
+        while self._writer_errors:
+            text = self._writer_errors.pop(0)
+            a = self.active
+            if a is not None and a.runner is not None:
+                a.runner.pause()
+            self.fail_session(text)
+
     def close(self) -> None:
         a = self.active
         if a is not None:
             self.end_session(a, 'stopped')
+        self.writer.close()
         self.journal.close()
 
     def destroy_node(self) -> None:
