@@ -1,0 +1,1023 @@
+"""Write one subject's HDF5 file: history, sessions, typed trial tables, events and a bag of raw messages.
+
+The layout is ``docs/hdf5-layout.md`` (format :data:`FORMAT`, version :data:`FORMAT_VERSION`). One
+:class:`SubjectFile` is the only writer of its file: it holds an exclusive open-file-description lock on the
+file for its lifetime (released by the kernel when the process dies), so a second writer, in this process
+or another, gets a :class:`StoreError` instead of interleaved writes. Readers (:mod:`.reader`) open the file
+with ``swmr=True`` at any time.
+
+The file is written in SWMR mode and flushed after every batch, so a SIGKILL or crash keeps every batch
+whose call returned. Calls that answer an acknowledgement (:meth:`SubjectFile.add_trials`,
+:meth:`SubjectFile.add_steps`) also fsync by default, so an acked trial survives a power cut as well.
+
+SWMR allows appending to existing datasets only: creating groups, datasets or attributes is not supported
+while it is on. Every such change (a new session, a trial schema or bag topic not known at session start,
+provenance, ending a session, widening a string column) runs in a *structure window*: close, reopen
+without SWMR, change, re-enter SWMR. It costs about a millisecond (counted in
+:attr:`SubjectFile.restructure_count` / ``restructure_seconds``); live readers keep their view of the
+old structure and call :meth:`.reader.SubjectReader.refresh` to see the new one.
+
+Strings in tables are fixed-width UTF-8 (NUL-padded, so a value may not contain NUL). A value longer than
+its column is never truncated: the column is widened (the table is rewritten with the width doubled, or
+more, up to :data:`MAX_STRING_BYTES`) and then the value is stored whole; beyond that cap the call raises.
+
+Rows that a crash left half-written read as HDF5 fill values (zero). Every table has a key column that is
+never zero in a stored row (trial_number, seq, time_ns or recv_ns): readers skip rows where it is zero,
+and :meth:`SubjectFile.open` with ``recover=True`` trims such rows from the end of each table.
+
+Plain Python on h5py; one thread per :class:`SubjectFile`.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import struct
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+FORMAT = 'autopilot-ros subject'
+FORMAT_VERSION = 1
+#: HDF5 1.10 file format at both bounds: what SWMR needs, readable by any HDF5 >= 1.10 (Ubuntu's python3-h5py).
+LIBVER = ('v110', 'v110')
+
+#: TrialField.TYPE_* (autopilot_msgs/msg/TrialField.msg), kept here so the store needs no ROS.
+TYPE_BOOL, TYPE_INT64, TYPE_FLOAT64, TYPE_STRING = 1, 2, 3, 4
+FIELD_TYPES = {TYPE_BOOL: 'bool', TYPE_INT64: 'int64', TYPE_FLOAT64: 'float64', TYPE_STRING: 'string'}
+#: Initial width in UTF-8 bytes of a task's string trial field (widened on demand).
+FIELD_STRING_BYTES = 64
+#: No string column grows beyond this; a longer value raises StoreError (put such data in the bag).
+MAX_STRING_BYTES = 65536
+
+HISTORY_KINDS = ('created', 'biography', 'assign', 'step', 'parameters')
+EVENT_KINDS = ('gpio', 'sound')
+SESSION_STATES = ('running', 'ended', 'aborted')
+
+#: Column specs: numpy type codes; 'S<n>' is a fixed-width UTF-8 string of n bytes.
+#: /structure: one row per structure window, so live readers know to reopen (see reader.SubjectReader).
+STRUCTURE_COLUMNS = (('time_ns', 'i8'), ('change', 'S128'))
+HISTORY_COLUMNS = (('time_ns', 'i8'), ('kind', 'S16'), ('protocol', 'S64'), ('step', 'u2'),
+                   ('step_name', 'S64'), ('detail', 'S1024'))
+TRIAL_COLUMNS = (('trial_number', 'u4'), ('stamp_ns', 'i8'), ('recv_ns', 'i8'), ('step', 'u2'),
+                 ('step_name', 'S64'))
+EVENT_COLUMNS = {
+    'gpio': (('stamp_ns', 'i8'), ('tick_us', 'u8'), ('device', 'S32'), ('pin', 'u1'), ('level', '?'),
+             ('recv_ns', 'i8')),
+    'sound': (('stamp_ns', 'i8'), ('sound_id', 'S64'), ('play_id', 'u8'), ('source', 'u1'), ('ok', '?'),
+              ('latency_ms', 'f8'), ('duration_ms', 'f8'), ('recv_ns', 'i8')),
+}
+STEP_COLUMNS = (('seq', 'u4'), ('after_trial', 'u4'), ('from_step', 'u2'), ('to_step', 'u2'),
+                ('from_step_name', 'S64'), ('to_step_name', 'S64'), ('protocol', 'S64'), ('reason', 'S256'),
+                ('stamp_ns', 'i8'), ('recv_ns', 'i8'))
+INDEX_COLUMNS = (('offset', 'u8'), ('size', 'u4'), ('recv_ns', 'i8'))
+#: Per table (by its name in the session group, or 'history'/'index'): the column that is never 0 in a stored row.
+KEY_COLUMNS = {'structure': 'time_ns', 'history': 'time_ns', 'trials': 'trial_number', 'steps': 'seq', 'gpio': 'recv_ns',
+               'sound': 'recv_ns', 'index': 'recv_ns'}
+
+_TABLE_CHUNK_BYTES = 16 * 1024  # small: a subject file holds hundreds of sessions of mostly short tables
+_BAG_CHUNK_BYTES = 64 * 1024
+_SIGNATURE = b'\x89HDF\r\n\x1a\n'
+_FLOCK = struct.Struct('hhqqi4x')  # struct flock on Linux (64-bit off_t)
+
+Field = tuple[str, int, str]  # (name, TrialField.TYPE_*, unit)
+
+# Files this process writes / reads, by (st_dev, st_ino). HDF5 shares one open file per process, so a reader
+# here would keep the writer's file open across its structure-window reopen (SWMR could not be left).
+_WRITING: set[tuple[int, int]] = set()
+_READING: dict[tuple[int, int], int] = {}
+
+
+class StoreError(RuntimeError):
+    """A subject file cannot be opened, read or written; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """What the bag records about a topic (the metadata rosbag2/MCAP need to replay or export it)."""
+
+    topic: str
+    type: str  # pkg/msg/Name
+    interface_text: str  # full definition with nested types, as `ros2 interface show` prints it
+    type_hash: str  # RIHS01_...
+    qos_json: str  # the publisher's QoS as JSON text
+
+
+@dataclass
+class _Session:
+    fields: list[Field] | None = None
+    trial_numbers: set[int] = field(default_factory=set)
+    step_seqs: set[int] = field(default_factory=set)
+    topics: dict[str, str] = field(default_factory=dict)  # topic -> bag group name
+
+
+# --- helpers shared with the reader ------------------------------------------------------------
+
+def string_dtype(width: int) -> np.dtype:
+    """Fixed-width UTF-8 string of ``width`` bytes (HDF5 cset UTF-8, NUL-padded)."""
+    return h5py.string_dtype('utf-8', width)
+
+
+def table_dtype(columns: Sequence[tuple[str, str]]) -> np.dtype:
+    return np.dtype([(name, string_dtype(int(code[1:])) if code[0] == 'S' else np.dtype(code))
+                     for name, code in columns])
+
+
+def trial_dtype(fields: Sequence[Field]) -> np.dtype:
+    codes = {TYPE_BOOL: '?', TYPE_INT64: 'i8', TYPE_FLOAT64: 'f8', TYPE_STRING: f'S{FIELD_STRING_BYTES}'}
+    return table_dtype(list(TRIAL_COLUMNS) + [(name, codes[kind]) for name, kind, _ in fields])
+
+
+def check_format(f: h5py.File, path: Path | str) -> None:
+    """Raise StoreError unless ``f`` is a subject file of a format version this code reads."""
+    fmt = f.attrs.get('format')
+    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+    if fmt != FORMAT:
+        raise StoreError(f'{path}: not an autopilot-ros subject file (root attribute format={fmt!r}, '
+                         f'expected {FORMAT!r}); pick the subject file (<data dir>/<subject>.h5)')
+    version = int(f.attrs.get('format_version', -1))
+    if version > FORMAT_VERSION:
+        raise StoreError(f'{path}: subject file format version {version} was written by a newer autopilot-ros '
+                         f'(this one reads version {FORMAT_VERSION}); update autopilot-ros')
+    if version != FORMAT_VERSION:
+        raise StoreError(f'{path}: unknown subject file format version {version} (this code reads '
+                         f'{FORMAT_VERSION}); the file is damaged or not ours')
+
+
+def open_error(path: Path | str, exc: BaseException) -> StoreError:
+    """Turn an h5py/OS error on opening ``path`` into a StoreError that names the fix."""
+    text = str(exc)
+    if isinstance(exc, FileNotFoundError) or 'No such file' in text:
+        return StoreError(f'{path}: no such subject file; create it with SubjectFile.create(path, subject)')
+    if 'file signature not found' in text:
+        return StoreError(f'{path}: not an HDF5 file (or its header is damaged); restore it from a backup or '
+                          'move it away')
+    if 'already open for write' in text or 'not already open for SWMR writing' in text:
+        return StoreError(f'{path}: marked open for writing (non-SWMR): either a writer is changing its structure '
+                          'right now (retry in a moment) or one crashed while doing so. If no writer runs: '
+                          f'`h5clear -s {path}` (package hdf5-tools) or SubjectFile.open(path, recover=True)')
+    if 'unable to lock file' in text:
+        return StoreError(f'{path}: another program holds the file open for writing; close it (HDFView, a '
+                          'script) and retry')
+    if 'truncated file' in text or 'bad object header' in text or 'checksum' in text.lower():
+        return StoreError(f'{path}: damaged HDF5 file ({text}); restore it from a backup')
+    return StoreError(f'{path}: cannot open: {text}')
+
+
+# --- the superblock: detect and clear a flag left by a writer that died -----------------------
+
+def _lookup3(data: bytes) -> int:
+    """Bob Jenkins' lookup3 ``hashlittle`` with initval 0: the checksum of HDF5 metadata."""
+    mask = 0xFFFFFFFF
+
+    def rot(x: int, k: int) -> int:
+        return ((x << k) | (x >> (32 - k))) & mask
+
+    n = len(data)
+    a = b = c = (0xDEADBEEF + n) & mask
+    i = 0
+    while n - i > 12:
+        a = (a + int.from_bytes(data[i:i + 4], 'little')) & mask
+        b = (b + int.from_bytes(data[i + 4:i + 8], 'little')) & mask
+        c = (c + int.from_bytes(data[i + 8:i + 12], 'little')) & mask
+        a = (a - c) & mask; a ^= rot(c, 4); c = (c + b) & mask  # noqa: E702
+        b = (b - a) & mask; b ^= rot(a, 6); a = (a + c) & mask  # noqa: E702
+        c = (c - b) & mask; c ^= rot(b, 8); b = (b + a) & mask  # noqa: E702
+        a = (a - c) & mask; a ^= rot(c, 16); c = (c + b) & mask  # noqa: E702
+        b = (b - a) & mask; b ^= rot(a, 19); a = (a + c) & mask  # noqa: E702
+        c = (c - b) & mask; c ^= rot(b, 4); b = (b + a) & mask  # noqa: E702
+        i += 12
+    if n == i:
+        return c
+    tail = data[i:].ljust(12, b'\0')
+    a = (a + int.from_bytes(tail[0:4], 'little')) & mask
+    b = (b + int.from_bytes(tail[4:8], 'little')) & mask
+    c = (c + int.from_bytes(tail[8:12], 'little')) & mask
+    c ^= b; c = (c - rot(b, 14)) & mask  # noqa: E702
+    a ^= c; a = (a - rot(c, 11)) & mask  # noqa: E702
+    b ^= a; b = (b - rot(a, 25)) & mask  # noqa: E702
+    c ^= b; c = (c - rot(b, 16)) & mask  # noqa: E702
+    a ^= c; a = (a - rot(c, 4)) & mask  # noqa: E702
+    b ^= a; b = (b - rot(a, 14)) & mask  # noqa: E702
+    c ^= b; c = (c - rot(b, 24)) & mask  # noqa: E702
+    return c
+
+
+def check_superblock(path: Path | str) -> int:
+    """The HDF5 superblock version at offset 0; StoreError if it is not HDF5 or (version >= 2) damaged."""
+    path = Path(path)
+    try:
+        with open(path, 'rb') as fh:
+            head = fh.read(9)
+    except OSError as exc:
+        raise open_error(path, exc) from exc
+    if head[:8] != _SIGNATURE or len(head) < 9:
+        raise StoreError(f'{path}: not an HDF5 file (or its header is damaged); restore it from a backup or '
+                         'move it away')
+    if head[8] >= 2:
+        _superblock(path)
+    return head[8]
+
+
+def _superblock(path: Path) -> tuple[bytearray, int]:
+    """The superblock (version >= 2) at offset 0 and where its checksum starts; StoreError otherwise."""
+    with open(path, 'rb') as fh:
+        head = bytearray(fh.read(12 + 4 * 8 + 4))
+    if head[:8] != _SIGNATURE:
+        raise StoreError(f'{path}: not an HDF5 file (or its header is damaged); restore it from a backup or '
+                         'move it away')
+    if head[8] < 2:
+        raise StoreError(f'{path}: HDF5 file of an older format (superblock version {head[8]}), not a subject file '
+                         'written by autopilot-ros; pick the subject file (<data dir>/<subject>.h5)')
+    end = 12 + 4 * head[9]  # four addresses of head[9] bytes each, then the checksum
+    if len(head) < end + 4 or int.from_bytes(head[end:end + 4], 'little') != _lookup3(bytes(head[:end])):
+        raise StoreError(f'{path}: damaged HDF5 superblock (checksum mismatch); restore it from a backup')
+    return head[:end + 4], end
+
+
+def open_flags(path: Path | str) -> int:
+    """HDF5's file-consistency flags: nonzero while a writer has the file open (or died holding it)."""
+    return _superblock(Path(path))[0][11]
+
+
+def clear_open_flag(path: Path | str) -> bool:
+    """What ``h5clear -s`` does: clear the flags a writer that died left set. True if any were set.
+
+    Only for a file no process is writing: :meth:`SubjectFile.open` calls it under the writer lock.
+    """
+    path = Path(path)
+    head, end = _superblock(path)
+    if head[11] == 0:
+        return False
+    head[11] = 0
+    head[end:end + 4] = _lookup3(bytes(head[:end])).to_bytes(4, 'little')
+    with open(path, 'r+b') as fh:
+        fh.write(head)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+def file_key(path: Path | str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def written_here(path: Path | str) -> bool:
+    """True if a SubjectFile of this process has ``path`` open."""
+    try:
+        return file_key(path) in _WRITING
+    except OSError:
+        return False
+
+
+def _lock(path: Path) -> int:
+    """An exclusive OFD lock on the whole file; independent of HDF5's own flock() (readers keep theirs)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError as exc:
+        raise open_error(path, exc) from exc
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            raise StoreError(f'{path}: already open for writing by another SubjectFile (the Terminal\'s recorder, '
+                             'in this or another process); only one writer per subject file: stop the other '
+                             'one, or read the file with SubjectReader') from exc
+        raise StoreError(f'{path}: cannot lock for writing: {exc}') from exc
+    return fd
+
+
+# --- row conversion ----------------------------------------------------------------------------
+
+def _string_width(dt: np.dtype) -> int | None:
+    info = h5py.check_string_dtype(dt)
+    return info.length if info is not None and info.length is not None else None
+
+
+def _encode_strings(values: list[Any], column: str, where: str) -> tuple[list[bytes], int]:
+    out: list[bytes] = []
+    longest = 0
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise StoreError(f'{where}: row {i}: column {column!r} needs a str, got {type(v).__name__} {v!r:.80}')
+        try:
+            b = v.encode('utf-8')
+        except UnicodeEncodeError as exc:
+            raise StoreError(f'{where}: row {i}: column {column!r} is not valid Unicode ({exc})') from exc
+        if b'\0' in b:
+            raise StoreError(f'{where}: row {i}: column {column!r} contains a NUL character, which fixed-width '
+                             'HDF5 strings cannot hold (ROS strings cannot carry it either)')
+        out.append(b)
+        longest = max(longest, len(b))
+    return out, longest
+
+
+def _numbers(values: list[Any], dt: np.dtype, column: str, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(values)
+    except (OverflowError, ValueError, TypeError):
+        arr = np.asarray(values, dtype=object)
+    allowed = {'b': 'b', 'i': 'iu', 'u': 'iu', 'f': 'iuf'}[dt.kind]
+    if arr.dtype.kind not in allowed or arr.ndim != 1:
+        want = {'b': 'bool', 'i': 'int', 'u': 'int', 'f': 'float'}[dt.kind]
+        ok = {'b': (bool, np.bool_), 'i': (int, np.integer), 'u': (int, np.integer),
+              'f': (int, float, np.integer, np.floating)}[dt.kind]
+        bad = next(((i, v) for i, v in enumerate(values)
+                    if not isinstance(v, ok) or (dt.kind != 'b' and isinstance(v, (bool, np.bool_)))),
+                   (None, values[0] if values else None))
+        raise StoreError(f'{where}: row {bad[0]}: column {column!r} needs {want} ({dt}), got {bad[1]!r:.80}'
+                         + (' (out of range)' if isinstance(bad[1], int) else ''))
+    if dt.kind in 'iu' and arr.size:
+        info = np.iinfo(dt)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < info.min or hi > info.max:
+            raise StoreError(f'{where}: column {column!r} ({dt}) value out of range [{info.min}, {info.max}]: '
+                             f'{lo if lo < info.min else hi}')
+    return arr.astype(dt, copy=False)
+
+
+class _Columns:
+    """Rows (mappings) checked and converted column by column for one table dtype."""
+
+    def __init__(self, dtype: np.dtype, rows: Sequence[Mapping[str, Any]], where: str) -> None:
+        names = dtype.names or ()
+        wanted = set(names)
+        for i, row in enumerate(rows):
+            if row.keys() != wanted:
+                missing, extra = sorted(wanted - set(row)), sorted(set(row) - wanted)
+                raise StoreError(f'{where}: row {i}: ' + '; '.join(
+                    ([f'missing {missing}'] if missing else []) + ([f'unknown {extra}'] if extra else []))
+                    + f' (columns: {list(names)})')
+        self.values: dict[str, Any] = {}
+        self.needed: dict[str, int] = {}  # string column -> bytes needed, where wider than the table's
+        for name in names:
+            values = [row[name] for row in rows]
+            dt = dtype.fields[name][0]
+            width = _string_width(dt)
+            if width is not None:
+                self.values[name], longest = _encode_strings(values, name, where)
+                if longest > width:
+                    if longest > MAX_STRING_BYTES:
+                        raise StoreError(f'{where}: column {name!r}: a value of {longest} UTF-8 bytes is longer '
+                                         f'than the largest string column ({MAX_STRING_BYTES} bytes); record '
+                                         'such data as a bag topic instead')
+                    self.needed[name] = longest
+            else:
+                self.values[name] = _numbers(values, dt, name, where)
+
+    def array(self, dtype: np.dtype) -> np.ndarray:
+        n = len(next(iter(self.values.values()))) if self.values else 0
+        arr = np.zeros(n, dtype=dtype)
+        for name, values in self.values.items():
+            arr[name] = values
+        return arr
+
+
+def _valid_key(name: str) -> None:
+    if not name or '/' in name or name in ('.', '..') or len(name) > 128:
+        raise StoreError(f'invalid session id {name!r}: 1-128 characters, no "/"')
+
+
+def _chunk_rows(dtype: np.dtype) -> int:
+    return max(1, _TABLE_CHUNK_BYTES // dtype.itemsize)
+
+
+def _create_table(group: h5py.Group, name: str, dtype: np.dtype) -> h5py.Dataset:
+    return group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_chunk_rows(dtype),))
+
+
+def _json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f'{what} is not JSON-serialisable: {exc}') from exc
+
+
+def _fields(fields: Sequence[Sequence[Any]], where: str) -> list[Field]:
+    out: list[Field] = []
+    fixed = {name for name, _ in TRIAL_COLUMNS}
+    for f in fields:
+        try:
+            name, kind, unit = f
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f'{where}: a trial field must be (name, TrialField type, unit), got {f!r}') from exc
+        if not isinstance(name, str) or not name.isidentifier():
+            raise StoreError(f'{where}: trial field name {name!r} is not a Python identifier')
+        if name in fixed or name in {o[0] for o in out}:
+            raise StoreError(f'{where}: trial field {name!r} is declared twice or clashes with the fixed columns '
+                             f'{sorted(fixed)}; rename it in the task')
+        if kind not in FIELD_TYPES:
+            raise StoreError(f'{where}: trial field {name!r} has type {kind!r}; TrialField types are '
+                             f'{FIELD_TYPES}')
+        if not isinstance(unit, str):
+            raise StoreError(f'{where}: trial field {name!r}: unit must be a str, got {unit!r}')
+        out.append((name, int(kind), unit))
+    return out
+
+
+def _fields_json(fields: Sequence[Field]) -> str:
+    return json.dumps([{'name': n, 'type': FIELD_TYPES[k], 'type_code': k, 'unit': u} for n, k, u in fields])
+
+
+def fields_from_json(text: str) -> list[Field]:
+    return [(d['name'], int(d['type_code']), d['unit']) for d in json.loads(text)]
+
+
+def _topic_spec(spec: TopicSpec | Mapping[str, Any]) -> TopicSpec:
+    if isinstance(spec, Mapping):
+        try:
+            spec = TopicSpec(**spec)
+        except TypeError as exc:
+            raise StoreError(f'bad topic spec {dict(spec)!r}: needs topic, type, interface_text, type_hash, '
+                             'qos_json') from exc
+    for name in ('topic', 'type', 'interface_text', 'type_hash', 'qos_json'):
+        if not isinstance(getattr(spec, name), str):
+            raise StoreError(f'topic spec {spec.topic!r}: {name} must be a str')
+    if not spec.topic.startswith('/'):
+        raise StoreError(f'topic {spec.topic!r}: give the fully qualified name (starting with "/")')
+    try:
+        json.loads(spec.qos_json)
+    except ValueError as exc:
+        raise StoreError(f'topic {spec.topic!r}: qos_json is not JSON: {exc}') from exc
+    return spec
+
+
+# --- the writer --------------------------------------------------------------------------------
+
+class SubjectFile:
+    """The single writer of one subject's HDF5 file. Use :meth:`create` or :meth:`open`, then :meth:`close`."""
+
+    def __init__(self, path: Path, lock_fd: int, f: h5py.File) -> None:
+        self.path = path
+        self._lock_fd = lock_fd
+        self._key = file_key(path)
+        _WRITING.add(self._key)
+        self._f: h5py.File | None = f
+        self._ds: dict[str, h5py.Dataset] = {}
+        self._sessions: dict[str, _Session] = {}
+        #: Structure windows so far and the time they took (SWMR off, change, SWMR on).
+        self.restructure_count = 0
+        self.restructure_seconds = 0.0
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path | str, subject: str, biography: Mapping[str, Any] | None = None,
+               created_ns: int | None = None) -> SubjectFile:
+        """Create a new subject file; StoreError if ``path`` exists (a subject file is never overwritten)."""
+        path = Path(path)
+        if not subject or not isinstance(subject, str):
+            raise StoreError(f'{path}: subject must be a non-empty str')
+        bio_text = _json(dict(biography or {}), f'{path}: biography')
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError as exc:
+            raise StoreError(f'{path}: exists already; open it with SubjectFile.open (a subject file is never '
+                             'overwritten)') from exc
+        except OSError as exc:
+            raise StoreError(f'{path}: cannot create: {exc}') from exc
+        fd = _lock(path)
+        created_ns = time.time_ns() if created_ns is None else int(created_ns)
+        try:
+            f = h5py.File(path, 'w', libver=LIBVER, locking=False)
+            f.attrs['format'] = FORMAT
+            f.attrs['format_version'] = np.int64(FORMAT_VERSION)
+            f.attrs['subject'] = subject
+            f.attrs['created_ns'] = np.int64(created_ns)
+            f.create_group('subject').attrs['biography'] = bio_text
+            _create_table(f['subject'], 'history', table_dtype(HISTORY_COLUMNS))
+            f.create_group('sessions')
+            _create_table(f, 'structure', table_dtype(STRUCTURE_COLUMNS))
+            _log_structure(f, 'create')
+            f.swmr_mode = True
+        except (OSError, RuntimeError, ValueError) as exc:
+            path.unlink(missing_ok=True)  # ours, half-made
+            os.close(fd)
+            raise StoreError(f'{path}: cannot create: {exc}') from exc
+        self = cls(path, fd, f)
+        self.add_history('created', detail={'subject': subject, 'biography': dict(biography or {})},
+                         time_ns=created_ns)
+        return self
+
+    @classmethod
+    def open(cls, path: Path | str, *, recover: bool = False) -> SubjectFile:
+        """Open an existing subject file for writing.
+
+        A file a writer left marked open (it was killed or crashed) raises StoreError naming the fix unless
+        ``recover`` is true: then the mark is cleared (what ``h5clear -s`` does) and rows a crash left
+        half-written are trimmed from the ends of the tables. Every batch flushed before the crash is kept.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise open_error(path, FileNotFoundError(path))
+        if _READING.get(file_key(path)):
+            raise StoreError(f'{path}: a SubjectReader of this process has it open; close it before writing (HDF5 '
+                             'shares one open file per process, which would stop the writer leaving SWMR mode)')
+        fd = _lock(path)  # from here no other SubjectFile writes it: a set flag is stale
+        try:
+            head, _ = _superblock(path)
+            stale = head[11] != 0
+            if stale and not recover:
+                raise StoreError(f'{path}: was left marked open for writing by a writer that stopped without closing '
+                                 'it (killed or crashed; every batch it flushed is intact). Recover with '
+                                 f'SubjectFile.open(path, recover=True), or `h5clear -s {path}` (package '
+                                 'hdf5-tools) and open it again')
+            if stale:
+                clear_open_flag(path)
+            try:  # check what it is before opening it for writing
+                with h5py.File(path, 'r', locking=False) as probe:
+                    check_format(probe, path)
+                f = h5py.File(path, 'r+', libver=LIBVER, locking=False)
+            except (OSError, RuntimeError, KeyError) as exc:
+                raise open_error(path, exc) from exc
+            try:
+                if stale:
+                    _trim_crashed(f)
+                    _log_structure(f, 'recover')
+                    f.close()  # a fresh metadata cache before SWMR: see _restructure
+                    f = h5py.File(path, 'r+', libver=LIBVER, locking=False)
+                f.swmr_mode = True
+            except (OSError, RuntimeError, ValueError) as exc:
+                f.close()
+                raise StoreError(f'{path}: cannot start writing: {exc}') from exc
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd, f)
+
+    def close(self) -> None:
+        """Flush and close (clears the open mark), then release the writer lock."""
+        if self._f is not None:
+            try:
+                self._f.close()
+            finally:
+                self._f = None
+                self._ds.clear()
+                _WRITING.discard(self._key)
+                os.close(self._lock_fd)
+
+    def __enter__(self) -> SubjectFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def file(self) -> h5py.File:
+        if self._f is None:
+            raise StoreError(f'{self.path}: closed')
+        return self._f
+
+    # -- subject ----------------------------------------------------------------------------
+
+    @property
+    def subject(self) -> str:
+        return str(self.file.attrs['subject'])
+
+    @property
+    def biography(self) -> dict[str, Any]:
+        return json.loads(self.file['subject'].attrs['biography'])
+
+    def set_biography(self, biography: Mapping[str, Any], time_ns: int | None = None) -> None:
+        """Replace the biography (species, sex, dob, genotype, ... free keys) and log it in the history."""
+        text = _json(dict(biography), f'{self.path}: biography')
+        with self._restructure('biography'):
+            self.file['subject'].attrs['biography'] = text
+        self.add_history('biography', detail=dict(biography), time_ns=time_ns)
+
+    def add_history(self, kind: str, *, protocol: str = '', step: int = 0, step_name: str = '',
+                    detail: Mapping[str, Any] | None = None, time_ns: int | None = None, sync: bool = True) -> None:
+        """Append one row to /subject/history (kind: one of :data:`HISTORY_KINDS`)."""
+        if kind not in HISTORY_KINDS:
+            raise StoreError(f'{self.path}: history kind {kind!r} is not one of {HISTORY_KINDS}')
+        time_ns = time.time_ns() if time_ns is None else time_ns
+        if isinstance(time_ns, (int, np.integer)) and time_ns <= 0:
+            raise StoreError(f'{self.path}: history time_ns must be > 0 (0 marks a row a crash left unwritten)')
+        row = {'time_ns': time_ns, 'kind': kind, 'protocol': protocol,
+               'step': step, 'step_name': step_name, 'detail': _json(dict(detail or {}), 'history detail')}
+        self._append('subject/history', [row], 'history', sync)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def begin_session(self, session_id: str, meta: Mapping[str, Any]) -> bool:
+        """Create a session's groups and tables; True if new, False if it existed (a restarted recorder).
+
+        ``meta``: pilot, task, protocol, step, step_name, started_ns (session attributes); ``fields``: the
+        task's trial fields [(name, TrialField type, unit)]; ``topics``: [TopicSpec | dict] to record;
+        ``provenance``: {name: JSON-able}. Whatever is known here is created in this one structure window; a
+        schema or topic learnt later costs another (:meth:`set_trial_fields`, :meth:`add_topic`).
+        """
+        _valid_key(session_id)
+        where = f'{self.path}: session {session_id}'
+        known = {'pilot', 'task', 'protocol', 'step', 'step_name', 'started_ns', 'fields', 'topics', 'provenance'}
+        if set(meta) - known:
+            raise StoreError(f'{where}: unknown meta keys {sorted(set(meta) - known)} (known: {sorted(known)})')
+        fields = _fields(meta['fields'], where) if meta.get('fields') is not None else None
+        topics = [_topic_spec(t) for t in meta.get('topics') or ()]
+        provenance = {k: _json(v, f'{where}: provenance {k!r}') for k, v in (meta.get('provenance') or {}).items()}
+        attrs: dict[str, Any] = {'pilot': str(meta.get('pilot', '')), 'task': str(meta.get('task', '')),
+                                 'protocol': str(meta.get('protocol', '')), 'step': np.int64(meta.get('step', 0)),
+                                 'step_name': str(meta.get('step_name', '')),
+                                 'started_ns': np.int64(meta.get('started_ns') or time.time_ns())}
+        if session_id in self.file['sessions']:
+            self._state(session_id)
+            if fields is not None:
+                self.set_trial_fields(session_id, fields)
+            self.add_topics(session_id, topics)
+            if provenance:
+                self._set_provenance(session_id, provenance)
+            return False
+        with self._restructure(f'begin_session {session_id}'):
+            g = self.file['sessions'].create_group(session_id)
+            g.attrs.update(attrs)
+            g.attrs['subject'] = self.subject
+            g.attrs['ended_ns'] = np.int64(0)
+            g.attrs['state'] = 'running'
+            events = g.create_group('events')
+            for kind in EVENT_KINDS:
+                _create_table(events, kind, table_dtype(EVENT_COLUMNS[kind]))
+            _create_table(g, 'steps', table_dtype(STEP_COLUMNS))
+            g.create_group('bag')
+            g.create_group('provenance').attrs.update(provenance)
+            state = _Session()
+            if fields is not None:
+                self._create_trials(g, fields)
+                state.fields = fields
+            for spec in topics:
+                if spec.topic not in state.topics:
+                    state.topics[spec.topic] = self._create_topic(g['bag'], spec)
+        self._sessions[session_id] = state
+        return True
+
+    def set_trial_fields(self, session_id: str, fields: Sequence[Sequence[Any]]) -> None:
+        """Declare the trial schema of a session begun without one (a structure window). Fixed once set."""
+        where = f'{self.path}: session {session_id}'
+        fields = _fields(fields, where)
+        state = self._state(session_id)
+        if state.fields is not None:
+            if state.fields != fields:
+                raise StoreError(f'{where}: trial fields are already {state.fields}; a session keeps one schema '
+                                 f'(got {fields}): start a new session for the changed task')
+            return
+        with self._restructure(f'trial_fields {session_id}'):
+            self._create_trials(self.file[f'sessions/{session_id}'], fields)
+        state.fields = fields
+
+    def trial_fields(self, session_id: str) -> list[Field] | None:
+        return self._state(session_id).fields
+
+    def add_trials(self, session_id: str, rows: Sequence[Mapping[str, Any]], *, sync: bool = True) -> list[int]:
+        """Append trials not stored yet; returns the trial numbers that were new, in order.
+
+        A row: trial_number (>= 1), stamp_ns, recv_ns, step, step_name and one key per declared field.
+        A trial number already stored (a resent trial) is skipped, so resending is harmless; its content is
+        not compared. ``sync``: fsync before returning (the caller acks these numbers).
+        """
+        where = f'{self.path}: session {session_id}: trials'
+        state = self._state(session_id)
+        if state.fields is None:
+            raise StoreError(f'{where}: no trial schema; pass meta["fields"] to begin_session or call '
+                             'set_trial_fields first')
+        fresh, numbers = [], []
+        for i, row in enumerate(rows):
+            n = row.get('trial_number') if isinstance(row, Mapping) else None
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 0xFFFFFFFF:
+                raise StoreError(f'{where}: row {i}: trial_number must be an int in [1, 2**32), got {n!r}')
+            if n in state.trial_numbers or n in numbers:
+                continue
+            fresh.append(row)
+            numbers.append(int(n))
+        if fresh:
+            self._append(f'sessions/{session_id}/trials', fresh, where, sync)
+            state.trial_numbers.update(numbers)
+        return numbers
+
+    def add_events(self, session_id: str, kind: str, rows: Sequence[Mapping[str, Any]], *,
+                   sync: bool = False) -> int:
+        """Append hardware events (kind 'gpio' or 'sound', columns :data:`EVENT_COLUMNS`); returns the count."""
+        if kind not in EVENT_KINDS:
+            raise StoreError(f'{self.path}: event kind {kind!r} is not one of {EVENT_KINDS}')
+        self._state(session_id)
+        where = f'{self.path}: session {session_id}: events/{kind}'
+        _check_positive(rows, 'recv_ns', where)
+        self._append(f'sessions/{session_id}/events/{kind}', rows, where, sync)
+        return len(rows)
+
+    def add_steps(self, session_id: str, rows: Sequence[Mapping[str, Any]], *, sync: bool = True) -> list[int]:
+        """Append protocol step changes not stored yet (dedupe by seq >= 1); returns the new seqs.
+
+        Each new change is also appended to /subject/history (kind 'step'), in the same flush.
+        """
+        where = f'{self.path}: session {session_id}: steps'
+        state = self._state(session_id)
+        fresh, seqs = [], []
+        for i, row in enumerate(rows):
+            seq = row.get('seq') if isinstance(row, Mapping) else None
+            if isinstance(seq, bool) or not isinstance(seq, (int, np.integer)) or not 1 <= seq <= 0xFFFFFFFF:
+                raise StoreError(f'{where}: row {i}: seq must be an int in [1, 2**32), got {seq!r}')
+            if seq in state.step_seqs or seq in seqs:
+                continue
+            fresh.append(row)
+            seqs.append(int(seq))
+        if not fresh:
+            return []
+        self._append(f'sessions/{session_id}/steps', fresh, where, sync=False)
+        state.step_seqs.update(seqs)
+        history = [{'time_ns': r['stamp_ns'] if r['stamp_ns'] > 0 else r['recv_ns'], 'kind': 'step', 'protocol': r['protocol'], 'step': r['to_step'],
+                    'step_name': r['to_step_name'],
+                    'detail': _json({'session_id': session_id, 'seq': r['seq'], 'from_step': r['from_step'],
+                                     'from_step_name': r['from_step_name'], 'after_trial': r['after_trial'],
+                                     'reason': r['reason']}, 'step detail')} for r in fresh]
+        self._append('subject/history', history, f'{self.path}: history', sync)
+        return seqs
+
+    # -- bag --------------------------------------------------------------------------------
+
+    def add_topic(self, session_id: str, topic: str, type: str, interface_text: str, type_hash: str,
+                  qos_json: str) -> str:
+        """Register a topic to record; returns its bag group name. Idempotent for the same topic and type."""
+        return self.add_topics(session_id, [TopicSpec(topic, type, interface_text, type_hash, qos_json)])[0]
+
+    def add_topics(self, session_id: str, specs: Sequence[TopicSpec | Mapping[str, Any]]) -> list[str]:
+        """Register several topics in one structure window (only topics not registered yet cost one)."""
+        state = self._state(session_id)
+        specs = [_topic_spec(s) for s in specs]
+        bag = self.file[f'sessions/{session_id}/bag']
+        new = []
+        for spec in specs:
+            name = state.topics.get(spec.topic)
+            if name is not None:
+                have = bag[name].attrs['type']
+                if have != spec.type:
+                    raise StoreError(f'{self.path}: session {session_id}: topic {spec.topic} is recorded as {have}, '
+                                     f'cannot add it again as {spec.type}')
+            elif spec.topic not in {s.topic for s in new}:
+                new.append(spec)
+        if new:
+            with self._restructure(f'add_topics {session_id} ' + ' '.join(s.topic for s in new)):
+                bag = self.file[f'sessions/{session_id}/bag']
+                for spec in new:
+                    state.topics[spec.topic] = self._create_topic(bag, spec)
+        return [state.topics[s.topic] for s in specs]
+
+    def append_messages(self, session_id: str, topic: str, messages: Sequence[tuple[int, bytes]], *,
+                        sync: bool = False) -> int:
+        """Append raw CDR messages [(recv_ns > 0, bytes)] of a registered topic; returns the count.
+
+        The bytes go first and are flushed before their index rows, so a crash never leaves an index row
+        pointing at bytes that were not written.
+        """
+        where = f'{self.path}: session {session_id}: bag {topic}'
+        name = self._state(session_id).topics.get(topic)
+        if name is None:
+            raise StoreError(f'{where}: topic not registered; call add_topic first')
+        if not messages:
+            return 0
+        try:
+            recv = np.asarray([m[0] for m in messages])
+            payloads = [bytes(m[1]) if not isinstance(m[1], bytes) else m[1] for m in messages]
+        except (TypeError, ValueError, OverflowError, IndexError) as exc:
+            raise StoreError(f'{where}: messages must be (recv_ns int, bytes) pairs: {exc}') from exc
+        if recv.dtype.kind not in 'iu' or recv.ndim != 1:
+            raise StoreError(f'{where}: recv_ns must be ints (nanoseconds), got {recv.dtype}')
+        recv = recv.astype(np.int64)
+        if recv.min() <= 0:
+            raise StoreError(f'{where}: recv_ns must be > 0 (got {int(recv.min())})')
+        sizes = np.fromiter((len(p) for p in payloads), dtype=np.uint64, count=len(payloads))
+        if sizes.max() > 0xFFFFFFFF:
+            raise StoreError(f'{where}: a message of {int(sizes.max())} bytes exceeds the 4 GiB index limit')
+        base = f'sessions/{session_id}/bag/{name}'
+        data, index = self._dataset(f'{base}/data'), self._dataset(f'{base}/index')
+        start = data.shape[0]
+        offsets = start + np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.uint64)
+        rows = np.zeros(len(messages), dtype=index.dtype)
+        rows['offset'], rows['size'], rows['recv_ns'] = offsets, sizes, recv
+        blob = b''.join(payloads)
+        with self._io(where):
+            if blob:
+                data.resize((start + len(blob),))
+                data[start:] = np.frombuffer(blob, dtype=np.uint8)
+                self.file.flush()
+            n0 = index.shape[0]
+            index.resize((n0 + len(rows),))
+            index[n0:] = rows
+            self._flush(sync)
+        return len(messages)
+
+    # -- provenance and end -----------------------------------------------------------------
+
+    def set_provenance(self, session_id: str, items: Mapping[str, Any]) -> None:
+        """Set provenance attributes (JSON text each: packages, git, launch, parameters, hardware, ...)."""
+        where = f'{self.path}: session {session_id}'
+        self._state(session_id)
+        self._set_provenance(session_id, {k: _json(v, f'{where}: provenance {k!r}') for k, v in items.items()})
+
+    def end_session(self, session_id: str, *, ended_ns: int | None = None, state: str = 'ended') -> None:
+        """Mark a session ended (state 'ended' or 'aborted') and write the bag's count/first_ns/last_ns attrs."""
+        if state not in SESSION_STATES[1:]:
+            raise StoreError(f'{self.path}: session end state {state!r} is not one of {SESSION_STATES[1:]}')
+        self._state(session_id)
+        with self._restructure(f'end_session {session_id}'):
+            g = self.file[f'sessions/{session_id}']
+            g.attrs['ended_ns'] = np.int64(time.time_ns() if ended_ns is None else ended_ns)
+            g.attrs['state'] = state
+            for tg in g['bag'].values():
+                recv = tg['index'].fields('recv_ns')[()]
+                recv = recv[recv != 0]
+                tg.attrs['count'] = np.int64(recv.size)
+                tg.attrs['first_ns'] = np.int64(recv.min() if recv.size else 0)
+                tg.attrs['last_ns'] = np.int64(recv.max() if recv.size else 0)
+        self._sessions.pop(session_id, None)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _state(self, session_id: str) -> _Session:
+        state = self._sessions.get(session_id)
+        if state is not None:
+            return state
+        if not isinstance(session_id, str):
+            raise StoreError(f'{self.path}: session id must be a str, got {session_id!r}')
+        _valid_key(session_id)
+        g = self.file['sessions'].get(session_id)
+        if g is None:
+            raise StoreError(f'{self.path}: session {session_id!r} was not begun; call begin_session first')
+        state = _Session()
+        if 'trials' in g:
+            state.fields = fields_from_json(g['trials'].attrs['fields'])
+            state.trial_numbers = _keys(g['trials'], 'trial_number')
+        state.step_seqs = _keys(g['steps'], 'seq')
+        state.topics = {str(tg.attrs['topic']): name for name, tg in g['bag'].items()}
+        self._sessions[session_id] = state
+        return state
+
+    def _create_trials(self, g: h5py.Group, fields: list[Field]) -> None:
+        ds = _create_table(g, 'trials', trial_dtype(fields))
+        ds.attrs['fields'] = _fields_json(fields)
+
+    def _create_topic(self, bag: h5py.Group, spec: TopicSpec) -> str:
+        name = str(len(bag))
+        tg = bag.create_group(name)
+        tg.attrs.update({'topic': spec.topic, 'type': spec.type, 'interface_text': spec.interface_text,
+                         'type_hash': spec.type_hash, 'qos': spec.qos_json, 'serialization': 'cdr',
+                         'count': np.int64(0), 'first_ns': np.int64(0), 'last_ns': np.int64(0)})
+        tg.create_dataset('data', shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_BAG_CHUNK_BYTES,))
+        _create_table(tg, 'index', table_dtype(INDEX_COLUMNS))
+        return name
+
+    def _set_provenance(self, session_id: str, texts: Mapping[str, str]) -> None:
+        with self._restructure(f'provenance {session_id}'):
+            self.file[f'sessions/{session_id}/provenance'].attrs.update(texts)
+
+    def _dataset(self, path: str) -> h5py.Dataset:
+        ds = self._ds.get(path)
+        if ds is None:
+            ds = self._ds[path] = self.file[path]
+        return ds
+
+    def _append(self, path: str, rows: Sequence[Mapping[str, Any]], where: str, sync: bool) -> None:
+        if not rows:
+            return
+        ds = self._dataset(path)
+        cols = _Columns(ds.dtype, rows, where)
+        if cols.needed:
+            self._widen(path, cols.needed)
+            ds = self._dataset(path)
+        arr = cols.array(ds.dtype)
+        with self._io(where):
+            n0 = ds.shape[0]
+            ds.resize((n0 + len(arr),))
+            ds[n0:] = arr
+            self._flush(sync)
+
+    def _widen(self, path: str, needed: Mapping[str, int]) -> None:
+        """Rewrite a table with wider string columns (a structure window; old rows copied as they are)."""
+        with self._restructure(f'widen {path} ' + ' '.join(f'{k}={v}' for k, v in needed.items())):
+            old = self.file[path]
+            parts = []
+            for name in old.dtype.names or ():
+                dt = old.dtype.fields[name][0]
+                if name in needed:
+                    width = min(MAX_STRING_BYTES, max(needed[name], 2 * (_string_width(dt) or 0)))
+                    dt = string_dtype(width)
+                parts.append((name, dt))
+            dtype = np.dtype(parts)
+            data = old[()]
+            parent, _, leaf = path.rpartition('/')
+            group = self.file[parent]
+            tmp = _create_table(group, leaf + '.widening', dtype)
+            tmp.resize((len(data),))
+            if len(data):
+                tmp[:] = data.astype(dtype)
+            tmp.attrs.update(dict(old.attrs))
+            del group[leaf]
+            group.move(leaf + '.widening', leaf)
+
+    @contextmanager
+    def _restructure(self, change: str) -> Iterator[None]:
+        """Leave SWMR (close, reopen read-write), change the structure, reopen again, re-enter SWMR.
+
+        The second reopen matters: a change that frees file space (a deleted table, an overwritten attribute)
+        followed by SWMR writes in the same open fails in HDF5 2.0 with "duplicate entry in cache" (a freed
+        address reused while its old cache entry lingers). After a reopen the cache is fresh and the space
+        freed is not reused.
+        """
+        t0 = time.perf_counter()
+        self._reopen()
+        try:
+            yield
+            _log_structure(self.file, change)
+            self._reopen()
+        finally:
+            try:
+                self.file.swmr_mode = True
+            finally:
+                self.restructure_count += 1
+                self.restructure_seconds += time.perf_counter() - t0
+
+    def _reopen(self) -> None:
+        self._ds.clear()
+        f = self.file
+        try:
+            f.close()
+            self._f = h5py.File(self.path, 'r+', libver=LIBVER, locking=False)
+        except (OSError, RuntimeError) as exc:
+            self._f = None
+            raise StoreError(f'{self.path}: cannot reopen to change its structure: {exc}') from exc
+        if self._f.swmr_mode:  # the close did not close: another handle of this process holds the file
+            raise StoreError(f'{self.path}: another h5py handle in this process keeps the file open, so the writer '
+                             'cannot leave SWMR mode to change its structure; close it (read from another '
+                             'process)')
+
+    @contextmanager
+    def _io(self, where: str) -> Iterator[None]:
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            raise StoreError(f'{where}: write failed: {exc} (disk full? file system gone?)') from exc
+
+    def _flush(self, sync: bool) -> None:
+        self.file.flush()
+        if sync:
+            os.fsync(self._lock_fd)  # fsync is per file, whichever descriptor asks
+
+
+def _keys(ds: h5py.Dataset, column: str) -> set[int]:
+    keys = ds.fields(column)[()]
+    return {int(k) for k in keys[keys != 0]}
+
+
+def _check_positive(rows: Sequence[Mapping[str, Any]], column: str, where: str) -> None:
+    for i, row in enumerate(rows):
+        v = row.get(column) if isinstance(row, Mapping) else None
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v <= 0:
+            raise StoreError(f'{where}: row {i}: {column} must be > 0 (0 marks a row a crash left unwritten)')
+
+
+def _log_structure(f: h5py.File, change: str) -> None:
+    ds = f['structure']
+    row = np.zeros(1, dtype=ds.dtype)
+    # A log line, so cutting it is fine (on a character boundary: readers decode it).
+    row['time_ns'], row['change'] = time.time_ns(), change.encode()[:128].decode('utf-8', 'ignore').encode()
+    ds.resize((ds.shape[0] + 1,))
+    ds[-1:] = row
+
+
+def _trim_crashed(f: h5py.File) -> bool:
+    """Trim rows a killed writer left unwritten (key column 0) from the ends of the running sessions' tables."""
+    trimmed = _trim(f['subject/history'], KEY_COLUMNS['history'])
+    for g in f['sessions'].values():
+        if g.attrs.get('state') != 'running':
+            continue
+        for name in ('trials', 'steps', 'events/gpio', 'events/sound'):
+            if name in g:
+                trimmed |= _trim(g[name], KEY_COLUMNS[name.rpartition('/')[2]])
+        for tg in g['bag'].values():
+            index = tg['index']
+            trimmed |= _trim(index, 'recv_ns')
+            rows = index[()]
+            rows = rows[rows['recv_ns'] != 0]
+            end = int((rows['offset'] + rows['size']).max()) if rows.size else 0
+            if tg['data'].shape[0] > end:
+                tg['data'].resize((end,))
+                trimmed = True
+    return trimmed
+
+
+def _trim(ds: h5py.Dataset, key: str) -> bool:
+    keys = ds.fields(key)[()]
+    nonzero = np.flatnonzero(keys)
+    end = int(nonzero[-1]) + 1 if nonzero.size else 0
+    if end < ds.shape[0]:
+        ds.resize((end,))
+        return True
+    return False
