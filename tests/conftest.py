@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -207,3 +208,37 @@ def call(node, client, request, timeout: float = 10.0):
 
 def python() -> str:
     return sys.executable
+
+
+# -- the `autopilot` CLI as a user runs it ---------------------------------------------------------------
+_INSTALLED = shutil.which('autopilot')
+AUTOPILOT = [_INSTALLED] if _INSTALLED else [sys.executable, '-m', 'autopilot_core.cli.main']
+
+
+def cli(env: dict[str, str] | None, *args: str, timeout: float = 60.0, stdin: str | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    """Run `autopilot ARGS` (as the installed entry point does) and return what it printed."""
+    return subprocess.run([*AUTOPILOT, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                          input=stdin, cwd=ROOT)
+
+
+def cli_many(env: dict[str, str] | None, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
+    """Several independent CLI calls at once: each spends most of its time waiting for discovery."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda c: cli(env, *c), commands))
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f'{result.args}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}'
+    return result.stdout
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one-line error of a failed call: exit 1, no traceback."""
+    assert result.returncode == 1, f'{result.args}: rc {result.returncode}\n{result.stdout}\n{result.stderr}'
+    assert 'Traceback' not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if 'cannot load command' not in line]
+    assert len(lines) == 1, result.stderr
+    return lines[0]

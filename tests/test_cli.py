@@ -10,25 +10,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DomainLease, Proc
+from conftest import AUTOPILOT, DomainLease, Proc, cli, cli_many, error_line, ok
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / 'tests' / 'nodes' / 'plain_peer.py'
 NODE = '/rig1/plain_peer'
-# The installed `autopilot` (install/autopilot_core/bin, on PATH after activation), else the same main() via -m.
-_INSTALLED = shutil.which('autopilot')
-AUTOPILOT = [_INSTALLED] if _INSTALLED else [sys.executable, '-m', 'autopilot_core.cli.main']
 # List verbs listen 3.5 s by default (one DDS announcement period); the tests run several CLIs at once on
 # a loaded machine, where discovery was seen to take longer.
 LISTEN = '6'
@@ -55,32 +50,6 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
         peer.stop()
         lease.release()
 
-
-def cli(env: dict[str, str] | None, *args: str, timeout: float = 30.0, stdin: str | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    """Run `autopilot ARGS` (as the installed entry point does) and return what it printed."""
-    return subprocess.run([*AUTOPILOT, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          input=stdin, cwd=ROOT)
-
-
-def cli_many(env: dict[str, str] | None, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
-    """Several independent CLI calls at once: each spends most of its time waiting for discovery."""
-    with ThreadPoolExecutor(len(commands)) as pool:
-        return list(pool.map(lambda c: cli(env, *c), commands))
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f'{result.args}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}'
-    return result.stdout
-
-
-def error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The one-line error of a failed call: exit 1, no traceback."""
-    assert result.returncode == 1, f'{result.args}: rc {result.returncode}\n{result.stdout}\n{result.stderr}'
-    assert 'Traceback' not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if 'cannot load command' not in line]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------ topics

@@ -9,27 +9,21 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DomainLease, Proc
+from conftest import AUTOPILOT, DomainLease, Proc, cli, cli_many, error_line, ok
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / 'install' / 'autopilot_core' / 'lib' / 'autopilot_core' / 'demo_session'
 ACTION = '/rig1/run_session'
 TYPE = 'autopilot_msgs/action/RunSession'
-_INSTALLED = shutil.which('autopilot')
-AUTOPILOT = [_INSTALLED] if _INSTALLED else [sys.executable, '-m', 'autopilot_core.cli.main']
 LISTEN = '6'  # list verbs: one DDS announcement period (3 s) plus a margin for a loaded machine
 GOAL_ID = re.compile(r'^Goal accepted with ID: [0-9a-f]{32}$')
 
@@ -58,31 +52,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     finally:
         proc.stop()
         lease.release()
-
-
-def cli(env: dict[str, str] | None, *args: str, timeout: float = 60.0, stdin: str | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*AUTOPILOT, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          input=stdin, cwd=ROOT)
-
-
-def cli_many(env: dict[str, str] | None, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
-    with ThreadPoolExecutor(len(commands)) as pool:
-        return list(pool.map(lambda c: cli(env, *c), commands))
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f'{result.args}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}'
-    return result.stdout
-
-
-def error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The one-line error of a failed call: exit 1, no traceback."""
-    assert result.returncode == 1, f'{result.args}: rc {result.returncode}\n{result.stdout}\n{result.stderr}'
-    assert 'Traceback' not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if 'cannot load command' not in line]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def blocks(out: str, title: str) -> list[dict]:
