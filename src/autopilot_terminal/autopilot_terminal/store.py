@@ -1,46 +1,44 @@
 """Write one subject's HDF5 file: history, sessions, typed trial tables, events and a bag of raw messages.
 
-The layout is ``docs/hdf5-layout.md`` (format :data:`FORMAT`, version :data:`FORMAT_VERSION`). One
-:class:`SubjectFile` is the only writer of its file: it holds an exclusive open-file-description lock on the
-file for its lifetime (released by the kernel when the process dies), so a second writer, in this process
-or another, gets a :class:`StoreError` instead of interleaved writes. Readers (:mod:`.reader`) open the file
-with ``swmr=True`` at any time.
+The layout and the reasons behind it are ``docs/hdf5-layout.md`` (format :data:`FORMAT`, version
+:data:`FORMAT_VERSION`). :class:`SubjectFile` is the only writer of its file: it holds an exclusive
+open-file-description lock for its lifetime (the kernel drops it when the process dies), so a second writer
+gets a :class:`StoreError` instead of interleaved writes. Readers (:mod:`.reader`) open it with SWMR at any
+time, from other processes.
 
-The file is written in SWMR mode and flushed after every batch, so a SIGKILL or crash keeps every batch
-whose call returned. Calls that answer an acknowledgement (:meth:`SubjectFile.add_trials`,
-:meth:`SubjectFile.add_steps`) also fsync by default, so an acked trial survives a power cut as well.
+Every batch is written in SWMR mode and flushed, so a SIGKILL keeps every batch whose call returned; calls
+whose result the Terminal acknowledges (:meth:`SubjectFile.add_trials`, :meth:`SubjectFile.add_steps`) also
+fsync by default. Resent trials and step changes are recognised by number and not written again.
 
-SWMR allows appending to existing datasets only: creating groups, datasets or attributes is not supported
-while it is on. Every such change (a new session, a trial schema or bag topic not known at session start,
-provenance, ending a session, widening a string column) runs in a *structure window*: close, reopen
-without SWMR, change, re-enter SWMR. It costs about a millisecond (counted in
-:attr:`SubjectFile.restructure_count` / ``restructure_seconds``); live readers keep their view of the
-old structure and call :meth:`.reader.SubjectReader.refresh` to see the new one.
+SWMR supports appending to existing datasets only. Creating groups, datasets or attributes (a session, a
+trial schema or bag topic learnt after the session started, provenance, the end of a session, a widened
+string column) runs in a *structure window*: close, reopen without SWMR, change, log the change in
+``/structure`` (live readers reopen when it grows), reopen, re-enter SWMR: a few milliseconds
+(:attr:`SubjectFile.restructure_count`, ``restructure_seconds``).
 
-Strings in tables are fixed-width UTF-8 (NUL-padded, so a value may not contain NUL). A value longer than
-its column is never truncated: the column is widened (the table is rewritten with the width doubled, or
-more, up to :data:`MAX_STRING_BYTES`) and then the value is stored whole; beyond that cap the call raises.
+Strings in tables are fixed-width UTF-8. A value longer than its column is never truncated: the column is
+widened (the table rewritten) and the value stored whole, up to :data:`MAX_STRING_BYTES`; beyond, StoreError.
 
-Rows that a crash left half-written read as HDF5 fill values (zero). Every table has a key column that is
-never zero in a stored row (trial_number, seq, time_ns or recv_ns): readers skip rows where it is zero,
-and :meth:`SubjectFile.open` with ``recover=True`` trims such rows from the end of each table.
-
-Plain Python on h5py; one thread per :class:`SubjectFile`.
+Rows a crash left half-written read as zeros; every table has a key column that is never 0 in a stored row
+(:data:`KEY_COLUMNS`), by which readers skip them. :meth:`SubjectFile.open` with ``recover=True`` repairs
+what a killed writer leaves in the superblock (as ``h5clear -s`` and ``h5clear --increment=0`` would) and
+trims such rows. Plain Python on h5py; one thread per :class:`SubjectFile`.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import struct
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
@@ -80,8 +78,8 @@ STEP_COLUMNS = (('seq', 'u4'), ('after_trial', 'u4'), ('from_step', 'u2'), ('to_
                 ('stamp_ns', 'i8'), ('recv_ns', 'i8'))
 INDEX_COLUMNS = (('offset', 'u8'), ('size', 'u4'), ('recv_ns', 'i8'))
 #: Per table (by its name in the session group, or 'history'/'index'): the column that is never 0 in a stored row.
-KEY_COLUMNS = {'structure': 'time_ns', 'history': 'time_ns', 'trials': 'trial_number', 'steps': 'seq', 'gpio': 'recv_ns',
-               'sound': 'recv_ns', 'index': 'recv_ns'}
+KEY_COLUMNS = {'structure': 'time_ns', 'history': 'time_ns', 'trials': 'trial_number', 'steps': 'seq',
+               'gpio': 'recv_ns', 'sound': 'recv_ns', 'index': 'recv_ns'}
 
 _TABLE_CHUNK_BYTES = 16 * 1024  # small: a subject file holds hundreds of sessions of mostly short tables
 _BAG_CHUNK_BYTES = 64 * 1024
@@ -89,6 +87,7 @@ _SIGNATURE = b'\x89HDF\r\n\x1a\n'
 _FLOCK = struct.Struct('hhqqi4x')  # struct flock on Linux (64-bit off_t)
 
 Field = tuple[str, int, str]  # (name, TrialField.TYPE_*, unit)
+F = TypeVar('F', bound=Callable[..., Any])
 
 # Files this process writes / reads, by (st_dev, st_ino). HDF5 shares one open file per process, so a reader
 # here would keep the writer's file open across its structure-window reopen (SWMR could not be left).
@@ -96,7 +95,7 @@ _WRITING: set[tuple[int, int]] = set()
 _READING: dict[tuple[int, int], int] = {}
 
 
-class StoreError(RuntimeError):
+class StoreError(Exception):
     """A subject file cannot be opened, read or written; the message names the file and the fix."""
 
 
@@ -163,7 +162,8 @@ def open_error(path: Path | str, exc: BaseException) -> StoreError:
     if 'already open for write' in text or 'not already open for SWMR writing' in text:
         return StoreError(f'{path}: marked open for writing (non-SWMR): either a writer is changing its structure '
                           'right now (retry in a moment) or one crashed while doing so. If no writer runs: '
-                          f'`h5clear -s {path}` (package hdf5-tools) or SubjectFile.open(path, recover=True)')
+                          f'`h5clear -s {path}` and `h5clear --increment=0 {path}` (package hdf5-tools), or '
+                          'SubjectFile.open(path, recover=True)')
     if 'unable to lock file' in text:
         return StoreError(f'{path}: another program holds the file open for writing; close it (HDFView, a '
                           'script) and retry')
@@ -174,40 +174,43 @@ def open_error(path: Path | str, exc: BaseException) -> StoreError:
 
 # --- the superblock: detect and clear a flag left by a writer that died -----------------------
 
+_M32 = 0xFFFFFFFF
+
+
+def _rot(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & _M32
+
+
 def _lookup3(data: bytes) -> int:
     """Bob Jenkins' lookup3 ``hashlittle`` with initval 0: the checksum of HDF5 metadata."""
-    mask = 0xFFFFFFFF
-
-    def rot(x: int, k: int) -> int:
-        return ((x << k) | (x >> (32 - k))) & mask
-
     n = len(data)
-    a = b = c = (0xDEADBEEF + n) & mask
+    a = b = c = (0xDEADBEEF + n) & _M32
     i = 0
     while n - i > 12:
-        a = (a + int.from_bytes(data[i:i + 4], 'little')) & mask
-        b = (b + int.from_bytes(data[i + 4:i + 8], 'little')) & mask
-        c = (c + int.from_bytes(data[i + 8:i + 12], 'little')) & mask
-        a = (a - c) & mask; a ^= rot(c, 4); c = (c + b) & mask  # noqa: E702
-        b = (b - a) & mask; b ^= rot(a, 6); a = (a + c) & mask  # noqa: E702
-        c = (c - b) & mask; c ^= rot(b, 8); b = (b + a) & mask  # noqa: E702
-        a = (a - c) & mask; a ^= rot(c, 16); c = (c + b) & mask  # noqa: E702
-        b = (b - a) & mask; b ^= rot(a, 19); a = (a + c) & mask  # noqa: E702
-        c = (c - b) & mask; c ^= rot(b, 4); b = (b + a) & mask  # noqa: E702
+        a = (a + int.from_bytes(data[i:i + 4], 'little')) & _M32
+        b = (b + int.from_bytes(data[i + 4:i + 8], 'little')) & _M32
+        c = (c + int.from_bytes(data[i + 8:i + 12], 'little')) & _M32
+        for r1, r2, r3 in ((4, 6, 8), (16, 19, 4)):  # mix()
+            a = ((a - c) & _M32) ^ _rot(c, r1)
+            c = (c + b) & _M32
+            b = ((b - a) & _M32) ^ _rot(a, r2)
+            a = (a + c) & _M32
+            c = ((c - b) & _M32) ^ _rot(b, r3)
+            b = (b + a) & _M32
         i += 12
     if n == i:
         return c
     tail = data[i:].ljust(12, b'\0')
-    a = (a + int.from_bytes(tail[0:4], 'little')) & mask
-    b = (b + int.from_bytes(tail[4:8], 'little')) & mask
-    c = (c + int.from_bytes(tail[8:12], 'little')) & mask
-    c ^= b; c = (c - rot(b, 14)) & mask  # noqa: E702
-    a ^= c; a = (a - rot(c, 11)) & mask  # noqa: E702
-    b ^= a; b = (b - rot(a, 25)) & mask  # noqa: E702
-    c ^= b; c = (c - rot(b, 16)) & mask  # noqa: E702
-    a ^= c; a = (a - rot(c, 4)) & mask  # noqa: E702
-    b ^= a; b = (b - rot(a, 14)) & mask  # noqa: E702
-    c ^= b; c = (c - rot(b, 24)) & mask  # noqa: E702
+    a = (a + int.from_bytes(tail[0:4], 'little')) & _M32
+    b = (b + int.from_bytes(tail[4:8], 'little')) & _M32
+    c = (c + int.from_bytes(tail[8:12], 'little')) & _M32
+    c = ((c ^ b) - _rot(b, 14)) & _M32  # final()
+    a = ((a ^ c) - _rot(c, 11)) & _M32
+    b = ((b ^ a) - _rot(a, 25)) & _M32
+    c = ((c ^ b) - _rot(b, 16)) & _M32
+    a = ((a ^ c) - _rot(c, 4)) & _M32
+    b = ((b ^ a) - _rot(a, 14)) & _M32
+    c = ((c ^ b) - _rot(b, 24)) & _M32
     return c
 
 
@@ -249,17 +252,28 @@ def open_flags(path: Path | str) -> int:
 
 
 def clear_open_flag(path: Path | str) -> bool:
-    """What ``h5clear -s`` does: clear the flags a writer that died left set. True if any were set.
+    """Repair what a writer that died leaves in the superblock; True if the file needed it.
 
-    Only for a file no process is writing: :meth:`SubjectFile.open` calls it under the writer lock.
+    What ``h5clear -s`` and ``h5clear --increment=0`` do together: clear the consistency flags, and raise the
+    stored end-of-allocation to the file's size. A SWMR writer does not rewrite the superblock on every
+    flush, so after a kill the stored end can lag behind chunks its flushed metadata already uses; the next
+    write there would fail with "addr overflow". Only for a file no process is writing:
+    :meth:`SubjectFile.open` calls it under the writer lock.
     """
     path = Path(path)
     head, end = _superblock(path)
-    if head[11] == 0:
+    size = path.stat().st_size
+    width = head[9]
+    at = 12 + 2 * width  # base address, superblock extension address, then end-of-file address
+    eoa = int.from_bytes(head[at:at + width], 'little')
+    if head[11] == 0 and eoa >= size:
         return False
     head[11] = 0
+    head[at:at + width] = max(eoa, size).to_bytes(width, 'little')
     head[end:end + 4] = _lookup3(bytes(head[:end])).to_bytes(4, 'little')
     with open(path, 'r+b') as fh:
+        if size < eoa:  # the superblock promises more than the file holds: hand HDF5 the zeros it expects
+            fh.truncate(eoa)
         fh.write(head)
         fh.flush()
         os.fsync(fh.fileno())
@@ -305,9 +319,14 @@ def _string_width(dt: np.dtype) -> int | None:
 
 
 def _encode_strings(values: list[Any], column: str, where: str) -> tuple[list[bytes], int]:
-    out: list[bytes] = []
-    longest = 0
-    for i, v in enumerate(values):
+    try:
+        if all(isinstance(v, str) for v in values):
+            out = [v.encode('utf-8') for v in values]
+            if not any(b'\0' in b for b in out):
+                return out, max(map(len, out), default=0)
+    except UnicodeEncodeError:
+        pass
+    for i, v in enumerate(values):  # something is wrong: find the row and say what
         if not isinstance(v, str):
             raise StoreError(f'{where}: row {i}: column {column!r} needs a str, got {type(v).__name__} {v!r:.80}')
         try:
@@ -317,9 +336,7 @@ def _encode_strings(values: list[Any], column: str, where: str) -> tuple[list[by
         if b'\0' in b:
             raise StoreError(f'{where}: row {i}: column {column!r} contains a NUL character, which fixed-width '
                              'HDF5 strings cannot hold (ROS strings cannot carry it either)')
-        out.append(b)
-        longest = max(longest, len(b))
-    return out, longest
+    raise AssertionError('unreachable')
 
 
 def _numbers(values: list[Any], dt: np.dtype, column: str, where: str) -> np.ndarray:
@@ -353,7 +370,12 @@ class _Columns:
         names = dtype.names or ()
         wanted = set(names)
         for i, row in enumerate(rows):
-            if row.keys() != wanted:
+            try:
+                keys = row.keys()
+            except AttributeError:
+                raise StoreError(f'{where}: row {i} is a {type(row).__name__}, not a mapping of column -> '
+                                 'value') from None
+            if keys != wanted:
                 missing, extra = sorted(wanted - set(row)), sorted(set(row) - wanted)
                 raise StoreError(f'{where}: row {i}: ' + '; '.join(
                     ([f'missing {missing}'] if missing else []) + ([f'unknown {extra}'] if extra else []))
@@ -454,6 +476,20 @@ def _topic_spec(spec: TopicSpec | Mapping[str, Any]) -> TopicSpec:
 
 # --- the writer --------------------------------------------------------------------------------
 
+def _h5_errors(method: F) -> F:
+    """Report h5py/OS failures of a SubjectFile method as StoreError naming the file."""
+    @functools.wraps(method)
+    def wrapper(self: SubjectFile, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreError:
+            raise
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise StoreError(f'{self.path}: {method.__name__} failed: {exc} (disk full, file damaged or gone? '
+                             'close this SubjectFile and open the file again)') from exc
+    return wrapper  # type: ignore[return-value]
+
+
 class SubjectFile:
     """The single writer of one subject's HDF5 file. Use :meth:`create` or :meth:`open`, then :meth:`close`."""
 
@@ -464,6 +500,7 @@ class SubjectFile:
         _WRITING.add(self._key)
         self._f: h5py.File | None = f
         self._ds: dict[str, h5py.Dataset] = {}
+        self._mtypes: dict[str, h5py.h5t.TypeID] = {}
         self._sessions: dict[str, _Session] = {}
         #: Structure windows so far and the time they took (SWMR off, change, SWMR on).
         self.restructure_count = 0
@@ -530,8 +567,8 @@ class SubjectFile:
             if stale and not recover:
                 raise StoreError(f'{path}: was left marked open for writing by a writer that stopped without closing '
                                  'it (killed or crashed; every batch it flushed is intact). Recover with '
-                                 f'SubjectFile.open(path, recover=True), or `h5clear -s {path}` (package '
-                                 'hdf5-tools) and open it again')
+                                 f'SubjectFile.open(path, recover=True), or `h5clear -s {path}` and `h5clear '
+                                 f'--increment=0 {path}` (package hdf5-tools), then open it again')
             if stale:
                 clear_open_flag(path)
             try:  # check what it is before opening it for writing
@@ -563,6 +600,7 @@ class SubjectFile:
             finally:
                 self._f = None
                 self._ds.clear()
+                self._mtypes.clear()
                 _WRITING.discard(self._key)
                 os.close(self._lock_fd)
 
@@ -581,13 +619,16 @@ class SubjectFile:
     # -- subject ----------------------------------------------------------------------------
 
     @property
+    @_h5_errors
     def subject(self) -> str:
         return str(self.file.attrs['subject'])
 
     @property
+    @_h5_errors
     def biography(self) -> dict[str, Any]:
         return json.loads(self.file['subject'].attrs['biography'])
 
+    @_h5_errors
     def set_biography(self, biography: Mapping[str, Any], time_ns: int | None = None) -> None:
         """Replace the biography (species, sex, dob, genotype, ... free keys) and log it in the history."""
         text = _json(dict(biography), f'{self.path}: biography')
@@ -595,20 +636,20 @@ class SubjectFile:
             self.file['subject'].attrs['biography'] = text
         self.add_history('biography', detail=dict(biography), time_ns=time_ns)
 
+    @_h5_errors
     def add_history(self, kind: str, *, protocol: str = '', step: int = 0, step_name: str = '',
                     detail: Mapping[str, Any] | None = None, time_ns: int | None = None, sync: bool = True) -> None:
         """Append one row to /subject/history (kind: one of :data:`HISTORY_KINDS`)."""
         if kind not in HISTORY_KINDS:
             raise StoreError(f'{self.path}: history kind {kind!r} is not one of {HISTORY_KINDS}')
         time_ns = time.time_ns() if time_ns is None else time_ns
-        if isinstance(time_ns, (int, np.integer)) and time_ns <= 0:
-            raise StoreError(f'{self.path}: history time_ns must be > 0 (0 marks a row a crash left unwritten)')
         row = {'time_ns': time_ns, 'kind': kind, 'protocol': protocol,
                'step': step, 'step_name': step_name, 'detail': _json(dict(detail or {}), 'history detail')}
-        self._append('subject/history', [row], 'history', sync)
+        self._append('subject/history', [row], f'{self.path}: history', sync, positive='time_ns')
 
     # -- sessions ---------------------------------------------------------------------------
 
+    @_h5_errors
     def begin_session(self, session_id: str, meta: Mapping[str, Any]) -> bool:
         """Create a session's groups and tables; True if new, False if it existed (a restarted recorder).
 
@@ -625,10 +666,13 @@ class SubjectFile:
         fields = _fields(meta['fields'], where) if meta.get('fields') is not None else None
         topics = [_topic_spec(t) for t in meta.get('topics') or ()]
         provenance = {k: _json(v, f'{where}: provenance {k!r}') for k, v in (meta.get('provenance') or {}).items()}
+        try:
+            step, started_ns = int(meta.get('step', 0)), int(meta.get('started_ns') or time.time_ns())
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f'{where}: meta step and started_ns must be ints: {exc}') from exc
         attrs: dict[str, Any] = {'pilot': str(meta.get('pilot', '')), 'task': str(meta.get('task', '')),
-                                 'protocol': str(meta.get('protocol', '')), 'step': np.int64(meta.get('step', 0)),
-                                 'step_name': str(meta.get('step_name', '')),
-                                 'started_ns': np.int64(meta.get('started_ns') or time.time_ns())}
+                                 'protocol': str(meta.get('protocol', '')), 'step': np.int64(step),
+                                 'step_name': str(meta.get('step_name', '')), 'started_ns': np.int64(started_ns)}
         if session_id in self.file['sessions']:
             self._state(session_id)
             if fields is not None:
@@ -659,6 +703,7 @@ class SubjectFile:
         self._sessions[session_id] = state
         return True
 
+    @_h5_errors
     def set_trial_fields(self, session_id: str, fields: Sequence[Sequence[Any]]) -> None:
         """Declare the trial schema of a session begun without one (a structure window). Fixed once set."""
         where = f'{self.path}: session {session_id}'
@@ -673,9 +718,11 @@ class SubjectFile:
             self._create_trials(self.file[f'sessions/{session_id}'], fields)
         state.fields = fields
 
+    @_h5_errors
     def trial_fields(self, session_id: str) -> list[Field] | None:
         return self._state(session_id).fields
 
+    @_h5_errors
     def add_trials(self, session_id: str, rows: Sequence[Mapping[str, Any]], *, sync: bool = True) -> list[int]:
         """Append trials not stored yet; returns the trial numbers that were new, in order.
 
@@ -688,20 +735,13 @@ class SubjectFile:
         if state.fields is None:
             raise StoreError(f'{where}: no trial schema; pass meta["fields"] to begin_session or call '
                              'set_trial_fields first')
-        fresh, numbers = [], []
-        for i, row in enumerate(rows):
-            n = row.get('trial_number') if isinstance(row, Mapping) else None
-            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 0xFFFFFFFF:
-                raise StoreError(f'{where}: row {i}: trial_number must be an int in [1, 2**32), got {n!r}')
-            if n in state.trial_numbers or n in numbers:
-                continue
-            fresh.append(row)
-            numbers.append(int(n))
+        fresh, numbers = _new_rows(rows, 'trial_number', state.trial_numbers, where)
         if fresh:
             self._append(f'sessions/{session_id}/trials', fresh, where, sync)
             state.trial_numbers.update(numbers)
         return numbers
 
+    @_h5_errors
     def add_events(self, session_id: str, kind: str, rows: Sequence[Mapping[str, Any]], *,
                    sync: bool = False) -> int:
         """Append hardware events (kind 'gpio' or 'sound', columns :data:`EVENT_COLUMNS`); returns the count."""
@@ -709,10 +749,10 @@ class SubjectFile:
             raise StoreError(f'{self.path}: event kind {kind!r} is not one of {EVENT_KINDS}')
         self._state(session_id)
         where = f'{self.path}: session {session_id}: events/{kind}'
-        _check_positive(rows, 'recv_ns', where)
-        self._append(f'sessions/{session_id}/events/{kind}', rows, where, sync)
+        self._append(f'sessions/{session_id}/events/{kind}', rows, where, sync, positive='recv_ns')
         return len(rows)
 
+    @_h5_errors
     def add_steps(self, session_id: str, rows: Sequence[Mapping[str, Any]], *, sync: bool = True) -> list[int]:
         """Append protocol step changes not stored yet (dedupe by seq >= 1); returns the new seqs.
 
@@ -720,25 +760,17 @@ class SubjectFile:
         """
         where = f'{self.path}: session {session_id}: steps'
         state = self._state(session_id)
-        fresh, seqs = [], []
-        for i, row in enumerate(rows):
-            seq = row.get('seq') if isinstance(row, Mapping) else None
-            if isinstance(seq, bool) or not isinstance(seq, (int, np.integer)) or not 1 <= seq <= 0xFFFFFFFF:
-                raise StoreError(f'{where}: row {i}: seq must be an int in [1, 2**32), got {seq!r}')
-            if seq in state.step_seqs or seq in seqs:
-                continue
-            fresh.append(row)
-            seqs.append(int(seq))
+        fresh, seqs = _new_rows(rows, 'seq', state.step_seqs, where)
         if not fresh:
             return []
         self._append(f'sessions/{session_id}/steps', fresh, where, sync=False)
         state.step_seqs.update(seqs)
-        history = [{'time_ns': r['stamp_ns'] if r['stamp_ns'] > 0 else r['recv_ns'], 'kind': 'step', 'protocol': r['protocol'], 'step': r['to_step'],
-                    'step_name': r['to_step_name'],
+        history = [{'time_ns': r['stamp_ns'] if r['stamp_ns'] > 0 else r['recv_ns'], 'kind': 'step',
+                    'protocol': r['protocol'], 'step': r['to_step'], 'step_name': r['to_step_name'],
                     'detail': _json({'session_id': session_id, 'seq': r['seq'], 'from_step': r['from_step'],
                                      'from_step_name': r['from_step_name'], 'after_trial': r['after_trial'],
                                      'reason': r['reason']}, 'step detail')} for r in fresh]
-        self._append('subject/history', history, f'{self.path}: history', sync)
+        self._append('subject/history', history, f'{self.path}: history', sync, positive='time_ns')
         return seqs
 
     # -- bag --------------------------------------------------------------------------------
@@ -748,6 +780,7 @@ class SubjectFile:
         """Register a topic to record; returns its bag group name. Idempotent for the same topic and type."""
         return self.add_topics(session_id, [TopicSpec(topic, type, interface_text, type_hash, qos_json)])[0]
 
+    @_h5_errors
     def add_topics(self, session_id: str, specs: Sequence[TopicSpec | Mapping[str, Any]]) -> list[str]:
         """Register several topics in one structure window (only topics not registered yet cost one)."""
         state = self._state(session_id)
@@ -770,6 +803,7 @@ class SubjectFile:
                     state.topics[spec.topic] = self._create_topic(bag, spec)
         return [state.topics[s.topic] for s in specs]
 
+    @_h5_errors
     def append_messages(self, session_id: str, topic: str, messages: Sequence[tuple[int, bytes]], *,
                         sync: bool = False) -> int:
         """Append raw CDR messages [(recv_ns > 0, bytes)] of a registered topic; returns the count.
@@ -805,23 +839,22 @@ class SubjectFile:
         blob = b''.join(payloads)
         with self._io(where):
             if blob:
-                data.resize((start + len(blob),))
-                data[start:] = np.frombuffer(blob, dtype=np.uint8)
+                self._write_at_end(f'{base}/data', data, np.frombuffer(blob, dtype=np.uint8))
                 self.file.flush()
-            n0 = index.shape[0]
-            index.resize((n0 + len(rows),))
-            index[n0:] = rows
+            self._write_at_end(f'{base}/index', index, rows)
             self._flush(sync)
         return len(messages)
 
     # -- provenance and end -----------------------------------------------------------------
 
+    @_h5_errors
     def set_provenance(self, session_id: str, items: Mapping[str, Any]) -> None:
         """Set provenance attributes (JSON text each: packages, git, launch, parameters, hardware, ...)."""
         where = f'{self.path}: session {session_id}'
         self._state(session_id)
         self._set_provenance(session_id, {k: _json(v, f'{where}: provenance {k!r}') for k, v in items.items()})
 
+    @_h5_errors
     def end_session(self, session_id: str, *, ended_ns: int | None = None, state: str = 'ended') -> None:
         """Mark a session ended (state 'ended' or 'aborted') and write the bag's count/first_ns/last_ns attrs."""
         if state not in SESSION_STATES[1:]:
@@ -884,20 +917,37 @@ class SubjectFile:
             ds = self._ds[path] = self.file[path]
         return ds
 
-    def _append(self, path: str, rows: Sequence[Mapping[str, Any]], where: str, sync: bool) -> None:
+    def _append(self, path: str, rows: Sequence[Mapping[str, Any]], where: str, sync: bool,
+                positive: str | None = None) -> None:
+        """Append rows to a table (widening string columns first if needed) and flush.
+
+        ``positive``: a key column that must be > 0 (0 is what a row a crash left unwritten reads as).
+        """
         if not rows:
             return
         ds = self._dataset(path)
         cols = _Columns(ds.dtype, rows, where)
+        if positive is not None and cols.values[positive].min() <= 0:
+            raise StoreError(f'{where}: {positive} must be > 0 (0 marks a row a crash left unwritten)')
         if cols.needed:
             self._widen(path, cols.needed)
             ds = self._dataset(path)
         arr = cols.array(ds.dtype)
         with self._io(where):
-            n0 = ds.shape[0]
-            ds.resize((n0 + len(arr),))
-            ds[n0:] = arr
+            self._write_at_end(path, ds, arr)
             self._flush(sync)
+
+    def _write_at_end(self, path: str, ds: h5py.Dataset, arr: np.ndarray) -> None:
+        """Append ``arr`` (of ``ds``'s dtype) to ``ds``: h5py's ``ds[n:] = arr`` without its per-call type
+        setup, which costs two thirds of a one-row append."""
+        mtype = self._mtypes.get(path)
+        if mtype is None:
+            mtype = self._mtypes[path] = h5py.h5t.py_create(arr.dtype)
+        n0 = ds.shape[0]
+        ds.resize((n0 + len(arr),))
+        fspace = ds.id.get_space()
+        fspace.select_hyperslab((n0,), (len(arr),))
+        ds.id.write(h5py.h5s.create_simple((len(arr),)), fspace, np.ascontiguousarray(arr), mtype)
 
     def _widen(self, path: str, needed: Mapping[str, int]) -> None:
         """Rewrite a table with wider string columns (a structure window; old rows copied as they are)."""
@@ -939,13 +989,15 @@ class SubjectFile:
             self._reopen()
         finally:
             try:
-                self.file.swmr_mode = True
+                if self._f is not None and not self._f.swmr_mode:
+                    self._f.swmr_mode = True
             finally:
                 self.restructure_count += 1
                 self.restructure_seconds += time.perf_counter() - t0
 
     def _reopen(self) -> None:
         self._ds.clear()
+        self._mtypes.clear()
         f = self.file
         try:
             f.close()
@@ -971,16 +1023,29 @@ class SubjectFile:
             os.fsync(self._lock_fd)  # fsync is per file, whichever descriptor asks
 
 
+def _new_rows(rows: Sequence[Mapping[str, Any]], key: str, stored: set[int],
+              where: str) -> tuple[list[Mapping[str, Any]], list[int]]:
+    """The rows whose ``key`` (an int >= 1) is neither stored nor earlier in ``rows``, and their keys."""
+    fresh, keys, seen = [], [], set()
+    for i, row in enumerate(rows):
+        try:
+            k = row[key]
+        except (KeyError, TypeError, IndexError):
+            k = None
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 0xFFFFFFFF:
+            raise StoreError(f'{where}: row {i}: {key} must be an int in [1, 2**32), got {k!r}')
+        k = int(k)
+        if k in stored or k in seen:
+            continue
+        seen.add(k)
+        fresh.append(row)
+        keys.append(k)
+    return fresh, keys
+
+
 def _keys(ds: h5py.Dataset, column: str) -> set[int]:
     keys = ds.fields(column)[()]
     return {int(k) for k in keys[keys != 0]}
-
-
-def _check_positive(rows: Sequence[Mapping[str, Any]], column: str, where: str) -> None:
-    for i, row in enumerate(rows):
-        v = row.get(column) if isinstance(row, Mapping) else None
-        if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v <= 0:
-            raise StoreError(f'{where}: row {i}: {column} must be > 0 (0 marks a row a crash left unwritten)')
 
 
 def _log_structure(f: h5py.File, change: str) -> None:
