@@ -69,12 +69,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import queue
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -82,17 +78,14 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from common import GPIO_EXE, GPIO_PARAMS, ROOT, Child, ChildError, die_with_parent, dist_version, emit, machine_info
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 DEFAULT_OUT = HERE / 'results' / 'closed_loop.json'
-GPIO_EXE = ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'gpio'
 PILOT_EXE = ROOT / 'install' / 'autopilot_pilot' / 'lib' / 'autopilot_pilot' / 'pilot'
-GPIO_PARAMS = ROOT / 'launch' / 'params' / 'rig_sim.yaml'
-MARK = '@@bench '
 OUT_DEVICE = 'led_center'  # the echo task's `out` role on the sim rig
 CONFIGS = ('processes', 'bare-processes', 'one-process', 'bare-one-process')
 BARE_OF = {'processes': 'bare-processes', 'one-process': 'bare-one-process'}
@@ -113,25 +106,8 @@ TARGETS = (('processes', 'p50', 1.0), ('processes', 'p99', 3.0), ('one-process',
 
 
 # --------------------------------------------------------------------------------------------------
-# Common
+# Statistics; child start-up
 # --------------------------------------------------------------------------------------------------
-
-def emit(ev: str, **data: Any) -> None:
-    sys.stdout.write(MARK + json.dumps({'ev': ev, **data}) + '\n')
-    sys.stdout.flush()
-
-
-def die_with_parent(parent: int) -> None:
-    """SIGINT this process when the orchestrator dies (even by SIGKILL): no child outlives it."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGINT))  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGINT)
-
 
 def percentile(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile of sorted ``values`` (as bench/hardware.py), None when empty."""
@@ -512,79 +488,6 @@ def child_exec(a: argparse.Namespace) -> int:
 # Orchestrator
 # --------------------------------------------------------------------------------------------------
 
-class ChildError(RuntimeError):
-    pass
-
-
-class Child:
-    """A child process whose ``@@bench`` lines become events; everything else goes to its log file."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f'{name}.log'
-        self._log = open(self.log_path, 'w')
-        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.popen = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, text=True, start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            if line.startswith(MARK):
-                self.events.put(json.loads(line[len(MARK):]))
-            else:
-                self._log.write(line)
-                self._log.flush()
-        self.events.put(None)
-
-    def log_tail(self, chars: int = 1200) -> str:
-        try:
-            return self.log_path.read_text(errors='replace')[-chars:]
-        except OSError:
-            return ''
-
-    def expect(self, ev: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise ChildError(f'{self.name}: no {ev!r} within {timeout:.0f} s; log: {self.log_tail()}') from None
-            if event is None:
-                self.events.put(None)
-                self.popen.wait(timeout=5)
-                raise ChildError(f'{self.name} exited ({self.popen.returncode}) before {ev!r}; '
-                                 f'log: {self.log_tail()}')
-            if event['ev'] == 'error':
-                raise ChildError(f'{self.name}: {event["message"]}')
-            if event['ev'] == ev:
-                return event
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, grace: float = 5.0, natural: float = 0.0) -> int | None:
-        """Wait ``natural`` s for it to exit by itself, then SIGINT the process group (nodes close cleanly:
-        outputs low, shared memory freed), then SIGKILL."""
-        try:
-            self.popen.wait(timeout=natural)
-        except subprocess.TimeoutExpired:
-            pass
-        for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 5.0)):
-            if self.popen.poll() is not None:
-                break
-            try:
-                os.killpg(self.popen.pid, sig)
-                self.popen.wait(timeout=wait)
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self._log.close()
-        return self.popen.returncode
-
-
 def child_cmd(a: argparse.Namespace, role: str, ns: str, *extra: str) -> list[str]:
     common = ['--child', role, '--parent', str(os.getpid()), '--ns', ns, '--timeout', str(a.timeout),
               '--settle-s', str(a.settle_s), '--warmup', str(a.warmup), '--samples', str(a.samples),
@@ -811,25 +714,6 @@ def print_report(rows: list[dict[str, Any]], results: dict[str, dict[str, Any]],
         note = f' ({t["note"]})' if t['note'] else ''
         print(f'{verdict}: {t["config"]} {t["metric"]} = {fmt(t["value_ms"], ".3f")} ms (target < {t["limit_ms"]:g} ms)'
               f'{note}')
-
-
-def dist_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = ''
-    try:
-        cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
-                    if line.startswith('model name')), '')
-    except OSError:
-        pass
-    return {'hostname': socket.gethostname(), 'platform': platform.platform(), 'machine': platform.machine(),
-            'cpu': cpu, 'cpu_count': os.cpu_count(), 'python': platform.python_version(),
-            'loadavg_start': list(os.getloadavg())}
 
 
 def versions() -> dict[str, Any]:

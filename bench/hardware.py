@@ -61,40 +61,30 @@ import argparse
 import json
 import os
 import platform
-import queue
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from common import GPIO_EXE, GPIO_PARAMS, ROOT, Child, ChildError, dist_version, emit
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 DEFAULT_OUT = HERE / 'results' / 'hardware.json'
 CAMERA_EXE = ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'camera'
-GPIO_EXE = ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'gpio'
-GPIO_PARAMS = ROOT / 'launch' / 'params' / 'rig_sim.yaml'
-MARK = '@@bench '
 CLK_TCK = os.sysconf('SC_CLK_TCK')
 TARGET_FPS, TARGET_CORES = 60.0, 1.0
 
 
 
 # --------------------------------------------------------------------------------------------------
-# Common: process CPU, children, table and JSON
+# Common: process CPU, table and JSON
 # --------------------------------------------------------------------------------------------------
-
-def emit(ev: str, **data: Any) -> None:
-    sys.stdout.write(MARK + json.dumps({'ev': ev, **data}) + '\n')
-    sys.stdout.flush()
-
 
 def _proc_stat(pid: int) -> tuple[int, float] | None:
     """(parent pid, utime+stime in seconds) of ``pid``, or None when it is gone."""
@@ -123,66 +113,6 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-class Child:
-    """A child process whose ``@@bench`` lines are parsed into events; the rest goes to a log file."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f'{name}.log'
-        self._log = open(self.log_path, 'w')
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: dict[str, dict[str, Any]] = {}  # last event of each kind taken off the queue
-        self.popen = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, text=True, start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            if line.startswith(MARK):
-                self.events.put(json.loads(line[len(MARK):]))
-            else:
-                self._log.write(line)
-                self._log.flush()
-
-    def expect(self, ev: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f'{self.name}: no {ev!r} within {timeout:.0f} s; log: {self.log_tail()}')
-            try:
-                event = self.events.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                if self.popen.poll() is not None:
-                    raise RuntimeError(f'{self.name} exited ({self.popen.returncode}) before {ev!r}; '
-                                       f'log: {self.log_tail()}') from None
-                continue
-            self.seen[event['ev']] = event
-            if event['ev'] == 'error':
-                raise RuntimeError(f'{self.name}: {event["message"]}')
-            if event['ev'] == ev:
-                return event
-
-    def log_tail(self, chars: int = 800) -> str:
-        try:
-            return self.log_path.read_text()[-chars:]
-        except OSError:
-            return ''
-
-    def stop(self, grace: float = 5.0) -> int | None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGINT)
-                self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=5)
-            except ProcessLookupError:
-                pass
-        return self.popen.returncode
-
-
 def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> None:
     """``columns``: (key, header, format) — one line per row, '-' for missing values."""
     cells = [[h for _, h, _ in columns]]
@@ -200,13 +130,9 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]])
 
 
 def versions() -> dict[str, str]:
-    out = {}
-    for dist in ('ros-jazzy-rclpy', 'ros-rclpy', 'ros-jazzy-rmw-fastrtps-cpp', 'opencv-python-headless', 'numpy'):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    """The versions of those of the distributions that are installed."""
+    dists = ('ros-jazzy-rclpy', 'ros-rclpy', 'ros-jazzy-rmw-fastrtps-cpp', 'opencv-python-headless', 'numpy')
+    return {d: v for d in dists if (v := dist_version(d)) is not None}
 
 
 def write_json(path: Path, sections: dict[str, dict[str, Any]], params: dict[str, Any]) -> None:
@@ -373,7 +299,7 @@ def run_camera_case(source: str, transport: str, a: argparse.Namespace, env: dic
                    shape=res['shape'], executor=res['executor'], stalled=False)
         if res.get('status'):
             row.update(node_fps=res['status']['fps_achieved'], node_dropped=res['status']['dropped'])
-    except (TimeoutError, RuntimeError) as exc:
+    except ChildError as exc:
         row['error'] = str(exc)
     finally:
         for c in (sub, pub):
@@ -600,7 +526,7 @@ def run_gpio_case(source: str, a: argparse.Namespace, env: dict[str, str], log_d
         row.update({k: res[k] for k in ('received', 'delivered', 'lost', 'order_ok', 'lat_p50_ms', 'lat_p90_ms',
                                         'lat_p99_ms', 'lat_max_ms', 'lat_mean_ms', 'executor', 'lat_us', 'waited_s', 'ended')})
         row['pub_cores'] = (cpu1 - cpu0) / (t1 - t0)  # the gpio node / the bare publisher, while sending
-    except (TimeoutError, RuntimeError) as exc:
+    except ChildError as exc:
         row['error'] = str(exc)
     finally:
         for c in children:

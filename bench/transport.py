@@ -55,13 +55,10 @@ import argparse
 import base64
 import json
 import os
-import platform
-import queue
 import select
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -70,9 +67,10 @@ import traceback
 from array import array
 from collections.abc import Callable
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from common import Child, ChildError, die_with_parent, dist_version, emit, machine_info
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / 'results' / 'transport.json'
@@ -83,7 +81,6 @@ SIZES = ('small', 'large')
 LARGE_SIDE = 1024  # Image 1024x1024 mono8 = 1 MiB
 SEQ_END = -1  # marks the end of the throughput stream
 SEQ_STOP = -2  # tells the receiver to exit
-MARK = '@@bench '  # prefix of protocol lines on a child's stdout (anything else there is ignored)
 # Round trips discarded at the start of a ping-pong (first-touch allocations, caches).
 RTT_DISCARD = {'small': 50, 'large': 5}
 WARMUP_ROUNDS = {'small': 20, 'large': 3}
@@ -94,12 +91,6 @@ TRIAL_FIELDS = (('response_time', 2, 'us', 412345), ('correct', 1, 'bool', True)
 # --------------------------------------------------------------------------------------------------
 # Child side (sender and receiver processes)
 # --------------------------------------------------------------------------------------------------
-
-def emit(ev: str, **data: Any) -> None:
-    """One protocol line to the orchestrator."""
-    sys.stdout.write(MARK + json.dumps({'ev': ev, **data}) + '\n')
-    sys.stdout.flush()
-
 
 class StdinCommands:
     """Line commands from the orchestrator, read with a timeout (os.read: no hidden buffering)."""
@@ -559,23 +550,6 @@ def zmq_sender(p: dict[str, Any], sub: Any, pub: Any, info: dict[str, Any], zmq:
     emit('bye')
 
 
-def die_with_parent(parent: int) -> None:
-    """SIGINT this process when the orchestrator dies (even by SIGKILL), so no child outlives it.
-
-    SIGINT rather than SIGTERM: rclpy turns it into a context shutdown, which the spin loops see,
-    so the process exits cleanly and Fast DDS releases its shared memory.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGINT))  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGINT)
-
-
 def child_main(params_json: str) -> int:
     p = json.loads(params_json)
     die_with_parent(p['parent'])
@@ -586,7 +560,7 @@ def child_main(params_json: str) -> int:
             ros_child(p)
         return 0
     except BaseException as exc:  # noqa: BLE001 - reported to the orchestrator, which decides
-        emit('error', error=f'{type(exc).__name__}: {exc}', traceback=traceback.format_exc())
+        emit('error', message=f'{type(exc).__name__}: {exc}', traceback=traceback.format_exc())
         return 1
 
 
@@ -594,79 +568,15 @@ def child_main(params_json: str) -> int:
 # Orchestrator
 # --------------------------------------------------------------------------------------------------
 
-class ChildError(RuntimeError):
-    pass
+def start_child(name: str, params: dict[str, Any], env: dict[str, str], log_dir: Path) -> Child:
+    """A sender or receiver process: protocol lines on its stdout, commands (:meth:`Child.send`) on its stdin."""
+    return Child(name, [sys.executable, str(Path(__file__).resolve()), '--child', json.dumps(params)], env, log_dir,
+                 stdin=True)
 
 
-class Child:
-    """A sender or receiver process: protocol lines from stdout via a reader thread, commands on stdin."""
-
-    def __init__(self, name: str, params: dict[str, Any], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f'{name}.log'
-        self._log = open(self.log_path, 'wb')
-        self.popen = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), '--child', json.dumps(params)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
-            start_new_session=True)  # own process group: stop() reaches anything it spawns
-        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for raw in self.popen.stdout:
-            line = raw.decode(errors='replace')
-            if line.startswith(MARK):
-                self.lines.put(json.loads(line[len(MARK):]))
-        self.lines.put(None)
-
-    def log_tail(self, chars: int = 1500) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors='replace')[-chars:]
-
-    def expect(self, ev: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                msg = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise ChildError(f'{self.name}: no {ev!r} within {timeout:.0f} s') from None
-            if msg is None:
-                self.lines.put(None)
-                raise ChildError(f'{self.name} exited (code {self.popen.poll()}) before {ev!r}; '
-                                 f'stderr tail:\n{self.log_tail()}')
-            if msg['ev'] == 'error':
-                raise ChildError(f'{self.name}: {msg["error"]}\n{msg.get("traceback", "")}')
-            if msg['ev'] == ev:
-                return msg
-
-    def send(self, command: str) -> None:
-        assert self.popen.stdin is not None
-        self.popen.stdin.write(command.encode() + b'\n')
-        self.popen.stdin.flush()
-
-    def stop(self, grace: float = 5.0) -> None:
-        """Wait for a clean exit; else SIGINT (rclpy shuts down, Fast DDS frees /dev/shm), then SIGKILL."""
-        try:
-            self.popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            for sig, wait in ((signal.SIGINT, 3.0), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(self.popen.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.popen.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        for stream in (self.popen.stdin, self.popen.stdout):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-        self._log.close()
+def stop_child(child: Child, wait: float) -> None:
+    """Give it ``wait`` s to exit by itself; else SIGINT (rclpy shuts down, Fast DDS frees /dev/shm), then SIGKILL."""
+    child.stop(grace=3.0, natural=wait)
 
 
 def free_ports(count: int) -> list[int]:
@@ -706,9 +616,9 @@ def run_case(variant: str, size: str, args: argparse.Namespace, index: int, env:
     started = time.monotonic()
     phases: dict[str, float] = {}
     clean = False
-    receiver = Child(f'{index:02d}-{variant}-{size}-receiver', {**params, 'role': 'receiver'}, env, log_dir)
+    receiver = start_child(f'{index:02d}-{variant}-{size}-receiver', {**params, 'role': 'receiver'}, env, log_dir)
     live.append(receiver)
-    sender = Child(f'{index:02d}-{variant}-{size}-sender', {**params, 'role': 'sender'}, env, log_dir)
+    sender = start_child(f'{index:02d}-{variant}-{size}-sender', {**params, 'role': 'sender'}, env, log_dir)
     live.append(sender)
     try:
         start_timeout = args.discovery_timeout + 30.0
@@ -747,7 +657,7 @@ def run_case(variant: str, size: str, args: argparse.Namespace, index: int, env:
     finally:
         # After an error or Ctrl-C the children are not about to exit by themselves: stop them now.
         for child in (sender, receiver):
-            child.stop(grace=5.0 if clean else 0.5)
+            stop_child(child, 5.0 if clean else 0.5)
             live.remove(child)
     phases['exit'] = time.monotonic()
     # Wall time of each phase, to see where a case spends its time.
@@ -801,27 +711,6 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row['rtt_lost'] = sum(r['rtt_lost'] for r in ok)
         rows.append(row)
     return rows
-
-
-def dist_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = ''
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return dict(hostname=socket.gethostname(), platform=platform.platform(), machine=platform.machine(),
-                cpu=cpu, cpu_count=os.cpu_count(), python=sys.version.split()[0],
-                loadavg_start=list(os.getloadavg()))
 
 
 def versions() -> dict[str, Any]:
@@ -954,7 +843,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                       f'({run["case_s"]} s)', flush=True)
         finally:
             for child in list(live):
-                child.stop(grace=0.5)
+                stop_child(child, 0.5)
     rows = aggregate(runs)
     machine['loadavg_end'] = list(os.getloadavg())
     targets = annotate(rows)
@@ -1010,7 +899,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument('--domain-id', type=int, default=int(os.environ.get('BENCH_DOMAIN_ID', 77)))
     ap.add_argument('--discovery-timeout', type=float, default=30.0)
     ap.add_argument('--out', default=str(DEFAULT_OUT))
-    ap.add_argument('--log-dir', default=None, help='keep the children\'s stderr logs here')
+    ap.add_argument('--log-dir', default=None, help='keep the children\'s logs (stderr and other output) here')
     ap.add_argument('--child', help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:

@@ -8,6 +8,7 @@ on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -242,3 +243,25 @@ def error_line(result: subprocess.CompletedProcess[str]) -> str:
     lines = [line for line in result.stderr.splitlines() if 'cannot load command' not in line]
     assert len(lines) == 1, result.stderr
     return lines[0]
+
+
+# -- the benchmarks' smoke runs --------------------------------------------------------------------------
+def run_bench(script: str, domain_id: int, tmp_path: Path, *args: str, timeout: float = 120.0) -> tuple[str, dict]:
+    """Run ``bench/<script> --quick ARGS`` as a user does (its own process group) on ``domain_id``, with its
+    JSON and child logs in ``tmp_path``; assert it exits 0 and return what it printed and its JSON."""
+    out = tmp_path / f'{Path(script).stem}.json'
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'bench' / script), '--quick', *args, '--out', str(out),
+                             '--domain-id', str(domain_id), '--log-dir', str(tmp_path / 'logs')],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # SIGINT lets the orchestrator stop its children; they also die with it (PDEATHSIG).
+        os.killpg(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=20)
+        raise AssertionError(f'benchmark did not finish:\n{output.decode(errors="replace")}') from None
+    text = output.decode(errors='replace')
+    assert proc.returncode == 0, text
+    return text, json.loads(out.read_text())

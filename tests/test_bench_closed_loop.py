@@ -8,35 +8,16 @@ the hops add up, and that the target lines were printed.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / 'bench' / 'closed_loop.py'
+from conftest import run_bench
+
 RIG = ('processes', 'one-process')
 BARE = ('bare-processes', 'bare-one-process')
 
 
 def test_quick_run_closes_every_loop(domain_id: int, tmp_path: Path) -> None:
-    out = tmp_path / 'closed_loop.json'
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-    proc = subprocess.Popen([sys.executable, str(BENCH), '--quick', '--out', str(out), '--domain-id', str(domain_id),
-                             '--log-dir', str(tmp_path / 'logs')],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGINT)  # the orchestrator stops its children on the way out
-        output, _ = proc.communicate(timeout=20)
-        raise AssertionError(f'benchmark did not finish:\n{output.decode(errors="replace")}') from None
-    text = output.decode(errors='replace')
-    assert proc.returncode == 0, text
-    result = json.loads(out.read_text())
+    text, result = run_bench('closed_loop.py', domain_id, tmp_path)
     params = result['params']
     assert params['quick'] is True and params['samples'] == 30 and params['rounds'] == 1
     assert result['machine']['cpu_count'] and result['versions']['ros-rclpy']

@@ -7,33 +7,13 @@ delivered every edge in order with a latency, and that the JSON is complete.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / 'bench' / 'hardware.py'
+from conftest import run_bench
 
 
 def test_quick_run_reports_every_camera_and_gpio_row(domain_id: int, tmp_path: Path) -> None:
-    out = tmp_path / 'hardware.json'
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-    proc = subprocess.Popen([sys.executable, str(BENCH), '--quick', '--seconds', '1', '--out', str(out),
-                             '--domain-id', str(domain_id), '--log-dir', str(tmp_path / 'logs')],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGINT)  # the orchestrator stops its children on the way out
-        output, _ = proc.communicate(timeout=20)
-        raise AssertionError(f'benchmark did not finish:\n{output.decode(errors="replace")}') from None
-    text = output.decode(errors='replace')
-    assert proc.returncode == 0, text
-    result = json.loads(out.read_text())
+    text, result = run_bench('hardware.py', domain_id, tmp_path, '--seconds', '1', timeout=90)
     rows = {(r['source'], r['transport']): r for r in result['sections']['camera']['rows']}
     assert set(rows) == {(s, t) for s in ('camera-node', 'rclpy-bare') for t in ('default', 'shm16m-pub')}, text
     for key, row in rows.items():

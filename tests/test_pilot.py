@@ -145,9 +145,6 @@ class Terminal:
         rows = sorted((k[1], m) for k, m in self.trials.items() if k[0] == session_id)
         return [{'number': n, 'step': m.step, **from_trial_fields(m.fields)} for n, m in rows]
 
-    def status(self, ns_state: int | None = None) -> PilotStatus:
-        return self.statuses[-1]
-
 
 def journal_of(rig: dict[str, Any]) -> Journal:
     """The pilot's journal, once the pilot has stopped (it holds the file exclusively while it runs)."""

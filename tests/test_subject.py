@@ -9,7 +9,6 @@ tone with a poke on the side the tone stands for, after the configured reaction 
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
 import random
@@ -27,6 +26,7 @@ from rclpy.parameter import Parameter
 
 from autopilot_core import qos
 from autopilot_core.executors import spin
+from autopilot_pilot.fakes import FakeClock
 from autopilot_pilot.subject import (
     Delay,
     ParamsError,
@@ -47,42 +47,13 @@ NS = '/rig1'
 MS = 1_000_000
 
 
-# -- a fake clock ----------------------------------------------------------------------------------
-class FakeClock:
-    """Clock for the model: time only moves in advance(); due callbacks run in time order."""
-
-    def __init__(self) -> None:
-        self.t_ns = 0
-        self._queue: list[tuple[int, int, list]] = []
-        self._seq = itertools.count()
-
-    def now_ns(self) -> int:
-        return self.t_ns
-
-    def call_later(self, delay_s: float, fn: Callable[[], None]) -> list:
-        handle = [fn, True]
-        heapq.heappush(self._queue, (self.t_ns + round(delay_s * 1e9), next(self._seq), handle))
-        return handle
-
-    def cancel(self, handle: list) -> None:
-        handle[1] = False
-
-    def advance(self, seconds: float) -> None:
-        end = self.t_ns + round(seconds * 1e9)
-        while self._queue and self._queue[0][0] <= end:
-            due, _, handle = heapq.heappop(self._queue)
-            if handle[1]:
-                self.t_ns = due
-                handle[0]()
-        self.t_ns = end
-
-    def run_until(self, condition: Callable[[], bool]) -> None:
-        """Jump from one due callback to the next until ``condition`` holds."""
-        while not condition():
-            while self._queue and not self._queue[0][2][1]:
-                heapq.heappop(self._queue)
-            assert self._queue, 'condition never held and nothing is due'
-            self.advance((self._queue[0][0] - self.t_ns) / 1e9)
+# -- running the fake clock ------------------------------------------------------------------------
+def run_until(clock: FakeClock, condition: Callable[[], bool]) -> None:
+    """Jump from one due callback to the next until ``condition`` holds."""
+    while not condition():
+        due = clock.next_due_ns()
+        assert due is not None, 'condition never held and nothing is due'
+        clock.advance((due - clock.now_ns()) / 1e9)
 
 
 def make_subject(params: SubjectParams, seed: int = 0, mode: str = '2afc') -> tuple[VirtualSubject, FakeClock, list]:
@@ -97,10 +68,10 @@ def run_session(params: SubjectParams, seed: int, xs: list[float], onset_lag_ms:
     subject, clock, pokes = make_subject(params, seed)
     subject.start()
     for x in xs:
-        clock.run_until(lambda: subject.state == 'waiting')
+        run_until(clock, lambda: subject.state == 'waiting')
         clock.advance(0.050)
         subject.on_stimulus(x, onset_ns=clock.now_ns() - round(onset_lag_ms * MS))
-        clock.run_until(lambda: subject.state in ('center_delay', 'waiting') and not subject._pending)
+        run_until(clock, lambda: subject.state in ('center_delay', 'waiting') and not subject._pending)
     return subject, pokes
 
 
@@ -278,7 +249,7 @@ def test_free_water_pokes_sides_and_prefers_the_rewarded_port():
     params = SubjectParams(free_water_interval_mean_ms=1000.0, free_water_interval_sd_ms=500.0, free_water_stay=0.8)
     subject, clock, pokes = make_subject(params, seed=4, mode='free_water')
     subject.start()
-    clock.run_until(lambda: len(pokes) >= 4000)
+    run_until(clock, lambda: len(pokes) >= 4000)
     sides = [p for _, p in pokes]
     assert set(sides) == {'left', 'right'}
     n = len(sides)
@@ -288,7 +259,7 @@ def test_free_water_pokes_sides_and_prefers_the_rewarded_port():
     # After a reward on the left: p(left) = stay + (1 - stay) / 2 = 0.9.
     subject.on_reward('left')
     start = len(pokes)
-    clock.run_until(lambda: len(pokes) >= start + 4000)
+    run_until(clock, lambda: len(pokes) >= start + 4000)
     later = [p for _, p in pokes[start:]]
     assert abs(later.count('left') / len(later) - 0.9) <= binomial_tolerance(0.9, len(later))
     assert subject.counts.rewards == {'left': 1, 'right': 0}
@@ -299,7 +270,7 @@ def test_free_water_pokes_sides_and_prefers_the_rewarded_port():
     clock.advance(60.0)
     assert len(pokes) == n_before and subject.state == 'idle'
     subject.set_mode('2afc')
-    clock.run_until(lambda: len(pokes) > n_before)
+    run_until(clock, lambda: len(pokes) > n_before)
     assert pokes[-1][1] == 'center'
 
 

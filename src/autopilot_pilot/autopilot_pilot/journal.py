@@ -78,6 +78,12 @@ CREATE TABLE steps (
 #: version -> SQL that upgrades a journal of that version to the next one.
 _MIGRATIONS: dict[int, str] = {}
 
+#: Indexes for reads only, created on every open (IF NOT EXISTS), so journals written before an index was
+#: added get it without a schema version bump (which would lock older pilots out of the file).
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS sessions_history ON sessions (subject, protocol, started_ns);
+"""
+
 _FRESH_HINT = ('move the file aside (keep it: it may hold trials the Terminal has not acknowledged) and restart '
                'the pilot to begin a fresh journal, or set the pilot parameter journal_path to another file')
 
@@ -286,6 +292,8 @@ class Journal:
                     db.execute(statement)
                 version += 1
                 db.execute(f'PRAGMA user_version={version}')
+            for statement in filter(str.strip, _INDEXES.split(';')):
+                db.execute(statement)
             db.execute('COMMIT')
         except BaseException:
             db.execute('ROLLBACK')
@@ -415,6 +423,26 @@ class Journal:
         """Sessions not ended (what a restarted pilot resumes or closes), oldest first."""
         return [_session(r) for r in self._read(
             'read sessions', f'SELECT {_SESSION_COLS} FROM sessions WHERE ended_ns IS NULL ORDER BY started_ns, rowid')]
+
+    def step_history(self, subject: str, protocol: str, step: int) -> tuple[list[dict[str, Any]], int]:
+        """What graduation at ``protocol`` step ``step`` counts for ``subject``.
+
+        Returns the ``fields`` of every trial whose meta has them and says it ran at ``step`` (oldest session
+        first, then by trial number), and how many ended sessions of the subject at this protocol are at
+        ``step``. Both are indexed reads (``sessions_history``, then the trials' primary key).
+        """
+        with self._lock:  # one lock for both reads: no write lands between them
+            rows = self._read(
+                'read the step history',
+                'SELECT t.meta FROM sessions s JOIN trials t USING (session_id) '
+                "WHERE s.subject=? AND s.protocol=? AND json_extract(t.meta, '$.step')=? "
+                "AND json_type(t.meta, '$.fields') IS NOT NULL "
+                'ORDER BY s.started_ns, s.rowid, t.trial_number', (subject, protocol, int(step)))
+            n_sessions = self._read(
+                'read the step history',
+                'SELECT COUNT(*) FROM sessions WHERE subject=? AND protocol=? AND step=? AND ended_ns IS NOT NULL',
+                (subject, protocol, int(step)))[0][0]
+        return [json.loads(r[0])['fields'] for r in rows], n_sessions
 
     def _require_session(self, db: sqlite3.Connection, session_id: str) -> None:
         if db.execute('SELECT 1 FROM sessions WHERE session_id=?', (session_id,)).fetchone() is None:

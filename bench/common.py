@@ -1,0 +1,184 @@
+"""What the benchmarks share: the child-process protocol, child processes, machine and version facts.
+
+``closed_loop.py``, ``hardware.py`` and ``transport.py`` are run as scripts (``python bench/x.py``), so
+this directory is first on ``sys.path`` and they ``import common``; their child processes are the same
+scripts, so the same holds there.
+
+Protocol: a child writes one line per event to stdout, :data:`MARK` followed by a JSON object with an
+``ev`` key (:func:`emit`); ``ev == 'error'`` carries ``message`` (and optionally ``traceback``). Every
+other line, and stderr, goes to the child's log file. The orchestrator waits for events with
+:meth:`Child.expect` and stops children with :meth:`Child.stop`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The simulated rig's gpio node (installed by scripts/setup.py) and its parameters.
+GPIO_EXE = ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'gpio'
+GPIO_PARAMS = ROOT / 'launch' / 'params' / 'rig_sim.yaml'
+#: Prefix of protocol lines on a child's stdout.
+MARK = '@@bench '
+
+
+# --------------------------------------------------------------------------------------------------
+# Child side
+# --------------------------------------------------------------------------------------------------
+
+def emit(ev: str, **data: Any) -> None:
+    """One protocol line to the orchestrator."""
+    sys.stdout.write(MARK + json.dumps({'ev': ev, **data}) + '\n')
+    sys.stdout.flush()
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGINT this process when the orchestrator dies (even by SIGKILL), so no child outlives it.
+
+    SIGINT rather than SIGTERM: rclpy turns it into a context shutdown, which the spin loops see,
+    so the process exits cleanly and Fast DDS releases its shared memory.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGINT))  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+# --------------------------------------------------------------------------------------------------
+# Orchestrator side
+# --------------------------------------------------------------------------------------------------
+
+class ChildError(RuntimeError):
+    """A child reported an error, exited before an event, or did not send it in time."""
+
+
+class Child:
+    """A child process whose :data:`MARK` lines become events; its other output goes to ``<log_dir>/<name>.log``.
+
+    It runs in its own session (process group), so :meth:`stop` reaches anything it spawns. With
+    ``stdin=True`` the orchestrator can :meth:`send` it line commands; otherwise stdin is /dev/null.
+    """
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path, *, stdin: bool = False) -> None:
+        self.name = name
+        self.log_path = log_dir / f'{name}.log'
+        self._log = open(self.log_path, 'w')
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()  # None: stdout closed
+        self.seen: dict[str, dict[str, Any]] = {}  # last event of each kind taken off the queue
+        self.popen = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True,
+                                      errors='replace', start_new_session=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            if line.startswith(MARK):
+                self.events.put(json.loads(line[len(MARK):]))
+            else:
+                self._log.write(line)
+                self._log.flush()
+        self.events.put(None)
+
+    def log_tail(self, chars: int = 1200) -> str:
+        try:
+            return self.log_path.read_text(errors='replace')[-chars:]
+        except OSError:
+            return ''
+
+    def expect(self, ev: str, timeout: float) -> dict[str, Any]:
+        """The next event ``ev`` (skipping others); ChildError on an error event, exit or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise ChildError(f'{self.name}: no {ev!r} within {timeout:.0f} s; log: {self.log_tail()}') from None
+            if event is None:
+                self.events.put(None)
+                self.popen.wait(timeout=5)
+                raise ChildError(f'{self.name} exited ({self.popen.returncode}) before {ev!r}; '
+                                 f'log: {self.log_tail()}')
+            self.seen[event['ev']] = event
+            if event['ev'] == 'error':
+                trace = event.get('traceback')
+                raise ChildError(f'{self.name}: {event["message"]}' + (f'\n{trace}' if trace else ''))
+            if event['ev'] == ev:
+                return event
+
+    def send(self, command: str) -> None:
+        """One line command on the child's stdin (``stdin=True``)."""
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(command + '\n')
+        self.popen.stdin.flush()
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace: float = 5.0, natural: float = 0.0) -> int | None:
+        """Wait ``natural`` s for it to exit by itself, then SIGINT the process group (nodes close cleanly:
+        outputs low, shared memory freed) and wait ``grace`` s, then SIGKILL. Returns the exit code."""
+        try:
+            self.popen.wait(timeout=natural)
+        except subprocess.TimeoutExpired:
+            pass
+        for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 5.0)):
+            if self.popen.poll() is not None:
+                break
+            try:
+                os.killpg(self.popen.pid, sig)
+                self.popen.wait(timeout=wait)
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self._reader.join(timeout=2.0)  # the rest of its output into the log before the log is closed
+        for stream in (self.popen.stdin, self.popen.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        self._log.close()
+        return self.popen.returncode
+
+
+# --------------------------------------------------------------------------------------------------
+# Facts for the JSON
+# --------------------------------------------------------------------------------------------------
+
+def dist_version(name: str) -> str | None:
+    """The installed version of distribution ``name``, or None."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = ''
+    try:
+        cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
+                    if line.startswith('model name')), '')
+    except OSError:
+        pass
+    return {'hostname': socket.gethostname(), 'platform': platform.platform(), 'machine': platform.machine(),
+            'cpu': cpu, 'cpu_count': os.cpu_count(), 'python': platform.python_version(),
+            'loadavg_start': list(os.getloadavg())}
