@@ -16,5 +16,15 @@ setup(
     maintainer_email='autopilot-ros@example.org',
     description=open('package.xml').read().split('<description>')[1].split('</description>')[0],
     license='MPL-2.0',
-    entry_points={'console_scripts': []},
+    entry_points={
+        'console_scripts': [
+            'terminal = autopilot_terminal.node:main',
+        ],
+        'autopilot.command': [
+            'bag = autopilot_terminal.cli.bag:BagCommand',
+            'export = autopilot_terminal.cli.export:ExportCommand',
+            'plot = autopilot_terminal.cli.plot:PlotCommand',
+            'subject = autopilot_terminal.cli.subject:SubjectCommand',
+        ],
+    },
 )

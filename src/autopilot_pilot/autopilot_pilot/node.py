@@ -24,6 +24,7 @@ and :mod:`.protocol`; this node wires them to ROS and runs everything on one exe
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 import traceback
@@ -92,6 +93,8 @@ PARAMS = (
 
 #: Longest wait between two resends of an unacknowledged trial.
 RESEND_MAX_S = 60.0
+#: How many play ids awaiting their onset a RosHardware remembers (see RosHardware.play_ids).
+PLAY_IDS_KEPT = 256
 SOUND_KINDS = {'tone': SoundSpec.KIND_TONE, 'noise': SoundSpec.KIND_NOISE, 'fm_sweep': SoundSpec.KIND_FM_SWEEP,
                'wav': SoundSpec.KIND_WAV}
 
@@ -135,7 +138,8 @@ class RosClock:
 
     def cancel(self, handle: Any) -> None:
         handle.cancel()
-        self._spent.append(handle)
+        if handle not in self._spent:  # cancelled twice: destroy once
+            self._spent.append(handle)
 
 
 class RosHardware:
@@ -148,7 +152,12 @@ class RosHardware:
     def __init__(self, node: PilotNode, devices: dict[str, str]) -> None:
         self.node = node
         self.devices = devices
-        self.play_ids: set[int] = set()
+        # Ids of our plays whose onset has not come back (onsets of other plays on the server are not ours).
+        # An onset is delivered whenever it arrives, also after the trial that played it has ended (the
+        # next trial's stage gets it), so the ids are not cleared per trial; instead only the newest
+        # PLAY_IDS_KEPT are kept (insertion-ordered dict), which bounds the map when onsets never come
+        # (sound server down, plays dropped by stop_sound) over a long session.
+        self.play_ids: dict[int, None] = {}
         self._next_play = int(time.time_ns() // 1000) % 1_000_000_000 * 1000  # unique across pilot restarts
         self._pending_loads: list[Future] = []
         self._held: list[SoundPlay] = []
@@ -202,13 +211,12 @@ class RosHardware:
             for msg in held:
                 self.node.play_pub.publish(msg)
 
-    @property
-    def loading(self) -> bool:
-        return bool(self._pending_loads)
-
     def play(self, sound_id: str) -> int:
         self._next_play += 1
-        self.play_ids.add(self._next_play)
+        ids = self.play_ids
+        ids[self._next_play] = None
+        if len(ids) > PLAY_IDS_KEPT:
+            del ids[next(iter(ids))]
         msg = self._stamp(SoundPlay(sound_id=sound_id, play_id=self._next_play))
         if self._pending_loads:
             self._held.append(msg)
@@ -271,7 +279,8 @@ class PilotNode(Node):
         ros = ros_info()
         self.status = PilotStatus(pilot=self.pilot, state=PilotStatus.STATE_IDLE,
                                   package_names=list(versions), package_versions=list(versions.values()),
-                                  ros_distro=ros['distro'], rmw_implementation=ros['rmw_implementation'])
+                                  ros_distro=ros['distro'], rmw_implementation=ros['rmw_implementation'],
+                                  host=socket.gethostname())
         self.status_pub = self.create_publisher(PilotStatus, 'status', qos.STATUS)
         self.trial_pub = self.create_publisher(TrialData, 'trials', qos.TRIALS)
         self.step_pub = self.create_publisher(StepChange, 'step_changes', qos.TRIALS)
@@ -388,7 +397,7 @@ class PilotNode(Node):
     def on_onset(self, msg: SoundOnset) -> None:
         a = self.active
         if a is not None and a.runner is not None and a.hw is not None and msg.play_id in a.hw.play_ids:
-            a.hw.play_ids.discard(msg.play_id)
+            del a.hw.play_ids[msg.play_id]
             s = msg.header.stamp
             a.runner.handle_onset(msg.sound_id, msg.play_id, s.sec * 1_000_000_000 + s.nanosec, msg.ok)
 
@@ -535,17 +544,7 @@ class PilotNode(Node):
         """This pilot's earlier trials (field dicts) and ended sessions of the subject at this protocol step."""
         if plan.protocol is None:
             return [], 0
-        prior: list[dict[str, Any]] = []
-        n_sessions = 0
-        for s in self.journal.sessions():
-            if (s.subject, s.protocol) != (plan.subject, plan.protocol_name):
-                continue
-            in_step = [t.meta['fields'] for t in self.journal.trials(s.session_id)
-                       if t.meta.get('step') == plan.step and 'fields' in t.meta]
-            prior.extend(in_step)
-            if s.ended and s.step == plan.step:
-                n_sessions += 1
-        return prior, n_sessions
+        return self.journal.step_history(plan.subject, plan.protocol_name, plan.step)
 
     def devices_for(self, plan: Plan) -> dict[str, str]:
         """The device_map entries for roles this task has (the map may cover several tasks' roles)."""

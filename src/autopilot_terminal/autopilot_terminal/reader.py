@@ -254,10 +254,7 @@ class SubjectReader:
 
     def history(self) -> list[dict[str, Any]]:
         """/subject/history rows, oldest first, ``detail`` parsed from JSON."""
-        rows = self._call('history', lambda f: _rows(_table(f['subject/history'], KEY_COLUMNS['history'])))
-        for row in rows:
-            row['detail'] = json.loads(row['detail']) if row['detail'] else {}
-        return rows
+        return self._call('history', history_rows)
 
     def structure(self) -> list[dict[str, Any]]:
         """The writer's structure changes (time_ns, change), oldest first."""
@@ -363,6 +360,14 @@ class SubjectReader:
         streams = self._call(f'bag of session {session_id!r}', read)
         for recv_ns, _, _, topic, data in heapq.merge(*streams):
             yield BagMessage(recv_ns, topic, data)
+
+
+def history_rows(f: h5py.File) -> list[dict[str, Any]]:
+    """/subject/history of an open subject file (the writer's or a reader's), ``detail`` parsed from JSON."""
+    rows = _rows(_table(f['subject/history'], KEY_COLUMNS['history']))
+    for row in rows:
+        row['detail'] = json.loads(row['detail']) if row['detail'] else {}
+    return rows
 
 
 class _Bytes:

@@ -1,0 +1,1 @@
+"""``autopilot`` commands of the terminal package: bag, export, plot, subject."""

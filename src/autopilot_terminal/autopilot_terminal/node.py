@@ -1,0 +1,733 @@
+"""The ``terminal`` process: pilot registry, subjects, session control and the recorder, on the lab's machine.
+
+Two nodes share one process and one :class:`~.recorder.Recorder` (the only writer of subject files):
+
+* ``/terminal`` (its own executor thread; its session services block on the pilots' replies, which the
+  other node's thread receives):
+  finds pilots by their ``<ns>/status`` heartbeats in the graph and publishes the registry on
+  ``/terminal/pilots`` (online = heartbeat younger than ``pilot_timeout_s`` and node in the graph); stores
+  every trial and step change a pilot reports and acknowledges it on ``<ns>/trial_acks`` only once the
+  file is fsync'd (resent ones are acknowledged again, never stored twice); begins and ends each session's
+  group in the subject's file as the heartbeats show it start and stop, with its provenance; serves
+  ``~/create_subject``, ``~/assign_protocol``, ``~/set_subject_step``, ``~/set_subject_parameters``,
+  ``~/start_session``, ``~/stop_session``, ``~/pause_session`` and ``~/resume_session``.
+* ``/terminal/recorder`` (EventsExecutor, its own thread): raw subscriptions (CDR bytes, no
+  deserialisation) to each pilot's ``record_topics`` with the publisher's QoS; every message goes to the
+  bag of the session running on that pilot, GPIO and sound events also to their tables. It also holds
+  the clients of the pilots' services and session actions.
+
+Run with ``ros2 run autopilot_terminal terminal`` / ``autopilot run autopilot_terminal terminal`` or
+``launch/terminal.launch.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from action_msgs.srv import CancelGoal
+from autopilot_msgs.action import RunSession
+from autopilot_msgs.msg import (
+    GpioEvent,
+    PilotEntry,
+    PilotRegistry,
+    PilotStatus,
+    SoundOnset,
+    StepChange,
+    TrialAck,
+    TrialData,
+    TrialField,
+)
+from autopilot_msgs.srv import (
+    AssignProtocol,
+    CreateSubject,
+    LoadProtocol,
+    PilotCommand,
+    SetSubjectParameters,
+    SetSubjectStep,
+    StartSession,
+)
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.srv import GetParameters, ListParameters
+from rclpy.action import ActionClient
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import parameter_value_to_python
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from std_srvs.srv import Trigger
+
+from autopilot_core import provenance, qos
+from autopilot_core.executors import make_executor, spin
+from autopilot_core.messages import get_message, interface_text
+from autopilot_core.params import ParamSpec, declare
+
+from .reader import history_rows
+from .recorder import Recorder, subject_error
+from .store import StoreError, TopicSpec
+from .subjects import ProtocolFileError, check_step, read_protocol, state_from_history
+
+RECORD_TOPICS = ['status', 'trials', 'step_changes', 'trial_acks', 'gpio/events', 'gpio/output', 'gpio/reward',
+                 'sound/play', 'sound/onsets', 'sound/stop']
+PARAMS = [
+    ParamSpec('data_dir', '~/autopilot/data', 'Directory of the subject files (<subject>.h5)', read_only=True),
+    ParamSpec('protocol_dir', '~/autopilot/protocols', 'Directory of protocol files (<name>.yaml)', read_only=True),
+    ParamSpec('pilot_timeout_s', 5.0, 'A pilot whose heartbeat is older than this is offline', unit='s',
+              min=0.5, max=3600.0),
+    ParamSpec('record_topics', RECORD_TOPICS, "Each pilot's topics recorded in the session bag, relative to its "
+              'namespace (add e.g. camera/image_raw)', read_only=True),
+    ParamSpec('end_grace_s', 1.0, 'Messages arriving this long after a session ended still go to it', unit='s',
+              min=0.0, max=60.0, read_only=True),
+    ParamSpec('launch_file', '', 'Launch file whose text is stored with every session ("": none)', read_only=True),
+]
+#: Event tables filled from bag topics (relative name -> table kind and message type).
+EVENT_TOPICS = {'gpio/events': ('gpio', GpioEvent), 'sound/onsets': ('sound', SoundOnset)}
+#: Messages held per pilot while no session runs, for the moment between a session's start and its heartbeat.
+PRE_SESSION_MESSAGES = 5000
+PRE_SESSION_NS = 1_000_000_000
+
+
+def stamp_ns(header: Any) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def qos_dict(profile: QoSProfile) -> dict[str, Any]:
+    """A publisher's QoS as the bag stores it (JSON-able; enum names in lower case, durations in ns)."""
+    def ns(d: Any) -> int:
+        return int(d.nanoseconds)
+    return {'history': profile.history.name.lower(), 'depth': int(profile.depth),
+            'reliability': profile.reliability.name.lower(), 'durability': profile.durability.name.lower(),
+            'deadline_ns': ns(profile.deadline), 'lifespan_ns': ns(profile.lifespan),
+            'liveliness': profile.liveliness.name.lower(), 'liveliness_lease_ns': ns(profile.liveliness_lease_duration)}
+
+
+def subscription_qos(profiles: list[QoSProfile]) -> QoSProfile:
+    """QoS to record publishers with: reliable/transient-local only when every publisher offers it (as rosbag2)."""
+    reliable = all(p.reliability == ReliabilityPolicy.RELIABLE for p in profiles)
+    latched = all(p.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in profiles)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
+def trial_row(msg: TrialData, recv_ns: int) -> tuple[list[tuple[str, int, str]], dict[str, Any]]:
+    """The store's schema [(name, type, unit)] and row of one TrialData."""
+    fields = [(f.name, f.type, f.unit) for f in msg.fields]
+    row: dict[str, Any] = {'trial_number': msg.trial_number, 'stamp_ns': stamp_ns(msg.header), 'recv_ns': recv_ns,
+                           'step': msg.step, 'step_name': msg.step_name}
+    for f in msg.fields:
+        row[f.name] = {TrialField.TYPE_BOOL: f.bool_value, TrialField.TYPE_INT64: f.int_value,
+                       TrialField.TYPE_FLOAT64: f.float_value}.get(f.type, f.string_value)
+    return fields, row
+
+
+def step_row(msg: StepChange, recv_ns: int) -> dict[str, Any]:
+    return {'seq': msg.seq, 'after_trial': msg.after_trial, 'from_step': msg.from_step, 'to_step': msg.to_step,
+            'from_step_name': msg.from_step_name, 'to_step_name': msg.to_step_name, 'protocol': msg.protocol,
+            'reason': msg.reason, 'stamp_ns': stamp_ns(msg.header), 'recv_ns': recv_ns}
+
+
+def gpio_row(data: bytes, recv_ns: int) -> dict[str, Any]:
+    m = deserialize_message(data, GpioEvent)
+    return {'stamp_ns': stamp_ns(m.header), 'tick_us': m.tick_us, 'device': m.device, 'pin': m.pin,
+            'level': m.level, 'recv_ns': recv_ns}
+
+
+def sound_row(data: bytes, recv_ns: int) -> dict[str, Any]:
+    m = deserialize_message(data, SoundOnset)
+    return {'stamp_ns': stamp_ns(m.header), 'sound_id': m.sound_id, 'play_id': m.play_id, 'source': m.source,
+            'ok': m.ok, 'latency_ms': m.latency_ms, 'duration_ms': m.duration_ms, 'recv_ns': recv_ns}
+
+
+DECODERS = {'gpio': gpio_row, 'sound': sound_row}
+
+
+class SessionTable:
+    """Which session each pilot namespace is running, shared by the two nodes' threads.
+
+    The recorder node asks for every message (:meth:`route`); while no session runs, messages are held briefly
+    so those sent between a session's start and the heartbeat that announces it are not lost.
+    """
+
+    def __init__(self, recorder: Recorder, grace_ns: int) -> None:
+        self._recorder = recorder
+        self._grace = grace_ns
+        self._lock = threading.Lock()
+        self._current: dict[str, tuple[str, str]] = {}
+        self._ending: dict[str, tuple[str, str, int]] = {}
+        self._held: dict[str, deque[tuple[str, int, bytes]]] = {}
+
+    def route(self, ns: str, topic: str, recv_ns: int, data: bytes) -> None:
+        with self._lock:
+            cur = self._current.get(ns)
+            if cur is None:
+                ending = self._ending.get(ns)
+                if ending is not None and recv_ns <= ending[2]:
+                    cur = ending[:2]
+            if cur is None:
+                held = self._held.setdefault(ns, deque(maxlen=PRE_SESSION_MESSAGES))
+                held.append((topic, recv_ns, data))
+                return
+            self._recorder.message(cur[0], cur[1], topic, recv_ns, data)
+
+    def start(self, ns: str, subject: str, session_id: str, started_ns: int) -> None:
+        with self._lock:
+            self._current[ns] = (subject, session_id)
+            self._ending.pop(ns, None)
+            for topic, recv_ns, data in self._held.pop(ns, ()):
+                if recv_ns >= started_ns - PRE_SESSION_NS // 20:
+                    self._recorder.message(subject, session_id, topic, recv_ns, data)
+
+    def stop(self, ns: str, now_ns: int) -> None:
+        with self._lock:
+            cur = self._current.pop(ns, None)
+            if cur is not None:
+                self._ending[ns] = (*cur, now_ns + self._grace)
+
+    def drop_held(self, older_than_ns: int) -> None:
+        with self._lock:
+            for held in self._held.values():
+                while held and held[0][1] < older_than_ns:
+                    held.popleft()
+
+
+@dataclass
+class PilotLink:
+    """What the terminal holds for one pilot (keyed by namespace)."""
+
+    ns: str
+    name: str
+    ack_pub: Any
+    action: ActionClient
+    load: Any
+    pause: Any
+    resume: Any
+    cancel: Any
+    subs: list[Any] = field(default_factory=list)
+    status: PilotStatus | None = None
+    seen: float = 0.0  # monotonic time of the last heartbeat
+    session: tuple[str, str] | None = None  # (subject, session_id) the heartbeats say runs
+    planned: dict[str, Any] = field(default_factory=dict)  # what start_session sent (step_name, protocol, ...)
+
+
+class TerminalNode(Node):
+    """``/terminal``: see the module docstring."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__('terminal', **kwargs)
+        p = declare(self, PARAMS)
+        self.data_dir = Path(p['data_dir']).expanduser()
+        self.protocol_dir = Path(p['protocol_dir']).expanduser()
+        self.timeout_s = p['pilot_timeout_s']
+        self.record_topics = [t.strip('/') for t in p['record_topics'] if t.strip('/')]
+        self.launch_file = p['launch_file']
+        try:
+            self.recorder = Recorder(self.data_dir, log=self._log)
+        except OSError as exc:
+            raise RuntimeError(f'terminal: cannot use data_dir {self.data_dir}: {exc}; set the parameter '
+                               'data_dir to a writable directory') from exc
+        self.sessions = SessionTable(self.recorder, int(p['end_grace_s'] * 1e9))
+        self.grace_s = p['end_grace_s']
+        self.pilots: dict[str, PilotLink] = {}
+        # Clients the services wait on live on a node spun by another thread (the recorder's): rclpy's executors
+        # do not resume a service callback awaiting a client future, so the callbacks block on the reply instead.
+        self.clients_node: Node | None = None
+        self.host_provenance = provenance.collect()
+        self.registry_pub = self.create_publisher(PilotRegistry, '~/pilots', qos.STATUS)
+        self.create_service(CreateSubject, '~/create_subject', self.srv_create_subject)
+        self.create_service(AssignProtocol, '~/assign_protocol', self.srv_assign_protocol)
+        self.create_service(SetSubjectStep, '~/set_subject_step', self.srv_set_subject_step)
+        self.create_service(SetSubjectParameters, '~/set_subject_parameters', self.srv_set_subject_parameters)
+        self.create_service(StartSession, '~/start_session', self.srv_start_session)
+        self.create_service(PilotCommand, '~/stop_session', self.srv_stop_session)
+        self.create_service(PilotCommand, '~/pause_session', self.srv_pause_session)
+        self.create_service(PilotCommand, '~/resume_session', self.srv_resume_session)
+        self._registry_sig: tuple = ()
+        self.create_timer(1.0, self.tick)
+        self.get_logger().info(f'subject files in {self.data_dir}, protocols from {self.protocol_dir}; recording '
+                               f'{", ".join(self.record_topics)} of every pilot')
+
+    def _log(self, level: str, text: str) -> None:
+        {'info': self.get_logger().info, 'warn': self.get_logger().warning}.get(level, self.get_logger().error)(text)
+
+    def close(self) -> None:
+        self.recorder.close()
+
+    # -- pilots ---------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        for topic, types in self.get_topic_names_and_types():
+            if topic.endswith('/status') and 'autopilot_msgs/msg/PilotStatus' in types:
+                ns = topic[:-len('/status')] or '/'
+                if ns not in self.pilots and ns != '/terminal':
+                    self._add_pilot(ns)
+        self.sessions.drop_held(time.time_ns() - PRE_SESSION_NS)
+        self.publish_registry()
+
+    def _add_pilot(self, ns: str) -> None:
+        base = ns.rstrip('/')
+        c = self.clients_node
+        link = PilotLink(
+            ns=ns, name=base.rsplit('/', 1)[-1],
+            ack_pub=self.create_publisher(TrialAck, f'{base}/trial_acks', qos.TRIALS),
+            action=ActionClient(c, RunSession, f'{base}/session'),
+            load=c.create_client(LoadProtocol, f'{base}/load_protocol'),
+            pause=c.create_client(Trigger, f'{base}/pause'),
+            resume=c.create_client(Trigger, f'{base}/resume'),
+            cancel=c.create_client(CancelGoal, f'{base}/session/_action/cancel_goal'))
+        link.subs = [
+            self.create_subscription(PilotStatus, f'{base}/status', lambda m: self.on_status(link, m), qos.STATUS),
+            self.create_subscription(TrialData, f'{base}/trials', lambda m: self.on_trial(link, m), qos.TRIALS),
+            self.create_subscription(StepChange, f'{base}/step_changes', lambda m: self.on_step(link, m), qos.TRIALS),
+        ]
+        self.pilots[ns] = link
+        self.get_logger().info(f'pilot found at {ns}')
+
+    def online(self, link: PilotLink) -> bool:
+        if link.status is None or time.monotonic() - link.seen > self.timeout_s:
+            return False
+        return any(n.startswith(link.ns.rstrip('/') + '/') or n == link.ns
+                   for n in self._publisher_namespaces(f'{link.ns.rstrip("/")}/status'))
+
+    def _publisher_namespaces(self, topic: str) -> list[str]:
+        return [i.node_namespace for i in self.get_publishers_info_by_topic(topic)]
+
+    def publish_registry(self) -> None:
+        now = time.monotonic()
+        msg = PilotRegistry()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        for ns in sorted(self.pilots, key=lambda n: self.pilots[n].name):
+            link = self.pilots[ns]
+            entry = PilotEntry(pilot=link.name, online=self.online(link),
+                               last_seen_s=float(now - link.seen) if link.status else math.inf)
+            if link.status is not None:
+                entry.last_status = link.status
+            msg.pilots.append(entry)
+        sig = tuple((e.pilot, e.online, e.last_status.state, e.last_status.session_id) for e in msg.pilots)
+        if sig != self._registry_sig:
+            for e in msg.pilots:
+                if (e.pilot, e.online) not in {(s[0], s[1]) for s in self._registry_sig}:
+                    self.get_logger().info(f'pilot {e.pilot} is {"online" if e.online else "offline"}')
+        self._registry_sig = sig
+        self.registry_pub.publish(msg)
+
+    def find_pilot(self, name: str) -> PilotLink:
+        for link in self.pilots.values():
+            if name in (link.name, link.ns, link.ns.strip('/')):
+                return link
+        known = ', '.join(sorted(link.name for link in self.pilots.values())) or 'none'
+        raise LookupError(f'unknown pilot {name!r} (known: {known}); is it running on this ROS_DOMAIN_ID?')
+
+    # -- heartbeats, trials, step changes ----------------------------------------------------------
+
+    def on_status(self, link: PilotLink, msg: PilotStatus) -> None:
+        old = link.status
+        link.status, link.seen, link.name = msg, time.monotonic(), msg.pilot or link.name
+        running = msg.state in (PilotStatus.STATE_RUNNING, PilotStatus.STATE_PAUSED) and msg.session_id
+        now = time.time_ns()
+        if link.session is not None and (not running or msg.session_id != link.session[1]):
+            self._end_session(link, 'aborted' if msg.state == PilotStatus.STATE_ERROR else 'ended', now)
+        if running and link.session is None:
+            self._begin_session(link, msg)
+        if old is None or old.state != msg.state:
+            self.publish_registry()
+
+    def _begin_session(self, link: PilotLink, msg: PilotStatus) -> None:
+        subject, sid = msg.subject, msg.session_id
+        planned = link.planned if link.planned.get('subject') == subject else {}
+        started_ns = stamp_ns(msg.header) or time.time_ns()
+        meta = {'pilot': link.name, 'task': msg.task, 'protocol': msg.protocol, 'step': msg.step,
+                'step_name': planned.get('step_name', ''), 'started_ns': started_ns}
+        self.recorder.begin_session(subject, sid, meta, create_reason=f'session {sid} started on pilot {link.name}')
+        self.sessions.start(link.ns, subject, sid, started_ns)
+        link.session = (subject, sid)
+        self.recorder.provenance(subject, sid, self._provenance(link, msg, planned))
+        threading.Thread(target=self._collect_parameters, args=(link, subject, sid), daemon=True,
+                         name=f'parameters-{link.name}').start()
+        self.get_logger().info(f'session {sid} of {subject} on {link.name}: recording')
+
+    def _end_session(self, link: PilotLink, state: str, now_ns: int) -> None:
+        subject, sid = link.session  # type: ignore[misc]
+        link.session = None
+        link.planned = {}
+        self.sessions.stop(link.ns, now_ns)
+        # After the grace period: late messages of the session are still its own.
+        timer: list[Any] = []
+
+        def end() -> None:
+            timer[0].cancel()
+            self.destroy_timer(timer[0])
+            self.recorder.end_session(subject, sid, now_ns, state)
+            self.get_logger().info(f'session {sid} of {subject} on {link.name}: {state}')
+        timer.append(self.create_timer(max(self.grace_s, 0.01), end))
+
+    def _provenance(self, link: PilotLink, msg: PilotStatus, planned: Mapping[str, Any]) -> dict[str, Any]:
+        prov = dict(self.host_provenance)
+        launch = ''
+        if self.launch_file:
+            try:
+                launch = Path(self.launch_file).read_text(encoding='utf-8')
+            except OSError as exc:
+                launch = f'(cannot read {self.launch_file}: {exc})'
+        return {
+            'packages': prov.get('packages', {}),
+            'git': prov.get('git', {}),
+            'ros': prov.get('ros', {}),
+            'hosts': {'terminal': socket.gethostname(), 'pilot': msg.host,
+                      'terminal_host': prov.get('host', {})},
+            'launch': {'file': self.launch_file, 'text': launch},
+            'pilot': {'name': link.name, 'namespace': link.ns, 'host': msg.host, 'ros_distro': msg.ros_distro,
+                      'rmw': msg.rmw_implementation,
+                      'packages': dict(zip(msg.package_names, msg.package_versions, strict=False))},
+            'protocol': planned.get('protocol_file', {}),
+            'subject_state': planned.get('subject_state', {}),
+        }
+
+    def _collect_parameters(self, link: PilotLink, subject: str, sid: str) -> None:
+        """Every parameter of every node under the pilot's namespace (and its hardware's), via their services."""
+        base = link.ns.rstrip('/')
+        params: dict[str, dict[str, Any]] = {}
+        for name, ns in self.get_node_names_and_namespaces():
+            if not (ns == link.ns or ns.startswith(base + '/')):
+                continue
+            fqn = f'{ns.rstrip("/")}/{name}'
+            try:
+                params[fqn] = self._node_parameters(fqn)
+            except Exception as exc:  # noqa: BLE001 - provenance is best effort, and says what it missed
+                params[fqn] = {'_error': str(exc)}
+        hardware = {k: v for k, v in params.items() if k.rsplit('/', 1)[-1] in ('gpio', 'sound', 'camera')}
+        calibrations = {}
+        for fqn, values in hardware.items():
+            path = values.get('calibration_file') if isinstance(values, dict) else None
+            if path:
+                try:
+                    calibrations[fqn] = Path(path).expanduser().read_text(encoding='utf-8')
+                except OSError as exc:
+                    calibrations[fqn] = f'(not readable on the terminal host: {exc})'
+        self.recorder.provenance(subject, sid, {'parameters': params, 'hardware': hardware,
+                                                'calibrations': calibrations})
+
+    def _node_parameters(self, fqn: str) -> dict[str, Any]:
+        c = self.clients_node
+        lister = c.create_client(ListParameters, f'{fqn}/list_parameters')
+        getter = c.create_client(GetParameters, f'{fqn}/get_parameters')
+        try:
+            if not (lister.wait_for_service(2.0) and getter.wait_for_service(2.0)):
+                return {'_error': 'parameter services not available'}
+            names = wait(lister.call_async(ListParameters.Request()), 5.0, f'{fqn}/list_parameters').result.names
+            values = wait(getter.call_async(GetParameters.Request(names=list(names))), 5.0,
+                          f'{fqn}/get_parameters').values
+            return {n: _plain(parameter_value_to_python(v)) for n, v in zip(names, values, strict=True)}
+        finally:
+            c.destroy_client(lister)
+            c.destroy_client(getter)
+
+    def on_trial(self, link: PilotLink, msg: TrialData) -> None:
+        fields, row = trial_row(msg, time.time_ns())
+        meta = {'pilot': msg.pilot or link.name, 'task': msg.task, 'protocol': msg.protocol, 'step': msg.step,
+                'step_name': msg.step_name, 'started_ns': row['stamp_ns']}
+        sid = msg.session_id
+        self.recorder.trials(msg.subject, sid, meta, fields, [row],
+                             lambda numbers: self._ack(link, sid, trials=numbers))
+
+    def on_step(self, link: PilotLink, msg: StepChange) -> None:
+        meta = {'pilot': msg.pilot or link.name, 'protocol': msg.protocol, 'step': msg.from_step,
+                'step_name': msg.from_step_name, 'started_ns': stamp_ns(msg.header)}
+        sid = msg.session_id
+        self.recorder.steps(msg.subject, sid, meta, [step_row(msg, time.time_ns())],
+                            lambda seqs: self._ack(link, sid, steps=seqs))
+
+    def _ack(self, link: PilotLink, session_id: str, trials: list[int] = (), steps: list[int] = ()) -> None:
+        # Runs on the recorder thread once the rows are fsync'd; rclpy publishers may be used from any thread.
+        ack = TrialAck(pilot=link.name, session_id=session_id, trial_numbers=list(trials), step_seqs=list(steps))
+        ack.header.stamp = self.get_clock().now().to_msg()
+        link.ack_pub.publish(ack)
+
+    # -- subjects ---------------------------------------------------------------------------------
+
+    def _subject_call(self, fn: Callable[[Recorder], Any], timeout: float = 10.0) -> Any:
+        return self.recorder.call(fn).result(timeout)
+
+    def subject_state(self, subject: str) -> Any:
+        def read(r: Recorder) -> Any:
+            f = r.open_file(subject)
+            return state_from_history(subject, history_rows(f.file))
+        return self._subject_call(read)
+
+    def srv_create_subject(self, req: CreateSubject.Request, resp: CreateSubject.Response) -> CreateSubject.Response:
+        try:
+            if (why := subject_error(req.subject)) is not None:
+                raise ValueError(why)
+            bio = json.loads(req.biography_json) if req.biography_json.strip() else {}
+            if not isinstance(bio, dict):
+                raise ValueError('biography_json must be a JSON object, e.g. {"species": "Mus musculus"}')
+            f = self._subject_call(lambda r: r.create_file(req.subject, bio))
+            resp.success, resp.path = True, str(f.path)
+            resp.message = f'created subject {req.subject} ({f.path})'
+        except json.JSONDecodeError as exc:
+            resp.message = f'biography_json is not valid JSON: {exc}'
+        except (ValueError, StoreError, TimeoutError) as exc:
+            resp.message = str(exc)
+        self._reply_log('create_subject', resp)
+        return resp
+
+    def srv_assign_protocol(self, req: AssignProtocol.Request,
+                            resp: AssignProtocol.Response) -> AssignProtocol.Response:
+        try:
+            proto = read_protocol(req.protocol, self.protocol_dir)
+            step_name = check_step(proto, req.step)
+            detail = {'file': str(proto.path), 'sha256': proto.sha256, 'steps': list(proto.steps), 'by': 'terminal'}
+            self._subject_call(lambda r: r.open_file(req.subject).add_history(
+                'assign', protocol=proto.name, step=req.step, step_name=step_name, detail=detail))
+            resp.success, resp.n_steps, resp.step_name = True, len(proto.steps), step_name
+            resp.message = f'{req.subject}: protocol {proto.name} ({len(proto.steps)} steps), at step {req.step} ' \
+                           f'({step_name})'
+        except (ProtocolFileError, ValueError, StoreError, TimeoutError) as exc:
+            resp.message = str(exc)
+        self._reply_log('assign_protocol', resp)
+        return resp
+
+    def srv_set_subject_step(self, req: SetSubjectStep.Request,
+                             resp: SetSubjectStep.Response) -> SetSubjectStep.Response:
+        try:
+            st = self.subject_state(req.subject)
+            step_name = check_step(st, req.step)
+            detail = {'from_step': st.step, 'from_step_name': st.step_name, 'reason': req.reason, 'by': 'terminal'}
+            self._subject_call(lambda r: r.open_file(req.subject).add_history(
+                'step', protocol=st.protocol, step=req.step, step_name=step_name, detail=detail))
+            resp.success, resp.step_name = True, step_name
+            resp.message = f'{req.subject}: step {st.step} ({st.step_name}) -> {req.step} ({step_name}); applies ' \
+                           'from the next session'
+        except (ValueError, StoreError, TimeoutError) as exc:
+            resp.message = str(exc)
+        self._reply_log('set_subject_step', resp)
+        return resp
+
+    def srv_set_subject_parameters(self, req: SetSubjectParameters.Request,
+                                   resp: SetSubjectParameters.Response) -> SetSubjectParameters.Response:
+        try:
+            st = self.subject_state(req.subject)
+            if not st.protocol:
+                raise ValueError(f'{req.subject} has no protocol: assign one first')
+            set_, removed = {}, []
+            for p in req.parameters:
+                if not p.name:
+                    raise ValueError('a parameter without a name')
+                value = parameter_value_to_python(p.value)
+                if value is None:
+                    removed.append(p.name)
+                else:
+                    set_[p.name] = _plain(value)
+            self._subject_call(lambda r: r.open_file(req.subject).add_history(
+                'parameters', protocol=st.protocol, step=st.step, step_name=st.step_name,
+                detail={'set': set_, 'removed': removed, 'by': 'terminal'}))
+            resp.success = True
+            resp.message = f'{req.subject}: set {sorted(set_) or "nothing"}, removed {removed or "nothing"}; ' \
+                           'checked by the pilot at the next session'
+        except (ValueError, StoreError, TimeoutError) as exc:
+            resp.message = str(exc)
+        self._reply_log('set_subject_parameters', resp)
+        return resp
+
+    def _reply_log(self, what: str, resp: Any) -> None:
+        (self.get_logger().info if resp.success else self.get_logger().warning)(f'{what}: {resp.message}')
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    def srv_start_session(self, req: StartSession.Request, resp: StartSession.Response) -> StartSession.Response:
+        try:
+            resp.message = self._start(req)
+            resp.success = True
+        except (LookupError, ValueError, ProtocolFileError, StoreError, TimeoutError, RuntimeError) as exc:
+            resp.message = str(exc)
+        self._reply_log('start_session', resp)
+        return resp
+
+    def _start(self, req: StartSession.Request) -> str:
+        link = self.find_pilot(req.pilot)
+        if not self.online(link):
+            raise RuntimeError(f'pilot {link.name} is offline (no heartbeat for {self.timeout_s} s); start its rig')
+        if link.status.state != PilotStatus.STATE_IDLE:
+            raise RuntimeError(f'pilot {link.name} is busy (running {link.status.subject}); stop that session first')
+        if (why := subject_error(req.subject)) is not None:
+            raise ValueError(why)
+        st = self.subject_state(req.subject)
+        proto = read_protocol(st.protocol_file or st.protocol, self.protocol_dir) if st.protocol else None
+        if proto is None:
+            raise ValueError(f'{req.subject} has no protocol: `autopilot subject assign {req.subject} PROTOCOL`')
+        if proto.sha256 != st.protocol_sha256:
+            self.get_logger().warning(f'{proto.path} changed since it was assigned to {req.subject}; using it as it '
+                                      'is now (its text and hash are stored with the session)')
+        step_name = check_step(proto, st.step)
+        if not link.load.service_is_ready():
+            raise RuntimeError(f'pilot {link.name} does not serve load_protocol; is it an autopilot pilot?')
+        loaded = wait(link.load.call_async(LoadProtocol.Request(name=proto.name, yaml_text=proto.text)), 10.0,
+                      f'{link.name} load_protocol')
+        if not loaded.success:
+            raise ValueError(f'protocol {proto.path} rejected by pilot {link.name}: {loaded.message}')
+        goal = RunSession.Goal(subject=req.subject, protocol=proto.name, step=st.step, max_trials=req.max_trials,
+                               max_duration_s=req.max_duration_s,
+                               parameters=[_param_msg(k, v) for k, v in sorted(st.parameters.items())])
+        link.planned = {'subject': req.subject, 'step_name': step_name, 'subject_state': st.as_dict(),
+                        'protocol_file': {'name': proto.name, 'file': str(proto.path), 'sha256': proto.sha256,
+                                          'text': proto.text}}
+        if not link.action.server_is_ready():
+            raise RuntimeError(f'pilot {link.name} has no session action server')
+        handle = wait(link.action.send_goal_async(goal), 10.0, f'{link.name} session goal')
+        if not handle.accepted:
+            link.planned = {}
+            status = link.status.message if link.status else ''
+            raise RuntimeError(f'pilot {link.name} rejected the session{": " + status if status else ""}')
+        handle.get_result_async().add_done_callback(lambda f: self._on_result(link, req.subject, f))
+        return f'{req.subject} on {link.name}: {proto.name} step {st.step} ({step_name})'
+
+    def _on_result(self, link: PilotLink, subject: str, fut: Any) -> None:
+        try:
+            r = fut.result().result
+        except Exception as exc:  # noqa: BLE001 - only logged
+            self.get_logger().warning(f'session of {subject} on {link.name}: no result ({exc})')
+            return
+        self.get_logger().info(f'session {r.session_id} of {subject} on {link.name} finished: {r.message}')
+
+    def _command(self, req: PilotCommand.Request, resp: PilotCommand.Response, what: str) -> Any:
+        try:
+            link = self.find_pilot(req.pilot)
+            if what == 'stop':
+                if not link.cancel.service_is_ready():
+                    raise RuntimeError(f'pilot {link.name} has no session action server')
+                # A zero goal id and stamp cancels every goal of the server: sessions started elsewhere too.
+                r = wait(link.cancel.call_async(CancelGoal.Request()), 10.0, f'{link.name} cancel')
+                resp.success = r.return_code == CancelGoal.Response.ERROR_NONE and bool(r.goals_canceling)
+                resp.message = (f'{link.name}: stopping after the current trial' if resp.success else
+                                f'{link.name}: no session to stop (cancel return code {r.return_code})')
+            else:
+                client = link.pause if what == 'pause' else link.resume
+                if not client.service_is_ready():
+                    raise RuntimeError(f'pilot {link.name} does not serve {what}')
+                r = wait(client.call_async(Trigger.Request()), 10.0, f'{link.name} {what}')
+                resp.success, resp.message = r.success, f'{link.name}: {r.message}'
+        except (LookupError, RuntimeError, TimeoutError) as exc:
+            resp.message = str(exc)
+        self._reply_log(f'{what}_session', resp)
+        return resp
+
+    def srv_stop_session(self, req: PilotCommand.Request, resp: PilotCommand.Response) -> Any:
+        return self._command(req, resp, 'stop')
+
+    def srv_pause_session(self, req: PilotCommand.Request, resp: PilotCommand.Response) -> Any:
+        return self._command(req, resp, 'pause')
+
+    def srv_resume_session(self, req: PilotCommand.Request, resp: PilotCommand.Response) -> Any:
+        return self._command(req, resp, 'resume')
+
+
+class RecorderNode(Node):
+    """``/terminal/recorder``: raw subscriptions to the pilots' topics, handed to the session table."""
+
+    def __init__(self, terminal: TerminalNode, **kwargs: Any) -> None:
+        # Not the process's global arguments: a launch file's `name:` remaps every node of the process (__node).
+        super().__init__('recorder', namespace='/terminal', use_global_arguments=False, **kwargs)
+        self.terminal = terminal
+        self.subs: dict[str, Any] = {}
+        self.create_timer(0.5, self.scan)
+
+    def scan(self) -> None:
+        types = dict(self.get_topic_names_and_types())
+        for ns in list(self.terminal.pilots):
+            base = ns.rstrip('/')
+            for rel in self.terminal.record_topics:
+                topic = f'{base}/{rel}'
+                if topic in self.subs or topic not in types:
+                    continue
+                infos = self.get_publishers_info_by_topic(topic)
+                if infos:
+                    self._subscribe(ns, rel, topic, types[topic][0], infos)
+
+    def _subscribe(self, ns: str, rel: str, topic: str, type_name: str, infos: list[Any]) -> None:
+        try:
+            cls = get_message(type_name)
+            text = interface_text(type_name)
+        except Exception as exc:  # noqa: BLE001 - a type this host lacks: record nothing, say so once
+            self.get_logger().error(f'cannot record {topic}: {exc}')
+            self.subs[topic] = None
+            return
+        spec = TopicSpec(topic, type_name, text, str(infos[0].topic_type_hash), json.dumps(qos_dict(infos[0].qos_profile)))
+        event = EVENT_TOPICS.get(rel)
+        self.terminal.recorder.set_topic(spec, (event[0], DECODERS[event[0]]) if event else None)
+        route, now = self.terminal.sessions.route, time.time_ns
+        self.subs[topic] = self.create_subscription(
+            cls, topic, lambda data: route(ns, topic, now(), data), subscription_qos([i.qos_profile for i in infos]),
+            raw=True)
+        self.get_logger().info(f'recording {topic} [{type_name}]')
+
+
+def wait(future: Any, timeout: float, what: str) -> Any:
+    """The result of a client future completed by another thread's executor; TimeoutError naming the call."""
+    done = threading.Event()
+    future.add_done_callback(lambda _: done.set())
+    if not done.wait(timeout):
+        future.cancel()
+        raise TimeoutError(f'{what}: no answer within {timeout:.0f} s')
+    return future.result()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) or hasattr(value, 'tolist'):
+        return [_plain(v) for v in (value.tolist() if hasattr(value, 'tolist') else value)]
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _param_msg(name: str, value: Any) -> ParameterMsg:
+    return rclpy.parameter.Parameter(name, value=value).to_parameter_msg()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    terminal: TerminalNode | None = None
+    recorder_node: RecorderNode | None = None
+    try:
+        try:
+            terminal = TerminalNode()
+            recorder_node = RecorderNode(terminal)
+            terminal.clients_node = recorder_node
+        except Exception as exc:  # noqa: BLE001 - a startup error is one line naming the fix
+            print(f'[FATAL] {exc}', flush=True)
+            return 1
+        control = SingleThreadedExecutor(context=terminal.context)
+        control.add_node(terminal)
+        fast = make_executor(context=terminal.context)
+        thread = threading.Thread(target=spin, args=(recorder_node, fast), kwargs={'stop': stop},
+                                  name='recorder-executor', daemon=True)
+        thread.start()
+        spin(terminal, control, stop=stop)
+        thread.join(2.0)
+        terminal.close()
+        stats = terminal.recorder.stats()
+        terminal.get_logger().info(f'stopped: {stats.trials} trials, {stats.messages} messages recorded, '
+                                   f'{stats.lost_messages} lost, {stats.errors} errors')
+        return 0
+    finally:
+        for node in (recorder_node, terminal):
+            if node is not None:
+                node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,357 @@
+"""The recorder: the one thread that writes subject files, in batches.
+
+Everything the Terminal stores goes through a :class:`Recorder`: trials and step changes (acknowledged to
+the pilot only once stored and fsync'd), raw bag messages (appended from the executor thread at the cost of
+a list append, written here in batches per topic), hardware events decoded from the bag's GPIO and sound
+topics, session begin/end, provenance, and subject administration (:meth:`Recorder.call`). One thread owns
+every open :class:`~.store.SubjectFile`, as DESIGN.md requires (one writer per file; Autopilot lost sessions
+to several threads sharing a file). Items are processed in the order they were queued, so a session is
+always begun before its messages are appended and ended after them.
+
+Plain Python over :mod:`.store` (and rclpy's deserialiser for the event topics), so unit tests and the
+benchmark drive it without a node. Failures never stop the thread: the item is logged with the store's
+message and counted (:meth:`Recorder.stats`); trials that failed are simply not acknowledged, so the pilot
+resends them.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .store import StoreError, SubjectFile, TopicSpec, open_flags
+
+T = TypeVar('T')
+#: Subject identifiers name files: keep them to characters that are safe everywhere.
+SUBJECT_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$')
+#: Longest the writer waits before writing what has arrived (bounds how late a live reader sees data).
+INTERVAL_S = 0.05
+
+Log = Callable[[str, str], None]  # (level: 'info' | 'warn' | 'error', text)
+Decoder = Callable[[bytes, int], Mapping[str, Any]]  # (cdr, recv_ns) -> event row
+
+
+@dataclass
+class _Item:
+    kind: str
+    subject: str
+    session_id: str = ''
+    payload: Any = None
+    done: Callable[[Any], None] | None = None
+
+
+@dataclass
+class Stats:
+    """Counters of what the writer did (read with :meth:`Recorder.stats`)."""
+
+    messages: int = 0
+    bytes: int = 0
+    batches: int = 0
+    trials: int = 0
+    duplicate_trials: int = 0
+    events: int = 0
+    errors: int = 0
+    lost_messages: int = 0
+    max_pending: int = 0
+    write_seconds: float = 0.0
+    last_error: str = ''
+
+
+@dataclass
+class _Open:
+    file: SubjectFile
+    topics: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # session -> registered topics
+
+
+def subject_error(subject: str) -> str | None:
+    """Why ``subject`` cannot be a subject identifier, or None."""
+    if not isinstance(subject, str) or not SUBJECT_RE.match(subject):
+        return (f'subject {subject!r} is not a valid identifier: use 1-64 letters, digits, "_" or "-", starting '
+                'with a letter or digit (it names the subject\'s file)')
+    return None
+
+
+class Recorder:
+    """Writes subject files in ``data_dir`` (``<subject>.h5``) on its own thread; see the module docstring."""
+
+    def __init__(self, data_dir: Path | str, *, log: Log | None = None, interval_s: float = INTERVAL_S) -> None:
+        self.data_dir = Path(data_dir).expanduser()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log = log or (lambda level, text: None)
+        self._interval = interval_s
+        self._cv = threading.Condition()
+        self._items: list[Any] = []
+        self._stop = False
+        self._files: dict[str, _Open] = {}
+        self._specs: dict[str, TopicSpec] = {}
+        self._decoders: dict[str, tuple[str, Decoder]] = {}
+        self._failed: set[tuple[str, str]] = set()  # (subject, session) whose messages failed: logged once
+        self._stats = Stats()
+        self._thread = threading.Thread(target=self._run, name='recorder', daemon=True)
+        self._thread.start()
+
+    # -- queueing (any thread) ----------------------------------------------------------------
+
+    def message(self, subject: str, session_id: str, topic: str, recv_ns: int, data: bytes) -> None:
+        """Queue one raw message of a topic registered with :meth:`set_topic` (the hot path: one append)."""
+        with self._cv:
+            self._items.append((subject, session_id, topic, recv_ns, data))
+
+    def set_topic(self, spec: TopicSpec, event: tuple[str, Decoder] | None = None) -> None:
+        """Make a topic recordable; ``event``: (kind 'gpio'|'sound', decoder) to also fill that event table."""
+        with self._cv:
+            self._specs[spec.topic] = spec
+            if event is not None:
+                self._decoders[spec.topic] = event
+
+    def begin_session(self, subject: str, session_id: str, meta: Mapping[str, Any],
+                      create_reason: str = '') -> None:
+        """Begin a session (meta as :meth:`.store.SubjectFile.begin_session`; topics are added as they come).
+
+        ``create_reason``: create the subject's file if missing (trials must never be dropped), saying why.
+        """
+        self._put(_Item('begin', subject, session_id, (dict(meta), create_reason)))
+
+    def trials(self, subject: str, session_id: str, meta: Mapping[str, Any], fields: Sequence[Sequence[Any]],
+               rows: Sequence[Mapping[str, Any]], done: Callable[[list[int]], None]) -> None:
+        """Store trials (creating file and session if needed); ``done(numbers)`` once durably stored.
+
+        ``numbers`` are every trial number of ``rows`` now in the file, resent duplicates included: the pilot
+        needs their ack as much as the new ones'. Not called when storing failed (so the pilot resends).
+        """
+        self._put(_Item('trials', subject, session_id, (dict(meta), list(fields), list(rows)), done))
+
+    def steps(self, subject: str, session_id: str, meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+              done: Callable[[list[int]], None]) -> None:
+        """Store protocol step changes (deduplicated by seq); ``done(seqs)`` once durably stored."""
+        self._put(_Item('steps', subject, session_id, (dict(meta), list(rows)), done))
+
+    def provenance(self, subject: str, session_id: str, items: Mapping[str, Any]) -> None:
+        self._put(_Item('provenance', subject, session_id, dict(items)))
+
+    def end_session(self, subject: str, session_id: str, ended_ns: int, state: str = 'ended') -> None:
+        self._put(_Item('end', subject, session_id, (ended_ns, state)))
+
+    def call(self, fn: Callable[[Recorder], T]) -> Future[T]:
+        """Run ``fn(self)`` on the writer thread (where :meth:`open_file`/:meth:`create_file` may be used)."""
+        fut: Future[T] = Future()
+        self._put(_Item('call', '', '', (fn, fut)))
+        return fut
+
+    def _put(self, item: _Item) -> None:
+        with self._cv:
+            self._items.append(item)
+            self._cv.notify()
+
+    # -- writer-thread API (inside call()) ------------------------------------------------------
+
+    def path_of(self, subject: str) -> Path:
+        return self.data_dir / f'{subject}.h5'
+
+    def open_file(self, subject: str) -> SubjectFile:
+        """The subject's open file; StoreError naming the fix if it does not exist or cannot be opened."""
+        self._on_writer_thread()
+        if (why := subject_error(subject)) is not None:
+            raise StoreError(why)
+        have = self._files.get(subject)
+        if have is not None:
+            return have.file
+        path = self.path_of(subject)
+        if not path.exists():
+            raise StoreError(f'unknown subject {subject!r}: no file {path}; create it first '
+                             f'(`autopilot subject create {subject}`)')
+        try:
+            stale = open_flags(path) != 0  # a writer was killed with it open: open() repairs it
+        except Exception:  # noqa: BLE001 - not readable as HDF5: SubjectFile.open says why
+            stale = False
+        f = SubjectFile.open(path, recover=True)
+        if stale:
+            self._log('warn', f'{path}: was left open by a writer that stopped; repaired (rows it had flushed are '
+                              'kept, half-written ones trimmed)')
+        self._files[subject] = _Open(f)
+        return f
+
+    def create_file(self, subject: str, biography: Mapping[str, Any] | None = None,
+                    detail: Mapping[str, Any] | None = None) -> SubjectFile:
+        self._on_writer_thread()
+        if (why := subject_error(subject)) is not None:
+            raise StoreError(why)
+        if subject in self._files or self.path_of(subject).exists():
+            raise StoreError(f'subject {subject!r} exists already ({self.path_of(subject)})')
+        f = SubjectFile.create(self.path_of(subject), subject, biography or {})
+        if detail:
+            f.add_history('biography', detail=dict(detail))
+        self._files[subject] = _Open(f)
+        return f
+
+    def stats(self) -> Stats:
+        with self._cv:
+            return Stats(**vars(self._stats))
+
+    def pending(self) -> int:
+        with self._cv:
+            return len(self._items)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued before this call is written; False on timeout."""
+        try:
+            self.call(lambda r: None).result(timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, close every file and stop the thread."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join(timeout)
+        for opened in self._files.values():
+            try:
+                opened.file.close()
+            except Exception as exc:  # closing must go on for the other files
+                self._log('error', f'{opened.file.path}: close failed: {exc}')
+        self._files.clear()
+
+    def _on_writer_thread(self) -> None:
+        if threading.current_thread() is not self._thread:
+            raise RuntimeError('subject files are written only on the recorder thread: use Recorder.call')
+
+    # -- the writer thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                if not self._items and not self._stop:
+                    self._cv.wait(self._interval)
+                items, self._items = self._items, []
+                stop = self._stop
+                self._stats.max_pending = max(self._stats.max_pending, len(items))
+            if items:
+                t0 = time.perf_counter()
+                self._process(items)
+                self._stats.write_seconds += time.perf_counter() - t0
+            elif stop:
+                return
+            if not items:
+                continue
+            # The batch was large: give the executor a moment to queue the next one, so batches stay big.
+            if len(items) < 64 and not stop:
+                time.sleep(min(self._interval, 0.01))
+
+    def _process(self, items: list[Any]) -> None:
+        batch: dict[tuple[str, str, str], list[tuple[int, bytes]]] = {}
+        for item in items:
+            if isinstance(item, tuple):
+                subject, sid, topic, recv_ns, data = item
+                batch.setdefault((subject, sid, topic), []).append((recv_ns, data))
+                continue
+            if batch:
+                self._write_messages(batch)
+                batch = {}
+            self._control(item)
+        if batch:
+            self._write_messages(batch)
+
+    def _control(self, item: _Item) -> None:
+        try:
+            result = getattr(self, f'_do_{item.kind}')(item)
+        except Exception as exc:  # noqa: BLE001 - every failure is logged and counted, the thread goes on
+            self._stats.errors += 1
+            self._stats.last_error = str(exc)
+            if item.kind == 'call':  # the caller gets the exception
+                item.payload[1].set_exception(exc)
+                return
+            self._log('error', f'recorder: {item.kind} of {item.subject}/{item.session_id} failed: {exc}')
+            return
+        if item.done is not None:
+            try:
+                item.done(result)
+            except Exception as exc:  # noqa: BLE001 - a failing ack callback must not stop the writer
+                self._log('error', f'recorder: callback after {item.kind} failed: {exc}')
+
+    def _ensure_session(self, subject: str, session_id: str, meta: Mapping[str, Any], create_reason: str) -> SubjectFile:
+        if subject not in self._files and not self.path_of(subject).exists() and create_reason:
+            self._log('warn', f'subject {subject!r} has no file: creating {self.path_of(subject)} ({create_reason})')
+            f = self.create_file(subject, detail={'created_by': 'recorder', 'reason': create_reason})
+        else:
+            f = self.open_file(subject)
+        if session_id not in f.file['sessions']:
+            f.begin_session(session_id, meta)
+        return f
+
+    def _do_begin(self, item: _Item) -> None:
+        meta, create_reason = item.payload
+        self._ensure_session(item.subject, item.session_id, meta, create_reason)
+
+    def _do_trials(self, item: _Item) -> list[int]:
+        meta, fields, rows = item.payload
+        f = self._ensure_session(item.subject, item.session_id, meta,
+                                 f'trials arrived from pilot {meta.get("pilot", "?")!r}')
+        if f.trial_fields(item.session_id) is None:
+            f.set_trial_fields(item.session_id, fields)
+        new = f.add_trials(item.session_id, rows)
+        self._stats.trials += len(new)
+        self._stats.duplicate_trials += len(rows) - len(new)
+        return sorted({int(r['trial_number']) for r in rows})
+
+    def _do_steps(self, item: _Item) -> list[int]:
+        meta, rows = item.payload
+        f = self._ensure_session(item.subject, item.session_id, meta,
+                                 f'step changes arrived from pilot {meta.get("pilot", "?")!r}')
+        f.add_steps(item.session_id, rows)
+        return sorted({int(r['seq']) for r in rows})
+
+    def _do_provenance(self, item: _Item) -> None:
+        self.open_file(item.subject).set_provenance(item.session_id, item.payload)
+
+    def _do_end(self, item: _Item) -> None:
+        ended_ns, state = item.payload
+        f = self.open_file(item.subject)
+        if item.session_id in f.file['sessions']:
+            f.end_session(item.session_id, ended_ns=ended_ns, state=state)
+        self._files[item.subject].topics.pop(item.session_id, None)
+
+    def _do_call(self, item: _Item) -> None:
+        fn, fut = item.payload
+        fut.set_result(fn(self))
+
+    def _write_messages(self, batch: dict[tuple[str, str, str], list[tuple[int, bytes]]]) -> None:
+        by_session: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for subject, sid, topic in batch:
+            by_session[(subject, sid)].append(topic)
+        for (subject, sid), topics in by_session.items():
+            try:
+                f = self.open_file(subject)
+                opened = self._files[subject]
+                known = opened.topics[sid]
+                new = [t for t in topics if t not in known]
+                if new:
+                    f.add_topics(sid, [self._specs[t] for t in new])
+                    known.update(new)
+                for topic in topics:
+                    messages = batch[(subject, sid, topic)]
+                    f.append_messages(sid, topic, messages)
+                    self._stats.messages += len(messages)
+                    self._stats.bytes += sum(len(m[1]) for m in messages)
+                    if topic in self._decoders:
+                        kind, decode = self._decoders[topic]
+                        f.add_events(sid, kind, [decode(data, recv_ns) for recv_ns, data in messages])
+                        self._stats.events += len(messages)
+                self._stats.batches += 1
+            except Exception as exc:  # noqa: BLE001 - counted as lost and reported once per session
+                lost = sum(len(batch[(subject, sid, t)]) for t in topics)
+                self._stats.lost_messages += lost
+                self._stats.errors += 1
+                self._stats.last_error = str(exc)
+                if (subject, sid) not in self._failed:
+                    self._failed.add((subject, sid))
+                    self._log('error', f'recorder: could not record messages of {subject}/{sid} ({lost} lost so '
+                                       f'far; see stats): {exc}')
