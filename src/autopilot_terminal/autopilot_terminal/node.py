@@ -245,6 +245,8 @@ class TerminalNode(Node):
         self.host_provenance = provenance.collect()
         self.registry_pub = self.create_publisher(PilotRegistry, '~/pilots', qos.STATUS)
         self.create_service(CreateSubject, '~/create_subject', self.srv_create_subject)
+        # Same fields as create_subject (subject, biography_json -> success, message, path): no type of its own.
+        self.create_service(CreateSubject, '~/update_biography', self.srv_update_biography)
         self.create_service(AssignProtocol, '~/assign_protocol', self.srv_assign_protocol)
         self.create_service(SetSubjectStep, '~/set_subject_step', self.srv_set_subject_step)
         self.create_service(SetSubjectParameters, '~/set_subject_parameters', self.srv_set_subject_parameters)
@@ -479,6 +481,29 @@ class TerminalNode(Node):
         except (ValueError, StoreError, TimeoutError) as exc:
             resp.message = str(exc)
         self._reply_log('create_subject', resp)
+        return resp
+
+    def srv_update_biography(self, req: CreateSubject.Request,
+                             resp: CreateSubject.Response) -> CreateSubject.Response:
+        """Merge keys into a subject's biography (a key set to null is removed); stored with the time in history."""
+        try:
+            update = json.loads(req.biography_json or '{}')
+            if not isinstance(update, dict) or not update:
+                raise ValueError('biography_json must be a non-empty JSON object, e.g. {"weight_g": 23.5}')
+
+            def apply(r: Recorder) -> Any:
+                f = r.open_file(req.subject)
+                bio = {**f.biography, **update}
+                f.set_biography({k: v for k, v in bio.items() if v is not None})
+                return f
+            f = self._subject_call(apply)
+            resp.success, resp.path = True, str(f.path)
+            resp.message = f'{req.subject}: biography updated ({", ".join(sorted(update))})'
+        except json.JSONDecodeError as exc:
+            resp.message = f'biography_json is not valid JSON: {exc}'
+        except (ValueError, StoreError, TimeoutError) as exc:
+            resp.message = str(exc)
+        self._reply_log('update_biography', resp)
         return resp
 
     def srv_assign_protocol(self, req: AssignProtocol.Request,

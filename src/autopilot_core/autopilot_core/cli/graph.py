@@ -140,7 +140,8 @@ def cli_node(purpose: str, node_name: str | None = None) -> Iterator[Node]:
     """
     context = Context()
     try:
-        rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+        # args=[]: rclpy would read sys.argv, where rcl takes any `a:=b` argument of a command for a global remap.
+        rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as exc:  # e.g. an invalid ROS_DOMAIN_ID
         raise CommandError(f'cannot initialise ROS: {str(exc).splitlines()[0]}') from None
     try:

@@ -143,14 +143,7 @@ def play(path: Path, session: str | None, topics: Sequence[str] | None, rate: fl
                                'recorded types can be imported: see the warnings above)')
         qos = {t.topic: bag.parse_qos(t.qos, f'{path}: session {sid}: topic {t.topic}') for t, _ in playable}
         with ExitStack() as stack:
-            # rclpy.init reads sys.argv, where rcl takes any `old:=new` (our --remap values) for a global remap
-            # rule in its deprecated syntax, warns, and applies it to the node; the remaps are applied below.
-            argv = sys.argv[:]
-            sys.argv[1:] = []
-            try:
-                node = stack.enter_context(cli_node('bag_play'))
-            finally:
-                sys.argv[:] = argv
+            node = stack.enter_context(cli_node('bag_play'))
             publishers = {}
             for t, cls in playable:
                 name = expand_name(node, remaps.get(t.topic, t.topic))
