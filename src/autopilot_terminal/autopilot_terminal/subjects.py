@@ -107,7 +107,8 @@ def read_protocol(name: str, protocol_dir: Path | str) -> ProtocolFile:
     try:
         doc = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
+        # An unclosed bracket is found at the end of the file: point at where it was opened instead.
+        mark = exc.context_mark or exc.problem_mark
         line = f':{mark.line + 1}' if mark is not None else ''
         raise ProtocolFileError(f'{path}{line}: not valid YAML: {exc.problem}') from exc
     except yaml.YAMLError as exc:

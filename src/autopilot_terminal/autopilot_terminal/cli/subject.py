@@ -1,0 +1,563 @@
+"""``autopilot subject list|show|create|assign|step|params``: the subjects of a lab, read from their files and
+changed through the running terminal.
+
+Reading (``list``, ``show``) opens the subject files in SWMR mode (:class:`~autopilot_terminal.reader.SubjectReader`),
+safe while the terminal writes them, and needs no ROS graph when ``--data-dir`` is given. Otherwise the data
+directory is the running terminal's ``data_dir`` parameter (asked on ``/terminal/get_parameters``), else
+``$AUTOPILOT_DATA_DIR``, else ``~/autopilot/data``.
+
+Writing goes through the terminal's services (``/terminal/create_subject``, ``assign_protocol``,
+``set_subject_step``, ``set_subject_parameters``): the terminal's recorder is the one writer of every subject
+file (DESIGN.md, "Data"), so these commands never open a file for writing. A refused request exits 1 with
+the terminal's message, which names what is wrong and the fix.
+
+Output is stable, as ``ros2 ... list`` is: ``list`` prints a header line and one line per subject sorted by
+name, columns two spaces apart; nothing else goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autopilot_core.cli.base import CommandError, CommandExtension, VerbExtension
+from autopilot_core.cli.graph import (
+    DEFAULT_SPIN_TIME,
+    DEFAULT_WAIT_TIME,
+    SETTLE_S,
+    GraphVerb,
+    nonnegative_int,
+    positive_float,
+)
+
+TERMINAL = '/terminal'
+#: How long a terminal service may take to answer: start_session waits up to 10 s for each of the pilot's
+#: load_protocol and session goal, subject services up to 10 s for the recorder thread.
+ANSWER_TIMEOUT_S = 30.0
+DATA_DIR_ENV = 'AUTOPILOT_DATA_DIR'
+DEFAULT_DATA_DIR = '~/autopilot/data'
+UINT16_MAX = 65535
+_DOB = re.compile(r'^\d{4}-\d{2}-\d{2}$')
+
+
+# ------------------------------------------------------------------------------------------ the terminal
+
+def domain_id() -> str:
+    return os.environ.get('ROS_DOMAIN_ID', '') or '0'
+
+
+def no_terminal(waited: float) -> CommandError:
+    return CommandError(f'no terminal is running on ROS_DOMAIN_ID={domain_id()}: start it with '
+                        f'`autopilot launch launch/terminal.launch.yaml` (none discovered within {waited:g} s)')
+
+
+@contextmanager
+def terminal_node(purpose: str) -> Iterator[Any]:
+    """A hidden, short-lived node in its own context, like graph.cli_node but initialised with no arguments.
+
+    ``rclpy.init`` reads sys.argv by default, where rcl takes ``name:=value`` (the ``params`` verb's syntax)
+    for a (deprecated) remap rule and warns; these commands have no ROS arguments to give it.
+    """
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.node import HIDDEN_NODE_PREFIX, Node
+    from rclpy.parameter import Parameter
+    from rclpy.signals import SignalHandlerOptions
+
+    context = Context()
+    try:
+        rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as exc:  # e.g. an invalid ROS_DOMAIN_ID
+        raise CommandError(f'cannot initialise ROS: {str(exc).splitlines()[0]}') from None
+    try:
+        node = Node(f'{HIDDEN_NODE_PREFIX}autopilot_{purpose}_{os.getpid()}', context=context,
+                    start_parameter_services=False, enable_rosout=False,
+                    parameter_overrides=[Parameter('start_type_description_service', value=False)])
+        try:
+            yield node
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def _call(node: Any, srv_type: Any, service: str, request: Any, *, wait_s: float, settle_s: float,
+          answer_s: float) -> Any | None:
+    """The response of ``service``, or None when no server was discovered within ``wait_s``."""
+    from autopilot_core import executors
+    from autopilot_core.cli.graph import cli_executor, wait_until
+
+    client = node.create_client(srv_type, service)
+    if not wait_until(client.service_is_ready, wait_s):
+        return None
+    # The client sees the server before the server may see the client's reply reader; Fast DDS drops a reply
+    # it cannot deliver within 100 ms (ros2/rmw_fastrtps#842), so let discovery settle first (as conftest.settle).
+    time.sleep(settle_s)
+    executor = cli_executor(node)
+    try:
+        future = client.call_async(request)
+        if not executors.spin_until_future(node, future, answer_s, executor):
+            raise CommandError(f'{service} did not answer within {answer_s:g} s; is the terminal overloaded? '
+                               'See its log')
+        if future.exception() is not None:
+            raise CommandError(f'{service} failed: {future.exception()!r}')
+        return future.result()
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+
+
+def call_terminal(srv_type: Any, name: str, request: Any, args: argparse.Namespace) -> Any:
+    """Call ``/terminal/<name>``; CommandError when no terminal runs or it answers success=false."""
+    with terminal_node(name) as node:
+        resp = _call(node, srv_type, f'{TERMINAL}/{name}', request, wait_s=args.spin_time, settle_s=args.settle,
+                     answer_s=ANSWER_TIMEOUT_S)
+    if resp is None:
+        raise no_terminal(args.spin_time)
+    if not resp.success:
+        raise CommandError(resp.message or f'{TERMINAL}/{name} refused the request (no reason given)')
+    return resp
+
+
+class TerminalVerb(GraphVerb):
+    """A verb that asks the terminal: ``--spin-time`` bounds the wait for it to be discovered (default 10 s,
+    returned from as soon as it is), ``--settle`` the pause before asking."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('--spin-time', type=positive_float, default=DEFAULT_WAIT_TIME, metavar='SECONDS',
+                            help='longest wait for the terminal to be discovered (default: %(default)s; returned '
+                                 'from as soon as it is); there is no daemon, so each command discovers the graph '
+                                 'anew, and DDS peers announce themselves every 3 s')
+        parser.add_argument('--settle', type=positive_float, default=SETTLE_S, metavar='SECONDS',
+                            help='pause between discovering the terminal and asking it (default: %(default)s)')
+        self.add_verb_arguments(parser, cli_name)
+
+
+# ------------------------------------------------------------------------------------------ data directory
+
+def terminal_data_dir(wait_s: float, settle_s: float) -> str | None:
+    """The running terminal's ``data_dir`` parameter, or None when no terminal answers within ``wait_s``."""
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    with terminal_node('subject') as node:
+        try:
+            resp = _call(node, GetParameters, f'{TERMINAL}/get_parameters', GetParameters.Request(names=['data_dir']),
+                         wait_s=wait_s, settle_s=settle_s, answer_s=5.0)
+        except CommandError as exc:
+            print(f'WARNING: cannot ask the terminal for its data_dir: {exc}', file=sys.stderr)
+            return None
+    if resp is None or len(resp.values) != 1:
+        return None
+    value = parameter_value_to_python(resp.values[0])
+    return value if isinstance(value, str) and value else None
+
+
+def resolve_data_dir(args: argparse.Namespace) -> Path:
+    """--data-dir, else the terminal's data_dir, else $AUTOPILOT_DATA_DIR, else ~/autopilot/data; must exist."""
+    if args.data_dir:
+        text, source = args.data_dir, '--data-dir'
+    elif (asked := terminal_data_dir(args.spin_time, args.settle)) is not None:
+        text, source = asked, f"the data_dir parameter of the terminal on ROS_DOMAIN_ID={domain_id()}"
+    elif os.environ.get(DATA_DIR_ENV):
+        text, source = os.environ[DATA_DIR_ENV], f'${DATA_DIR_ENV}'
+    else:
+        text, source = DEFAULT_DATA_DIR, 'the default (no terminal running, $AUTOPILOT_DATA_DIR not set)'
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise CommandError(f'data directory {path} (from {source}) does not exist; give the directory of the '
+                           f'subject files with --data-dir DIR or set ${DATA_DIR_ENV}')
+    return path
+
+
+def add_read_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--data-dir', metavar='DIR',
+                        help='directory of the subject files (<subject>.h5); default: the running terminal\'s '
+                             f'data_dir parameter, else ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}')
+    parser.add_argument('--spin-time', type=positive_float, default=DEFAULT_SPIN_TIME, metavar='SECONDS',
+                        help='without --data-dir: longest wait for a running terminal to be discovered (default: '
+                             '%(default)s; DDS peers announce themselves every 3 s)')
+    parser.add_argument('--settle', type=positive_float, default=SETTLE_S, metavar='SECONDS',
+                        help='pause between discovering the terminal and asking it (default: %(default)s)')
+
+
+# ------------------------------------------------------------------------------------------ reading files
+
+@dataclass
+class SessionSummary:
+    """One session as ``show`` prints it."""
+
+    session_id: str
+    pilot: str
+    task: str
+    started_ns: int
+    ended_ns: int
+    state: str
+    trials: int
+    correct: float | None  # fraction of scored trials (correction trials left out); None: not scored
+
+
+def session_summaries(reader: Any) -> list[SessionSummary]:
+    """Every session of a subject file (oldest first), with trial counts and the fraction correct."""
+    import numpy as np
+
+    out = []
+    for sid in reader.sessions():
+        attrs = reader.session(sid)
+        cols = reader.trials(sid)
+        n = len(next(iter(cols.values()))) if cols else 0
+        correct = None
+        if 'correct' in cols and cols['correct'].dtype == np.bool_:
+            # As the tasks score (score_excludes) and the summary plot does: correction trials never count.
+            scored = ~cols['correction'] if 'correction' in cols and cols['correction'].dtype == np.bool_ \
+                else np.ones(n, dtype=bool)
+            if scored.any():
+                correct = float(cols['correct'][scored].mean())
+        out.append(SessionSummary(sid, str(attrs.get('pilot', '')), str(attrs.get('task', '')),
+                                  int(attrs.get('started_ns', 0)), int(attrs.get('ended_ns', 0)),
+                                  str(attrs.get('state', '')), n, correct))
+    return out
+
+
+def subject_file(data_dir: Path, subject: str) -> Path:
+    """``<data_dir>/<subject>.h5``; CommandError naming the subjects there when it does not exist."""
+    from autopilot_terminal.recorder import subject_error
+
+    if (why := subject_error(subject)) is not None:
+        raise CommandError(why)
+    path = data_dir / f'{subject}.h5'
+    if not path.is_file():
+        known = ', '.join(p.stem for p in sorted(data_dir.glob('*.h5'))) or 'none'
+        raise CommandError(f'unknown subject {subject!r}: no file {path} (subjects there: {known}); create it with '
+                           f'`autopilot subject create {subject}`')
+    return path
+
+
+def _when(ns: int, seconds: bool = True) -> str:
+    if ns <= 0:
+        return '-'
+    return dt.datetime.fromtimestamp(ns / 1e9).strftime('%Y-%m-%d %H:%M:%S' if seconds else '%Y-%m-%d %H:%M')
+
+
+def _duration(s: SessionSummary) -> str:
+    end = s.ended_ns if s.ended_ns > 0 else (time.time_ns() if s.state == 'running' else 0)
+    if s.started_ns <= 0 or end < s.started_ns:
+        return '-'
+    total = round((end - s.started_ns) / 1e9)
+    return f'{total // 3600}:{total // 60 % 60:02d}:{total % 60:02d}'
+
+
+def _value(v: Any) -> str:
+    """A parameter value as typed on the command line (YAML/JSON scalars: true, 5, 5.0, "text")."""
+    return json.dumps(v, ensure_ascii=False)
+
+
+def table(rows: Sequence[Sequence[str]], indent: str = '') -> list[str]:
+    """Left-aligned columns, two spaces apart, no trailing blanks."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [(indent + '  '.join(c.ljust(w) for c, w in zip(r, widths, strict=True))).rstrip() for r in rows]
+
+
+def history_detail(row: Mapping[str, Any]) -> str:
+    """One line about a /subject/history row."""
+    kind, d = row['kind'], row.get('detail') or {}
+    by = f' (by {d["by"]})' if d.get('by') else ''
+    if kind == 'created':
+        bio = d.get('biography') or {}
+        return f'biography {json.dumps(bio, sort_keys=True)}' if bio else 'no biography'
+    if kind == 'biography':
+        if 'created_by' in d:
+            return f'file created by the {d["created_by"]}: {d.get("reason", "")}'
+        return f'biography {json.dumps(d, sort_keys=True)}'
+    if kind == 'assign':
+        where = f'; file {d["file"]}' if d.get('file') else ''
+        return f'{row["protocol"]} at step {row["step"]} ({row["step_name"]}){where}{by}'
+    if kind == 'step':
+        text = f'{d.get("from_step", "?")} ({d.get("from_step_name", "?")}) -> {row["step"]} ({row["step_name"]})'
+        if d.get('session_id'):  # a graduation the pilot reported
+            text += f' in session {d["session_id"]} after trial {d.get("after_trial", "?")}'
+        if d.get('reason'):
+            text += f': {d["reason"]}'
+        return text + by
+    if kind == 'parameters':
+        parts = []
+        if d.get('set'):
+            parts.append('set ' + ', '.join(f'{k}={_value(v)}' for k, v in sorted(d['set'].items())))
+        if d.get('removed'):
+            parts.append('removed ' + ', '.join(d['removed']))
+        return '; '.join(parts or ['no change']) + by
+    return json.dumps(d, sort_keys=True)
+
+
+def format_show(path: Path, reader: Any) -> list[str]:
+    """What ``subject show`` prints."""
+    from autopilot_terminal.subjects import state_from_history
+
+    subject = reader.subject
+    history = reader.history()
+    st = state_from_history(subject, history)
+    lines = [f'subject: {subject}', f'file: {path}', f'created: {_when(reader.created_ns)}']
+    bio = reader.biography
+    lines.append('biography:' if bio else 'biography: none')
+    lines += [f'  {k}: {v if isinstance(v, str) else json.dumps(v)}' for k, v in sorted(bio.items())]
+    if st.protocol:
+        lines.append(f'protocol: {st.protocol} (assigned {_when(st.assigned_ns)}'
+                     f'{", file " + st.protocol_file if st.protocol_file else ""})')
+        steps = ', '.join(f'{i}: {s}' for i, s in enumerate(st.steps))
+        lines.append(f'step: {st.step}: {st.step_name}' + (f' (steps {steps})' if steps else ''))
+    else:
+        lines += ['protocol: none (assign one: `autopilot subject assign SUBJECT PROTOCOL`)', 'step: -']
+    lines.append('parameters:' if st.parameters else 'parameters: none (the protocol step\'s values)')
+    lines += [f'  {k}: {_value(v)}' for k, v in sorted(st.parameters.items())]
+    lines.append('history:')
+    lines += table([('time', 'kind', 'detail')] +
+                   [(_when(r['time_ns']), r['kind'], history_detail(r)) for r in history], indent='  ')
+    sessions = session_summaries(reader)
+    lines.append('sessions:' if sessions else 'sessions: none')
+    if sessions:
+        lines += table([('id', 'pilot', 'task', 'start', 'duration', 'trials', 'correct', 'state')] + [
+            (s.session_id, s.pilot or '-', s.task or '-', _when(s.started_ns), _duration(s), str(s.trials),
+             '-' if s.correct is None else f'{s.correct:.2f}', s.state or '-') for s in sessions], indent='  ')
+    return lines
+
+
+def list_row(path: Path, reader: Any) -> tuple[str, ...]:
+    from autopilot_terminal.subjects import state_from_history
+
+    st = state_from_history(path.stem, reader.history())
+    sessions = session_summaries(reader)
+    last = max((s.started_ns for s in sessions), default=0)
+    return (path.stem, st.protocol or '-', f'{st.step}: {st.step_name}' if st.protocol else '-', str(len(sessions)),
+            str(sum(s.trials for s in sessions)), _when(last, seconds=False))
+
+
+# ------------------------------------------------------------------------------------------ verbs
+
+class ListVerb(VerbExtension):
+    """List the subjects: protocol, step, sessions, trials and last session, one line each, sorted by name."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        add_read_arguments(parser)
+
+    def main(self, *, args: argparse.Namespace) -> int:
+        from autopilot_terminal.reader import SubjectReader
+        from autopilot_terminal.store import StoreError
+
+        data_dir = resolve_data_dir(args)
+        rows = []
+        for path in sorted(data_dir.glob('*.h5'), key=lambda p: p.stem):
+            try:
+                with SubjectReader(path) as reader:
+                    rows.append(list_row(path, reader))
+            except StoreError as exc:  # one bad file must not hide the others
+                print(f'WARNING: skipped {path}: {exc}', file=sys.stderr)
+        if not rows:
+            print(f'no subject files in {data_dir}', file=sys.stderr)
+            return 0
+        header = ('subject', 'protocol', 'step', 'sessions', 'trials', 'last session')
+        print('\n'.join(table([header, *rows])))
+        return 0
+
+
+class ShowVerb(VerbExtension):
+    """Show a subject: biography, protocol, step, parameter overrides, history and sessions."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('subject', help='subject name (its file is <data dir>/<subject>.h5)')
+        add_read_arguments(parser)
+
+    def main(self, *, args: argparse.Namespace) -> int:
+        from autopilot_terminal.reader import SubjectReader
+        from autopilot_terminal.store import StoreError
+
+        path = subject_file(resolve_data_dir(args), args.subject)
+        try:
+            with SubjectReader(path) as reader:
+                lines = format_show(path, reader)
+        except StoreError as exc:
+            raise CommandError(str(exc)) from None
+        print('\n'.join(lines))
+        return 0
+
+
+def _uint16(text: str) -> int:
+    value = nonnegative_int(text)
+    if value > UINT16_MAX:
+        raise argparse.ArgumentTypeError(f'expected a step number 0..{UINT16_MAX}, got {text!r}')
+    return value
+
+
+def _check_subject(subject: str) -> None:
+    """The terminal checks too; checking here first answers without waiting for discovery."""
+    from autopilot_terminal.recorder import subject_error
+
+    if (why := subject_error(subject)) is not None:
+        raise CommandError(why)
+
+
+def _biography(args: argparse.Namespace) -> dict[str, Any]:
+    fields = {k: getattr(args, k) for k in ('species', 'sex', 'dob', 'genotype') if getattr(args, k) is not None}
+    if args.biography is not None:
+        if fields:
+            raise CommandError(f'give either --biography or --{"/--".join(fields)}, not both (put every field '
+                               'in the JSON)')
+        try:
+            bio = json.loads(args.biography)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f'--biography is not valid JSON: {exc}') from None
+        if not isinstance(bio, dict):
+            raise CommandError('--biography must be a JSON object, e.g. \'{"species": "Mus musculus"}\'')
+        return bio
+    if 'dob' in fields:
+        try:
+            if not _DOB.match(fields['dob']):
+                raise ValueError
+            dt.date.fromisoformat(fields['dob'])
+        except ValueError:
+            raise CommandError(f'--dob {fields["dob"]!r}: expected a date YYYY-MM-DD, e.g. 2024-05-31') from None
+    return fields
+
+
+class CreateVerb(TerminalVerb):
+    """Create a subject (its file) on the terminal, with a biography."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('subject', help='subject name: letters, digits, "_" and "-" (it names the file)')
+        parser.add_argument('--biography', metavar='JSON',
+                            help='the whole biography as a JSON object (instead of the options below)')
+        parser.add_argument('--species', help='e.g. "Mus musculus"')
+        parser.add_argument('--sex', help='e.g. F, M or U')
+        parser.add_argument('--dob', metavar='YYYY-MM-DD', help='date of birth')
+        parser.add_argument('--genotype', help='e.g. "C57BL/6J" or "wt"')
+
+    def run(self, args: argparse.Namespace) -> int:
+        from autopilot_msgs.srv import CreateSubject
+
+        _check_subject(args.subject)
+        bio = _biography(args)
+        resp = call_terminal(CreateSubject, 'create_subject', CreateSubject.Request(
+            subject=args.subject, biography_json=json.dumps(bio) if bio else ''), args)
+        print(resp.message)
+        return 0
+
+
+class AssignVerb(TerminalVerb):
+    """Assign a protocol (a file in the terminal's protocol_dir, or a path) to a subject."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('subject', help='subject name')
+        parser.add_argument('protocol', help="protocol name (file stem in the terminal's protocol_dir) or a path to "
+                                             'a protocol file on the terminal\'s host')
+        parser.add_argument('--step', type=_uint16, default=0, metavar='N', help='0-based step to start at '
+                            '(default: 0)')
+
+    def run(self, args: argparse.Namespace) -> int:
+        from autopilot_msgs.srv import AssignProtocol
+
+        _check_subject(args.subject)
+        protocol = args.protocol
+        if Path(protocol).suffix in ('.yaml', '.yml') and Path(protocol).is_file():
+            protocol = str(Path(protocol).resolve())  # relative to this shell, not to the terminal's directory
+        resp = call_terminal(AssignProtocol, 'assign_protocol', AssignProtocol.Request(
+            subject=args.subject, protocol=protocol, step=args.step), args)
+        print(resp.message)
+        return 0
+
+
+class StepVerb(TerminalVerb):
+    """Move a subject to another step of its protocol (from its next session)."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('subject', help='subject name')
+        parser.add_argument('step', type=_uint16, metavar='N', help='0-based step')
+        parser.add_argument('--reason', default='', metavar='TEXT', help="why (stored in the subject's history)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from autopilot_msgs.srv import SetSubjectStep
+
+        _check_subject(args.subject)
+        resp = call_terminal(SetSubjectStep, 'set_subject_step', SetSubjectStep.Request(
+            subject=args.subject, step=args.step, reason=args.reason), args)
+        print(resp.message)
+        return 0
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``name:=value`` with the value read as a YAML scalar (5 int, 5.0 double, true bool, else text) or a
+    list of one type, as ``ros2 param set`` and ``--ros-args -p`` read values."""
+    import yaml
+
+    name, sep, raw = text.partition(':=')
+    if not sep or not name.strip():
+        raise CommandError(f'{text!r}: expected NAME:=VALUE, e.g. reward_ul:=5.0')
+    name = name.strip()
+    if not raw.strip():
+        raise CommandError(f'{text!r}: no value; to remove an override use --remove {name}')
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (dt.date, dt.datetime)):
+        value = raw  # a date is text to a parameter
+    scalar = (bool, int, float, str)
+    if isinstance(value, list) and value and all(isinstance(v, scalar) for v in value):
+        kinds = {type(v) for v in value}
+        if len(kinds) > 1:
+            raise CommandError(f'{text!r}: a list parameter holds one type, got {sorted(k.__name__ for k in kinds)}')
+    elif not isinstance(value, scalar):
+        raise CommandError(f'{text!r}: a parameter value is a bool, integer, double, string or a non-empty list of '
+                           f'one of those, not {type(value).__name__}')
+    ints = [value] if isinstance(value, int) else value if isinstance(value, list) else []
+    if any(isinstance(v, int) and not isinstance(v, bool) and not -2 ** 63 <= v < 2 ** 63 for v in ints):
+        raise CommandError(f'{text!r}: out of range for a 64-bit integer parameter')
+    return name, value
+
+
+class ParamsVerb(TerminalVerb):
+    """Set or remove a subject's task parameter overrides (checked by the pilot at the next session)."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('subject', help='subject name')
+        parser.add_argument('assignments', nargs='*', metavar='NAME:=VALUE',
+                            help='overrides to set; values are YAML: 5 integer, 5.0 double, true bool, text string')
+        parser.add_argument('--remove', nargs='+', action='extend', default=[], metavar='NAME',
+                            help='overrides to remove (the protocol step\'s value applies again)')
+
+    def run(self, args: argparse.Namespace) -> int:
+        from autopilot_msgs.srv import SetSubjectParameters
+        from rclpy.parameter import Parameter
+
+        _check_subject(args.subject)
+        # `--remove a b:=1` takes b:=1 as a name to remove: an assignment is never a parameter name.
+        assignments = list(args.assignments) + [r for r in args.remove if ':=' in r]
+        removed = [r for r in args.remove if ':=' not in r]
+        values = dict(parse_assignment(a) for a in assignments)
+        if not values and not removed:
+            raise CommandError('nothing to do: give NAME:=VALUE overrides and/or --remove NAME')
+        if both := sorted(set(values) & set(removed)):
+            raise CommandError(f'{", ".join(both)}: both set and removed; give each parameter once')
+        try:
+            params = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+        except (TypeError, ValueError) as exc:
+            raise CommandError(f'invalid parameter value: {exc}') from None
+        params += [Parameter(name).to_parameter_msg() for name in removed]  # not set: remove the override
+        resp = call_terminal(SetSubjectParameters, 'set_subject_parameters', SetSubjectParameters.Request(
+            subject=args.subject, parameters=params), args)
+        print(resp.message)
+        return 0
+
+
+class SubjectCommand(CommandExtension):
+    """List, show, create subjects; assign protocols, set steps and parameters (through the terminal)."""
+
+    verbs = {'list': ListVerb, 'show': ShowVerb, 'create': CreateVerb, 'assign': AssignVerb, 'step': StepVerb,
+             'params': ParamsVerb}
