@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -327,3 +328,19 @@ def test_journal_locked_by_another_process(tmp_path: Path) -> None:
         holder.stderr.close()
     with Journal(path) as j:  # free again once the holder has gone
         assert j.stats().sessions == 0
+
+
+def test_step_history_reads_trials_whose_fields_hold_nan(journal: Journal) -> None:
+    # A miss has no reaction time (NaN): the journal stores it, and graduation must still read the history.
+    _session(journal, 'a', protocol='p', step=1)
+    _session(journal, 'b', subject='other', protocol='p', step=1)
+    journal.append('a', 1, b'1', {'step': 1, 'fields': {'correct': False, 'rt_ms': math.nan}})
+    journal.append('a', 2, b'2', {'step': 0, 'fields': {'correct': True}})
+    journal.append('a', 3, b'3', {'step': 1, 'fields': {'correct': True, 'rt_ms': 250.0}})
+    journal.append('a', 4, b'4', {'step': 1})  # no fields: not a scored trial
+    journal.append('b', 1, b'1', {'step': 1, 'fields': {'correct': True}})
+    fields, n_sessions = journal.step_history('mouse1', 'p', 1)
+    assert [f['correct'] for f in fields] == [False, True] and math.isnan(fields[0]['rt_ms'])
+    assert n_sessions == 0
+    journal.end_session('a')
+    assert journal.step_history('mouse1', 'p', 1)[1] == 1

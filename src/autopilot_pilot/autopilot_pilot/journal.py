@@ -179,6 +179,10 @@ def _json(value: Mapping[str, Any] | None, what: str) -> str:
             from None
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float))
+
+
 def _as_bytes(payload: bytes | bytearray | memoryview) -> bytes:
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise JournalError(f'payload must be bytes (the serialized message), got {type(payload).__name__}')
@@ -435,14 +439,17 @@ class Journal:
             rows = self._read(
                 'read the step history',
                 'SELECT t.meta FROM sessions s JOIN trials t USING (session_id) '
-                "WHERE s.subject=? AND s.protocol=? AND json_extract(t.meta, '$.step')=? "
-                "AND json_type(t.meta, '$.fields') IS NOT NULL "
-                'ORDER BY s.started_ns, s.rowid, t.trial_number', (subject, protocol, int(step)))
+                'WHERE s.subject=? AND s.protocol=? '
+                'ORDER BY s.started_ns, s.rowid, t.trial_number', (subject, protocol))
             n_sessions = self._read(
                 'read the step history',
                 'SELECT COUNT(*) FROM sessions WHERE subject=? AND protocol=? AND step=? AND ended_ns IS NOT NULL',
                 (subject, protocol, int(step)))[0][0]
-        return [json.loads(r[0])['fields'] for r in rows], n_sessions
+        # The step is matched here, not with SQLite's json_extract: trial meta holds NaN (a miss's reaction
+        # time), which Python's json writes and reads but SQLite rejects as malformed JSON.
+        metas = (json.loads(r[0]) for r in rows)
+        return [m['fields'] for m in metas if 'fields' in m and _is_number(m.get('step')) and m['step'] == step], \
+            n_sessions
 
     def _require_session(self, db: sqlite3.Connection, session_id: str) -> None:
         if db.execute('SELECT 1 FROM sessions WHERE session_id=?', (session_id,)).fetchone() is None:

@@ -30,6 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin before 3.11
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,13 @@ EVENT_TOPICS = {'gpio/events': ('gpio', GpioEvent), 'sound/onsets': ('sound', So
 #: Messages held per pilot while no session runs, for the moment between a session's start and its heartbeat.
 PRE_SESSION_MESSAGES = 5000
 PRE_SESSION_NS = 1_000_000_000
+#: Heartbeats as the terminal takes them: qos.STATUS (depth 1) with room for every state change that arrives while
+#: its thread is busy (start_session blocks it for a while). With depth 1 only the newest heartbeat would be taken,
+#: so a session's start could be seen a trial late: its first messages, held until then, would be dropped as older.
+STATUS_QUEUE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20, reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+#: How long start_session waits for the recorder to receive every topic of the pilot that is in the graph.
+RECORD_WAIT_S = 3.0
 
 
 def stamp_ns(header: Any) -> int:
@@ -226,8 +234,8 @@ class TerminalNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__('terminal', **kwargs)
         p = declare(self, PARAMS)
-        self.data_dir = Path(p['data_dir']).expanduser()
-        self.protocol_dir = Path(p['protocol_dir']).expanduser()
+        self.data_dir = Path(p['data_dir']).expanduser().resolve()  # tools ask for it from other directories
+        self.protocol_dir = Path(p['protocol_dir']).expanduser().resolve()
         self.timeout_s = p['pilot_timeout_s']
         self.record_topics = [t.strip('/') for t in p['record_topics'] if t.strip('/')]
         self.launch_file = p['launch_file']
@@ -260,7 +268,14 @@ class TerminalNode(Node):
                                f'{", ".join(self.record_topics)} of every pilot')
 
     def _log(self, level: str, text: str) -> None:
-        {'info': self.get_logger().info, 'warn': self.get_logger().warning}.get(level, self.get_logger().error)(text)
+        # One call site per severity: rclpy raises ValueError ("Logger severity cannot be changed between calls")
+        # when the same line logs at another severity than the first time.
+        if level == 'info':
+            self.get_logger().info(text)
+        elif level == 'warn':
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().error(text)
 
     def close(self) -> None:
         self.recorder.close()
@@ -288,7 +303,7 @@ class TerminalNode(Node):
             resume=c.create_client(Trigger, f'{base}/resume'),
             cancel=c.create_client(CancelGoal, f'{base}/session/_action/cancel_goal'))
         link.subs = [
-            self.create_subscription(PilotStatus, f'{base}/status', lambda m: self.on_status(link, m), qos.STATUS),
+            self.create_subscription(PilotStatus, f'{base}/status', lambda m: self.on_status(link, m), STATUS_QUEUE),
             self.create_subscription(TrialData, f'{base}/trials', lambda m: self.on_trial(link, m), qos.TRIALS),
             self.create_subscription(StepChange, f'{base}/step_changes', lambda m: self.on_step(link, m), qos.TRIALS),
         ]
@@ -318,7 +333,8 @@ class TerminalNode(Node):
         sig = tuple((e.pilot, e.online, e.last_status.state, e.last_status.session_id) for e in msg.pilots)
         if sig != self._registry_sig:
             for e in msg.pilots:
-                if (e.pilot, e.online) not in {(s[0], s[1]) for s in self._registry_sig}:
+                # found before its first heartbeat: not worth an "offline" line
+                if e.last_status.pilot and (e.pilot, e.online) not in {(s[0], s[1]) for s in self._registry_sig}:
                     self.get_logger().info(f'pilot {e.pilot} is {"online" if e.online else "offline"}')
         self._registry_sig = sig
         self.registry_pub.publish(msg)
@@ -458,7 +474,11 @@ class TerminalNode(Node):
     # -- subjects ---------------------------------------------------------------------------------
 
     def _subject_call(self, fn: Callable[[Recorder], Any], timeout: float = 10.0) -> Any:
-        return self.recorder.call(fn).result(timeout)
+        try:
+            return self.recorder.call(fn).result(timeout)
+        except FutureTimeout as exc:  # message-less, and before Python 3.11 not the builtin TimeoutError
+            raise TimeoutError(f'the recorder did not answer within {timeout:.0f} s (it is still writing; see the '
+                               'terminal log); try again') from exc
 
     def subject_state(self, subject: str) -> Any:
         def read(r: Recorder) -> Any:
@@ -466,45 +486,41 @@ class TerminalNode(Node):
             return state_from_history(subject, history_rows(f.file))
         return self._subject_call(read)
 
-    def srv_create_subject(self, req: CreateSubject.Request, resp: CreateSubject.Response) -> CreateSubject.Response:
+    def _biography_service(self, what: str, req: CreateSubject.Request, resp: CreateSubject.Response,
+                           write: Callable[[Recorder, dict[str, Any]], Any], done: str) -> CreateSubject.Response:
+        """create_subject and update_biography: parse biography_json, run ``write`` on the recorder, answer."""
         try:
             if (why := subject_error(req.subject)) is not None:
                 raise ValueError(why)
             bio = json.loads(req.biography_json) if req.biography_json.strip() else {}
             if not isinstance(bio, dict):
                 raise ValueError('biography_json must be a JSON object, e.g. {"species": "Mus musculus"}')
-            f = self._subject_call(lambda r: r.create_file(req.subject, bio))
-            resp.success, resp.path = True, str(f.path)
-            resp.message = f'created subject {req.subject} ({f.path})'
+            f = self._subject_call(lambda r: write(r, bio))
+            resp.success, resp.path, resp.message = True, str(f.path), done
         except json.JSONDecodeError as exc:
             resp.message = f'biography_json is not valid JSON: {exc}'
         except (ValueError, StoreError, TimeoutError) as exc:
             resp.message = str(exc)
-        self._reply_log('create_subject', resp)
+        self._reply_log(what, resp)
         return resp
+
+    def srv_create_subject(self, req: CreateSubject.Request, resp: CreateSubject.Response) -> CreateSubject.Response:
+        return self._biography_service('create_subject', req, resp, lambda r, bio: r.create_file(req.subject, bio),
+                                       f'created subject {req.subject} ({self.data_dir / req.subject}.h5)')
 
     def srv_update_biography(self, req: CreateSubject.Request,
                              resp: CreateSubject.Response) -> CreateSubject.Response:
         """Merge keys into a subject's biography (a key set to null is removed); stored with the time in history."""
-        try:
-            update = json.loads(req.biography_json or '{}')
-            if not isinstance(update, dict) or not update:
+        def apply(r: Recorder, update: dict[str, Any]) -> Any:
+            if not update:
                 raise ValueError('biography_json must be a non-empty JSON object, e.g. {"weight_g": 23.5}')
-
-            def apply(r: Recorder) -> Any:
-                f = r.open_file(req.subject)
-                bio = {**f.biography, **update}
-                f.set_biography({k: v for k, v in bio.items() if v is not None})
-                return f
-            f = self._subject_call(apply)
-            resp.success, resp.path = True, str(f.path)
-            resp.message = f'{req.subject}: biography updated ({", ".join(sorted(update))})'
-        except json.JSONDecodeError as exc:
-            resp.message = f'biography_json is not valid JSON: {exc}'
-        except (ValueError, StoreError, TimeoutError) as exc:
-            resp.message = str(exc)
-        self._reply_log('update_biography', resp)
-        return resp
+            f = r.open_file(req.subject)
+            bio = {**f.biography, **update}
+            f.set_biography({k: v for k, v in bio.items() if v is not None})
+            return f
+        keys = req.biography_json
+        return self._biography_service('update_biography', req, resp, apply,
+                                       f'{req.subject}: biography updated ({keys})')
 
     def srv_assign_protocol(self, req: AssignProtocol.Request,
                             resp: AssignProtocol.Response) -> AssignProtocol.Response:
@@ -565,7 +581,10 @@ class TerminalNode(Node):
         return resp
 
     def _reply_log(self, what: str, resp: Any) -> None:
-        (self.get_logger().info if resp.success else self.get_logger().warning)(f'{what}: {resp.message}')
+        if resp.success:  # two call sites: see _log
+            self.get_logger().info(f'{what}: {resp.message}')
+        else:
+            self.get_logger().warning(f'{what}: {resp.message}')
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -600,6 +619,11 @@ class TerminalNode(Node):
                       f'{link.name} load_protocol')
         if not loaded.success:
             raise ValueError(f'protocol {proto.path} rejected by pilot {link.name}: {loaded.message}')
+        missing = self._not_recorded(link, RECORD_WAIT_S)
+        if missing:
+            self.get_logger().warning(f'{link.name}: not receiving {", ".join(missing)} yet (no publisher matched '
+                                      f'within {RECORD_WAIT_S:.0f} s); the session starts, they are recorded once '
+                                      'they appear')
         goal = RunSession.Goal(subject=req.subject, protocol=proto.name, step=st.step, max_trials=req.max_trials,
                                max_duration_s=req.max_duration_s,
                                parameters=[_param_msg(k, v) for k, v in sorted(st.parameters.items())])
@@ -615,6 +639,28 @@ class TerminalNode(Node):
             raise RuntimeError(f'pilot {link.name} rejected the session{": " + status if status else ""}')
         handle.get_result_async().add_done_callback(lambda f: self._on_result(link, req.subject, f))
         return f'{req.subject} on {link.name}: {proto.name} step {st.step} ({step_name})'
+
+    def _not_recorded(self, link: PilotLink, timeout: float) -> list[str]:
+        """The pilot's record topics in the graph that the recorder does not receive yet, after up to ``timeout``.
+
+        The recorder subscribes to a topic once it has discovered a publisher (it records the publisher's QoS and
+        type hash), and receives only once matched. Right after the terminal or a rig came up that can take a few
+        seconds (DDS discovery on a loaded host): a session started meanwhile would miss its first hardware events
+        in the bag. A topic is in the graph early through the pilot's own endpoints (it subscribes to gpio/events).
+        """
+        base = link.ns.rstrip('/')
+        deadline = time.monotonic() + timeout
+        while True:
+            graph = {name for name, _ in self.get_topic_names_and_types()}
+            subs = getattr(self.clients_node, 'subs', {})
+            missing = []
+            for topic in (f'{base}/{rel}' for rel in self.record_topics):
+                sub = subs.get(topic, False)
+                if topic in graph and sub is not None and (sub is False or sub.get_publisher_count() == 0):
+                    missing.append(topic)  # (None: a type this host cannot record; said once in the log)
+            if not missing or time.monotonic() >= deadline:
+                return missing
+            time.sleep(0.05)
 
     def _on_result(self, link: PilotLink, subject: str, fut: Any) -> None:
         try:

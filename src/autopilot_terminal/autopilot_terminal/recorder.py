@@ -11,7 +11,8 @@ always begun before its messages are appended and ended after them.
 Plain Python over :mod:`.store` (and rclpy's deserialiser for the event topics), so unit tests and the
 benchmark drive it without a node. Failures never stop the thread: the item is logged with the store's
 message and counted (:meth:`Recorder.stats`); trials that failed are simply not acknowledged, so the pilot
-resends them.
+resends them. A session's begin and provenance, which nobody resends, are kept and applied once the subject's
+file can be opened again (e.g. after another writer released it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin before 3.11
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -93,6 +95,7 @@ class Recorder:
         self._specs: dict[str, TopicSpec] = {}
         self._decoders: dict[str, tuple[str, Decoder]] = {}
         self._failed: set[tuple[str, str]] = set()  # (subject, session) whose messages failed: logged once
+        self._retry: dict[tuple[str, str], list[_Item]] = {}  # begin/provenance that failed, by (subject, session)
         self._stats = Stats()
         self._thread = threading.Thread(target=self._run, name='recorder', daemon=True)
         self._thread.start()
@@ -204,7 +207,7 @@ class Recorder:
         try:
             self.call(lambda r: None).result(timeout)
             return True
-        except TimeoutError:
+        except FutureTimeout:
             return False
 
     def close(self, timeout: float = 10.0) -> None:
@@ -213,6 +216,9 @@ class Recorder:
             self._stop = True
             self._cv.notify()
         self._thread.join(timeout)
+        for (subject, sid), items in self._retry.items():
+            self._log('error', f'recorder: {subject}/{sid}: {", ".join(i.kind for i in items)} never stored (the '
+                               'file could not be opened)')
         for opened in self._files.values():
             try:
                 opened.file.close()
@@ -270,6 +276,8 @@ class Recorder:
                 item.payload[1].set_exception(exc)
                 return
             self._log('error', f'recorder: {item.kind} of {item.subject}/{item.session_id} failed: {exc}')
+            if item.kind in ('begin', 'provenance'):  # nobody resends these: applied once the file opens (_replay)
+                self._retry.setdefault((item.subject, item.session_id), []).append(item)
             return
         if item.done is not None:
             try:
@@ -277,7 +285,21 @@ class Recorder:
             except Exception as exc:  # noqa: BLE001 - a failing ack callback must not stop the writer
                 self._log('error', f'recorder: callback after {item.kind} failed: {exc}')
 
+    def _replay(self, subject: str, session_id: str) -> None:
+        """Apply a session's begin and provenance that failed earlier (its file could not be opened then, e.g.
+        another writer held it): trials are resent by the pilot, these would be lost. What still fails is kept
+        for the next try (the caller's own write then says why)."""
+        items = self._retry.pop((subject, session_id), None)
+        for i, item in enumerate(items or ()):
+            try:
+                getattr(self, f'_do_{item.kind}')(item)
+            except Exception:  # noqa: BLE001 - logged when it first failed
+                self._retry[(subject, session_id)] = items[i:]
+                return
+            self._log('info', f'recorder: {item.kind} of {subject}/{session_id} stored (it had failed)')
+
     def _ensure_session(self, subject: str, session_id: str, meta: Mapping[str, Any], create_reason: str) -> SubjectFile:
+        self._replay(subject, session_id)
         if subject not in self._files and not self.path_of(subject).exists() and create_reason:
             self._log('warn', f'subject {subject!r} has no file: creating {self.path_of(subject)} ({create_reason})')
             f = self.create_file(subject, detail={'created_by': 'recorder', 'reason': create_reason})
@@ -313,6 +335,7 @@ class Recorder:
         self.open_file(item.subject).set_provenance(item.session_id, item.payload)
 
     def _do_end(self, item: _Item) -> None:
+        self._replay(item.subject, item.session_id)
         ended_ns, state = item.payload
         f = self.open_file(item.subject)
         if item.session_id in f.file['sessions']:
@@ -329,6 +352,7 @@ class Recorder:
             by_session[(subject, sid)].append(topic)
         for (subject, sid), topics in by_session.items():
             try:
+                self._replay(subject, sid)
                 f = self.open_file(subject)
                 opened = self._files[subject]
                 known = opened.topics[sid]
