@@ -3,7 +3,8 @@
 Everything the Terminal stores goes through a :class:`Recorder`: trials and step changes (acknowledged to
 the pilot only once stored and fsync'd), raw bag messages (appended from the executor thread at the cost of
 a list append, written here in batches per topic), hardware events decoded from the bag's GPIO and sound
-topics, session begin/end, provenance, and subject administration (:meth:`Recorder.call`). One thread owns
+topics (when the writer is not busy; completed at the session's end and by :meth:`Recorder.flush`), session
+begin/end, provenance, and subject administration (:meth:`Recorder.call`). One thread owns
 every open :class:`~.store.SubjectFile`, as DESIGN.md requires (one writer per file; Autopilot lost sessions
 to several threads sharing a file). Items are processed in the order they were queued, so a session is
 always begun before its messages are appended and ended after them.
@@ -33,6 +34,10 @@ from .store import StoreError, SubjectFile, TopicSpec, open_flags
 T = TypeVar('T')
 #: Subject identifiers name files: keep them to characters that are safe everywhere.
 SUBJECT_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$')
+#: Event messages decoded into event tables per writer cycle when it is not busy.
+DECODE_BATCH = 2000
+#: Beyond this many waiting event messages they are decoded even under load (bounds the memory they hold).
+MAX_UNDECODED = 200_000
 #: Longest the writer waits before writing what has arrived (bounds how late a live reader sees data).
 INTERVAL_S = 0.05
 
@@ -94,6 +99,9 @@ class Recorder:
         self._files: dict[str, _Open] = {}
         self._specs: dict[str, TopicSpec] = {}
         self._decoders: dict[str, tuple[str, Decoder]] = {}
+        # Event-topic messages already in the bag, waiting to be decoded into their event table.
+        self._undecoded: dict[tuple[str, str, str], list[tuple[int, bytes]]] = {}
+        self._n_undecoded = 0
         self._failed: set[tuple[str, str]] = set()  # (subject, session) whose messages failed: logged once
         self._retry: dict[tuple[str, str], list[_Item]] = {}  # begin/provenance that failed, by (subject, session)
         self._stats = Stats()
@@ -205,7 +213,7 @@ class Recorder:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is written; False on timeout."""
         try:
-            self.call(lambda r: None).result(timeout)
+            self.call(lambda r: r._decode(None)).result(timeout)
             return True
         except FutureTimeout:
             return False
@@ -240,15 +248,21 @@ class Recorder:
                 items, self._items = self._items, []
                 stop = self._stop
                 self._stats.max_pending = max(self._stats.max_pending, len(items))
+            t0 = time.perf_counter()
             if items:
-                t0 = time.perf_counter()
                 self._process(items)
-                self._stats.write_seconds += time.perf_counter() - t0
-            elif stop:
+            # Event tables are filled from the bag when the writer has time: decoding every message in Python
+            # (~25 us each) on a busy writer would starve the executor thread of the GIL, and DDS would then
+            # block the publisher. Under load it waits (bounded), and a session's end or flush() completes it.
+            if len(items) < DECODE_BATCH or self._n_undecoded > MAX_UNDECODED:
+                self._decode(DECODE_BATCH)
+            if stop and not items:
+                self._decode(None)
                 return
+            self._stats.write_seconds += time.perf_counter() - t0
             if not items:
                 continue
-            # The batch was large: give the executor a moment to queue the next one, so batches stay big.
+            # A small batch: give the executor a moment to queue more, so batches stay large.
             if len(items) < 64 and not stop:
                 time.sleep(min(self._interval, 0.01))
 
@@ -336,11 +350,38 @@ class Recorder:
 
     def _do_end(self, item: _Item) -> None:
         self._replay(item.subject, item.session_id)
+        self._decode(None, (item.subject, item.session_id))
         ended_ns, state = item.payload
         f = self.open_file(item.subject)
         if item.session_id in f.file['sessions']:
             f.end_session(item.session_id, ended_ns=ended_ns, state=state)
         self._files[item.subject].topics.pop(item.session_id, None)
+
+    def _decode(self, limit: int | None, session: tuple[str, str] | None = None) -> None:
+        """Decode up to ``limit`` (None: all) waiting event messages (of ``session`` only, if given)."""
+        for key in list(self._undecoded):
+            if session is not None and key[:2] != session:
+                continue
+            subject, sid, topic = key
+            pending = self._undecoded[key]
+            chunk = pending if limit is None else pending[:limit]
+            try:
+                kind, decode = self._decoders[topic]
+                self.open_file(subject).add_events(sid, kind, [decode(data, recv_ns) for recv_ns, data in chunk])
+                self._stats.events += len(chunk)
+            except Exception as exc:  # noqa: BLE001 - the bag keeps them; the table misses them, said once
+                self._stats.errors += 1
+                self._stats.last_error = str(exc)
+                self._log('error', f'recorder: {subject}/{sid}: {len(chunk)} {topic} events not written to the '
+                                   f'event table (they are in the bag): {exc}')
+            del pending[:len(chunk)]
+            self._n_undecoded -= len(chunk)
+            if not pending:
+                del self._undecoded[key]
+            if limit is not None:
+                limit -= len(chunk)
+                if limit <= 0:
+                    return
 
     def _do_call(self, item: _Item) -> None:
         fn, fut = item.payload
@@ -366,9 +407,8 @@ class Recorder:
                     self._stats.messages += len(messages)
                     self._stats.bytes += sum(len(m[1]) for m in messages)
                     if topic in self._decoders:
-                        kind, decode = self._decoders[topic]
-                        f.add_events(sid, kind, [decode(data, recv_ns) for recv_ns, data in messages])
-                        self._stats.events += len(messages)
+                        self._undecoded.setdefault((subject, sid, topic), []).extend(messages)
+                        self._n_undecoded += len(messages)
                 self._stats.batches += 1
             except Exception as exc:  # noqa: BLE001 - counted as lost and reported once per session
                 lost = sum(len(batch[(subject, sid, t)]) for t in topics)
