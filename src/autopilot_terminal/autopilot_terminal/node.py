@@ -123,7 +123,9 @@ def subscription_qos(profiles: list[QoSProfile]) -> QoSProfile:
     """QoS to record publishers with: reliable/transient-local only when every publisher offers it (as rosbag2)."""
     reliable = all(p.reliability == ReliabilityPolicy.RELIABLE for p in profiles)
     latched = all(p.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in profiles)
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+    # Reliable publishers get keep-all: with keep-last a reader that falls behind has unread messages
+    # overwritten (lost without a word) and, measured with Fast DDS, the connection then stalls.
+    return QoSProfile(history=HistoryPolicy.KEEP_ALL if reliable else HistoryPolicy.KEEP_LAST, depth=1000,
                       reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 

@@ -218,12 +218,16 @@ class Recorder:
         except FutureTimeout:
             return False
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = 120.0) -> None:
         """Write what is queued, close every file and stop the thread."""
         with self._cv:
             self._stop = True
             self._cv.notify()
         self._thread.join(timeout)
+        if self._thread.is_alive():  # never close files under a writer that is still writing
+            self._log('error', f'recorder: still writing after {timeout:.0f} s; files left open (the next start '
+                               'repairs them)')
+            return
         for (subject, sid), items in self._retry.items():
             self._log('error', f'recorder: {subject}/{sid}: {", ".join(i.kind for i in items)} never stored (the '
                                'file could not be opened)')

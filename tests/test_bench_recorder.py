@@ -1,0 +1,53 @@
+"""Smoke test of bench/recorder.py: a --quick run has every row, and at the low rate nothing was lost.
+
+No timing assertions (rates depend on the machine and its load), and none on the ``max`` rows, which
+measure where the recorder stops keeping up: only that the fake pilot's session was recorded by the real
+``terminal`` (every message in the bag and, for gpio/events, in the events table), that bare rclpy received
+everything at 10k/s, that frames were recorded (best effort, as the camera publishes them: at least 90 %),
+that the in-process writer rows wrote everything, and that the table, the target lines and the JSON are
+complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import run_bench
+
+ROWS = {('messages', '10k/s', 'bare'), ('messages', '10k/s', 'terminal'), ('messages', 'max', 'bare'),
+        ('messages', 'max', 'terminal'), ('frames', '30 fps', 'bare'), ('frames', '30 fps', 'terminal'),
+        ('writer', 'max', 'Recorder'), ('writer', 'max', 'Recorder-nodecode')}
+
+
+def test_quick_run_records_every_message_at_the_low_rate(domain_id: int, tmp_path: Path) -> None:
+    text, result = run_bench('recorder.py', domain_id, tmp_path)
+    params = result['params']
+    assert params['quick'] is True and params['rates'] == [10_000.0, 0.0] and params['fps'] == [30.0]
+    assert result['machine']['cpu_count'] and result['versions']['ros-rclpy']
+    assert result['record_topics'] == ['gpio/events', 'camera/image', 'bench/raw']
+    rows = {(r['section'], r['offered'], r['config']): r for r in result['rows']}
+    assert set(rows) == ROWS, text
+    for key, r in rows.items():
+        assert r['sent'] and r['recorded'] is not None and r['lost'] is not None, (key, r)
+        if key[0] == 'frames':  # best effort (qos.STREAM, as the camera publishes): a frame may drop on a busy host
+            assert r['error'] is None and r['recorded'] >= 0.9 * r['sent'], (key, r)
+        elif key[1] != 'max' or key[0] == 'writer':  # max rows measure the limit: loss there is a result
+            assert r['error'] is None and r['lost'] == 0 and r['recorded'] == r['sent'], (key, r)
+        assert r['rec_rate'] and r['rec_rate'] > 0, (key, r)
+        if key[0] != 'writer':
+            assert r['cpu_s'] is not None and r['cpu_s'] >= 0 and r['rss_peak_mb'], (key, r)
+    low = rows[('messages', '10k/s', 'terminal')]
+    assert low['events'] == low['sent'] == 10_000 and low['unique'] == 10_000, low
+    assert low['terminal_stopped'] is not None and low['terminal_stopped']['messages'] == 10_000, low
+    assert low['x_bare'] and low['lag_p50_ms'] is not None and low['backlog_s'] is not None, low
+    cases = {(c['section'], c['offered'], c['config']): c for c in result['cases']}
+    low_case = cases[('messages', '10k/s', 'terminal')]
+    assert low_case['topics'] == ['/bench/gpio/events'] and low_case['session']['state'] == 'ended', low_case
+    assert low_case['max_seq'] == 9_999 and low_case['qos']['reliability'] == 'reliable', low_case
+    frames = cases[('frames', '30 fps', 'terminal')]
+    assert frames['topics'] == ['/bench/camera/image'] and frames['pub']['sent'] == 30, frames
+    assert frames['qos']['reliability'] == 'best_effort' and frames['unique'] == frames['recorded'], frames
+    assert rows[('writer', 'max', 'Recorder')]['events'] == params['writer_n'], rows[('writer', 'max', 'Recorder')]
+    assert {t['row'] for t in result['targets']} <= {'10k/s', 'max', None} and len(result['targets']) == 2
+    assert text.count('PASS: ') + text.count('FAIL: ') == 2, text
+    assert 'rec/s' in text and 'x bare' in text and 'JSON: ' in text
