@@ -15,8 +15,8 @@ import sys
 from typing import Any
 
 from autopilot_core.cli.base import CommandError, CommandExtension
-from autopilot_core.cli.graph import nonnegative_int
-from autopilot_terminal.cli.subject import TERMINAL, TerminalVerb, call_terminal, no_terminal, table, terminal_node
+from autopilot_core.cli.graph import cli_node, nonnegative_int
+from autopilot_terminal.cli.subject import TERMINAL, TerminalVerb, call_terminal, no_terminal, table
 
 STATES = {0: 'idle', 1: 'running', 2: 'paused', 3: 'error'}
 UINT32_MAX = 2 ** 32 - 1
@@ -117,7 +117,7 @@ class PilotsVerb(TerminalVerb):
 
         got: list[Any] = []
         topic = f'{TERMINAL}/pilots'
-        with terminal_node('session') as node:
+        with cli_node('session') as node:
             # Transient-local like the publisher: the latest registry arrives as soon as the terminal is matched.
             node.create_subscription(PilotRegistry, topic, got.append, qos.STATUS)
             executor = cli_executor(node)

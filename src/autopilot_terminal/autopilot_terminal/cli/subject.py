@@ -24,8 +24,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from autopilot_core.cli.graph import (
     DEFAULT_WAIT_TIME,
     SETTLE_S,
     GraphVerb,
+    cli_node,
     nonnegative_int,
     positive_float,
 )
@@ -59,36 +59,6 @@ def domain_id() -> str:
 def no_terminal(waited: float) -> CommandError:
     return CommandError(f'no terminal is running on ROS_DOMAIN_ID={domain_id()}: start it with '
                         f'`autopilot launch launch/terminal.launch.yaml` (none discovered within {waited:g} s)')
-
-
-@contextmanager
-def terminal_node(purpose: str) -> Iterator[Any]:
-    """A hidden, short-lived node in its own context, like graph.cli_node but initialised with no arguments.
-
-    ``rclpy.init`` reads sys.argv by default, where rcl takes ``name:=value`` (the ``params`` verb's syntax)
-    for a (deprecated) remap rule and warns; these commands have no ROS arguments to give it.
-    """
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.node import HIDDEN_NODE_PREFIX, Node
-    from rclpy.parameter import Parameter
-    from rclpy.signals import SignalHandlerOptions
-
-    context = Context()
-    try:
-        rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
-    except Exception as exc:  # e.g. an invalid ROS_DOMAIN_ID
-        raise CommandError(f'cannot initialise ROS: {str(exc).splitlines()[0]}') from None
-    try:
-        node = Node(f'{HIDDEN_NODE_PREFIX}autopilot_{purpose}_{os.getpid()}', context=context,
-                    start_parameter_services=False, enable_rosout=False,
-                    parameter_overrides=[Parameter('start_type_description_service', value=False)])
-        try:
-            yield node
-        finally:
-            node.destroy_node()
-    finally:
-        rclpy.try_shutdown(context=context)
 
 
 def _call(node: Any, srv_type: Any, service: str, request: Any, *, wait_s: float, settle_s: float,
@@ -118,7 +88,7 @@ def _call(node: Any, srv_type: Any, service: str, request: Any, *, wait_s: float
 
 def call_terminal(srv_type: Any, name: str, request: Any, args: argparse.Namespace) -> Any:
     """Call ``/terminal/<name>``; CommandError when no terminal runs or it answers success=false."""
-    with terminal_node(name) as node:
+    with cli_node(name) as node:
         resp = _call(node, srv_type, f'{TERMINAL}/{name}', request, wait_s=args.spin_time, settle_s=args.settle,
                      answer_s=ANSWER_TIMEOUT_S)
     if resp is None:
@@ -149,7 +119,7 @@ def terminal_data_dir(wait_s: float, settle_s: float) -> str | None:
     from rcl_interfaces.srv import GetParameters
     from rclpy.parameter import parameter_value_to_python
 
-    with terminal_node('subject') as node:
+    with cli_node('subject') as node:
         try:
             resp = _call(node, GetParameters, f'{TERMINAL}/get_parameters', GetParameters.Request(names=['data_dir']),
                          wait_s=wait_s, settle_s=settle_s, answer_s=5.0)
