@@ -16,12 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
-from autopilot_msgs.msg import GpioEvent, SoundOnset
+from autopilot_msgs.msg import GpioEvent, PilotStatus, SoundOnset
 from rclpy.serialization import serialize_message
+from sensor_msgs.msg import Image
 
 from autopilot_core.messages import interface_text
-from autopilot_terminal.node import DECODERS, EVENT_TOPICS
+from autopilot_terminal.node import DECODERS, EVENT_TOPICS, SessionTable
 from autopilot_terminal.reader import SubjectReader
 from autopilot_terminal.recorder import Recorder
 from autopilot_terminal.store import TYPE_BOOL, TYPE_FLOAT64, TYPE_STRING, StoreError, SubjectFile, TopicSpec
@@ -221,6 +224,129 @@ def test_gpio_and_sound_messages_fill_the_event_tables(rec: Recorder) -> None:
         assert so['source'].tolist() == [SoundOnset.SOURCE_NULL] * len(sound)
         # ... and the raw messages are in the bag as well.
         assert [m.data for m in r.messages(SID, [gpio_topic])] == gpio_cdr
+
+
+def test_a_damaged_event_message_costs_only_its_own_row(rec: Recorder, log: Log) -> None:
+    topic = '/rig1/gpio/events'
+    rec.set_topic(spec(topic, 'autopilot_msgs/msg/GpioEvent'), ('gpio', DECODERS['gpio']))
+    rec.call(lambda r: r.create_file('mouse1')).result(TIMEOUT)
+    rec.begin_session('mouse1', SID, META)
+    good = [serialize_message(GpioEvent(device=f'poke_{i}', pin=i, level=True, tick_us=i, backend='sim'))
+            for i in range(1, 6)]
+    sent = good[:2] + [good[2][:-9]] + good[3:]  # the third one cut short
+    for i, data in enumerate(sent):
+        rec.message('mouse1', SID, topic, 1000 + i, data)
+    assert rec.flush(TIMEOUT)
+    st = rec.stats()
+    assert st.events == 4 and st.errors == 1 and st.lost_messages == 0
+    assert '1 of 5 messages could not be decoded' in log.text('error')
+    assert 'kept in the bag' in log.text('error')
+    rec.close()
+    with SubjectReader(rec.path_of('mouse1')) as r:
+        assert r.events(SID, 'gpio')['device'].tolist() == ['poke_1', 'poke_2', 'poke_4', 'poke_5']
+        assert [m.data for m in r.messages(SID, [topic])] == sent
+
+
+def image(i: int, width: int, height: int) -> bytes:
+    """A bgr8 frame whose grey level encodes ``i`` (as the camera's synthetic source draws its counter)."""
+    msg = Image(height=height, width=width, encoding='bgr8', step=width * 3)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 1_700_000_000 + i // 30, (i % 30) * 33_000_000
+    msg.data = np.full((height, width, 3), (i * 16) % 256, np.uint8).tobytes()
+    return serialize_message(msg)
+
+
+def test_camera_frames_become_mp4_parts_with_frame_tables(rec: Recorder, log: Log) -> None:
+    topic = '/rig1/camera/image'
+    rec.set_video_topic(spec(topic, 'sensor_msgs/msg/Image'))
+    with pytest.raises(ValueError, match='cannot be recorded as video'):
+        rec.set_video_topic(spec('/rig1/gpio/events', 'autopilot_msgs/msg/GpioEvent'))
+    rec.call(lambda r: r.create_file('mouse1')).result(TIMEOUT)
+    rec.begin_session('mouse1', SID, META)
+    # 40 frames at 64x48, then the camera is reconfigured to 32x24: a second part, nothing lost.
+    for i in range(60):
+        rec.message('mouse1', SID, topic, 5_000 + i, image(i, 64, 48) if i < 40 else image(i, 32, 24))
+    rec.end_session('mouse1', SID, 1_700_000_010_000_000_000)
+    assert rec.flush(TIMEOUT)
+    st = rec.stats()
+    assert (st.frames, st.frames_dropped, st.lost_messages, st.errors) == (60, 0, 0, 0), st
+    assert 'starting a new video part' in log.text('warn')
+    rec.close()
+    with SubjectReader(rec.path_of('mouse1')) as r:
+        videos = r.videos(SID)
+        assert [(v.name, v.width, v.height, v.frames, v.state) for v in videos] == [
+            ('rig1_camera_image', 64, 48, 40, 'finished'), ('rig1_camera_image-1', 32, 24, 20, 'finished')]
+        assert not r.topics(SID), 'video topics do not go into the bag'
+        recv = []
+        for v in videos:
+            frames = r.video_frames(SID, v.name)
+            recv += frames['recv_ns'].tolist()
+            assert frames['frame'].tolist() == list(range(v.frames))
+            cap = cv2.VideoCapture(str(v.path))
+            levels = []
+            while True:
+                ok, img = cap.read()
+                if not ok:
+                    break
+                levels.append(int(round(float(img.mean()))))
+            cap.release()
+            first = frames['recv_ns'][0] - 5_000
+            assert levels == pytest.approx([((first + k) * 16) % 256 for k in range(v.frames)], abs=6)  # mp4v is lossy
+        assert recv == [5_000 + i for i in range(60)]
+
+
+class Sink:
+    """Stands in for the Recorder behind a SessionTable: which session each routed message went to."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str, int]] = []  # (session, topic, recv_ns)
+
+    def message(self, subject: str, session_id: str, topic: str, recv_ns: int, data: bytes) -> None:
+        self.got.append((session_id, topic, recv_ns))
+
+
+def heartbeat(session_id: str = '') -> bytes:
+    state = PilotStatus.STATE_RUNNING if session_id else PilotStatus.STATE_IDLE
+    return serialize_message(PilotStatus(state=state, session_id=session_id))
+
+
+def test_a_session_ends_where_the_recorders_stream_shows_it_not_when_the_terminal_learns_it() -> None:
+    sink, ms = Sink(), 1_000_000
+    table = SessionTable(sink, grace_ns=100 * ms)  # type: ignore[arg-type]
+    table.start('/rig', 'm1', 's1', started_ns=1000 * ms)
+    table.route('/rig', '/rig/gpio/events', 1001 * ms, b'a')
+    # The terminal's thread sees the end at t=1002 ms, while the recorder's executor lags behind: what it
+    # delivers after that, until the heartbeat that ended the session comes through it, is still s1's.
+    table.stop('/rig', 1002 * ms, streamed=True)
+    table.route('/rig', '/rig/gpio/events', 1500 * ms, b'b')
+    assert not table.closed('/rig', 's1', 5000 * ms)
+    table.route_status('/rig', '/rig/status', 1600 * ms, heartbeat())
+    table.route('/rig', '/rig/gpio/events', 1650 * ms, b'c')  # in flight on another topic: within the grace
+    assert not table.closed('/rig', 's1', 1650 * ms) and table.closed('/rig', 's1', 1701 * ms)
+    table.route('/rig', '/rig/gpio/events', 1800 * ms, b'd')  # after: held for a next session, not s1's
+    assert sink.got == [('s1', '/rig/gpio/events', 1001 * ms), ('s1', '/rig/gpio/events', 1500 * ms),
+                        ('s1', '/rig/status', 1600 * ms), ('s1', '/rig/gpio/events', 1650 * ms)]
+    # The next session starts: the held message from just before its start goes to it.
+    table.start('/rig', 'm1', 's2', started_ns=1810 * ms)
+    assert sink.got[-1] == ('s2', '/rig/gpio/events', 1800 * ms)
+
+
+def test_a_stream_ahead_of_the_terminal_and_topics_without_status_end_by_the_grace() -> None:
+    sink, ms = Sink(), 1_000_000
+    table = SessionTable(sink, grace_ns=100 * ms)  # type: ignore[arg-type]
+    table.start('/rig', 'm1', 's1', started_ns=1000 * ms)
+    table.route_status('/rig', '/rig/status', 1100 * ms, heartbeat('s1'))
+    table.route_status('/rig', '/rig/status', 1200 * ms, heartbeat())  # the stream saw the end first
+    table.stop('/rig', 1250 * ms, streamed=True)
+    assert not table.closed('/rig', 's1', 1299 * ms) and table.closed('/rig', 's1', 1301 * ms)
+    # Without the status topic recorded, the window is the grace after the terminal saw the end.
+    table.start('/other', 'm2', 's3', started_ns=1000 * ms)
+    table.stop('/other', 2000 * ms, streamed=False)
+    assert not table.closed('/other', 's3', 2099 * ms) and table.closed('/other', 's3', 2101 * ms)
+    assert table.closed('/other', 'unknown-session', 0)
+    # A damaged heartbeat is recorded like any message and changes nothing.
+    table.start('/rig', 'm1', 's4', started_ns=3000 * ms)
+    table.route_status('/rig', '/rig/status', 3001 * ms, b'junk')
+    assert sink.got[-1] == ('s4', '/rig/status', 3001 * ms)
 
 
 def test_call_hands_the_stores_error_to_the_caller(rec: Recorder) -> None:

@@ -317,6 +317,15 @@ def test_bad_rows_are_refused_with_the_column_named(subject: SubjectFile) -> Non
         subject.append_messages(SID, '/t', [(0, b'x')])
     with pytest.raises(StoreError, match='qos_json is not JSON'):
         subject.add_topic(SID, '/u', 'std_msgs/msg/String', '', '', 'reliable')
+    # events given as columns (as the CDR decoders give them) are checked the same way
+    cols = {'stamp_ns': [1, 2], 'tick_us': [1, 2], 'device': ['a', 'b'], 'pin': [1, 2], 'level': [True, False],
+            'recv_ns': [5, 6]}
+    for over, message in (({'pin': [1]}, 'columns of different lengths'), ({'pins': [1, 2]}, r"unknown columns \['pins'\]"),
+                          ({'pin': [1, 300]}, "'pin' .* out of range"), ({'recv_ns': [0, 1]}, 'recv_ns must be > 0')):
+        with pytest.raises(StoreError, match=message):
+            subject.add_events(SID, 'gpio', {**cols, **over})
+    assert subject.add_events(SID, 'gpio', cols) == 2
+    assert subject.add_events(SID, 'gpio', {k: [] for k in cols}) == 0
     assert subject.add_trials(SID, [trial(1)]) == [1]  # nothing of the refused batches was stored
 
 

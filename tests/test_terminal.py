@@ -8,11 +8,15 @@ are read with :class:`SubjectReader` once the terminal has stopped; pilot journa
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 from autopilot_msgs.msg import PilotRegistry, PilotStatus, SoundPlay, TrialData
 from autopilot_msgs.srv import (
     AssignProtocol,
@@ -26,6 +30,7 @@ from conftest import call
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
+from test_camera import camera
 from test_pilot import CALIBRATION, FAST_SUBJECT, GPIO, PILOT, RIG_PARAMS, SOUND, SUBJECT, ros_args
 
 from autopilot_core import qos
@@ -312,6 +317,35 @@ def test_sigkill_of_the_terminal_mid_session_loses_and_duplicates_no_trial(procs
     journal.close()
 
 
+def test_a_session_that_ended_while_the_terminal_was_down_is_closed_on_restart(procs, node, tmp_path):
+    rig = launch_rig(procs, tmp_path, 'rig1')
+    terminal = launch_terminal(procs, tmp_path)
+    lab = Lab(node, ['rig1'])
+    lab.wait_online('rig1')
+    assert lab.create('mouse1').success and lab.assign('mouse1').success
+    n = 8
+    assert lab.start('mouse1', 'rig1', max_trials=n).success
+    lab.spin_until(lambda: len(lab.by_pilot['rig1']) >= 2, 60, 'no trials')
+    terminal.signal(signal.SIGKILL)
+    terminal.wait()
+    lab.spin_until(lambda: len(lab.by_pilot['rig1']) >= n and lab.state('rig1') == PilotStatus.STATE_IDLE, 60,
+                   'the session did not finish without the terminal')
+    [sid] = lab.session_trials('rig1')
+    terminal = launch_terminal(procs, tmp_path, name='terminal-restarted')
+    lab.spin_until(lambda: 'ended while the terminal was down' in terminal.output(), 30,
+                   f'the restarted terminal left the session open:\n{terminal.output()}')
+    lab.spin(2.5)  # the pilot resends what the killed terminal had not acknowledged
+    assert terminal.stop() == 0, terminal.output()
+    with SubjectReader(tmp_path / 'data' / 'mouse1.h5') as r:
+        session = r.session(sid)
+        assert session['state'] == 'ended' and 'ended while no terminal was recording' in session['end_note'], session
+        assert session['started_ns'] < session['ended_ns'] <= time.time_ns()
+        assert sorted(row['trial_number'] for row in stored_trials_match(r, sid, lab)) == list(range(1, n + 1))
+    journal = journal_of(rig)
+    assert journal.unacked() == [] and journal.stats(sid).trials == n
+    journal.close()
+
+
 BROKEN_TASK = """\
 name: broken
 steps:
@@ -419,6 +453,9 @@ def test_bad_input_gets_a_clear_answer_and_the_terminal_stays_up(procs, node, tm
 
 def test_stop_pause_resume_and_subject_changes_through_the_terminal(procs, node, tmp_path):
     launch_rig(procs, tmp_path, 'rig1')
+    # A camera on the rig: the terminal records each session's frames as an MP4 with a frame table.
+    procs(camera('backend:=synthetic', 'fps:=30.0', 'width:=320', 'height:=240') + ['-r', '__ns:=/rig1'],
+          name='camera')
     terminal = launch_terminal(procs, tmp_path)
     lab = Lab(node, ['rig1'])
     lab.wait_online('rig1')
@@ -467,3 +504,25 @@ def test_stop_pause_resume_and_subject_changes_through_the_terminal(procs, node,
         assert history[2]['detail'] == {'from_step': 1, 'from_step_name': '2afc', 'reason': 'back', 'by': 'terminal'}
         assert history[3]['detail'] == {'set': {'reward_ul': 3.0}, 'removed': [], 'by': 'terminal'}
         assert r.provenance(second)['subject_state']['parameters'] == {'reward_ul': 3.0}
+        for session_id in (sid, second):
+            check_video(r, session_id, '/rig1/camera/image', (320, 240))
+
+
+def check_video(r: SubjectReader, session_id: str, topic: str, size: tuple[int, int]) -> None:
+    """One finished MP4 for the session's camera topic, holding every frame its table lists, in time order."""
+    [video] = r.videos(session_id)
+    assert (video.topic, video.state, (video.width, video.height)) == (topic, 'finished', size), video
+    frames = r.video_frames(session_id, video.name)
+    n = len(frames['frame'])
+    assert n > 10 and video.frames == n and frames['frame'].tolist() == list(range(n)), (n, video)
+    assert (np.diff(frames['stamp_ns']) > 0).all() and (np.diff(frames['recv_ns']) >= 0).all()
+    session = r.session(session_id)
+    assert session['started_ns'] - 2e9 < frames['stamp_ns'][0] and frames['stamp_ns'][-1] <= session['ended_ns'] + 2e9
+    assert video.path.is_file() and video.path.stat().st_size == video.bytes
+    assert hashlib.sha256(video.path.read_bytes()).hexdigest() == video.sha256
+    cap = cv2.VideoCapture(str(video.path))
+    try:
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == n
+        assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == size
+    finally:
+        cap.release()

@@ -13,7 +13,8 @@ Two nodes share one process and one :class:`~.recorder.Recorder` (the only write
   ``~/start_session``, ``~/stop_session``, ``~/pause_session`` and ``~/resume_session``.
 * ``/terminal/recorder`` (EventsExecutor, its own thread): raw subscriptions (CDR bytes, no
   deserialisation) to each pilot's ``record_topics`` with the publisher's QoS; every message goes to the
-  bag of the session running on that pilot, GPIO and sound events also to their tables. It also holds
+  bag of the session running on that pilot, GPIO and sound events also to their tables; ``video_topics``
+  (camera frames) go to an MP4 per session with a frame-timestamp table instead. It also holds
   the clients of the pilots' services and session actions.
 
 Run with ``ros2 run autopilot_terminal terminal`` / ``autopilot run autopilot_terminal terminal`` or
@@ -73,20 +74,25 @@ from autopilot_core.executors import make_executor, spin
 from autopilot_core.messages import get_message, interface_text
 from autopilot_core.params import ParamSpec, declare
 
-from .reader import history_rows
+from .cdr import EVENT_DECODERS
+from .reader import SubjectReader, history_rows
 from .recorder import Recorder, subject_error
 from .store import StoreError, TopicSpec
 from .subjects import ProtocolFileError, check_step, read_protocol, state_from_history
 
 RECORD_TOPICS = ['status', 'trials', 'step_changes', 'trial_acks', 'gpio/events', 'gpio/output', 'gpio/reward',
                  'sound/play', 'sound/onsets', 'sound/stop']
+VIDEO_TOPICS = ['camera/image']
 PARAMS = [
     ParamSpec('data_dir', '~/autopilot/data', 'Directory of the subject files (<subject>.h5)', read_only=True),
     ParamSpec('protocol_dir', '~/autopilot/protocols', 'Directory of protocol files (<name>.yaml)', read_only=True),
     ParamSpec('pilot_timeout_s', 5.0, 'A pilot whose heartbeat is older than this is offline', unit='s',
               min=0.5, max=3600.0),
     ParamSpec('record_topics', RECORD_TOPICS, "Each pilot's topics recorded in the session bag, relative to its "
-              'namespace (add e.g. camera/image_raw)', read_only=True),
+              'namespace', read_only=True),
+    ParamSpec('video_topics', VIDEO_TOPICS, "Each pilot's camera topics (sensor_msgs Image or CompressedImage) recorded "
+              'as MP4 next to the subject file with a per-frame timestamp table, not in the bag ([""]: none)',
+              read_only=True),
     ParamSpec('end_grace_s', 1.0, 'Messages arriving this long after a session ended still go to it', unit='s',
               min=0.0, max=60.0, read_only=True),
     ParamSpec('launch_file', '', 'Launch file whose text is stored with every session ("": none)', read_only=True),
@@ -96,6 +102,9 @@ EVENT_TOPICS = {'gpio/events': ('gpio', GpioEvent), 'sound/onsets': ('sound', So
 #: Messages held per pilot while no session runs, for the moment between a session's start and its heartbeat.
 PRE_SESSION_MESSAGES = 5000
 PRE_SESSION_NS = 1_000_000_000
+#: An ended session is closed at the latest this long after the terminal saw its end, even if the recorder's stream
+#: has not reached the end by then (a pilot that vanished, a stream that stopped).
+END_WAIT_S = 60.0
 #: Heartbeats as the terminal takes them: qos.STATUS (depth 1) with room for every state change that arrives while
 #: its thread is busy (start_session blocks it for a while). With depth 1 only the newest heartbeat would be taken,
 #: so a session's start could be seen a trial late: its first messages, held until then, would be dropped as older.
@@ -147,19 +156,34 @@ def step_row(msg: StepChange, recv_ns: int) -> dict[str, Any]:
             'reason': msg.reason, 'stamp_ns': stamp_ns(msg.header), 'recv_ns': recv_ns}
 
 
-def gpio_row(data: bytes, recv_ns: int) -> dict[str, Any]:
-    m = deserialize_message(data, GpioEvent)
-    return {'stamp_ns': stamp_ns(m.header), 'tick_us': m.tick_us, 'device': m.device, 'pin': m.pin,
-            'level': m.level, 'recv_ns': recv_ns}
+#: Event table kind -> decoder of its messages' CDR into columns.
+DECODERS = {kind: decode for kind, (_, decode) in EVENT_DECODERS.items()}
 
 
-def sound_row(data: bytes, recv_ns: int) -> dict[str, Any]:
-    m = deserialize_message(data, SoundOnset)
-    return {'stamp_ns': stamp_ns(m.header), 'sound_id': m.sound_id, 'play_id': m.play_id, 'source': m.source,
-            'ok': m.ok, 'latency_ms': m.latency_ms, 'duration_ms': m.duration_ms, 'recv_ns': recv_ns}
+STATE_NAMES = {PilotStatus.STATE_IDLE: 'idle', PilotStatus.STATE_RUNNING: 'running',
+               PilotStatus.STATE_PAUSED: 'paused', PilotStatus.STATE_ERROR: 'in error'}
 
 
-DECODERS = {'gpio': gpio_row, 'sound': sound_row}
+def unfinished_sessions(data_dir: Path, log: Callable[[str, str], None]) -> dict[str, list[tuple[str, str, int]]]:
+    """Sessions whose state is still 'running' in the subject files, by pilot: (subject, session id, the last
+    receive time recorded of it)."""
+    found: dict[str, list[tuple[str, str, int]]] = {}
+    for path in sorted(data_dir.glob('*.h5')):
+        try:
+            with SubjectReader(path) as r:
+                for sid in r.sessions():
+                    meta = r.session(sid)
+                    if meta.get('state') != 'running':
+                        continue
+                    last = int(meta.get('started_ns', 0))
+                    recv = r.trials(sid).get('recv_ns')
+                    if recv is not None and len(recv):
+                        last = max(last, int(recv.max()))
+                    last = max([last, *(t.last_ns for t in r.topics(sid))])
+                    found.setdefault(str(meta.get('pilot', '')), []).append((r.subject, sid, last))
+        except Exception as exc:  # noqa: BLE001 - the recorder names the problem when the file is used
+            log('warn', f'{path}: cannot check for unfinished sessions: {exc}')
+    return found
 
 
 class SessionTable:
@@ -167,6 +191,12 @@ class SessionTable:
 
     The recorder node asks for every message (:meth:`route`); while no session runs, messages are held briefly
     so those sent between a session's start and the heartbeat that announces it are not lost.
+
+    A session's end is placed in the recorder's own stream: the terminal learns of it from a heartbeat on its
+    thread, but the recorder's executor may be seconds behind under load, still delivering messages the
+    pilot sent before it stopped. So messages keep going to the ending session until the recorder's own
+    subscription to the pilot's ``status`` (:meth:`route_status`) delivers the heartbeat that ends it, plus
+    ``grace`` for other topics' messages in flight; :meth:`closed` tells when that window is over.
     """
 
     def __init__(self, recorder: Recorder, grace_ns: int) -> None:
@@ -174,35 +204,71 @@ class SessionTable:
         self._grace = grace_ns
         self._lock = threading.Lock()
         self._current: dict[str, tuple[str, str]] = {}
-        self._ending: dict[str, tuple[str, str, int]] = {}
+        # ns -> [subject, session_id, deadline_ns or None while the recorder's stream has not seen the end]
+        self._ending: dict[str, list[Any]] = {}
+        # ns -> (recv_ns, session id it was running or '') of the newest heartbeat in the recorder's stream
+        self._stream_status: dict[str, tuple[int, str]] = {}
         self._held: dict[str, deque[tuple[str, int, bytes]]] = {}
 
     def route(self, ns: str, topic: str, recv_ns: int, data: bytes) -> None:
         with self._lock:
             cur = self._current.get(ns)
-            if cur is None:
-                ending = self._ending.get(ns)
-                if ending is not None and recv_ns <= ending[2]:
-                    cur = ending[:2]
+            ending = self._ending.get(ns)
+            # A session whose end the stream has not reached yet comes first: its messages are the older ones.
+            if ending is not None and (ending[2] is None or (cur is None and recv_ns <= ending[2])):
+                cur = ending
             if cur is None:
                 held = self._held.setdefault(ns, deque(maxlen=PRE_SESSION_MESSAGES))
                 held.append((topic, recv_ns, data))
                 return
             self._recorder.message(cur[0], cur[1], topic, recv_ns, data)
 
+    def route_status(self, ns: str, topic: str, recv_ns: int, data: bytes) -> None:
+        """:meth:`route` for the pilot's heartbeat topic, which also marks where a session ends in the stream."""
+        self.route(ns, topic, recv_ns, data)
+        try:
+            msg = deserialize_message(data, PilotStatus)
+        except Exception:  # noqa: BLE001 - it is in the bag; the terminal's own subscription reports bad ones
+            return
+        running = msg.session_id if msg.state in (PilotStatus.STATE_RUNNING, PilotStatus.STATE_PAUSED) else ''
+        with self._lock:
+            self._stream_status[ns] = (recv_ns, running)
+            ending = self._ending.get(ns)
+            if ending is not None and ending[2] is None and running != ending[1]:
+                ending[2] = recv_ns + self._grace
+
     def start(self, ns: str, subject: str, session_id: str, started_ns: int) -> None:
         with self._lock:
             self._current[ns] = (subject, session_id)
-            self._ending.pop(ns, None)
+            ending = self._ending.get(ns)
+            if ending is not None and ending[2] is not None and ending[2] < started_ns:
+                del self._ending[ns]
             for topic, recv_ns, data in self._held.pop(ns, ()):
                 if recv_ns >= started_ns - PRE_SESSION_NS // 20:
                     self._recorder.message(subject, session_id, topic, recv_ns, data)
 
-    def stop(self, ns: str, now_ns: int) -> None:
+    def stop(self, ns: str, now_ns: int, *, streamed: bool) -> None:
+        """The session on ``ns`` ended (the terminal saw it); ``streamed``: the recorder subscribes to its status."""
         with self._lock:
             cur = self._current.pop(ns, None)
-            if cur is not None:
-                self._ending[ns] = (*cur, now_ns + self._grace)
+            if cur is None:
+                return
+            seen = self._stream_status.get(ns)
+            if not streamed:
+                deadline: int | None = now_ns + self._grace
+            elif seen is not None and seen[1] != cur[1] and seen[0] >= now_ns - PRE_SESSION_NS:
+                deadline = seen[0] + self._grace  # the stream was ahead of the terminal's thread
+            else:
+                deadline = None
+            self._ending[ns] = [*cur, deadline]
+
+    def closed(self, ns: str, session_id: str, now_ns: int) -> bool:
+        """Whether the ended session's window in the recorder's stream is over (or it is not ending here)."""
+        with self._lock:
+            ending = self._ending.get(ns)
+            if ending is None or ending[1] != session_id:
+                return True
+            return ending[2] is not None and now_ns > ending[2]
 
     def drop_held(self, older_than_ns: int) -> None:
         with self._lock:
@@ -240,12 +306,20 @@ class TerminalNode(Node):
         self.protocol_dir = Path(p['protocol_dir']).expanduser().resolve()
         self.timeout_s = p['pilot_timeout_s']
         self.record_topics = [t.strip('/') for t in p['record_topics'] if t.strip('/')]
+        self.video_topics = [t.strip('/') for t in p['video_topics'] if t.strip('/')]
+        both = sorted(set(self.record_topics) & set(self.video_topics))
+        if both:
+            raise ValueError(f'topics {both} are in both record_topics and video_topics: record each one either raw '
+                             'in the bag or as video')
         self.launch_file = p['launch_file']
         try:
             self.recorder = Recorder(self.data_dir, log=self._log)
         except OSError as exc:
             raise RuntimeError(f'terminal: cannot use data_dir {self.data_dir}: {exc}; set the parameter '
                                'data_dir to a writable directory') from exc
+        # Sessions the files say are running: those that ended while no terminal was recording (it was stopped or
+        # killed) are closed when their pilot's first heartbeat shows it is not running them any more.
+        self.unfinished = unfinished_sessions(self.data_dir, self._log)
         self.sessions = SessionTable(self.recorder, int(p['end_grace_s'] * 1e9))
         self.grace_s = p['end_grace_s']
         self.pilots: dict[str, PilotLink] = {}
@@ -267,7 +341,8 @@ class TerminalNode(Node):
         self._registry_sig: tuple = ()
         self.create_timer(1.0, self.tick)
         self.get_logger().info(f'subject files in {self.data_dir}, protocols from {self.protocol_dir}; recording '
-                               f'{", ".join(self.record_topics)} of every pilot')
+                               f'{", ".join(self.record_topics)} of every pilot'
+                               + (f', {", ".join(self.video_topics)} as video' if self.video_topics else ''))
 
     def _log(self, level: str, text: str) -> None:
         # One call site per severity: rclpy raises ValueError ("Logger severity cannot be changed between calls")
@@ -357,6 +432,15 @@ class TerminalNode(Node):
         now = time.time_ns()
         if link.session is not None and (not running or msg.session_id != link.session[1]):
             self._end_session(link, 'aborted' if msg.state == PilotStatus.STATE_ERROR else 'ended', now)
+        if link.name in self.unfinished:
+            for subject, sid, last_ns in self.unfinished.pop(link.name):
+                if running and msg.session_id == sid:
+                    continue  # still running: recording goes on (_begin_session below)
+                self.recorder.end_session(subject, sid, last_ns, 'ended', note=(
+                    f'ended while no terminal was recording; ended_ns is the last thing recorded of it (pilot '
+                    f'{link.name} was {STATE_NAMES.get(msg.state, msg.state)} when the terminal came back)'))
+                self.get_logger().warning(f'session {sid} of {subject} on {link.name} ended while the terminal was '
+                                          'down: closed it in the file (trials the pilot still holds are resent)')
         if running and link.session is None:
             self._begin_session(link, msg)
         if old is None or old.state != msg.state:
@@ -380,16 +464,25 @@ class TerminalNode(Node):
         subject, sid = link.session  # type: ignore[misc]
         link.session = None
         link.planned = {}
-        self.sessions.stop(link.ns, now_ns)
-        # After the grace period: late messages of the session are still its own.
+        status_topic = f'{link.ns.rstrip("/")}/status'
+        self.sessions.stop(link.ns, now_ns, streamed=self.clients_node.subs.get(status_topic) is not None)
+        # Late messages of the session are still its own until the recorder's stream reaches its end.
         timer: list[Any] = []
+        give_up = time.monotonic() + END_WAIT_S
 
         def end() -> None:
+            closed = self.sessions.closed(link.ns, sid, time.time_ns())
+            if not closed and time.monotonic() < give_up:
+                return
             timer[0].cancel()
             self.destroy_timer(timer[0])
+            if not closed:
+                self.get_logger().warning(
+                    f'session {sid} of {subject}: the recorder did not see the heartbeat that ended it within '
+                    f'{END_WAIT_S:.0f} s; closing it now (later messages of it are not recorded)')
             self.recorder.end_session(subject, sid, now_ns, state)
             self.get_logger().info(f'session {sid} of {subject} on {link.name}: {state}')
-        timer.append(self.create_timer(max(self.grace_s, 0.01), end))
+        timer.append(self.create_timer(max(min(self.grace_s, 0.2), 0.01), end))
 
     def _provenance(self, link: PilotLink, msg: PilotStatus, planned: Mapping[str, Any]) -> dict[str, Any]:
         prov = dict(self.host_provenance)
@@ -718,7 +811,7 @@ class RecorderNode(Node):
         types = dict(self.get_topic_names_and_types())
         for ns in list(self.terminal.pilots):
             base = ns.rstrip('/')
-            for rel in self.terminal.record_topics:
+            for rel in self.terminal.record_topics + self.terminal.video_topics:
                 topic = f'{base}/{rel}'
                 if topic in self.subs or topic not in types:
                     continue
@@ -736,8 +829,17 @@ class RecorderNode(Node):
             return
         spec = TopicSpec(topic, type_name, text, str(infos[0].topic_type_hash), json.dumps(qos_dict(infos[0].qos_profile)))
         event = EVENT_TOPICS.get(rel)
-        self.terminal.recorder.set_topic(spec, (event[0], DECODERS[event[0]]) if event else None)
-        route, now = self.terminal.sessions.route, time.time_ns
+        try:
+            if rel in self.terminal.video_topics:
+                self.terminal.recorder.set_video_topic(spec)
+            else:
+                self.terminal.recorder.set_topic(spec, (event[0], DECODERS[event[0]]) if event else None)
+        except ValueError as exc:
+            self.get_logger().error(f'cannot record {topic}: {exc}')
+            self.subs[topic] = None
+            return
+        table, now = self.terminal.sessions, time.time_ns
+        route = table.route_status if rel == 'status' else table.route
         self.subs[topic] = self.create_subscription(
             cls, topic, lambda data: route(ns, topic, now(), data), subscription_qos([i.qos_profile for i in infos]),
             raw=True)
@@ -792,7 +894,9 @@ def main(args: list[str] | None = None) -> int:
         terminal.close()
         stats = terminal.recorder.stats()
         terminal.get_logger().info(f'stopped: {stats.trials} trials, {stats.messages} messages recorded, '
-                                   f'{stats.lost_messages} lost, {stats.errors} errors')
+                                   f'{stats.lost_messages} lost, {stats.errors} errors'
+                                   + (f'; {stats.frames} video frames, {stats.frames_dropped} dropped'
+                                      if stats.frames or stats.frames_dropped else ''))
         return 0
     finally:
         for node in (recorder_node, terminal):

@@ -64,6 +64,32 @@ class TopicInfo:
 
 
 @dataclass(frozen=True)
+class VideoInfo:
+    """A session's recorded video (``sessions/<id>/video/<name>``); ``rows`` counts its table (correct while live).
+
+    ``path`` is the MP4 resolved against the subject file's directory (``relpath`` is what is stored);
+    frames/bytes/sha256/dropped/rejected are the writer's summary, 0/'' while ``state`` is 'recording'.
+    """
+
+    name: str
+    topic: str
+    path: Path
+    relpath: str
+    codec: str
+    width: int
+    height: int
+    encoding: str
+    fps: float
+    state: str  # recording | finished
+    rows: int
+    frames: int
+    bytes: int
+    sha256: str
+    dropped: int
+    rejected: int
+
+
+@dataclass(frozen=True)
 class BagMessage:
     recv_ns: int
     topic: str
@@ -360,6 +386,41 @@ class SubjectReader:
         streams = self._call(f'bag of session {session_id!r}', read)
         for recv_ns, _, _, topic, data in heapq.merge(*streams):
             yield BagMessage(recv_ns, topic, data)
+
+    # -- video ------------------------------------------------------------------------------
+
+    def videos(self, session_id: str) -> list[VideoInfo]:
+        """The session's recorded videos, by name ([] if none)."""
+        def read(f: h5py.File) -> list[VideoInfo]:
+            g = _group(f, session_id)
+            if 'video' not in g:
+                return []
+            return [_video_info(self.path, name, g['video'][name]) for name in sorted(g['video'])]
+        return self._call(f'videos of session {session_id!r}', read)
+
+    def video(self, session_id: str, name: str) -> VideoInfo:
+        """One recorded video's metadata (StoreError if there is no such video)."""
+        return self._call(f'video {name!r} of session {session_id!r}',
+                          lambda f: _video_info(self.path, name, _group(f, session_id)['video'][name]))
+
+    def video_frames(self, session_id: str, name: str) -> dict[str, np.ndarray]:
+        """A video's frame table as columns: frame (index in the MP4), stamp_ns (header stamp), recv_ns."""
+        return self._call(f'video {name!r} of session {session_id!r}',
+                          lambda f: _columns(_table(_group(f, session_id)['video'][name], store.VIDEO_KEY)))
+
+    def video_path(self, session_id: str, name: str) -> Path:
+        """Where the video's MP4 is: its stored path, relative to the subject file's directory, resolved."""
+        return self.video(session_id, name).path
+
+
+def _video_info(h5: Path, name: str, ds: h5py.Dataset) -> VideoInfo:
+    a = {k: _plain(v) for k, v in ds.attrs.items()}
+    rel = str(a['path'])
+    return VideoInfo(name, str(a['topic']), h5.parent / rel, rel, str(a.get('codec', '')), int(a.get('width', 0)),
+                     int(a.get('height', 0)), str(a.get('encoding', '')), float(a.get('fps', 0.0)),
+                     str(a.get('state', '')), int(_table(ds, store.VIDEO_KEY).size), int(a.get('frames', 0)),
+                     int(a.get('bytes', 0)), str(a.get('sha256', '')), int(a.get('dropped', 0)),
+                     int(a.get('rejected', 0)))
 
 
 def history_rows(f: h5py.File) -> list[dict[str, Any]]:

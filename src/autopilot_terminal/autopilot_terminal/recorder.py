@@ -3,13 +3,14 @@
 Everything the Terminal stores goes through a :class:`Recorder`: trials and step changes (acknowledged to
 the pilot only once stored and fsync'd), raw bag messages (appended from the executor thread at the cost of
 a list append, written here in batches per topic), hardware events decoded from the bag's GPIO and sound
-topics (when the writer is not busy; completed at the session's end and by :meth:`Recorder.flush`), session
-begin/end, provenance, and subject administration (:meth:`Recorder.call`). One thread owns
+topics (when the writer is not busy; completed at the session's end and by :meth:`Recorder.flush`), camera
+topics as MP4 files with a per-frame table (:mod:`.video`; not in the bag), session begin/end, provenance, and
+subject administration (:meth:`Recorder.call`). One thread owns
 every open :class:`~.store.SubjectFile`, as DESIGN.md requires (one writer per file; Autopilot lost sessions
 to several threads sharing a file). Items are processed in the order they were queued, so a session is
 always begun before its messages are appended and ended after them.
 
-Plain Python over :mod:`.store` (and rclpy's deserialiser for the event topics), so unit tests and the
+Plain Python over :mod:`.store` (:mod:`.cdr` for the event topics), so unit tests and the
 benchmark drive it without a node. Failures never stop the thread: the item is logged with the store's
 message and counted (:meth:`Recorder.stats`); trials that failed are simply not acknowledged, so the pilot
 resends them. A session's begin and provenance, which nobody resends, are kept and applied once the subject's
@@ -29,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .cdr import CdrError, ColumnDecoder, Columns, Sample
 from .store import StoreError, SubjectFile, TopicSpec, open_flags
+from .video import VIDEO_TYPES, Frame, FrameFormatError, VideoSink, decode_frame, next_video_path
 
 T = TypeVar('T')
 #: Subject identifiers name files: keep them to characters that are safe everywhere.
@@ -42,7 +45,6 @@ MAX_UNDECODED = 200_000
 INTERVAL_S = 0.05
 
 Log = Callable[[str, str], None]  # (level: 'info' | 'warn' | 'error', text)
-Decoder = Callable[[bytes, int], Mapping[str, Any]]  # (cdr, recv_ns) -> event row
 
 
 @dataclass
@@ -64,6 +66,8 @@ class Stats:
     trials: int = 0
     duplicate_trials: int = 0
     events: int = 0
+    frames: int = 0
+    frames_dropped: int = 0
     errors: int = 0
     lost_messages: int = 0
     max_pending: int = 0
@@ -77,12 +81,37 @@ class _Open:
     topics: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # session -> registered topics
 
 
+@dataclass
+class _Video:
+    """One MP4 being written for a session's camera topic (see :mod:`.video`)."""
+
+    name: str
+    sink: VideoSink
+    type_name: str
+
+
 def subject_error(subject: str) -> str | None:
     """Why ``subject`` cannot be a subject identifier, or None."""
     if not isinstance(subject, str) or not SUBJECT_RE.match(subject):
         return (f'subject {subject!r} is not a valid identifier: use 1-64 letters, digits, "_" or "-", starting '
                 'with a letter or digit (it names the subject\'s file)')
     return None
+
+
+def _decode_all(decode: ColumnDecoder, chunk: Sequence[Sample]) -> tuple[Columns, str]:
+    """Decode a chunk; a malformed message costs only itself: (columns of the good ones, '' or what was bad)."""
+    try:
+        return decode(chunk), ''
+    except CdrError:
+        pass
+    parts, bad = [], []
+    for i, sample in enumerate(chunk):
+        try:
+            parts.append(decode([sample]))
+        except CdrError as exc:
+            bad.append((i, exc))
+    columns = decode([]) if not parts else {k: [v for p in parts for v in p[k]] for k in parts[0]}
+    return columns, f'{len(bad)} of {len(chunk)} messages could not be decoded (first: {bad[0][1]})'
 
 
 class Recorder:
@@ -98,11 +127,13 @@ class Recorder:
         self._stop = False
         self._files: dict[str, _Open] = {}
         self._specs: dict[str, TopicSpec] = {}
-        self._decoders: dict[str, tuple[str, Decoder]] = {}
+        self._decoders: dict[str, tuple[str, ColumnDecoder]] = {}
+        self._video_topics: set[str] = set()
+        self._videos: dict[tuple[str, str, str], _Video] = {}  # (subject, session, topic) -> its current part
         # Event-topic messages already in the bag, waiting to be decoded into their event table.
         self._undecoded: dict[tuple[str, str, str], list[tuple[int, bytes]]] = {}
         self._n_undecoded = 0
-        self._failed: set[tuple[str, str]] = set()  # (subject, session) whose messages failed: logged once
+        self._failed: set[tuple[str, ...]] = set()  # (subject, session[, topic]) whose messages failed: logged once
         self._retry: dict[tuple[str, str], list[_Item]] = {}  # begin/provenance that failed, by (subject, session)
         self._stats = Stats()
         self._thread = threading.Thread(target=self._run, name='recorder', daemon=True)
@@ -115,12 +146,21 @@ class Recorder:
         with self._cv:
             self._items.append((subject, session_id, topic, recv_ns, data))
 
-    def set_topic(self, spec: TopicSpec, event: tuple[str, Decoder] | None = None) -> None:
+    def set_topic(self, spec: TopicSpec, event: tuple[str, ColumnDecoder] | None = None) -> None:
         """Make a topic recordable; ``event``: (kind 'gpio'|'sound', decoder) to also fill that event table."""
         with self._cv:
             self._specs[spec.topic] = spec
             if event is not None:
                 self._decoders[spec.topic] = event
+
+    def set_video_topic(self, spec: TopicSpec) -> None:
+        """Record a camera topic (``sensor_msgs/msg/Image`` or ``CompressedImage``) as MP4 + frame table instead
+        of raw bytes in the bag (900 KB per 640x480 frame)."""
+        if spec.type not in VIDEO_TYPES:
+            raise ValueError(f'{spec.topic}: {spec.type} cannot be recorded as video (only {", ".join(VIDEO_TYPES)})')
+        with self._cv:
+            self._specs[spec.topic] = spec
+            self._video_topics.add(spec.topic)
 
     def begin_session(self, subject: str, session_id: str, meta: Mapping[str, Any],
                       create_reason: str = '') -> None:
@@ -147,8 +187,8 @@ class Recorder:
     def provenance(self, subject: str, session_id: str, items: Mapping[str, Any]) -> None:
         self._put(_Item('provenance', subject, session_id, dict(items)))
 
-    def end_session(self, subject: str, session_id: str, ended_ns: int, state: str = 'ended') -> None:
-        self._put(_Item('end', subject, session_id, (ended_ns, state)))
+    def end_session(self, subject: str, session_id: str, ended_ns: int, state: str = 'ended', note: str = '') -> None:
+        self._put(_Item('end', subject, session_id, (ended_ns, state, note)))
 
     def call(self, fn: Callable[[Recorder], T]) -> Future[T]:
         """Run ``fn(self)`` on the writer thread (where :meth:`open_file`/:meth:`create_file` may be used)."""
@@ -255,13 +295,17 @@ class Recorder:
             t0 = time.perf_counter()
             if items:
                 self._process(items)
-            # Event tables are filled from the bag when the writer has time: decoding every message in Python
-            # (~25 us each) on a busy writer would starve the executor thread of the GIL, and DDS would then
-            # block the publisher. Under load it waits (bounded), and a session's end or flush() completes it.
+            for key in list(self._videos):
+                self._store_frames(key)
+            # Event tables are filled from the bag when the writer has time: decoding (~4 us a message, .cdr) on
+            # a busy writer takes the GIL from the executor thread, and DDS then blocks the publisher. Under
+            # load it waits (bounded), and a session's end or flush() completes it.
             if len(items) < DECODE_BATCH or self._n_undecoded > MAX_UNDECODED:
                 self._decode(DECODE_BATCH)
             if stop and not items:
                 self._decode(None)
+                for key in list(self._videos):  # sessions still running: their MP4s must be playable
+                    self._finish_video(key)
                 return
             self._stats.write_seconds += time.perf_counter() - t0
             if not items:
@@ -355,11 +399,86 @@ class Recorder:
     def _do_end(self, item: _Item) -> None:
         self._replay(item.subject, item.session_id)
         self._decode(None, (item.subject, item.session_id))
-        ended_ns, state = item.payload
+        for key in [k for k in self._videos if k[:2] == (item.subject, item.session_id)]:
+            self._finish_video(key)
+        ended_ns, state, note = item.payload
         f = self.open_file(item.subject)
         if item.session_id in f.file['sessions']:
-            f.end_session(item.session_id, ended_ns=ended_ns, state=state)
+            f.end_session(item.session_id, ended_ns=ended_ns, state=state, note=note)
         self._files[item.subject].topics.pop(item.session_id, None)
+
+    def _write_frames(self, subject: str, sid: str, topic: str, messages: list[tuple[int, bytes]]) -> None:
+        """Camera frames into the session's MP4 (a new part when the format changes); their rows into its table."""
+        key = (subject, sid, topic)
+        spec = self._specs[topic]
+        for recv_ns, data in messages:
+            try:
+                video = self._videos.get(key)
+                if video is None:
+                    video = self._start_video(key, decode_frame(data, spec.type), spec.type)
+                try:
+                    video.sink.write(data, recv_ns, spec.type)
+                except FrameFormatError as exc:
+                    self._log('warn', f'recorder: {subject}/{sid}: {topic}: {exc}; starting a new video part')
+                    self._finish_video(key)
+                    self._start_video(key, decode_frame(data, spec.type), spec.type).sink.write(data, recv_ns,
+                                                                                               spec.type)
+            except Exception as exc:  # noqa: BLE001 - counted as lost, said once per session
+                self._stats.lost_messages += 1
+                self._stats.errors += 1
+                self._stats.last_error = str(exc)
+                if key not in self._failed:
+                    self._failed.add(key)
+                    self._log('error', f'recorder: {subject}/{sid}: frames of {topic} not recorded (see stats): {exc}')
+        self._store_frames(key)
+
+    def _start_video(self, key: tuple[str, str, str], frame: Frame, type_name: str) -> _Video:
+        subject, sid, topic = key
+        self._replay(subject, sid)
+        f = self.open_file(subject)
+        name, path = next_video_path(f.path, sid, topic)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sink = VideoSink.for_frame(path, frame, topic=topic)
+        try:
+            f.add_video(sid, name, sink.attrs())
+        except Exception:
+            sink.close()
+            raise
+        video = self._videos[key] = _Video(name, sink, type_name)
+        self._log('info', f'recorder: {subject}/{sid}: recording {topic} to {path}')
+        return video
+
+    def _store_frames(self, key: tuple[str, str, str]) -> None:
+        """Rows of the frames encoded so far into the video's table."""
+        video = self._videos.get(key)
+        if video is None:
+            return
+        rows = video.sink.take_rows()
+        if rows:
+            try:
+                self.open_file(key[0]).add_frames(key[1], video.name, rows)
+                self._stats.frames += len(rows)
+            except Exception as exc:  # noqa: BLE001 - the MP4 has them; the table says what it misses
+                self._stats.errors += 1
+                self._stats.last_error = str(exc)
+                self._log('error', f'recorder: {key[0]}/{key[1]}: {len(rows)} frame rows of {video.name} not '
+                                   f'stored: {exc}')
+
+    def _finish_video(self, key: tuple[str, str, str]) -> None:
+        video = self._videos.pop(key)
+        try:
+            summary = video.sink.close()
+        finally:
+            self._videos[key] = video  # so _store_frames finds it for the last rows
+            self._store_frames(key)
+            del self._videos[key]
+        self._stats.frames_dropped += summary.dropped
+        try:
+            self.open_file(key[0]).finish_video(key[1], video.name, summary.attrs())
+        except Exception as exc:  # noqa: BLE001 - logged and counted; the MP4 and its rows are there
+            self._stats.errors += 1
+            self._stats.last_error = str(exc)
+            self._log('error', f'recorder: {key[0]}/{key[1]}: video {video.name} not finished in the file: {exc}')
 
     def _decode(self, limit: int | None, session: tuple[str, str] | None = None) -> None:
         """Decode up to ``limit`` (None: all) waiting event messages (of ``session`` only, if given)."""
@@ -371,8 +490,14 @@ class Recorder:
             chunk = pending if limit is None else pending[:limit]
             try:
                 kind, decode = self._decoders[topic]
-                self.open_file(subject).add_events(sid, kind, [decode(data, recv_ns) for recv_ns, data in chunk])
-                self._stats.events += len(chunk)
+                columns, bad = _decode_all(decode, chunk)
+                if bad:
+                    self._stats.errors += 1
+                    self._stats.last_error = bad
+                    self._log('error', f'recorder: {subject}/{sid}: {bad} (kept in the bag, not in the {kind} '
+                                       'event table)')
+                n = self.open_file(subject).add_events(sid, kind, columns)
+                self._stats.events += n
             except Exception as exc:  # noqa: BLE001 - the bag keeps them; the table misses them, said once
                 self._stats.errors += 1
                 self._stats.last_error = str(exc)
@@ -396,6 +521,12 @@ class Recorder:
         for subject, sid, topic in batch:
             by_session[(subject, sid)].append(topic)
         for (subject, sid), topics in by_session.items():
+            videos = [t for t in topics if t in self._video_topics]
+            for topic in videos:
+                self._write_frames(subject, sid, topic, batch[(subject, sid, topic)])
+            topics = [t for t in topics if t not in self._video_topics]
+            if not topics:
+                continue
             try:
                 self._replay(subject, sid)
                 f = self.open_file(subject)

@@ -80,6 +80,20 @@ INDEX_COLUMNS = (('offset', 'u8'), ('size', 'u4'), ('recv_ns', 'i8'))
 #: Per table (by its name in the session group, or 'history'/'index'): the column that is never 0 in a stored row.
 KEY_COLUMNS = {'structure': 'time_ns', 'history': 'time_ns', 'trials': 'trial_number', 'steps': 'seq',
                'gpio': 'recv_ns', 'sound': 'recv_ns', 'index': 'recv_ns'}
+#: sessions/<id>/video/<name>: one row per frame of the MP4 the table describes (see :meth:`SubjectFile.add_video`);
+#: its key column (never 0 in a stored row) is :data:`VIDEO_KEY`.
+VIDEO_COLUMNS = (('frame', 'u4'), ('stamp_ns', 'i8'), ('recv_ns', 'i8'))
+VIDEO_KEY = 'recv_ns'
+#: The default of an attribute that must be given.
+REQUIRED = object()
+#: add_video's attributes: name -> (type, default).
+VIDEO_START_ATTRS = {'topic': (str, REQUIRED), 'path': (str, REQUIRED), 'codec': (str, ''), 'width': (int, 0),
+                     'height': (int, 0), 'encoding': (str, ''), 'fps': (float, 0.0)}
+#: finish_video's summary: name -> (type, default); a default None leaves the attribute as add_video set it.
+VIDEO_END_ATTRS = {'frames': (int, REQUIRED), 'bytes': (int, REQUIRED), 'sha256': (str, REQUIRED),
+                   'dropped': (int, 0), 'rejected': (int, 0), 'fps': (float, None), 'width': (int, None),
+                   'height': (int, None), 'codec': (str, None), 'encoding': (str, None)}
+VIDEO_STATES = ('recording', 'finished')
 
 _TABLE_CHUNK_BYTES = 16 * 1024  # small: a subject file holds hundreds of sessions of mostly short tables
 _BAG_CHUNK_BYTES = 64 * 1024
@@ -363,27 +377,27 @@ def _numbers(values: list[Any], dt: np.dtype, column: str, where: str) -> np.nda
     return arr.astype(dt, copy=False)
 
 
-class _Columns:
-    """Rows (mappings) checked and converted column by column for one table dtype."""
+def _count(rows: Sequence[Any] | Mapping[str, Sequence[Any]]) -> int:
+    """Rows in a list of rows or in a mapping of columns."""
+    if isinstance(rows, Mapping):
+        return len(next(iter(rows.values()), ()))
+    return len(rows)
 
-    def __init__(self, dtype: np.dtype, rows: Sequence[Mapping[str, Any]], where: str) -> None:
+
+class _Columns:
+    """Rows (mappings) or columns (a mapping name -> values) checked and converted for one table dtype."""
+
+    def __init__(self, dtype: np.dtype, rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+                 where: str) -> None:
         names = dtype.names or ()
-        wanted = set(names)
-        for i, row in enumerate(rows):
-            try:
-                keys = row.keys()
-            except AttributeError:
-                raise StoreError(f'{where}: row {i} is a {type(row).__name__}, not a mapping of column -> '
-                                 'value') from None
-            if keys != wanted:
-                missing, extra = sorted(wanted - set(row)), sorted(set(row) - wanted)
-                raise StoreError(f'{where}: row {i}: ' + '; '.join(
-                    ([f'missing {missing}'] if missing else []) + ([f'unknown {extra}'] if extra else []))
-                    + f' (columns: {list(names)})')
+        if isinstance(rows, Mapping):  # already columns (name -> values), as event decoders give them
+            by_name = self._check_columns(rows, names, where)
+        else:
+            by_name = self._check_rows(rows, names, where)
         self.values: dict[str, Any] = {}
         self.needed: dict[str, int] = {}  # string column -> bytes needed, where wider than the table's
         for name in names:
-            values = [row[name] for row in rows]
+            values = by_name(name)
             dt = dtype.fields[name][0]
             width = _string_width(dt)
             if width is not None:
@@ -397,6 +411,36 @@ class _Columns:
             else:
                 self.values[name] = _numbers(values, dt, name, where)
 
+    @staticmethod
+    def _check_columns(cols: Mapping[str, Sequence[Any]], names: Sequence[str],
+                       where: str) -> Callable[[str], list[Any]]:
+        if cols.keys() != set(names):
+            missing, extra = sorted(set(names) - set(cols)), sorted(set(cols) - set(names))
+            raise StoreError(f'{where}: ' + '; '.join(([f'missing columns {missing}'] if missing else [])
+                                                     + ([f'unknown columns {extra}'] if extra else []))
+                             + f' (columns: {list(names)})')
+        lengths = {name: len(cols[name]) for name in names}
+        if len(set(lengths.values())) > 1:
+            raise StoreError(f'{where}: columns of different lengths {lengths}')
+        return lambda name: list(cols[name])
+
+    @staticmethod
+    def _check_rows(rows: Sequence[Mapping[str, Any]], names: Sequence[str],
+                    where: str) -> Callable[[str], list[Any]]:
+        wanted = set(names)
+        for i, row in enumerate(rows):
+            try:
+                keys = row.keys()
+            except AttributeError:
+                raise StoreError(f'{where}: row {i} is a {type(row).__name__}, not a mapping of column -> '
+                                 'value') from None
+            if keys != wanted:
+                missing, extra = sorted(wanted - set(row)), sorted(set(row) - wanted)
+                raise StoreError(f'{where}: row {i}: ' + '; '.join(
+                    ([f'missing {missing}'] if missing else []) + ([f'unknown {extra}'] if extra else []))
+                    + f' (columns: {list(names)})')
+        return lambda name: [row[name] for row in rows]
+
     def array(self, dtype: np.dtype) -> np.ndarray:
         n = len(next(iter(self.values.values()))) if self.values else 0
         arr = np.zeros(n, dtype=dtype)
@@ -408,6 +452,38 @@ class _Columns:
 def _valid_key(name: str) -> None:
     if not name or '/' in name or name in ('.', '..') or len(name) > 128:
         raise StoreError(f'invalid session id {name!r}: 1-128 characters, no "/"')
+
+
+def _valid_video_name(name: Any, where: str) -> None:
+    if not isinstance(name, str) or not name or '/' in name or name in ('.', '..') or len(name) > 255:
+        raise StoreError(f'{where}: invalid video name: 1-255 characters, no "/"')
+
+
+def _video_attrs(attrs: Mapping[str, Any], spec: Mapping[str, tuple[type, Any]], where: str) -> dict[str, Any]:
+    """``attrs`` checked against ``spec`` (name -> (type, default)), defaults filled in."""
+    unknown = sorted(set(attrs) - set(spec))
+    if unknown:
+        raise StoreError(f'{where}: unknown attributes {unknown} (known: {sorted(spec)})')
+    out: dict[str, Any] = {}
+    for key, (kind, default) in spec.items():
+        value = attrs.get(key, default)
+        if value is REQUIRED:
+            raise StoreError(f'{where}: attribute {key!r} is required')
+        if value is None and key not in attrs:
+            out[key] = None  # optional in a summary: left as it was
+            continue
+        ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+              if kind is float else
+              isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) if kind is int else
+              isinstance(value, str) and '\0' not in value)
+        if not ok:
+            raise StoreError(f'{where}: attribute {key!r} needs {kind.__name__}, got {value!r:.80}')
+        out[key] = kind(value)
+    return out
+
+
+def _video_attr(value: Any) -> Any:
+    return np.int64(value) if isinstance(value, int) else np.float64(value) if isinstance(value, float) else value
 
 
 def _chunk_rows(dtype: np.dtype) -> int:
@@ -742,15 +818,16 @@ class SubjectFile:
         return numbers
 
     @_h5_errors
-    def add_events(self, session_id: str, kind: str, rows: Sequence[Mapping[str, Any]], *,
-                   sync: bool = False) -> int:
-        """Append hardware events (kind 'gpio' or 'sound', columns :data:`EVENT_COLUMNS`); returns the count."""
+    def add_events(self, session_id: str, kind: str,
+                   rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]], *, sync: bool = False) -> int:
+        """Append hardware events (kind 'gpio' or 'sound', columns :data:`EVENT_COLUMNS`), given as rows or as
+        columns (name -> values, as :mod:`.cdr` decodes them); returns the count."""
         if kind not in EVENT_KINDS:
             raise StoreError(f'{self.path}: event kind {kind!r} is not one of {EVENT_KINDS}')
         self._state(session_id)
         where = f'{self.path}: session {session_id}: events/{kind}'
         self._append(f'sessions/{session_id}/events/{kind}', rows, where, sync, positive='recv_ns')
-        return len(rows)
+        return _count(rows)
 
     @_h5_errors
     def add_steps(self, session_id: str, rows: Sequence[Mapping[str, Any]], *, sync: bool = True) -> list[int]:
@@ -845,6 +922,73 @@ class SubjectFile:
             self._flush(sync)
         return len(messages)
 
+    # -- video ------------------------------------------------------------------------------
+
+    @_h5_errors
+    def add_video(self, session_id: str, name: str, attrs: Mapping[str, Any]) -> bool:
+        """Start ``sessions/<id>/video/<name>``: the frame table of one MP4 (a structure window); True if new.
+
+        ``name``: the video's name (``autopilot_terminal.video.video_name``: no "/"). ``attrs``: ``topic``
+        (fully qualified) and ``path`` of the MP4 (absolute or relative to the working directory; stored
+        relative to this file's directory), optionally ``codec``, ``width``, ``height``, ``encoding``, ``fps``
+        (:data:`VIDEO_START_ATTRS`; ``VideoSink.attrs()`` gives them all). Adding it again with the same
+        topic and path (a restarted recorder) changes nothing and returns False.
+        """
+        where = f'{self.path}: session {session_id}: video {name!r}'
+        self._state(session_id)
+        _valid_video_name(name, where)
+        values = _video_attrs(attrs, VIDEO_START_ATTRS, where)
+        if not values['topic'].startswith('/'):
+            raise StoreError(f'{where}: topic {values["topic"]!r}: give the fully qualified name (starting with "/")')
+        values['path'] = Path(os.path.relpath(os.path.abspath(values['path']),
+                                              os.path.abspath(self.path.parent))).as_posix()
+        g = self.file[f'sessions/{session_id}']
+        if 'video' in g and name in g['video']:
+            have = g['video'][name].attrs
+            if (str(have['topic']), str(have['path'])) != (values['topic'], values['path']):
+                raise StoreError(f'{where}: exists already for topic {have["topic"]} at {have["path"]}; a video is '
+                                 'added once: give the new one another name')
+            return False
+        with self._restructure(f'add_video {session_id} {name}'):
+            g = self.file[f'sessions/{session_id}']
+            group = g['video'] if 'video' in g else g.create_group('video')
+            ds = _create_table(group, name, table_dtype(VIDEO_COLUMNS))
+            ds.attrs.update({k: _video_attr(v) for k, v in values.items()})
+            ds.attrs.update({'state': VIDEO_STATES[0], 'frames': np.int64(0), 'bytes': np.int64(0), 'sha256': '',
+                             'dropped': np.int64(0), 'rejected': np.int64(0)})
+        return True
+
+    @_h5_errors
+    def add_frames(self, session_id: str, name: str, rows: Sequence[Mapping[str, Any]], *,
+                   sync: bool = False) -> int:
+        """Append frame rows ``{frame, stamp_ns, recv_ns > 0}`` (:data:`VIDEO_COLUMNS`) to a video; the count."""
+        where = f'{self.path}: session {session_id}: video {name!r}'
+        self._state(session_id)
+        _valid_video_name(name, where)
+        path = f'sessions/{session_id}/video/{name}'
+        try:
+            self._dataset(path)
+        except KeyError:
+            raise StoreError(f'{where}: no such video; call add_video first') from None
+        self._append(path, rows, where, sync, positive=VIDEO_KEY)
+        return len(rows)
+
+    @_h5_errors
+    def finish_video(self, session_id: str, name: str, summary: Mapping[str, Any]) -> None:
+        """Record a finished video's summary (a structure window): ``frames``, ``bytes``, ``sha256`` and
+        optionally ``dropped``, ``rejected``, ``fps``, ``width``, ``height``, ``codec``, ``encoding``
+        (:data:`VIDEO_END_ATTRS`; other keys, such as ``VideoSummary.attrs()``'s ``path``, are ignored)."""
+        where = f'{self.path}: session {session_id}: video {name!r}'
+        self._state(session_id)
+        _valid_video_name(name, where)
+        values = _video_attrs({k: v for k, v in summary.items() if k in VIDEO_END_ATTRS}, VIDEO_END_ATTRS, where)
+        if f'sessions/{session_id}/video/{name}' not in self.file:
+            raise StoreError(f'{where}: no such video; call add_video first')
+        with self._restructure(f'finish_video {session_id} {name}'):
+            ds = self.file[f'sessions/{session_id}/video/{name}']
+            ds.attrs.update({k: _video_attr(v) for k, v in values.items() if v is not None})
+            ds.attrs['state'] = VIDEO_STATES[1]
+
     # -- provenance and end -----------------------------------------------------------------
 
     @_h5_errors
@@ -855,8 +999,10 @@ class SubjectFile:
         self._set_provenance(session_id, {k: _json(v, f'{where}: provenance {k!r}') for k, v in items.items()})
 
     @_h5_errors
-    def end_session(self, session_id: str, *, ended_ns: int | None = None, state: str = 'ended') -> None:
-        """Mark a session ended (state 'ended' or 'aborted') and write the bag's count/first_ns/last_ns attrs."""
+    def end_session(self, session_id: str, *, ended_ns: int | None = None, state: str = 'ended',
+                    note: str = '') -> None:
+        """Mark a session ended (state 'ended' or 'aborted') and write the bag's count/first_ns/last_ns attrs;
+        ``note``: how the end was learnt when it is not the pilot's own report (attribute ``end_note``)."""
         if state not in SESSION_STATES[1:]:
             raise StoreError(f'{self.path}: session end state {state!r} is not one of {SESSION_STATES[1:]}')
         self._state(session_id)
@@ -864,6 +1010,8 @@ class SubjectFile:
             g = self.file[f'sessions/{session_id}']
             g.attrs['ended_ns'] = np.int64(time.time_ns() if ended_ns is None else ended_ns)
             g.attrs['state'] = state
+            if note:
+                g.attrs['end_note'] = note
             for tg in g['bag'].values():
                 recv = tg['index'].fields('recv_ns')[()]
                 recv = recv[recv != 0]
@@ -917,13 +1065,13 @@ class SubjectFile:
             ds = self._ds[path] = self.file[path]
         return ds
 
-    def _append(self, path: str, rows: Sequence[Mapping[str, Any]], where: str, sync: bool,
-                positive: str | None = None) -> None:
+    def _append(self, path: str, rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]], where: str,
+                sync: bool, positive: str | None = None) -> None:
         """Append rows to a table (widening string columns first if needed) and flush.
 
         ``positive``: a key column that must be > 0 (0 is what a row a crash left unwritten reads as).
         """
-        if not rows:
+        if not _count(rows):
             return
         ds = self._dataset(path)
         cols = _Columns(ds.dtype, rows, where)
@@ -1066,6 +1214,8 @@ def _trim_crashed(f: h5py.File) -> bool:
         for name in ('trials', 'steps', 'events/gpio', 'events/sound'):
             if name in g:
                 trimmed |= _trim(g[name], KEY_COLUMNS[name.rpartition('/')[2]])
+        for vt in (g['video'].values() if 'video' in g else ()):
+            trimmed |= _trim(vt, VIDEO_KEY)
         for tg in g['bag'].values():
             index = tg['index']
             trimmed |= _trim(index, 'recv_ns')

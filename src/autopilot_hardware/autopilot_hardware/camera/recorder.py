@@ -1,28 +1,27 @@
-"""MP4 recording (OpenCV ``mp4v``) with a per-frame timestamp table, written on its own thread.
+"""The camera's MP4 recording: :class:`autopilot_core.video.Mp4Writer` with a ``.csv`` timestamp table.
 
 Next to ``video.mp4`` goes ``video.csv`` with one row per written frame: ``frame`` (the capture index,
 so gaps show dropped frames), ``capture_monotonic_ns`` (CLOCK_MONOTONIC at capture) and
 ``ros_stamp_ns`` (the Image header stamp). A container's own timestamps assume a constant rate; the
-table is the truth when the rate varied. Encoding runs on a writer thread so it never delays capture;
-its queue is bounded and a full queue makes the capture thread wait (those waits then show up as
-dropped frames in camera/status, rather than frames silently missing from the file).
+table is the truth when the rate varied. Encoding runs on the writer's thread so it never delays
+capture; its queue is bounded and a full queue makes the capture thread wait (those waits then show up
+as dropped frames in camera/status, rather than frames silently missing from the file).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 from pathlib import Path
 
 import numpy as np
 
-from autopilot_hardware.camera.sources import cv2
+from autopilot_core.video import QUEUE_FRAMES, CsvSink, Mp4Writer, VideoError
 
-QUEUE_FRAMES = 64
-_END = None
+__all__ = ['QUEUE_FRAMES', 'TABLE_COLUMNS', 'Mp4Recorder', 'RecorderError', 'table_path']
+
+TABLE_COLUMNS = ('frame', 'capture_monotonic_ns', 'ros_stamp_ns')
 
 
-class RecorderError(RuntimeError):
+class RecorderError(VideoError):
     """The recording cannot be opened; the message names the path and the fix."""
 
 
@@ -31,45 +30,27 @@ def table_path(video: str | Path) -> Path:
     return Path(video).with_suffix('.csv')
 
 
-class Mp4Recorder:
+class Mp4Recorder(Mp4Writer):
     """``write(frame, index, mono_ns, ros_ns)`` queues a frame (copied); ``close()`` drains and closes."""
 
     def __init__(self, path: str, width: int, height: int, fps: float, color: bool) -> None:
-        self.path = Path(path)
-        if self.path.suffix.lower() != '.mp4':
+        p = Path(path)
+        # Checked here too, to name the camera parameter in the fix.
+        if p.suffix.lower() != '.mp4':
             raise RecorderError(f"record_path {path!r} must end in .mp4 (the container OpenCV writes here)")
-        if not self.path.parent.is_dir():
-            raise RecorderError(f"record_path {path!r}: directory {str(self.path.parent)!r} does not exist; "
+        if not p.parent.is_dir():
+            raise RecorderError(f"record_path {path!r}: directory {str(p.parent)!r} does not exist; "
                                 f"create it or choose another -p record_path:=<dir>/<name>.mp4")
-        self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*'mp4v'), fps, (width, height),
-                                       color)
-        if not self._writer.isOpened():
-            raise RecorderError(f'cannot open {path!r} for writing with the mp4v codec: check permissions '
-                                f'and free space')
-        self._table = open(table_path(self.path), 'w', buffering=1 << 16)
-        self._table.write('frame,capture_monotonic_ns,ros_stamp_ns\n')
-        self.frames = 0
-        self._queue: queue.Queue[tuple[np.ndarray, int, int, int] | None] = queue.Queue(QUEUE_FRAMES)
-        self._thread = threading.Thread(target=self._run, name='camera-recorder', daemon=True)
-        self._thread.start()
+        try:
+            super().__init__(p, width, height, fps, color=color, thread_name='camera-recorder')
+        except VideoError as exc:
+            raise RecorderError(f'record_path {path!r}: {exc}') from exc
+        try:
+            self.sink = CsvSink(table_path(p), TABLE_COLUMNS)
+        except OSError:
+            self.close()
+            raise
 
-    def write(self, frame: np.ndarray, index: int, mono_ns: int, ros_ns: int) -> None:
+    def write(self, frame: np.ndarray, index: int, mono_ns: int, ros_ns: int) -> None:  # type: ignore[override]
         # A copy: the capture buffer is reused for the next frame while this one waits to be encoded.
-        self._queue.put((frame.copy(), index, mono_ns, ros_ns))
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _END:
-                break
-            frame, index, mono_ns, ros_ns = item
-            self._writer.write(frame)
-            self._table.write(f'{index},{mono_ns},{ros_ns}\n')
-            self.frames += 1
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(_END)
-            self._thread.join()
-        self._writer.release()
-        self._table.close()
+        super().write(frame, (index, mono_ns, ros_ns), copy=True)
