@@ -30,6 +30,9 @@ Configurations (rows):
                       ``run_node``/``make_executor``), plus the bench process.
 ``one-process``       GpioNode and PilotNode built in one rclpy context and spun by ONE executor
                       (``autopilot_core.executors.make_executor``, EventsExecutor by default), plus the bench.
+                      Between them ``gpio/events`` and ``gpio/output`` go intra-process
+                      (``autopilot_core.intra``); the bench still reads both over DDS.
+``one-process-dds``   the same with ``AUTOPILOT_INTRA_PROCESS=0``: the two nodes talk over DDS (as before intra).
 ``bare-processes``    reference: bare rclpy, two processes; A publishes a GpioEvent stamped just before
                       publish (t1), B's callback stamps a DigitalOutput (t2) and publishes it, A's callback
                       stamps its arrival (t3). Same types, same QoS (``qos.EVENTS``), EventsExecutor, same
@@ -38,7 +41,8 @@ Configurations (rows):
                       command in the rig rows, so every publish has the same number of readers.
 ``bare-one-process``  the same two bare nodes in one process, one EventsExecutor (plus the tap process).
 
-Ratios: ``decide``, ``apply`` and ``LOOP`` of a closed-loop row against the same hops of its bare row.
+Ratios: ``decide``, ``apply`` and ``LOOP`` of a closed-loop row against the same hops of its bare row
+(both one-process rows against ``bare-one-process``).
 Targets (the issue): ``processes`` LOOP p50 < 1 ms and p99 < 3 ms; ``one-process`` LOOP p50 < 0.3 ms;
 a row with lost samples fails. PASS/FAIL lines; exit status 0 either way (a measurement).
 
@@ -87,8 +91,8 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / 'results' / 'closed_loop.json'
 PILOT_EXE = ROOT / 'install' / 'autopilot_pilot' / 'lib' / 'autopilot_pilot' / 'pilot'
 OUT_DEVICE = 'led_center'  # the echo task's `out` role on the sim rig
-CONFIGS = ('processes', 'bare-processes', 'one-process', 'bare-one-process')
-BARE_OF = {'processes': 'bare-processes', 'one-process': 'bare-one-process'}
+CONFIGS = ('processes', 'bare-processes', 'one-process', 'one-process-dds', 'bare-one-process')
+BARE_OF = {'processes': 'bare-processes', 'one-process': 'bare-one-process', 'one-process-dds': 'bare-one-process'}
 #: (key, stamps, label): hops computed from every sample's t0..t4; bare rows have only t1..t3.
 HOPS = (
     ('input', ('t0', 't1'), 't1-t0 input: sim_input publish -> edge'),
@@ -340,7 +344,7 @@ def child_rig(a: argparse.Namespace) -> int:
                 '-p', f'calibration_file:={a.log_dir}/one-process-calibration.jsonl',
                 '-p', f'journal_path:={a.journal}', '-p', f'device_map:=["poke:{a.poke_device}"]']
     init_child_ros(ros_args)
-    from autopilot_core import executors
+    from autopilot_core import executors, intra
     from autopilot_hardware.gpio.node import GpioNode
     from autopilot_pilot.node import PilotNode
 
@@ -348,7 +352,8 @@ def child_rig(a: argparse.Namespace) -> int:
     pilot = PilotNode()
     ex = executors.make_executor(context=gpio.context)
     emit('ready', executor=executors.executor_name(ex), nodes=[gpio.get_fully_qualified_name(),
-                                                              pilot.get_fully_qualified_name()])
+                                                              pilot.get_fully_qualified_name()],
+         intra_process=intra.enabled())
     try:
         executors.spin([gpio, pilot], ex, stop=STOP)
     finally:
@@ -540,8 +545,12 @@ def run_config(config: str, index: int, a: argparse.Namespace, env: dict[str, st
                                         f'calibration_file:={a.log_dir / "processes-calibration.jsonl"}']))
             start('pilot', exec_cmd(ns, [str(PILOT_EXE), '--ros-args', '-r', f'__ns:={ns}', *rig_args]))
             sampler = start('bench', child_cmd(a, 'driver', ns))
-        elif config == 'one-process':
-            rig = start('rig', child_cmd(a, 'rig', ns, '--journal', str(journal)))
+        elif config in ('one-process', 'one-process-dds'):
+            # one-process-dds: the same rig with autopilot_core.intra switched off (both nodes talk over DDS).
+            rig_env = dict(env, AUTOPILOT_INTRA_PROCESS='0' if config == 'one-process-dds' else '1')
+            rig = Child(f'{config}-rig', child_cmd(a, 'rig', ns, '--journal', str(journal)), rig_env, a.log_dir)
+            children.append(rig)
+            live.append(rig)
             run['rig'] = {k: v for k, v in rig.expect('ready', a.timeout + 15).items() if k != 'ev'}
             run['executor'] = run['rig']['executor']
             sampler = start('bench', child_cmd(a, 'driver', ns))
@@ -691,7 +700,7 @@ def print_report(rows: list[dict[str, Any]], results: dict[str, dict[str, Any]],
         if i == 0:
             print('  '.join('-' * w for w in widths))
     print('(x bare: ratio to the same hop of the bare rclpy row of the same kind: processes vs bare-processes, '
-          'one-process vs bare-one-process)')
+          'one-process and one-process-dds vs bare-one-process)')
     for config in CONFIGS:
         r = results.get(config)
         if r is None:

@@ -1,8 +1,8 @@
 """Smoke test of bench/closed_loop.py: a --quick run closes every loop of every row and writes complete JSON.
 
 No timing assertions (numbers depend on the machine and its load): only that the gpio node, the pilot
-running the echo task and the bench process closed every sample's loop in both rig configurations
-(across processes and in one process), that both bare rclpy references answered every ping, that
+running the echo task and the bench process closed every sample's loop in every rig configuration
+(across processes, in one process with and without intra-process delivery), that both bare rclpy references answered every ping, that
 the hops add up, and that the target lines were printed.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import run_bench
 
-RIG = ('processes', 'one-process')
+RIG = ('processes', 'one-process', 'one-process-dds')
 BARE = ('bare-processes', 'bare-one-process')
 
 
@@ -43,10 +43,13 @@ def test_quick_run_closes_every_loop(domain_id: int, tmp_path: Path) -> None:
         assert [k for k, end in zip(s['k'], s['trial_end'], strict=True) if end] == [19], name
         assert c['n_trials'] == 1 and c['runs'][0]['acks'] >= 1, (name, c['n_trials'], c['runs'])
         assert c['loop_trial_end']['n'] == 1
+    # one-process uses autopilot_core.intra between the gpio node and the pilot; one-process-dds does not.
+    assert configs['one-process']['runs'][0]['rig']['intra_process'] is True
+    assert configs['one-process-dds']['runs'][0]['rig']['intra_process'] is False
     for name in BARE:
         assert set(configs[name]['hops']) == {'decide', 'apply', 'loop'}, name
     rows = {(r['config'], r['hop']) for r in result['rows']}
-    assert ('processes', 'loop') in rows and ('bare-one-process', 'loop') in rows and len(rows) == 6 + 6 + 3 + 3
+    assert ('processes', 'loop') in rows and ('bare-one-process', 'loop') in rows and len(rows) == 6 + 6 + 6 + 3 + 3
     ratios = [r for r in result['rows'] if r['config'] in RIG and r['hop'] in ('decide', 'apply', 'loop')]
     assert all(r['x_bare_p50'] > 0 for r in ratios)
     targets = {(t['config'], t['metric']): t for t in result['targets']}

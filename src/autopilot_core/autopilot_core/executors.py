@@ -22,6 +22,8 @@ from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecu
 from rclpy.node import Node
 from rclpy.task import Future
 
+from autopilot_core import intra
+
 ENV_VAR = 'AUTOPILOT_EXECUTOR'
 KINDS = ('auto', 'events', 'single', 'multi')
 #: Longest a single spin slice blocks; bounds how late a stop request or Ctrl-C is seen.
@@ -111,6 +113,8 @@ def spin(nodes: Node | Iterable[Node], executor: Executor | None = None, *,
             else:
                 ex.spin_once(timeout_sec=remaining)
     finally:
+        for n in node_list:  # DDS publishes autopilot_core.intra deferred must not wait for a next spin
+            intra.flush(n)
         for n in added:
             ex.remove_node(n)
         if executor is None:

@@ -59,7 +59,7 @@ from rclpy.time import Time
 from std_msgs.msg import Empty
 from std_srvs.srv import Trigger
 
-from autopilot_core import qos
+from autopilot_core import intra, qos
 from autopilot_core.executors import run_node
 from autopilot_core.names import host_namespace, node_label
 from autopilot_core.params import ParamSpec, declare
@@ -169,7 +169,9 @@ class RosHardware:
             raise TaskError(f'no hardware role {role!r}; roles: {", ".join(self.devices)}') from None
 
     def _stamp(self, msg: Any) -> Any:
-        msg.header.stamp = self.node.get_clock().now().to_msg()
+        # Fields set directly: to_msg() builds another message (the closed loop's path, bench/closed_loop.py).
+        stamp = msg.header.stamp
+        stamp.sec, stamp.nanosec = divmod(self.node.get_clock().now().nanoseconds, 1_000_000_000)
         return msg
 
     def reward(self, role: str, volume_ul: float) -> None:
@@ -287,12 +289,14 @@ class PilotNode(Node):
         self.create_subscription(TrialAck, 'trial_acks', self.on_ack, qos.TRIALS)
 
         h = self.hw_prefix
-        self.output_pub = self.create_publisher(DigitalOutput, f'{h}/gpio/output', qos.EVENTS)
+        # The closed loop (events in, outputs and plays out) is intra-process (autopilot_core.intra) with a
+        # gpio or sound node composed into this process; over DDS otherwise and for every other process.
+        self.output_pub = intra.create_publisher(self, DigitalOutput, f'{h}/gpio/output', qos.EVENTS)
         self.reward_pub = self.create_publisher(Reward, f'{h}/gpio/reward', qos.EVENTS)
-        self.play_pub = self.create_publisher(SoundPlay, f'{h}/sound/play', qos.EVENTS)
+        self.play_pub = intra.create_publisher(self, SoundPlay, f'{h}/sound/play', qos.EVENTS)
         self.stop_pub = self.create_publisher(Empty, f'{h}/sound/stop', qos.EVENTS)
-        self.create_subscription(GpioEvent, f'{h}/gpio/events', self.on_gpio, qos.EVENTS)
-        self.create_subscription(SoundOnset, f'{h}/sound/onsets', self.on_onset, qos.EVENTS)
+        intra.create_subscription(self, GpioEvent, f'{h}/gpio/events', self.on_gpio, qos.EVENTS)
+        intra.create_subscription(self, SoundOnset, f'{h}/sound/onsets', self.on_onset, qos.EVENTS)
         self.load_client = self.create_client(LoadSound, f'{h}/sound/load')
         self.gpio_params = self.create_client(GetParameters, f'{h}/gpio/get_parameters')
 
@@ -737,6 +741,7 @@ class PilotNode(Node):
         a = self.active
         if a is not None:
             self.end_session(a, 'stopped')
+        intra.flush(self)  # commands the end published while no executor spins still go out on DDS
         self.writer.close()
         self.journal.close()
 

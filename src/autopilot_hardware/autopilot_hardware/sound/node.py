@@ -30,7 +30,7 @@ from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Empty
 
-from autopilot_core import qos
+from autopilot_core import intra, qos
 from autopilot_core.executors import run_node
 from autopilot_core.params import ParamSpec, declare
 from autopilot_hardware.plugins import DeviceInfo
@@ -75,10 +75,10 @@ class SoundServer(Node):
         # Opening the device first: a missing device raises here, before any thread or endpoint exists.
         self.backend = make_backend(p['backend'], self.mixer, p['samplerate'], p['blocksize'], p['channels'],
                                     self._onsets.put, device=p['device'], wav_path=p['null_wav_path'])
-        self.onset_pub = self.create_publisher(SoundOnset, 'sound/onsets', qos.EVENTS)
+        self.onset_pub = intra.create_publisher(self, SoundOnset, 'sound/onsets', qos.EVENTS)  # see gpio/node.py
         self.create_service(LoadSound, 'sound/load', self.on_load)
         self.create_service(PlaySound, 'sound/play_sound', self.on_play_sound)
-        self.create_subscription(SoundPlay, 'sound/play', self.on_play, qos.EVENTS)
+        intra.create_subscription(self, SoundPlay, 'sound/play', self.on_play, qos.EVENTS)
         self.create_subscription(Empty, 'sound/stop', self.on_stop, qos.EVENTS)
         self._dispatcher = threading.Thread(target=self._dispatch, name='sound-onsets', daemon=True)
         self._dispatcher.start()
