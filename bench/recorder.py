@@ -37,6 +37,10 @@ Receivers (rows):
                        ``autopilot_terminal.reader.SubjectReader``: bag count, unique sequence numbers, rows of
                        ``events/gpio``.
 ``terminal-nodecode``  the same, publishing on ``bench/raw`` (bag only).
+``terminal-video``     frames only: the terminal as configured by default for cameras (``video_topics:=[camera/image]``):
+                       each frame encoded into the session's MP4 (OpenCV mp4v, own thread) with a row in its frame
+                       table; counted from those rows (``recorded`` = rows, unique = distinct frame stamps; frames
+                       the encoder queue refused are ``lost``). The ``terminal`` rows record frames raw in the bag.
 ``bare``               bare rclpy: a raw subscription (``qos.EVENTS``; ``qos.STREAM`` for frames) on
                        ``rclpy.experimental.EventsExecutor`` (``make_executor('events')``) counting messages.
 ``writer``             in-process, no DDS: ``Recorder.message()`` from one thread as fast as it goes, the writer
@@ -448,7 +452,7 @@ def child_exec(a: argparse.Namespace) -> int:
 
 @dataclass
 class Case:
-    config: str  # 'bare' | 'terminal' | 'terminal-nodecode'
+    config: str  # 'bare' | 'terminal' | 'terminal-nodecode' | 'terminal-video'
     stream: str  # 'events' | 'raw' | 'frames'
     rate: float  # offered messages (frames) per second; 0 = as fast as the publisher goes
     n: int
@@ -493,13 +497,17 @@ def line_ns(line: str | None) -> int | None:
     return int(m.group(1)) * 1_000_000_000 + int(m.group(2).ljust(9, '0')[:9]) if m else None
 
 
-def bag_count(path: Path, session: str, topic: str) -> tuple[int | None, str | None]:
-    """(messages of ``topic`` in the session's bag, session state) read live (SWMR); (None, None) if unreadable."""
+def bag_count(path: Path, session: str, topic: str, video: bool = False) -> tuple[int | None, str | None]:
+    """(messages of ``topic`` in the session's bag, or rows of its video tables, and the session state) read live
+    (SWMR); (None, None) if unreadable."""
     from autopilot_terminal.reader import SubjectReader
 
     try:
         with SubjectReader(path, timeout=0.5) as r:
-            count = next((i.count for i in r.topics(session) if i.topic == topic), 0)
+            if video:
+                count = sum(v.rows for v in r.videos(session) if v.topic == topic)
+            else:
+                count = next((i.count for i in r.topics(session) if i.topic == topic), 0)
             return count, str(r.session(session).get('state', ''))
     except Exception:  # noqa: BLE001 - not created yet, or inside a structure window: poll again
         return None, None
@@ -518,6 +526,19 @@ def read_bag(path: Path, session: str, topic: str, stream: str, a: argparse.Name
         info = next((i for i in r.topics(session) if i.topic == topic), None)
         out['topics'] = [i.topic for i in r.topics(session)]
         out['session'] = r.session(session)
+        videos = [v for v in r.videos(session) if v.topic == topic]
+        if videos:  # terminal-video: the MP4s' frame tables (frame stamps are unique per sent frame)
+            cols = [r.video_frames(session, v.name) for v in videos]
+            stamps = np.concatenate([c['stamp_ns'] for c in cols])
+            recv = np.concatenate([c['recv_ns'] for c in cols])
+            lags = recv - stamps
+            out.update(recorded=int(stamps.size), unique=int(np.unique(stamps).size),
+                       first_ns=int(recv.min()) if recv.size else None, last_ns=int(recv.max()) if recv.size else None,
+                       lag_p50_ms=float(np.median(lags)) / 1e6 if recv.size else None,
+                       lag_max_ms=float(lags.max()) / 1e6 if recv.size else None,
+                       videos=[{'name': v.name, 'frames': v.frames, 'dropped': v.dropped, 'bytes': v.bytes,
+                                'codec': v.codec} for v in r.videos(session)])
+            return out
         if info is None:
             return {**out, 'recorded': 0, 'unique': 0, 'first_ns': None, 'last_ns': None}
         seqs = np.empty(info.count, dtype=np.int64)
@@ -574,7 +595,7 @@ def run_case(case: Case, index: int, a: argparse.Namespace, env: dict[str, str],
             receiver = start('terminal', [sys.executable, str(Path(__file__).resolve()), '--child', 'exec',
                                           '--parent', str(os.getpid()), '--', str(a.terminal), '--ros-args',
                                           '-p', f'data_dir:={data_dir}', '-p', f'protocol_dir:={data_dir}',
-                                          '-p', f'record_topics:={json.dumps(RECORD_TOPICS)}'])
+                                          *terminal_topics(case.config)])
         pub = start('pub', child_cmd(a, 'pub', '--stream', case.stream, '--n', str(case.n), '--rate', str(case.rate),
                                      '--session', session, '--mode', 'bare' if case.config == 'bare' else 'terminal',
                                      '--ack-timeout', str(a.ack_timeout), '--stall-s', str(a.stall_s),
@@ -606,7 +627,7 @@ def run_case(case: Case, index: int, a: argparse.Namespace, env: dict[str, str],
             ended_text = f'session {session} of {SUBJECT} on {PILOT}: ended'
             while time.monotonic() < deadline:
                 t_poll, sample = time.time_ns(), proc_sample(receiver.popen.pid)
-                count, state = bag_count(path, session, topic)
+                count, state = bag_count(path, session, topic, video=case.config == 'terminal-video')
                 if count is not None:
                     polls.append((t_poll, count, sample))
                 if state == 'ended' and log_line(receiver, ended_text):
@@ -831,8 +852,18 @@ def plan(a: argparse.Namespace) -> list[Case]:
             cases.append(Case('terminal-nodecode', 'raw', rate, n))
     for fps in a.fps:
         n = max(1, int(fps * a.frame_seconds))
-        cases += [Case('bare', 'frames', fps, n), Case('terminal', 'frames', fps, n)]
+        cases += [Case('bare', 'frames', fps, n), Case('terminal', 'frames', fps, n),
+                  Case('terminal-video', 'frames', fps, n)]
     return cases
+
+
+def terminal_topics(config: str) -> list[str]:
+    """The terminal's record_topics/video_topics parameters: camera frames raw into the bag (``terminal``), or
+    encoded to MP4 with a frame table (``terminal-video``, the terminal's default for camera/image)."""
+    if config == 'terminal-video':
+        record = [t for t in RECORD_TOPICS if t != TOPICS['frames']]
+        return ['-p', f'record_topics:={json.dumps(record)}', '-p', f'video_topics:={json.dumps([TOPICS["frames"]])}']
+    return ['-p', f'record_topics:={json.dumps(RECORD_TOPICS)}', '-p', 'video_topics:=[""]']
 
 
 def orchestrate(a: argparse.Namespace) -> int:

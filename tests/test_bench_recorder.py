@@ -4,6 +4,7 @@ No timing assertions (rates depend on the machine and its load), and none on the
 measure where the recorder stops keeping up: only that the fake pilot's session was recorded by the real
 ``terminal`` (every message in the bag and, for gpio/events, in the events table), that bare rclpy received
 everything at 10k/s, that frames were recorded (best effort, as the camera publishes them: at least 90 %),
+that camera frames recorded as video (MP4 + frame table, the terminal's default) are all in the table,
 that the in-process writer rows wrote everything, and that the table, the target lines and the JSON are
 complete.
 """
@@ -16,7 +17,7 @@ from conftest import run_bench
 
 ROWS = {('messages', '10k/s', 'bare'), ('messages', '10k/s', 'terminal'), ('messages', 'max', 'bare'),
         ('messages', 'max', 'terminal'), ('frames', '30 fps', 'bare'), ('frames', '30 fps', 'terminal'),
-        ('writer', 'max', 'Recorder'), ('writer', 'max', 'Recorder-nodecode')}
+        ('frames', '30 fps', 'terminal-video'), ('writer', 'max', 'Recorder'), ('writer', 'max', 'Recorder-nodecode')}
 
 
 def test_quick_run_records_every_message_at_the_low_rate(domain_id: int, tmp_path: Path) -> None:
@@ -47,6 +48,9 @@ def test_quick_run_records_every_message_at_the_low_rate(domain_id: int, tmp_pat
     frames = cases[('frames', '30 fps', 'terminal')]
     assert frames['topics'] == ['/bench/camera/image'] and frames['pub']['sent'] == 30, frames
     assert frames['qos']['reliability'] == 'best_effort' and frames['unique'] == frames['recorded'], frames
+    video = cases[('frames', '30 fps', 'terminal-video')]
+    assert video['topics'] == [] and [v['codec'] for v in video['videos']] == ['mp4v'], video  # MP4, not the bag
+    assert video['unique'] == video['recorded'] == sum(v['frames'] for v in video['videos']), video
     assert rows[('writer', 'max', 'Recorder')]['events'] == params['writer_n'], rows[('writer', 'max', 'Recorder')]
     assert {t['row'] for t in result['targets']} <= {'10k/s', 'max', None} and len(result['targets']) == 2
     assert text.count('PASS: ') + text.count('FAIL: ') == 2, text

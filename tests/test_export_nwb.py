@@ -331,6 +331,39 @@ def test_a_session_without_trials_or_events_still_exports(tmp_path: Path) -> Non
         assert nwb.trials is None and 'still running' in nwb.notes
 
 
+def test_a_recorded_video_is_an_external_image_series(tmp_path: Path) -> None:
+    from pynwb import validate
+
+    from autopilot_terminal.video import Frame, VideoSink, next_video_path
+
+    path = tmp_path / 'data' / 'm8.h5'
+    path.parent.mkdir()
+    stamps = [T0_NS + 10**9 + k * 33_333_333 for k in range(12)]
+    with SubjectFile.create(path, 'm8', {}) as s:
+        s.begin_session('s1', {'pilot': 'rig1', 'task': 'two_afc', 'started_ns': T0_NS})
+        name, mp4 = next_video_path(path, 's1', '/rig1/camera/image')
+        mp4.parent.mkdir(parents=True)
+        frames = [Frame(t, 'cam', 64, 48, 'bgr8', np.full((48, 64, 3), 20 * k, np.uint8)) for k, t in enumerate(stamps)]
+        sink = VideoSink.for_frame(mp4, frames[0], fps=30.0, topic='/rig1/camera/image', block=True)
+        s.add_video('s1', name, sink.attrs())
+        for k, frame in enumerate(frames):
+            sink.write(frame, T0_NS + 2 * 10**9 + k)
+        summary = sink.close()
+        s.add_frames('s1', name, sink.take_rows())
+        s.finish_video('s1', name, summary.attrs())
+        s.end_session('s1', ended_ns=T0_NS + 5 * 10**9)
+    out = tmp_path / 'nwb'
+    [w] = export_nwb(path, out)
+    assert validate(path=str(w.path)) == []
+    io, nwb = _read(w.path)
+    with io:
+        series = nwb.acquisition[name]
+        assert series.format == 'external' and list(series.starting_frame) == [0]
+        assert (out / series.external_file[0]).resolve() == mp4.resolve()
+        assert list(series.dimension) == [64, 48]
+        assert series.timestamps[:] == pytest.approx([(t - T0_NS) / 1e9 for t in stamps])
+
+
 # --- the CLI -----------------------------------------------------------------------------------
 
 def test_cli_export(subject_file, tmp_path: Path) -> None:

@@ -339,7 +339,10 @@ def info(path: Path | str, session: str | None = None) -> dict[str, Any]:
                 'duration_ns': end - start, 'message_count': sum(t.count for t in topics),
                 'topics': [{'topic': t.topic, 'type': t.type, 'count': t.count, 'serialization': t.serialization,
                             'type_hash': t.type_hash, 'qos': t.qos, 'first_ns': t.first_ns, 'last_ns': t.last_ns}
-                           for t in topics]})
+                           for t in topics],
+                'videos': [{'name': v.name, 'topic': v.topic, 'path': str(v.path), 'frames': v.rows,
+                            'width': v.width, 'height': v.height, 'codec': v.codec, 'state': v.state,
+                            'dropped': v.dropped} for v in reader.videos(sid)]})
     return out
 
 
@@ -401,6 +404,12 @@ def format_info(data: Mapping[str, Any]) -> str:
                   f"Serialization Format: {t['serialization']}" for t in s['topics']]
         lines.append(row('Topic information', topics[0] if topics else ''))
         lines += [' ' * _LABEL + t for t in topics[1:]]
+        # Not in `ros2 bag info`: camera topics recorded as MP4 rather than in the bag.
+        videos = [f"Topic: {v['topic']} | Frames: {v['frames']} | {v['width']}x{v['height']} {v['codec']} | "
+                  f"File: {v['path']}" for v in s.get('videos', ())]
+        if videos:
+            lines.append(row('Videos', videos[0]))
+            lines += [' ' * _LABEL + v for v in videos[1:]]
     return '\n'.join(lines) + '\n'
 
 

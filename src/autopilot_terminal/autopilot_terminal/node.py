@@ -62,6 +62,7 @@ from autopilot_msgs.srv import (
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.srv import GetParameters, ListParameters
 from rclpy.action import ActionClient
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
@@ -840,9 +841,12 @@ class RecorderNode(Node):
             return
         table, now = self.terminal.sessions, time.time_ns
         route = table.route_status if rel == 'status' else table.route
+        recorder = self.terminal.recorder
+        # DDS reports samples it dropped before the callback (keep-last overflow, resource limits): they count.
+        events = SubscriptionEventCallbacks(message_lost=lambda info: recorder.count_lost(topic, info.total_count_change))
         self.subs[topic] = self.create_subscription(
             cls, topic, lambda data: route(ns, topic, now(), data), subscription_qos([i.qos_profile for i in infos]),
-            raw=True)
+            raw=True, event_callbacks=events)
         self.get_logger().info(f'recording {topic} [{type_name}]')
 
 

@@ -30,6 +30,10 @@ The mapping (NWB core 2.11, no extensions needed):
   mapped from the hardware tick, resolution 1 us), ``sound`` (one row per sound onset: duration,
   sound_id, play_id, ok, latency_ms, onset_source) and ``protocol_step_changes`` (seq, after_trial, from/to
   step and name, protocol, reason). Empty tables are left out.
+* ``acquisition``: one ``ImageSeries`` per recorded video (camera topic), ``format='external'``: the MP4
+  stays where the terminal wrote it and ``external_file`` is its path relative to the NWB file (NWB's
+  recommendation; keep the folders together when moving them); ``timestamps`` are every encoded frame's
+  capture stamp, ``starting_frame`` 0, ``dimension`` [width, height].
 * Provenance: the session's provenance (package versions, git, launch file, node parameters, hardware,
   calibrations, hosts, ROS) as JSON text in ``data_collection`` (NWB: "notes about data collection");
   ``source_script`` names this exporter and its version; ``notes`` say where the file came from.
@@ -56,6 +60,7 @@ from pynwb import NWBHDF5IO, NWBFile
 from pynwb.epoch import TimeIntervals
 from pynwb.event import DurationVectorData, EventsTable, TimestampVectorData
 from pynwb.file import Subject
+from pynwb.image import ImageSeries
 
 from .reader import SubjectReader
 from .store import FIELD_TYPES, Field
@@ -139,7 +144,7 @@ def export_nwb(path: Path | str, out: Path | str, session: str | None = None, *,
             raise OutputExists(existing, 'overwrite=True')
         written = []
         for sid, target in targets.items():
-            nwbfile = session_nwbfile(reader, sid)
+            nwbfile = session_nwbfile(reader, sid, nwb_dir=target.parent)
             _write(nwbfile, target)
             events = nwbfile.events or {}
             written.append(ExportedSession(
@@ -166,8 +171,9 @@ def trial_times(stamp_ns: np.ndarray, started_ns: int) -> tuple[np.ndarray, np.n
     return np.minimum(start, stop), stop
 
 
-def session_nwbfile(reader: SubjectReader, session_id: str) -> NWBFile:
-    """The NWBFile of one session (in memory; write it with ``pynwb.NWBHDF5IO``)."""
+def session_nwbfile(reader: SubjectReader, session_id: str, *, nwb_dir: Path | None = None) -> NWBFile:
+    """The NWBFile of one session (in memory; write it with ``pynwb.NWBHDF5IO``); ``nwb_dir``: the directory it
+    will be written to, which video paths are made relative to (default: the subject file's)."""
     subject = reader.subject
     attrs = reader.session(session_id)
     started_ns = int(attrs.get('started_ns', 0))
@@ -218,6 +224,13 @@ def session_nwbfile(reader: SubjectReader, session_id: str) -> NWBFile:
                   _steps_table(steps, started_ns)):
         if table is not None:
             nwbfile.add_events_table(table)
+    for video in reader.videos(session_id):
+        frames = reader.video_frames(session_id, video.name)
+        rel = os.path.relpath(video.path, (nwb_dir or reader.path.parent).resolve())
+        nwbfile.add_acquisition(ImageSeries(
+            name=video.name, description=f'camera frames of {video.topic} ({video.encoding}, {video.codec} MP4); '
+            'timestamps: each frame\'s capture stamp', external_file=[rel], format='external', starting_frame=[0],
+            timestamps=_seconds(frames['stamp_ns'], started_ns), dimension=[video.width, video.height], unit='n.a.'))
     return nwbfile
 
 

@@ -242,6 +242,17 @@ class Recorder:
         self._files[subject] = _Open(f)
         return f
 
+    def count_lost(self, topic: str, n: int) -> None:
+        """``n`` messages of ``topic`` lost before they reached the recorder (DDS told: a reader queue overflowed
+        or a sample was refused); counted in :attr:`Stats.lost_messages` and logged."""
+        if n <= 0:
+            return
+        with self._cv:
+            self._stats.lost_messages += n
+            total = self._stats.lost_messages
+        self._log('warn', f'recorder: {n} messages of {topic} lost before the recorder got them ({total} lost in '
+                          'all); the machine or the network cannot keep up with what is recorded')
+
     def stats(self) -> Stats:
         with self._cv:
             return Stats(**vars(self._stats))
