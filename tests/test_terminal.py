@@ -17,6 +17,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import yaml
 from autopilot_msgs.msg import PilotRegistry, PilotStatus, SoundPlay, TrialData
 from autopilot_msgs.srv import (
     AssignProtocol,
@@ -42,6 +43,7 @@ from autopilot_terminal.store import SubjectFile
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = str(ROOT / 'install' / 'autopilot_terminal' / 'lib' / 'autopilot_terminal' / 'terminal')
+RIG = str(ROOT / 'install' / 'autopilot_pilot' / 'lib' / 'autopilot_pilot' / 'rig')
 LAUNCH_FILE = ROOT / 'launch' / 'terminal.launch.yaml'
 # 2afc_demo with fast timings (about 0.3 s a trial) and a graduation after 5 trials, so a short session
 # changes step. The response window stays generous: a loaded machine delays trials, never turns one into a miss.
@@ -86,6 +88,16 @@ def launch_terminal(procs, tmp_path: Path, name: str = 'terminal') -> Any:
         (protocols / 'fast.yaml').write_text(FAST_PROTOCOL)
     return procs([TERMINAL, '--ros-args', '-p', f'data_dir:={data}', '-p', f'protocol_dir:={protocols}',
                   '-p', f'launch_file:={LAUNCH_FILE}'], name=name)
+
+
+def one_rig(procs, node, tmp_path: Path) -> tuple[dict[str, Any], Any, Lab]:
+    """rig1 and a terminal, mouse1 created and assigned the fast protocol: (rig, terminal, lab)."""
+    rig = launch_rig(procs, tmp_path, 'rig1')
+    terminal = launch_terminal(procs, tmp_path)
+    lab = Lab(node, ['rig1'])
+    lab.wait_online('rig1')
+    assert lab.create('mouse1').success and lab.assign('mouse1').success
+    return rig, terminal, lab
 
 
 def journal_of(rig: dict[str, Any]) -> Journal:
@@ -276,12 +288,45 @@ def test_two_rigs_record_through_the_terminal(procs, node, tmp_path):
         journal.close()
 
 
-def test_sigkill_of_the_terminal_mid_session_loses_and_duplicates_no_trial(procs, node, tmp_path):
-    rig = launch_rig(procs, tmp_path, 'rig1')
+def test_a_rig_composed_in_one_process_runs_and_records_through_the_terminal(procs, node, tmp_path):
+    """The ``rig`` executable: gpio, sound, pilot and the virtual subject in one process (events and commands
+    between them skip DDS), watched and recorded by the terminal in another process as a split rig is."""
+    calibration = tmp_path / 'calibration.jsonl'
+    shutil.copy(CALIBRATION, calibration)
+    own = tmp_path / 'rig_c.yaml'
+    subject = {'seed': 5, **FAST_SUBJECT}
+    own.write_text(yaml.safe_dump({
+        '/**/gpio': {'ros__parameters': {'calibration_file': str(calibration)}},
+        '/**/sound': {'ros__parameters': {'backend': 'null'}},
+        '/**/pilot': {'ros__parameters': {'journal_path': str(tmp_path / 'journal.sqlite3'), 'seed': 7,
+                                          'resend_interval_s': 0.5}},
+        '/**/subject_sim': {'ros__parameters': subject}}))
+    rig = procs([RIG, '--virtual-subject', '--ros-args', '-r', '__ns:=/rig_c', '--params-file', str(RIG_PARAMS),
+                 '--params-file', str(own)], name='rig')
     terminal = launch_terminal(procs, tmp_path)
-    lab = Lab(node, ['rig1'])
-    lab.wait_online('rig1')
-    assert lab.create('mouse1').success and lab.assign('mouse1').success
+    lab = Lab(node, ['rig_c'])
+    lab.wait_online('rig_c')
+    assert lab.create('mouse_c').success and lab.assign('mouse_c', 'fast').success
+    assert lab.start('mouse_c', 'rig_c', max_trials=8).success
+    lab.spin_until(lambda: len(lab.by_pilot['rig_c']) >= 8 and lab.state('rig_c') == PilotStatus.STATE_IDLE, 60,
+                   f'trials: {len(lab.by_pilot["rig_c"])}\n{rig.output()}')
+    lab.spin(2.0)
+    assert terminal.stop() == 0, terminal.output()
+    out = rig.output()
+    for topic in ('gpio/events', 'gpio/output', 'sound/play', 'sound/onsets', 'gpio/sim_input'):
+        assert f'intra-process: /rig_c/{topic}' in out, (topic, out)
+    assert rig.stop() == 0, rig.output()
+    [sid] = lab.session_trials('rig_c')
+    with SubjectReader(tmp_path / 'data' / 'mouse_c.h5') as r:
+        assert len(stored_trials_match(r, sid, lab)) == 8
+        # Over DDS to the terminal as well: the events the rig's nodes exchanged in-process are in the bag.
+        counts = {t.topic: t.count for t in r.topics(sid)}
+        assert counts['/rig_c/gpio/events'] > 0 and counts['/rig_c/gpio/output'] > 0, counts
+        assert len(r.events(sid, 'sound')['stamp_ns']) >= 8
+
+
+def test_sigkill_of_the_terminal_mid_session_loses_and_duplicates_no_trial(procs, node, tmp_path):
+    rig, terminal, lab = one_rig(procs, node, tmp_path)
     n = 45  # about 15 s: the session is still running when the terminal is back
     r = lab.start('mouse1', 'rig1', max_trials=n)
     assert r.success, r.message
@@ -318,11 +363,7 @@ def test_sigkill_of_the_terminal_mid_session_loses_and_duplicates_no_trial(procs
 
 
 def test_a_session_that_ended_while_the_terminal_was_down_is_closed_on_restart(procs, node, tmp_path):
-    rig = launch_rig(procs, tmp_path, 'rig1')
-    terminal = launch_terminal(procs, tmp_path)
-    lab = Lab(node, ['rig1'])
-    lab.wait_online('rig1')
-    assert lab.create('mouse1').success and lab.assign('mouse1').success
+    rig, terminal, lab = one_rig(procs, node, tmp_path)
     n = 8
     assert lab.start('mouse1', 'rig1', max_trials=n).success
     lab.spin_until(lambda: len(lab.by_pilot['rig1']) >= 2, 60, 'no trials')

@@ -20,6 +20,7 @@ setup(
         'console_scripts': [
             'pilot = autopilot_pilot.node:main',
             'subject_sim = autopilot_pilot.subject_node:main',
+            'rig = autopilot_pilot.rig:main',
         ],
         # Tasks: third-party packages register theirs in this group too (see docs/tasks.md).
         'autopilot.tasks': [

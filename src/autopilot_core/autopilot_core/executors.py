@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import rclpy
 from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
@@ -134,6 +134,14 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None,
     Returns the process exit code. A node whose constructor raises (bad parameters, missing
     hardware) gets its error logged in one line naming the problem, and exit code 1.
     """
+    return run_nodes([node_factory], args, executor_kind)
+
+
+def run_nodes(node_factories: Sequence[Callable[[], Node]], args: list[str] | None = None,
+              executor_kind: str | None = None) -> int:
+    """:func:`run_node` for several nodes composed in one process, spun by ONE executor (a component
+    container's job in rclcpp): built in order, closed (``close()``) and destroyed in reverse order.
+    Between them, topics made with :mod:`autopilot_core.intra` skip DDS."""
     import signal
     import sys
 
@@ -145,21 +153,23 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None,
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    node: Node | None = None
+    nodes: list[Node] = []
     try:
         try:
-            node = node_factory()
+            for factory in node_factories:
+                nodes.append(factory())
         except Exception as exc:  # noqa: BLE001 - a startup error is reported, not raised
             print(f'[FATAL] {exc}', file=sys.stderr, flush=True)
             return 1
-        executor = make_executor(executor_kind, context=node.context)
-        spin(node, executor, stop=stop)
-        close = getattr(node, 'close', None)
-        if callable(close):
-            close()
+        executor = make_executor(executor_kind, context=nodes[0].context)
+        spin(nodes, executor, stop=stop)
+        for node in reversed(nodes):
+            close = getattr(node, 'close', None)
+            if callable(close):
+                close()
         return 0
     finally:
-        if node is not None:
+        for node in reversed(nodes):
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

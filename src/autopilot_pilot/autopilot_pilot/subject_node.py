@@ -37,7 +37,7 @@ from rclpy.parameter import Parameter
 from rclpy.time import Time
 from rclpy.timer import Timer
 
-from autopilot_core import qos
+from autopilot_core import intra, qos
 from autopilot_core.executors import run_node
 from autopilot_core.params import ParameterError, ParamSpec, declare
 from autopilot_pilot.subject import MODES, ParamsError, Response, SubjectParams, VirtualSubject
@@ -167,9 +167,10 @@ class SubjectNode(Node):
 
         self.subject = VirtualSubject(params, RosClock(self), self.poke, seed=p['seed'], mode=p['mode'],
                                       on_response=self.log_response)
-        self.sim_pub = self.create_publisher(SimInput, 'gpio/sim_input', qos.EVENTS)
-        self.create_subscription(SoundOnset, 'sound/onsets', self.on_onset, qos.EVENTS)
-        self.create_subscription(GpioEvent, 'gpio/events', self.on_gpio, qos.EVENTS)
+        # Intra-process when composed with the rig (autopilot_pilot.rig), DDS otherwise.
+        self.sim_pub = intra.create_publisher(self, SimInput, 'gpio/sim_input', qos.EVENTS)
+        intra.create_subscription(self, SoundOnset, 'sound/onsets', self.on_onset, qos.EVENTS)
+        intra.create_subscription(self, GpioEvent, 'gpio/events', self.on_gpio, qos.EVENTS)
         self.add_on_set_parameters_callback(self.check_params)
         self.add_post_set_parameters_callback(self.apply_params)
         self.wait_timer: Timer | None = self.create_timer(0.1, self.wait_for_gpio)
