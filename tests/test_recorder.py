@@ -349,6 +349,50 @@ def test_a_stream_ahead_of_the_terminal_and_topics_without_status_end_by_the_gra
     assert sink.got[-1] == ('s4', '/rig/status', 3001 * ms)
 
 
+def test_a_continuous_topic_becomes_a_typed_table_with_a_column_per_field(rec: Recorder, log: Log) -> None:
+    from sensor_msgs.msg import Imu
+
+    from autopilot_terminal.streams import StreamDecoder, StreamError
+
+    topic = '/rig1/imu'
+    decoder = StreamDecoder('sensor_msgs/msg/Imu')
+    rec.set_topic(spec(topic, 'sensor_msgs/msg/Imu'), ('stream', decoder))
+    rec.call(lambda r: r.create_file('mouse1')).result(TIMEOUT)
+    rec.begin_session('mouse1', SID, META)
+    sent = []
+    for i in range(1, 31):
+        m = Imu()
+        m.header.stamp.sec, m.header.stamp.nanosec, m.header.frame_id = 100 + i, 7, f'imu{i % 2}'
+        m.orientation.w, m.angular_velocity.z, m.linear_acceleration.x = 1.0, 0.01 * i, -9.81
+        m.orientation_covariance[4] = float(i)
+        sent.append(m)
+        rec.message('mouse1', SID, topic, 1_000 + i, serialize_message(m))
+    rec.message('mouse1', SID, topic, 2_000, b'\x00\x01\x00\x00 not an Imu')  # kept in the bag, no row
+    assert rec.flush(TIMEOUT)
+    assert rec.stats().stream_rows == 30 and rec.stats().errors == 1
+    assert '1 of 31 messages could not be decoded' in log.text('error')
+    rec.close()
+    with SubjectReader(rec.path_of('mouse1')) as r:
+        [(name, attrs)] = r.streams(SID).items()
+        assert (name, attrs['topic'], attrs['type'], attrs['skipped']) == ('rig1_imu', topic, 'sensor_msgs/msg/Imu', [])
+        cols = r.stream(SID, name)
+        assert list(cols)[:4] == ['recv_ns', 'header.stamp', 'header.frame_id', 'orientation.x']
+        assert cols['recv_ns'].tolist() == [1_000 + i for i in range(1, 31)]
+        assert cols['header.stamp'].tolist() == [(100 + i) * 10**9 + 7 for i in range(1, 31)]
+        assert cols['header.frame_id'].tolist() == [m.header.frame_id for m in sent]
+        assert cols['angular_velocity.z'].tolist() == [m.angular_velocity.z for m in sent]
+        assert cols['orientation_covariance.4'].tolist() == [float(i) for i in range(1, 31)]
+        assert cols['orientation.w'].dtype == np.float64 and cols['header.stamp'].dtype == np.int64
+        assert sum(1 for _ in r.messages(SID, [topic])) == 31  # the bag has every message, the bad one too
+    # Sequences stay in the bag only (named as left out); a type with nothing to tabulate is refused.
+    assert StreamDecoder('sensor_msgs/msg/JointState').skipped == ['name (sequence<string>)',
+                                                                   'position (sequence<double>)',
+                                                                   'velocity (sequence<double>)',
+                                                                   'effort (sequence<double>)']
+    with pytest.raises(StreamError, match='no field fits a table column'):
+        StreamDecoder('std_msgs/msg/Empty')
+
+
 def test_call_hands_the_stores_error_to_the_caller(rec: Recorder) -> None:
     with pytest.raises(StoreError, match=r"unknown subject 'nobody': no file .*nobody\.h5; create it first"):
         rec.call(lambda r: r.open_file('nobody')).result(TIMEOUT)

@@ -31,6 +31,7 @@ from conftest import call
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
+from std_msgs.msg import Float64
 from test_camera import camera
 from test_pilot import CALIBRATION, FAST_SUBJECT, GPIO, PILOT, RIG_PARAMS, SOUND, SUBJECT, ros_args
 
@@ -81,13 +82,13 @@ def launch_rig(procs, tmp_path: Path, ns: str, *, subject_seed: int = 11, with_s
     return rig
 
 
-def launch_terminal(procs, tmp_path: Path, name: str = 'terminal') -> Any:
+def launch_terminal(procs, tmp_path: Path, name: str = 'terminal', *extra: str) -> Any:
     data, protocols = tmp_path / 'data', tmp_path / 'protocols'
     protocols.mkdir(exist_ok=True)
     if not (protocols / 'fast.yaml').exists():
         (protocols / 'fast.yaml').write_text(FAST_PROTOCOL)
     return procs([TERMINAL, '--ros-args', '-p', f'data_dir:={data}', '-p', f'protocol_dir:={protocols}',
-                  '-p', f'launch_file:={LAUNCH_FILE}'], name=name)
+                  '-p', f'launch_file:={LAUNCH_FILE}', *extra], name=name)
 
 
 def one_rig(procs, node, tmp_path: Path) -> tuple[dict[str, Any], Any, Lab]:
@@ -303,7 +304,15 @@ def test_a_rig_composed_in_one_process_runs_and_records_through_the_terminal(pro
         '/**/subject_sim': {'ros__parameters': subject}}))
     rig = procs([RIG, '--virtual-subject', '--ros-args', '-r', '__ns:=/rig_c', '--params-file', str(RIG_PARAMS),
                  '--params-file', str(own)], name='rig')
-    terminal = launch_terminal(procs, tmp_path)
+    # A continuous topic on the rig (a running wheel), recorded as a stream table too.
+    terminal = launch_terminal(procs, tmp_path, 'terminal', '-p', 'stream_topics:=["wheel"]')
+    wheel_pub = node.create_publisher(Float64, '/rig_c/wheel', qos.EVENTS)
+    turns = [0.0]
+
+    def turn() -> None:
+        turns[0] += 0.25
+        wheel_pub.publish(Float64(data=turns[0]))
+    node.create_timer(0.02, turn)
     lab = Lab(node, ['rig_c'])
     lab.wait_online('rig_c')
     assert lab.create('mouse_c').success and lab.assign('mouse_c', 'fast').success
@@ -323,6 +332,9 @@ def test_a_rig_composed_in_one_process_runs_and_records_through_the_terminal(pro
         counts = {t.topic: t.count for t in r.topics(sid)}
         assert counts['/rig_c/gpio/events'] > 0 and counts['/rig_c/gpio/output'] > 0, counts
         assert len(r.events(sid, 'sound')['stamp_ns']) >= 8
+        wheel = r.stream(sid, 'rig_c_wheel')['data']
+        assert len(wheel) > 10 and (np.diff(wheel) == 0.25).all(), wheel  # every sample of the session, in order
+        assert counts['/rig_c/wheel'] == len(wheel)
 
 
 def test_sigkill_of_the_terminal_mid_session_loses_and_duplicates_no_trial(procs, node, tmp_path):

@@ -344,7 +344,7 @@ def test_store_video_errors(tmp_path: Path) -> None:
             f.add_video(SID, 'v', {**attrs, 'width': '64'})
         with pytest.raises(StoreError, match='fully qualified'):
             f.add_video(SID, 'v', {**attrs, 'topic': 'camera/image'})
-        with pytest.raises(StoreError, match='invalid video name'):
+        with pytest.raises(StoreError, match='invalid name'):
             f.add_video(SID, 'a/b', attrs)
         with pytest.raises(StoreError, match='no such video; call add_video first'):
             f.add_frames(SID, 'v', [{'frame': 0, 'stamp_ns': 1, 'recv_ns': 1}])

@@ -79,6 +79,7 @@ from .cdr import EVENT_DECODERS
 from .reader import SubjectReader, history_rows
 from .recorder import Recorder, subject_error
 from .store import StoreError, TopicSpec
+from .streams import StreamDecoder
 from .subjects import ProtocolFileError, check_step, read_protocol, state_from_history
 
 RECORD_TOPICS = ['status', 'trials', 'step_changes', 'trial_acks', 'gpio/events', 'gpio/output', 'gpio/reward',
@@ -91,6 +92,9 @@ PARAMS = [
               min=0.5, max=3600.0),
     ParamSpec('record_topics', RECORD_TOPICS, "Each pilot's topics recorded in the session bag, relative to its "
               'namespace', read_only=True),
+    ParamSpec('stream_topics', [''], "Each pilot's continuous topics (a wheel, a lick sensor) recorded in the bag and "
+              'also as a typed table of the session, one row per message, a column per field ([""]: none)',
+              read_only=True),
     ParamSpec('video_topics', VIDEO_TOPICS, "Each pilot's camera topics (sensor_msgs Image or CompressedImage) recorded "
               'as MP4 next to the subject file with a per-frame timestamp table, not in the bag ([""]: none)',
               read_only=True),
@@ -308,10 +312,11 @@ class TerminalNode(Node):
         self.timeout_s = p['pilot_timeout_s']
         self.record_topics = [t.strip('/') for t in p['record_topics'] if t.strip('/')]
         self.video_topics = [t.strip('/') for t in p['video_topics'] if t.strip('/')]
-        both = sorted(set(self.record_topics) & set(self.video_topics))
+        self.stream_topics = [t.strip('/') for t in p['stream_topics'] if t.strip('/')]
+        both = sorted((set(self.record_topics) | set(self.stream_topics)) & set(self.video_topics))
         if both:
-            raise ValueError(f'topics {both} are in both record_topics and video_topics: record each one either raw '
-                             'in the bag or as video')
+            raise ValueError(f'topics {both} are in record_topics or stream_topics and in video_topics: record each '
+                             'one either in the bag or as video')
         self.launch_file = p['launch_file']
         try:
             self.recorder = Recorder(self.data_dir, log=self._log)
@@ -343,6 +348,7 @@ class TerminalNode(Node):
         self.create_timer(1.0, self.tick)
         self.get_logger().info(f'subject files in {self.data_dir}, protocols from {self.protocol_dir}; recording '
                                f'{", ".join(self.record_topics)} of every pilot'
+                               + (f', {", ".join(self.stream_topics)} as streams' if self.stream_topics else '')
                                + (f', {", ".join(self.video_topics)} as video' if self.video_topics else ''))
 
     def _log(self, level: str, text: str) -> None:
@@ -750,7 +756,7 @@ class TerminalNode(Node):
             graph = {name for name, _ in self.get_topic_names_and_types()}
             subs = getattr(self.clients_node, 'subs', {})
             missing = []
-            for topic in (f'{base}/{rel}' for rel in self.record_topics):
+            for topic in (f'{base}/{rel}' for rel in self.record_topics + self.stream_topics):
                 sub = subs.get(topic, False)
                 if topic in graph and sub is not None and (sub is False or sub.get_publisher_count() == 0):
                     missing.append(topic)  # (None: a type this host cannot record; said once in the log)
@@ -812,7 +818,8 @@ class RecorderNode(Node):
         types = dict(self.get_topic_names_and_types())
         for ns in list(self.terminal.pilots):
             base = ns.rstrip('/')
-            for rel in self.terminal.record_topics + self.terminal.video_topics:
+            for rel in dict.fromkeys(self.terminal.record_topics + self.terminal.stream_topics
+                                     + self.terminal.video_topics):
                 topic = f'{base}/{rel}'
                 if topic in self.subs or topic not in types:
                     continue
@@ -833,9 +840,11 @@ class RecorderNode(Node):
         try:
             if rel in self.terminal.video_topics:
                 self.terminal.recorder.set_video_topic(spec)
+            elif rel in self.terminal.stream_topics:
+                self.terminal.recorder.set_topic(spec, ('stream', StreamDecoder(type_name)))
             else:
                 self.terminal.recorder.set_topic(spec, (event[0], DECODERS[event[0]]) if event else None)
-        except ValueError as exc:
+        except ValueError as exc:  # StreamError too
             self.get_logger().error(f'cannot record {topic}: {exc}')
             self.subs[topic] = None
             return

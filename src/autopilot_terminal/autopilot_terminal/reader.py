@@ -387,6 +387,27 @@ class SubjectReader:
         for recv_ns, _, _, topic, data in heapq.merge(*streams):
             yield BagMessage(recv_ns, topic, data)
 
+    # -- continuous streams -----------------------------------------------------------------
+
+    def streams(self, session_id: str) -> dict[str, dict[str, Any]]:
+        """The session's stream tables: name -> attributes (topic, type, skipped: fields left out)."""
+        def read(f: h5py.File) -> dict[str, dict[str, Any]]:
+            g = _group(f, session_id)
+            if 'streams' not in g:
+                return {}
+            out = {}
+            for name, ds in g['streams'].items():
+                a = {k: _plain(v) for k, v in ds.attrs.items()}
+                a['skipped'] = json.loads(a.get('skipped') or '[]')
+                out[name] = a
+            return out
+        return self._call(f'streams of session {session_id!r}', read)
+
+    def stream(self, session_id: str, name: str) -> dict[str, np.ndarray]:
+        """A stream table as columns: recv_ns, then the message's fields by dotted path."""
+        return self._call(f'stream {name!r} of session {session_id!r}',
+                          lambda f: _columns(_table(_group(f, session_id)['streams'][name], 'recv_ns')))
+
     # -- video ------------------------------------------------------------------------------
 
     def videos(self, session_id: str) -> list[VideoInfo]:

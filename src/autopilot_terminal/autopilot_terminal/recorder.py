@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from .cdr import CdrError, ColumnDecoder, Columns, Sample
 from .store import StoreError, SubjectFile, TopicSpec, open_flags
+from .streams import stream_name
 from .video import VIDEO_TYPES, Frame, FrameFormatError, VideoSink, decode_frame, next_video_path
 
 T = TypeVar('T')
@@ -67,6 +68,7 @@ class Stats:
     duplicate_trials: int = 0
     events: int = 0
     frames: int = 0
+    stream_rows: int = 0
     frames_dropped: int = 0
     errors: int = 0
     lost_messages: int = 0
@@ -147,7 +149,8 @@ class Recorder:
             self._items.append((subject, session_id, topic, recv_ns, data))
 
     def set_topic(self, spec: TopicSpec, event: tuple[str, ColumnDecoder] | None = None) -> None:
-        """Make a topic recordable; ``event``: (kind 'gpio'|'sound', decoder) to also fill that event table."""
+        """Make a topic recordable; ``event``: (kind 'gpio'|'sound', decoder) to also fill that event table, or
+        ('stream', :class:`~.streams.StreamDecoder`) to also fill the session's stream table of the topic."""
         with self._cv:
             self._specs[spec.topic] = spec
             if event is not None:
@@ -507,8 +510,13 @@ class Recorder:
                     self._stats.last_error = bad
                     self._log('error', f'recorder: {subject}/{sid}: {bad} (kept in the bag, not in the {kind} '
                                        'event table)')
-                n = self.open_file(subject).add_events(sid, kind, columns)
-                self._stats.events += n
+                f = self.open_file(subject)
+                if kind == 'stream':
+                    name = stream_name(topic)
+                    f.add_stream(sid, name, topic, decode.type_name, decode.spec, decode.skipped)  # type: ignore[attr-defined]
+                    self._stats.stream_rows += f.add_stream_rows(sid, name, columns)
+                else:
+                    self._stats.events += f.add_events(sid, kind, columns)
             except Exception as exc:  # noqa: BLE001 - the bag keeps them; the table misses them, said once
                 self._stats.errors += 1
                 self._stats.last_error = str(exc)

@@ -454,9 +454,9 @@ def _valid_key(name: str) -> None:
         raise StoreError(f'invalid session id {name!r}: 1-128 characters, no "/"')
 
 
-def _valid_video_name(name: Any, where: str) -> None:
+def _valid_table_name(name: Any, where: str) -> None:
     if not isinstance(name, str) or not name or '/' in name or name in ('.', '..') or len(name) > 255:
-        raise StoreError(f'{where}: invalid video name: 1-255 characters, no "/"')
+        raise StoreError(f'{where}: invalid name: 1-255 characters, no "/"')
 
 
 def _video_attrs(attrs: Mapping[str, Any], spec: Mapping[str, tuple[type, Any]], where: str) -> dict[str, Any]:
@@ -922,6 +922,43 @@ class SubjectFile:
             self._flush(sync)
         return len(messages)
 
+    # -- continuous streams -----------------------------------------------------------------
+
+    @_h5_errors
+    def add_stream(self, session_id: str, name: str, topic: str, type_name: str,
+                   columns: Sequence[tuple[str, str]], skipped: Sequence[str] = ()) -> bool:
+        """Create ``sessions/<id>/streams/<name>``: one row per message of a continuous topic (a structure
+        window); ``columns`` (name, numpy code; ``recv_ns`` first, 'S<n>' = fixed UTF-8) from
+        :class:`~.streams.StreamDecoder`. True if new; the same again changes nothing."""
+        where = f'{self.path}: session {session_id}: stream {name!r}'
+        self._state(session_id)
+        _valid_table_name(name, where)
+        if not columns or columns[0] != ('recv_ns', 'i8'):
+            raise StoreError(f'{where}: the first column must be recv_ns i8')
+        g = self.file[f'sessions/{session_id}']
+        if 'streams' in g and name in g['streams']:
+            if str(g['streams'][name].attrs['topic']) != topic:
+                raise StoreError(f'{where}: exists already for topic {g["streams"][name].attrs["topic"]}')
+            return False
+        with self._restructure(f'add_stream {session_id} {name}'):
+            g = self.file[f'sessions/{session_id}']
+            group = g['streams'] if 'streams' in g else g.create_group('streams')
+            ds = _create_table(group, name, table_dtype(columns))
+            ds.attrs.update({'topic': topic, 'type': type_name, 'skipped': _json(list(skipped), 'skipped fields')})
+        return True
+
+    @_h5_errors
+    def add_stream_rows(self, session_id: str, name: str,
+                        rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]], *, sync: bool = False) -> int:
+        """Append rows (or columns) to a stream table made by :meth:`add_stream`; returns the count."""
+        where = f'{self.path}: session {session_id}: stream {name!r}'
+        self._state(session_id)
+        path = f'sessions/{session_id}/streams/{name}'
+        if path not in self.file:
+            raise StoreError(f'{where}: not added (add_stream first)')
+        self._append(path, rows, where, sync, positive='recv_ns')
+        return _count(rows)
+
     # -- video ------------------------------------------------------------------------------
 
     @_h5_errors
@@ -936,7 +973,7 @@ class SubjectFile:
         """
         where = f'{self.path}: session {session_id}: video {name!r}'
         self._state(session_id)
-        _valid_video_name(name, where)
+        _valid_table_name(name, where)
         values = _video_attrs(attrs, VIDEO_START_ATTRS, where)
         if not values['topic'].startswith('/'):
             raise StoreError(f'{where}: topic {values["topic"]!r}: give the fully qualified name (starting with "/")')
@@ -964,7 +1001,7 @@ class SubjectFile:
         """Append frame rows ``{frame, stamp_ns, recv_ns > 0}`` (:data:`VIDEO_COLUMNS`) to a video; the count."""
         where = f'{self.path}: session {session_id}: video {name!r}'
         self._state(session_id)
-        _valid_video_name(name, where)
+        _valid_table_name(name, where)
         path = f'sessions/{session_id}/video/{name}'
         try:
             self._dataset(path)
@@ -980,7 +1017,7 @@ class SubjectFile:
         (:data:`VIDEO_END_ATTRS`; other keys, such as ``VideoSummary.attrs()``'s ``path``, are ignored)."""
         where = f'{self.path}: session {session_id}: video {name!r}'
         self._state(session_id)
-        _valid_video_name(name, where)
+        _valid_table_name(name, where)
         values = _video_attrs({k: v for k, v in summary.items() if k in VIDEO_END_ATTRS}, VIDEO_END_ATTRS, where)
         if f'sessions/{session_id}/video/{name}' not in self.file:
             raise StoreError(f'{where}: no such video; call add_video first')
@@ -1216,6 +1253,8 @@ def _trim_crashed(f: h5py.File) -> bool:
                 trimmed |= _trim(g[name], KEY_COLUMNS[name.rpartition('/')[2]])
         for vt in (g['video'].values() if 'video' in g else ()):
             trimmed |= _trim(vt, VIDEO_KEY)
+        for st in (g['streams'].values() if 'streams' in g else ()):
+            trimmed |= _trim(st, 'recv_ns')
         for tg in g['bag'].values():
             index = tg['index']
             trimmed |= _trim(index, 'recv_ns')
