@@ -364,6 +364,37 @@ def test_a_recorded_video_is_an_external_image_series(tmp_path: Path) -> None:
         assert series.timestamps[:] == pytest.approx([(t - T0_NS) / 1e9 for t in stamps])
 
 
+def test_a_stream_table_is_a_time_series(tmp_path: Path) -> None:
+    from pynwb import validate
+
+    from autopilot_terminal.streams import StreamDecoder
+
+    path = tmp_path / 'm6.h5'
+    spec = StreamDecoder('geometry_msgs/msg/TwistStamped').spec
+    with SubjectFile.create(path, 'm6', {}) as s:
+        s.begin_session('s1', {'pilot': 'rig1', 'task': 'two_afc', 'started_ns': T0_NS})
+        s.add_stream('s1', 'rig1_wheel', '/rig1/wheel', 'geometry_msgs/msg/TwistStamped', spec)
+        n = 20
+        cols = {name: [0.0] * n for name, _ in spec}
+        cols['recv_ns'] = [T0_NS + 10**9 + k * 10**7 + 5 for k in range(n)]
+        cols['header.stamp'] = [T0_NS + 10**9 + k * 10**7 for k in range(n)]
+        cols['header.frame_id'] = ['wheel'] * n
+        cols['twist.angular.z'] = [0.5 * k for k in range(n)]
+        s.add_stream_rows('s1', 'rig1_wheel', cols)
+        s.end_session('s1', ended_ns=T0_NS + 5 * 10**9)
+    [w] = export_nwb(path, tmp_path / 'nwb')
+    assert validate(path=str(w.path)) == []
+    io, nwb = _read(w.path)
+    with io:
+        series = nwb.acquisition['rig1_wheel']
+        names = series.description.split('columns: ')[1].split(';')[0].split(', ')
+        assert names == ['twist.linear.x', 'twist.linear.y', 'twist.linear.z', 'twist.angular.x', 'twist.angular.y',
+                         'twist.angular.z']
+        assert series.data[:, 5].tolist() == [0.5 * k for k in range(n)]
+        assert series.timestamps[:] == pytest.approx([1.0 + k / 100 for k in range(n)])
+        assert 'timestamps: header.stamp' in series.description
+
+
 # --- the CLI -----------------------------------------------------------------------------------
 
 def test_cli_export(subject_file, tmp_path: Path) -> None:

@@ -34,6 +34,10 @@ The mapping (NWB core 2.11, no extensions needed):
   stays where the terminal wrote it and ``external_file`` is its path relative to the NWB file (NWB's
   recommendation; keep the folders together when moving them); ``timestamps`` are every encoded frame's
   capture stamp, ``starting_frame`` 0, ``dimension`` [width, height].
+* ``acquisition``: one ``TimeSeries`` per stream table (``stream_topics``): ``data`` is n x k float64, the
+  stream's numeric and boolean columns in table order (named in ``description``; strings and time fields
+  other than the timestamps are left out, they stay in the subject file); ``timestamps`` are the messages'
+  ``header.stamp`` when the type has one, else the terminal's receive times.
 * Provenance: the session's provenance (package versions, git, launch file, node parameters, hardware,
   calibrations, hosts, ROS) as JSON text in ``data_collection`` (NWB: "notes about data collection");
   ``source_script`` names this exporter and its version; ``notes`` say where the file came from.
@@ -57,6 +61,7 @@ from typing import Any
 import numpy as np
 from hdmf.common import VectorData
 from pynwb import NWBHDF5IO, NWBFile
+from pynwb.base import TimeSeries
 from pynwb.epoch import TimeIntervals
 from pynwb.event import DurationVectorData, EventsTable, TimestampVectorData
 from pynwb.file import Subject
@@ -224,6 +229,10 @@ def session_nwbfile(reader: SubjectReader, session_id: str, *, nwb_dir: Path | N
                   _steps_table(steps, started_ns)):
         if table is not None:
             nwbfile.add_events_table(table)
+    for name, info in reader.streams(session_id).items():
+        series = _stream_series(name, info, reader.stream(session_id, name), started_ns)
+        if series is not None:
+            nwbfile.add_acquisition(series)
     for video in reader.videos(session_id):
         frames = reader.video_frames(session_id, video.name)
         rel = os.path.relpath(video.path, (nwb_dir or reader.path.parent).resolve())
@@ -320,6 +329,20 @@ def _add_epochs(nwbfile: NWBFile, steps: Mapping[str, np.ndarray], started_ns: i
         epochs.add_interval(start_time=t0, stop_time=max(t0, t1), tags=[n] if n else [], step=s, step_name=n,
                             protocol=p)
     nwbfile.epochs = epochs
+
+
+def _stream_series(name: str, info: Mapping[str, Any], cols: Mapping[str, np.ndarray],
+                   started_ns: int) -> TimeSeries | None:
+    stamped = 'header.stamp' in cols and bool(np.all(cols['header.stamp'] > 0))
+    times = cols['header.stamp'] if stamped else cols['recv_ns']
+    numeric = [c for c, v in cols.items() if c not in ('recv_ns', 'header.stamp') and v.dtype.kind in 'biuf'
+               and not c.endswith('.stamp')]
+    if not numeric or not len(times):
+        return None
+    data = np.column_stack([cols[c].astype(np.float64) for c in numeric])
+    return TimeSeries(name=name, data=data, unit='n.a.', timestamps=_seconds(times, started_ns),
+                      description=f'{info.get("topic", "")} ({info.get("type", "")}), one row per message; columns: '
+                      + ', '.join(numeric) + ('; timestamps: header.stamp' if stamped else '; timestamps: receive time'))
 
 
 def _seconds(stamp_ns: np.ndarray, started_ns: int) -> np.ndarray:
