@@ -85,7 +85,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from common import GPIO_EXE, GPIO_PARAMS, ROOT, Child, ChildError, die_with_parent, dist_version, emit, machine_info
+from common import (
+    GPIO_EXE,
+    GPIO_PARAMS,
+    ROOT,
+    Child,
+    ChildError,
+    die_with_parent,
+    dist_version,
+    emit,
+    fmt,
+    machine_info,
+    print_table,
+)
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / 'results' / 'closed_loop.json'
@@ -675,10 +687,6 @@ def check_targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return targets
 
 
-def fmt(v: Any, spec: str) -> str:
-    return '-' if v is None else format(v, spec)
-
-
 COLUMNS = (('config', 'config', ''), ('label', 'hop', ''), ('n', 'n', 'd'), ('p50', 'p50 ms', '.3f'),
            ('p90', 'p90 ms', '.3f'), ('p99', 'p99 ms', '.3f'), ('max', 'max ms', '.3f'),
            ('x_bare_p50', 'x bare p50', '.2f'), ('x_bare_p99', 'x bare p99', '.2f'))
@@ -686,19 +694,7 @@ COLUMNS = (('config', 'config', ''), ('label', 'hop', ''), ('n', 'n', 'd'), ('p5
 
 def print_report(rows: list[dict[str, Any]], results: dict[str, dict[str, Any]],
                  targets: list[dict[str, Any]]) -> None:
-    cells = [[h for _, h, _ in COLUMNS]]
-    last = None
-    for r in rows:
-        line = [fmt(r.get(k), f) if f else str(r.get(k, '')) for k, _, f in COLUMNS]
-        if r['config'] == last:
-            line[0] = ''
-        last = r['config']
-        cells.append(line)
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-    for i, c in enumerate(cells):
-        print('  '.join(v.ljust(w) if j < 2 else v.rjust(w) for j, (v, w) in enumerate(zip(c, widths, strict=True))))
-        if i == 0:
-            print('  '.join('-' * w for w in widths))
+    print_table(rows, COLUMNS, left=2, group='config')
     print('(x bare: ratio to the same hop of the bare rclpy row of the same kind: processes vs bare-processes, '
           'one-process and one-process-dds vs bare-one-process)')
     for config in CONFIGS:

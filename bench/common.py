@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,36 @@ class Child:
                     pass
         self._log.close()
         return self.popen.returncode
+
+
+# --------------------------------------------------------------------------------------------------
+# The printed table
+# --------------------------------------------------------------------------------------------------
+
+def fmt(v: Any, spec: str) -> str:
+    """``v`` formatted with ``spec``, '-' when there is no value."""
+    return '-' if v is None else format(v, spec)
+
+
+def print_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str, str]], *, left: int = 1,
+                group: str | None = None) -> None:
+    """One line per row under a header and a rule. ``columns``: (key, header, format spec; '' = as text); '-'
+    where a row has no value. The first ``left`` columns are left-aligned, the rest right-aligned; with
+    ``group``, the first cell is blanked while the row's ``group`` value repeats the previous row's."""
+    cells = [[h for _, h, _ in columns]]
+    last = None
+    for r in rows:
+        line = [fmt(r.get(k), f) for k, _, f in columns]  # format(v, '') is str(v)
+        if group is not None:
+            if r[group] == last:
+                line[0] = ''
+            last = r[group]
+        cells.append(line)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    for i, c in enumerate(cells):
+        print('  '.join(v.ljust(w) if j < left else v.rjust(w) for j, (v, w) in enumerate(zip(c, widths, strict=True))))
+        if i == 0:
+            print('  '.join('-' * w for w in widths))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from common import GPIO_EXE, GPIO_PARAMS, ROOT, Child, ChildError, dist_version, emit
+from common import GPIO_EXE, GPIO_PARAMS, ROOT, Child, ChildError, dist_version, emit, print_table
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / 'results' / 'hardware.json'
@@ -111,22 +111,6 @@ def tree_cpu_seconds(pid: int) -> float:
             total += stats[p][1]
             todo.extend(c for c, (ppid, _) in stats.items() if ppid == p)
     return total
-
-
-def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> None:
-    """``columns``: (key, header, format) — one line per row, '-' for missing values."""
-    cells = [[h for _, h, _ in columns]]
-    for r in rows:
-        line = []
-        for key, _, fmt in columns:
-            v = r.get(key)
-            line.append('-' if v is None else format(v, fmt) if fmt else str(v))
-        cells.append(line)
-    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
-    for i, c in enumerate(cells):
-        print('  '.join(v.rjust(w) if j else v.ljust(w) for j, (v, w) in enumerate(zip(c, widths, strict=True))))
-        if i == 0:
-            print('  '.join('-' * w for w in widths))
 
 
 def versions() -> dict[str, str]:

@@ -89,7 +89,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, Child, ChildError, die_with_parent, dist_version, emit, machine_info
+from common import ROOT, Child, ChildError, die_with_parent, dist_version, emit, fmt, machine_info, print_table
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / 'results' / 'recorder.json'
@@ -776,10 +776,6 @@ def check_targets(rows: list[dict[str, Any]], a: argparse.Namespace) -> list[dic
 # Report
 # --------------------------------------------------------------------------------------------------
 
-def fmt(v: Any, spec: str) -> str:
-    return '-' if v is None else format(v, spec)
-
-
 COLUMNS = (('section', 'section', ''), ('offered', 'offered', ''), ('config', 'config', ''), ('sent', 'sent', 'd'),
            ('pub_rate', 'pub/s', ',.0f'), ('recorded', 'recorded', 'd'), ('events', 'events', 'd'),
            ('lost', 'lost', 'd'), ('rx_rate', 'rx/s', ',.0f'), ('rec_rate', 'rec/s', ',.0f'),
@@ -789,19 +785,7 @@ COLUMNS = (('section', 'section', ''), ('offered', 'offered', ''), ('config', 'c
 
 
 def print_report(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
-    cells = [[h for _, h, _ in COLUMNS]]
-    last = None
-    for r in rows:
-        line = [fmt(r.get(k), f) if f else str(r.get(k, '')) for k, _, f in COLUMNS]
-        if r['section'] == last:
-            line[0] = ''
-        last = r['section']
-        cells.append(line)
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-    for i, c in enumerate(cells):
-        print('  '.join(v.ljust(w) if j < 3 else v.rjust(w) for j, (v, w) in enumerate(zip(c, widths, strict=True))))
-        if i == 0:
-            print('  '.join('-' * w for w in widths))
+    print_table(rows, COLUMNS, left=3, group='section')
     print('(rx/s: first to last receive; rec/s: into HDF5, first receive to file complete; x bare: rec/s over the '
           'bare row\'s rx/s at the same offer; CPU: the receiving process, all threads; writer rows: in-process '
           'Recorder, no DDS)')
