@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import sys
 import time
@@ -108,6 +109,16 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f'expected a number > 0, got {text!r}')
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f'expected a finite number >= 0, got {text!r}')
     return value
 
 

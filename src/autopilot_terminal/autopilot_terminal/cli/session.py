@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from autopilot_core.cli.base import CommandError, CommandExtension
-from autopilot_core.cli.graph import cli_node, nonnegative_int
+from autopilot_core.cli.graph import cli_node, nonnegative_float, nonnegative_int
 from autopilot_terminal.cli.subject import TERMINAL, TerminalVerb, call_terminal, no_terminal, table
 
 STATES = {0: 'idle', 1: 'running', 2: 'paused', 3: 'error'}
@@ -29,16 +29,6 @@ def _max_trials(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected seconds, got {text!r}') from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f'expected seconds >= 0, got {text!r}')
-    return value
-
-
 class StartVerb(TerminalVerb):
     """Start a session of a subject on a pilot (its protocol, step and parameter overrides)."""
 
@@ -47,7 +37,7 @@ class StartVerb(TerminalVerb):
         parser.add_argument('pilot', help='an online pilot, as `autopilot session pilots` lists it')
         parser.add_argument('--max-trials', type=_max_trials, default=0, metavar='N',
                             help='stop after this many trials (default: 0, no limit)')
-        parser.add_argument('--max-duration', type=_seconds, default=0.0, metavar='S',
+        parser.add_argument('--max-duration', type=nonnegative_float, default=0.0, metavar='S',
                             help='stop after this many seconds (default: 0, no limit)')
 
     def run(self, args: argparse.Namespace) -> int:
