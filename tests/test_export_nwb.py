@@ -370,10 +370,12 @@ def test_a_stream_table_is_a_time_series(tmp_path: Path) -> None:
     from autopilot_terminal.streams import StreamDecoder
 
     path = tmp_path / 'm6.h5'
-    spec = StreamDecoder('geometry_msgs/msg/TwistStamped').spec
+    decoder = StreamDecoder('geometry_msgs/msg/TwistStamped')
+    spec = decoder.spec
     with SubjectFile.create(path, 'm6', {}) as s:
         s.begin_session('s1', {'pilot': 'rig1', 'task': 'two_afc', 'started_ns': T0_NS})
-        s.add_stream('s1', 'rig1_wheel', '/rig1/wheel', 'geometry_msgs/msg/TwistStamped', spec)
+        s.add_stream('s1', 'rig1_wheel', '/rig1/wheel', 'geometry_msgs/msg/TwistStamped', spec, decoder.skipped,
+                     decoder.time_columns)
         n = 20
         cols = {name: [0.0] * n for name, _ in spec}
         cols['recv_ns'] = [T0_NS + 10**9 + k * 10**7 + 5 for k in range(n)]

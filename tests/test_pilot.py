@@ -51,6 +51,19 @@ FAST_SUBJECT = {'rt_mean_ms': 60.0, 'rt_sd_ms': 20.0, 'rt_min_ms': 20.0, 'center
                 'center_delay_sd_ms': 10.0, 'poke_hold_ms': 10.0, 'stimulus_wait_ms': 200.0}
 
 
+def take_trial(owner: Any, data: bytes) -> TrialData:
+    """Count one received copy of a trial in ``owner``'s ``copies``, keep its first ``raw`` bytes and message
+    (``trials``), by (session, trial number); a resent copy must be byte-identical."""
+    msg = deserialize_message(data, TrialData)
+    key = (msg.session_id, msg.trial_number)
+    owner.copies[key] = owner.copies.get(key, 0) + 1
+    if key in owner.raw:
+        assert owner.raw[key] == data, f'trial {key} resent with different bytes'
+    owner.raw.setdefault(key, data)
+    owner.trials.setdefault(key, msg)
+    return msg
+
+
 def ros_args(params: dict[str, Any]) -> list[str]:
     return [a for k, v in params.items() for a in ('-p', f'{k}:={v}')]
 
@@ -104,14 +117,8 @@ class Terminal:
         node.create_subscription(StepChange, f'/{ns}/step_changes', self.on_step, qos.TRIALS)
 
     def on_trial(self, data: bytes) -> None:
-        msg = deserialize_message(data, TrialData)
+        msg = take_trial(self, data)
         self.received += 1
-        key = (msg.session_id, msg.trial_number)
-        self.copies[key] = self.copies.get(key, 0) + 1
-        if key in self.raw:
-            assert self.raw[key] == data, f'trial {key} resent with different bytes'
-        self.raw.setdefault(key, data)
-        self.trials.setdefault(key, msg)
         if self.ack:
             self.ack_pub.publish(TrialAck(pilot=msg.pilot, session_id=msg.session_id,
                                           trial_numbers=[msg.trial_number]))

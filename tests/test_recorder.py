@@ -375,6 +375,7 @@ def test_a_continuous_topic_becomes_a_typed_table_with_a_column_per_field(rec: R
     with SubjectReader(rec.path_of('mouse1')) as r:
         [(name, attrs)] = r.streams(SID).items()
         assert (name, attrs['topic'], attrs['type'], attrs['skipped']) == ('rig1_imu', topic, 'sensor_msgs/msg/Imu', [])
+        assert attrs['time_columns'] == ['header.stamp']
         cols = r.stream(SID, name)
         assert list(cols)[:4] == ['recv_ns', 'header.stamp', 'header.frame_id', 'orientation.x']
         assert cols['recv_ns'].tolist() == [1_000 + i for i in range(1, 31)]

@@ -33,7 +33,7 @@ from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
 from std_msgs.msg import Float64
 from test_camera import camera
-from test_pilot import CALIBRATION, FAST_SUBJECT, GPIO, PILOT, RIG_PARAMS, SOUND, SUBJECT, ros_args
+from test_pilot import CALIBRATION, FAST_SUBJECT, GPIO, PILOT, RIG_PARAMS, SOUND, SUBJECT, ros_args, take_trial
 
 from autopilot_core import qos
 from autopilot_core.executors import spin
@@ -131,14 +131,8 @@ class Lab:
                                  qos.STATUS)
 
     def _on_trial(self, pilot: str, data: bytes) -> None:
-        msg = deserialize_message(data, TrialData)
-        key = (msg.session_id, msg.trial_number)
-        self.copies[key] = self.copies.get(key, 0) + 1
-        if key in self.raw:
-            assert self.raw[key] == data, f'trial {key} resent with different bytes'
-        self.raw.setdefault(key, data)
-        self.trials.setdefault(key, msg)
-        self.by_pilot[pilot].add(key)
+        msg = take_trial(self, data)
+        self.by_pilot[pilot].add((msg.session_id, msg.trial_number))
 
     def spin_until(self, condition, timeout: float, what: str) -> None:
         assert spin(self.node, self.node.executor_, timeout_sec=timeout, until=condition), what

@@ -335,8 +335,8 @@ def _stream_series(name: str, info: Mapping[str, Any], cols: Mapping[str, np.nda
                    started_ns: int) -> TimeSeries | None:
     stamped = 'header.stamp' in cols and bool(np.all(cols['header.stamp'] > 0))
     times = cols['header.stamp'] if stamped else cols['recv_ns']
-    numeric = [c for c, v in cols.items() if c not in ('recv_ns', 'header.stamp') and v.dtype.kind in 'biuf'
-               and not c.endswith('.stamp')]
+    time_cols = {'recv_ns', *info.get('time_columns', ())}
+    numeric = [c for c, v in cols.items() if c not in time_cols and v.dtype.kind in 'biuf']
     if not numeric or not len(times):
         return None
     data = np.column_stack([cols[c].astype(np.float64) for c in numeric])

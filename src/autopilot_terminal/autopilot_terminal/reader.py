@@ -390,7 +390,7 @@ class SubjectReader:
     # -- continuous streams -----------------------------------------------------------------
 
     def streams(self, session_id: str) -> dict[str, dict[str, Any]]:
-        """The session's stream tables: name -> attributes (topic, type, skipped: fields left out)."""
+        """The session's stream tables: name -> attributes (topic, type, skipped: fields left out, time_columns)."""
         def read(f: h5py.File) -> dict[str, dict[str, Any]]:
             g = _group(f, session_id)
             if 'streams' not in g:
@@ -399,6 +399,7 @@ class SubjectReader:
             for name, ds in g['streams'].items():
                 a = {k: _plain(v) for k, v in ds.attrs.items()}
                 a['skipped'] = json.loads(a.get('skipped') or '[]')
+                a['time_columns'] = json.loads(a.get('time_columns') or '[]')
                 out[name] = a
             return out
         return self._call(f'streams of session {session_id!r}', read)

@@ -132,6 +132,7 @@ class Recorder:
         self._decoders: dict[str, tuple[str, ColumnDecoder]] = {}
         self._video_topics: set[str] = set()
         self._videos: dict[tuple[str, str, str], _Video] = {}  # (subject, session, topic) -> its current part
+        self._stream_tables: set[tuple[str, str, str]] = set()  # (subject, session, topic) with its table made
         # Event-topic messages already in the bag, waiting to be decoded into their event table.
         self._undecoded: dict[tuple[str, str, str], list[tuple[int, bytes]]] = {}
         self._n_undecoded = 0
@@ -309,8 +310,8 @@ class Recorder:
             t0 = time.perf_counter()
             if items:
                 self._process(items)
-            for key in list(self._videos):
-                self._store_frames(key)
+            for key, video in list(self._videos.items()):
+                self._store_frames(key, video)
             # Event tables are filled from the bag when the writer has time: decoding (~4 us a message, .cdr) on
             # a busy writer takes the GIL from the executor thread, and DDS then blocks the publisher. Under
             # load it waits (bounded), and a session's end or flush() completes it.
@@ -415,6 +416,7 @@ class Recorder:
         self._decode(None, (item.subject, item.session_id))
         for key in [k for k in self._videos if k[:2] == (item.subject, item.session_id)]:
             self._finish_video(key)
+        self._stream_tables = {k for k in self._stream_tables if k[:2] != (item.subject, item.session_id)}
         ended_ns, state, note = item.payload
         f = self.open_file(item.subject)
         if item.session_id in f.file['sessions']:
@@ -444,7 +446,8 @@ class Recorder:
                 if key not in self._failed:
                     self._failed.add(key)
                     self._log('error', f'recorder: {subject}/{sid}: frames of {topic} not recorded (see stats): {exc}')
-        self._store_frames(key)
+        if key in self._videos:
+            self._store_frames(key, self._videos[key])
 
     def _start_video(self, key: tuple[str, str, str], frame: Frame, type_name: str) -> _Video:
         subject, sid, topic = key
@@ -462,11 +465,8 @@ class Recorder:
         self._log('info', f'recorder: {subject}/{sid}: recording {topic} to {path}')
         return video
 
-    def _store_frames(self, key: tuple[str, str, str]) -> None:
+    def _store_frames(self, key: tuple[str, str, str], video: _Video) -> None:
         """Rows of the frames encoded so far into the video's table."""
-        video = self._videos.get(key)
-        if video is None:
-            return
         rows = video.sink.take_rows()
         if rows:
             try:
@@ -483,9 +483,7 @@ class Recorder:
         try:
             summary = video.sink.close()
         finally:
-            self._videos[key] = video  # so _store_frames finds it for the last rows
-            self._store_frames(key)
-            del self._videos[key]
+            self._store_frames(key, video)  # the rows of the last frames encoded
         self._stats.frames_dropped += summary.dropped
         try:
             self.open_file(key[0]).finish_video(key[1], video.name, summary.attrs())
@@ -513,7 +511,10 @@ class Recorder:
                 f = self.open_file(subject)
                 if kind == 'stream':
                     name = stream_name(topic)
-                    f.add_stream(sid, name, topic, decode.type_name, decode.spec, decode.skipped)  # type: ignore[attr-defined]
+                    if key not in self._stream_tables:  # once per session and topic, not per chunk
+                        f.add_stream(sid, name, topic, decode.type_name, decode.spec,  # type: ignore[attr-defined]
+                                     decode.skipped, decode.time_columns)  # type: ignore[attr-defined]
+                        self._stream_tables.add(key)
                     self._stats.stream_rows += f.add_stream_rows(sid, name, columns)
                 else:
                     self._stats.events += f.add_events(sid, kind, columns)

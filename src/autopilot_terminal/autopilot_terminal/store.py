@@ -926,10 +926,12 @@ class SubjectFile:
 
     @_h5_errors
     def add_stream(self, session_id: str, name: str, topic: str, type_name: str,
-                   columns: Sequence[tuple[str, str]], skipped: Sequence[str] = ()) -> bool:
+                   columns: Sequence[tuple[str, str]], skipped: Sequence[str] = (),
+                   time_columns: Sequence[str] = ()) -> bool:
         """Create ``sessions/<id>/streams/<name>``: one row per message of a continuous topic (a structure
         window); ``columns`` (name, numpy code; ``recv_ns`` first, 'S<n>' = fixed UTF-8) from
-        :class:`~.streams.StreamDecoder`. True if new; the same again changes nothing."""
+        :class:`~.streams.StreamDecoder`; ``skipped``: fields left out, ``time_columns``: those holding a time in ns.
+        True if new; the same again changes nothing."""
         where = f'{self.path}: session {session_id}: stream {name!r}'
         self._state(session_id)
         _valid_table_name(name, where)
@@ -944,7 +946,8 @@ class SubjectFile:
             g = self.file[f'sessions/{session_id}']
             group = g['streams'] if 'streams' in g else g.create_group('streams')
             ds = _create_table(group, name, table_dtype(columns))
-            ds.attrs.update({'topic': topic, 'type': type_name, 'skipped': _json(list(skipped), 'skipped fields')})
+            ds.attrs.update({'topic': topic, 'type': type_name, 'skipped': _json(list(skipped), 'skipped fields'),
+                             'time_columns': _json(list(time_columns), 'time columns')})
         return True
 
     @_h5_errors

@@ -48,6 +48,7 @@ class Column:
     name: str
     code: str  # numpy type code; 'S<n>' = fixed UTF-8
     get: Callable[[Any], Any]
+    time: bool = False  # a builtin_interfaces Time/Duration in ns
 
 
 def _time_ns(t: Any) -> int:
@@ -69,7 +70,7 @@ def _walk(cls: type, prefix: str, get: Callable[[Any], Any], cols: list[Column],
         elif base in ('string', 'wstring'):
             cols.append(Column(path, f'S{STRING_BYTES}', child))
         elif type_name in _TIMES:
-            cols.append(Column(path, 'i8', lambda m, child=child: _time_ns(child(m))))
+            cols.append(Column(path, 'i8', lambda m, child=child: _time_ns(child(m)), time=True))
         elif array and array['base'] in _NUMBERS and array['base'] not in ('byte', 'octet') \
                 and int(array['n']) <= MAX_ARRAY:
             code = _NUMBERS[array['base']]
@@ -94,6 +95,11 @@ class StreamDecoder:
             raise StreamError(f'{type_name}: no field fits a table column (left out: {", ".join(self.skipped)}); '
                               'record it in the bag only (record_topics)')
         self.columns = cols
+
+    @property
+    def time_columns(self) -> list[str]:
+        """The columns holding a Time or Duration (int64 ns): not quantities to plot or average."""
+        return [c.name for c in self.columns if c.time]
 
     @property
     def spec(self) -> list[tuple[str, str]]:
