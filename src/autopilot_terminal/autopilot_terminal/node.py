@@ -11,11 +11,14 @@ Two nodes share one process and one :class:`~.recorder.Recorder` (the only write
   group in the subject's file as the heartbeats show it start and stop, with its provenance; serves
   ``~/create_subject``, ``~/assign_protocol``, ``~/set_subject_step``, ``~/set_subject_parameters``,
   ``~/start_session``, ``~/stop_session``, ``~/pause_session`` and ``~/resume_session``.
-* ``/terminal/recorder`` (EventsExecutor, its own thread): raw subscriptions (CDR bytes, no
-  deserialisation) to each pilot's ``record_topics`` with the publisher's QoS; every message goes to the
-  bag of the session running on that pilot, GPIO and sound events also to their tables; ``video_topics``
-  (camera frames) go to an MP4 per session with a frame-timestamp table instead. It also holds
-  the clients of the pilots' services and session actions.
+* ``/terminal/clients`` (EventsExecutor, its own thread): the clients of the pilots' services and session
+  actions.
+
+and a child process, node ``/terminal/recorder`` (:mod:`.receiver`): raw subscriptions (CDR bytes, no
+deserialisation) to each pilot's ``record_topics`` with the publisher's QoS, handed over a pipe to this
+process, where every message goes to the bag of the session running on that pilot, GPIO and sound events also
+to their tables; ``video_topics`` (camera frames) go to an MP4 per session with a frame-timestamp table
+instead. Receiving in its own process keeps the DDS side off the GIL the writer needs.
 
 Run with ``ros2 run autopilot_terminal terminal`` / ``autopilot run autopilot_terminal terminal`` or
 ``launch/terminal.launch.yaml``.
@@ -62,7 +65,6 @@ from autopilot_msgs.srv import (
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.srv import GetParameters, ListParameters
 from rclpy.action import ActionClient
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
@@ -72,11 +74,12 @@ from std_srvs.srv import Trigger
 
 from autopilot_core import provenance, qos
 from autopilot_core.executors import make_executor, spin
-from autopilot_core.messages import get_message, interface_text
+from autopilot_core.messages import interface_text
 from autopilot_core.params import ParamSpec, declare
 
 from .cdr import EVENT_DECODERS
 from .reader import SubjectReader, history_rows
+from .receiver import Receiver
 from .recorder import Recorder, subject_error
 from .store import StoreError, TopicSpec
 from .streams import StreamDecoder
@@ -121,27 +124,6 @@ RECORD_WAIT_S = 3.0
 
 def stamp_ns(header: Any) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-
-
-def qos_dict(profile: QoSProfile) -> dict[str, Any]:
-    """A publisher's QoS as the bag stores it (JSON-able; enum names in lower case, durations in ns)."""
-    def ns(d: Any) -> int:
-        return int(d.nanoseconds)
-    return {'history': profile.history.name.lower(), 'depth': int(profile.depth),
-            'reliability': profile.reliability.name.lower(), 'durability': profile.durability.name.lower(),
-            'deadline_ns': ns(profile.deadline), 'lifespan_ns': ns(profile.lifespan),
-            'liveliness': profile.liveliness.name.lower(), 'liveliness_lease_ns': ns(profile.liveliness_lease_duration)}
-
-
-def subscription_qos(profiles: list[QoSProfile]) -> QoSProfile:
-    """QoS to record publishers with: reliable/transient-local only when every publisher offers it (as rosbag2)."""
-    reliable = all(p.reliability == ReliabilityPolicy.RELIABLE for p in profiles)
-    latched = all(p.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in profiles)
-    # Reliable publishers get keep-all: with keep-last a reader that falls behind has unread messages
-    # overwritten (lost without a word) and, measured with Fast DDS, the connection then stalls.
-    return QoSProfile(history=HistoryPolicy.KEEP_ALL if reliable else HistoryPolicy.KEEP_LAST, depth=1000,
-                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
 
 def trial_row(msg: TrialData, recv_ns: int) -> tuple[list[tuple[str, int, str]], dict[str, Any]]:
@@ -329,6 +311,8 @@ class TerminalNode(Node):
         self.sessions = SessionTable(self.recorder, int(p['end_grace_s'] * 1e9))
         self.grace_s = p['end_grace_s']
         self.pilots: dict[str, PilotLink] = {}
+        self.receiver = Receiver(list(dict.fromkeys(self.record_topics + self.stream_topics + self.video_topics)),
+                                 self._record_topic, self.recorder.count_lost, self._log)
         # Clients the services wait on live on a node spun by another thread (the recorder's): rclpy's executors
         # do not resume a service callback awaiting a client future, so the callbacks block on the reply instead.
         self.clients_node: Node | None = None
@@ -362,7 +346,33 @@ class TerminalNode(Node):
             self.get_logger().error(text)
 
     def close(self) -> None:
+        self.receiver.close()  # first: what it received still goes to the recorder
         self.recorder.close()
+
+    def _record_topic(self, topic: str, type_name: str, type_hash: str, qos_json: str) -> Any:
+        """The receiver subscribed to ``topic``: set the recorder up for it; its messages' handler (None: refuse)."""
+        rels = set(self.record_topics) | set(self.stream_topics) | set(self.video_topics)
+        found = [(ns, topic[len(ns.rstrip('/')) + 1:]) for ns in list(self.pilots)
+                 if topic.startswith(ns.rstrip('/') + '/') and topic[len(ns.rstrip('/')) + 1:] in rels]
+        if not found:
+            self.get_logger().error(f'cannot record {topic}: it is no record topic of a known pilot')
+            return None
+        ns, rel = max(found, key=lambda f: len(f[0]))  # nested namespaces: the pilot nearest to the topic
+        spec = TopicSpec(topic, type_name, interface_text(type_name), type_hash, qos_json)
+        event = EVENT_TOPICS.get(rel)
+        try:
+            if rel in self.video_topics:
+                self.recorder.set_video_topic(spec)
+            elif rel in self.stream_topics:
+                self.recorder.set_topic(spec, ('stream', StreamDecoder(type_name)))
+            else:
+                self.recorder.set_topic(spec, (event[0], DECODERS[event[0]]) if event else None)
+        except ValueError as exc:  # StreamError too
+            self.get_logger().error(f'cannot record {topic}: {exc}')
+            return None
+        self.get_logger().info(f'recording {topic} [{type_name}]')
+        route = self.sessions.route_status if rel == 'status' else self.sessions.route
+        return lambda topic, recv_ns, data: route(ns, topic, recv_ns, data)
 
     # -- pilots ---------------------------------------------------------------------------------
 
@@ -392,6 +402,7 @@ class TerminalNode(Node):
             self.create_subscription(StepChange, f'{base}/step_changes', lambda m: self.on_step(link, m), qos.TRIALS),
         ]
         self.pilots[ns] = link
+        self.receiver.set_pilots(list(self.pilots))
         self.get_logger().info(f'pilot found at {ns}')
 
     def online(self, link: PilotLink) -> bool:
@@ -472,7 +483,7 @@ class TerminalNode(Node):
         link.session = None
         link.planned = {}
         status_topic = f'{link.ns.rstrip("/")}/status'
-        self.sessions.stop(link.ns, now_ns, streamed=self.clients_node.subs.get(status_topic) is not None)
+        self.sessions.stop(link.ns, now_ns, streamed=self.receiver.subscribed(status_topic) is True)
         # Late messages of the session are still its own until the recorder's stream reaches its end.
         timer: list[Any] = []
         give_up = time.monotonic() + END_WAIT_S
@@ -754,12 +765,9 @@ class TerminalNode(Node):
         deadline = time.monotonic() + timeout
         while True:
             graph = {name for name, _ in self.get_topic_names_and_types()}
-            subs = getattr(self.clients_node, 'subs', {})
-            missing = []
-            for topic in (f'{base}/{rel}' for rel in self.record_topics + self.stream_topics):
-                sub = subs.get(topic, False)
-                if topic in graph and sub is not None and (sub is False or sub.get_publisher_count() == 0):
-                    missing.append(topic)  # (None: a type this host cannot record; said once in the log)
+            missing = [topic for topic in (f'{base}/{rel}' for rel in self.record_topics + self.stream_topics)
+                       # (None: a type this host cannot record; said once in the log)
+                       if topic in graph and self.receiver.publisher_count(topic) == 0]
             if not missing or time.monotonic() >= deadline:
                 return missing
             time.sleep(0.05)
@@ -804,59 +812,12 @@ class TerminalNode(Node):
         return self._command(req, resp, 'resume')
 
 
-class RecorderNode(Node):
-    """``/terminal/recorder``: raw subscriptions to the pilots' topics, handed to the session table."""
+class ClientsNode(Node):
+    """``/terminal/clients``: the clients of the pilots' services and actions, spun by their own thread."""
 
-    def __init__(self, terminal: TerminalNode, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         # Not the process's global arguments: a launch file's `name:` remaps every node of the process (__node).
-        super().__init__('recorder', namespace='/terminal', use_global_arguments=False, **kwargs)
-        self.terminal = terminal
-        self.subs: dict[str, Any] = {}
-        self.create_timer(0.5, self.scan)
-
-    def scan(self) -> None:
-        types = dict(self.get_topic_names_and_types())
-        for ns in list(self.terminal.pilots):
-            base = ns.rstrip('/')
-            for rel in dict.fromkeys(self.terminal.record_topics + self.terminal.stream_topics
-                                     + self.terminal.video_topics):
-                topic = f'{base}/{rel}'
-                if topic in self.subs or topic not in types:
-                    continue
-                infos = self.get_publishers_info_by_topic(topic)
-                if infos:
-                    self._subscribe(ns, rel, topic, types[topic][0], infos)
-
-    def _subscribe(self, ns: str, rel: str, topic: str, type_name: str, infos: list[Any]) -> None:
-        try:
-            cls = get_message(type_name)
-            text = interface_text(type_name)
-        except Exception as exc:  # noqa: BLE001 - a type this host lacks: record nothing, say so once
-            self.get_logger().error(f'cannot record {topic}: {exc}')
-            self.subs[topic] = None
-            return
-        spec = TopicSpec(topic, type_name, text, str(infos[0].topic_type_hash), json.dumps(qos_dict(infos[0].qos_profile)))
-        event = EVENT_TOPICS.get(rel)
-        try:
-            if rel in self.terminal.video_topics:
-                self.terminal.recorder.set_video_topic(spec)
-            elif rel in self.terminal.stream_topics:
-                self.terminal.recorder.set_topic(spec, ('stream', StreamDecoder(type_name)))
-            else:
-                self.terminal.recorder.set_topic(spec, (event[0], DECODERS[event[0]]) if event else None)
-        except ValueError as exc:  # StreamError too
-            self.get_logger().error(f'cannot record {topic}: {exc}')
-            self.subs[topic] = None
-            return
-        table, now = self.terminal.sessions, time.time_ns
-        route = table.route_status if rel == 'status' else table.route
-        recorder = self.terminal.recorder
-        # DDS reports samples it dropped before the callback (keep-last overflow, resource limits): they count.
-        events = SubscriptionEventCallbacks(message_lost=lambda info: recorder.count_lost(topic, info.total_count_change))
-        self.subs[topic] = self.create_subscription(
-            cls, topic, lambda data: route(ns, topic, now(), data), subscription_qos([i.qos_profile for i in infos]),
-            raw=True, event_callbacks=events)
-        self.get_logger().info(f'recording {topic} [{type_name}]')
+        super().__init__('clients', namespace='/terminal', use_global_arguments=False, **kwargs)
 
 
 def wait(future: Any, timeout: float, what: str) -> Any:
@@ -887,20 +848,21 @@ def main(args: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     terminal: TerminalNode | None = None
-    recorder_node: RecorderNode | None = None
+    clients: ClientsNode | None = None
     try:
         try:
             terminal = TerminalNode()
-            recorder_node = RecorderNode(terminal)
-            terminal.clients_node = recorder_node
+            clients = ClientsNode()
+            terminal.clients_node = clients
+            terminal.receiver.start()
         except Exception as exc:  # noqa: BLE001 - a startup error is one line naming the fix
             print(f'[FATAL] {exc}', flush=True)
             return 1
         control = SingleThreadedExecutor(context=terminal.context)
         control.add_node(terminal)
         fast = make_executor(context=terminal.context)
-        thread = threading.Thread(target=spin, args=(recorder_node, fast), kwargs={'stop': stop},
-                                  name='recorder-executor', daemon=True)
+        thread = threading.Thread(target=spin, args=(clients, fast), kwargs={'stop': stop},
+                                  name='clients-executor', daemon=True)
         thread.start()
         spin(terminal, control, stop=stop)
         thread.join(2.0)
@@ -912,7 +874,7 @@ def main(args: list[str] | None = None) -> int:
                                       if stats.frames or stats.frames_dropped else ''))
         return 0
     finally:
-        for node in (recorder_node, terminal):
+        for node in (clients, terminal):
             if node is not None:
                 node.destroy_node()
         if rclpy.ok():
