@@ -30,7 +30,7 @@ stream              what the publisher sends
 Receivers (rows):
 
 ``terminal``           the installed ``terminal`` executable (TerminalNode + RecorderNode, the real recorder),
-                       ``-p data_dir:=<tmp> -p record_topics:=[gpio/events, camera/image, bench/raw]``. It finds
+                       ``-p data_dir:=<tmp> -p record_topics:=[status, gpio/events, camera/image, bench/raw]``. It finds
                        the pilot by its ``status`` topic, subscribes raw to its record topics, begins the session
                        on the RUNNING heartbeat (the publisher starts only after ``/terminal/pilots`` shows the
                        session) and ends it on IDLE. Counted afterwards in the file with
@@ -98,7 +98,9 @@ PILOT = 'bench'  # the fake pilot's name (last part of its namespace)
 SUBJECT = 'bench_subject'
 #: stream -> topic relative to the pilot namespace
 TOPICS = {'events': 'gpio/events', 'raw': 'bench/raw', 'frames': 'camera/image'}
-RECORD_TOPICS = [TOPICS['events'], TOPICS['frames'], TOPICS['raw']]
+#: 'status' as in the terminal's default: the session's end is then placed in the recorder's own stream (node.py
+#: SessionTable), not at a fixed grace after the terminal saw it.
+RECORD_TOPICS = ['status', TOPICS['events'], TOPICS['frames'], TOPICS['raw']]
 TARGET_RATE = 30_000.0
 TARGET_RATIO = 0.8
 CLK_TCK = os.sysconf('SC_CLK_TCK')
@@ -456,6 +458,7 @@ class Case:
     stream: str  # 'events' | 'raw' | 'frames'
     rate: float  # offered messages (frames) per second; 0 = as fast as the publisher goes
     n: int
+    round: int = 0
 
     @property
     def section(self) -> str:
@@ -468,18 +471,44 @@ class Case:
         return 'max' if self.rate <= 0 else f'{self.rate / 1000:g}k/s'
 
 
+def _descendants(pid: int) -> list[int]:
+    """Live child processes of ``pid``, recursively (the terminal's receiving process), by their parent pid."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            ppid = int(stat.read_text().rsplit(')', 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
 def proc_sample(pid: int) -> dict[str, Any] | None:
-    """CPU seconds (utime+stime, all threads), RSS and peak RSS (MiB) of a live process, with the time taken."""
-    try:
-        stat = Path(f'/proc/{pid}/stat').read_text()
-        status = Path(f'/proc/{pid}/status').read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(')', 1)[1].split()
-    mem = {k: int(v.split()[0]) / 1024 for k, v in (line.split(':', 1) for line in status.splitlines())
-           if k in ('VmRSS', 'VmHWM')}
-    return {'t': time.monotonic(), 'cpu_s': (int(fields[11]) + int(fields[12])) / CLK_TCK,
-            'rss_mb': mem.get('VmRSS'), 'hwm_mb': mem.get('VmHWM')}
+    """CPU seconds (utime+stime, all threads), RSS and peak RSS (MiB) of a live process and its children (summed),
+    with the time taken."""
+    total: dict[str, Any] = {'t': time.monotonic(), 'cpu_s': 0.0, 'rss_mb': 0.0, 'hwm_mb': 0.0}
+    for i, p in enumerate([pid, *_descendants(pid)]):
+        try:
+            stat = Path(f'/proc/{p}/stat').read_text()
+            status = Path(f'/proc/{p}/status').read_text()
+        except OSError:
+            if i == 0:
+                return None
+            continue
+        fields = stat.rsplit(')', 1)[1].split()
+        mem = {k: int(v.split()[0]) / 1024 for k, v in (line.split(':', 1) for line in status.splitlines())
+               if k in ('VmRSS', 'VmHWM')}
+        total['cpu_s'] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        if i == 0:
+            total['own_cpu_s'] = total['cpu_s']
+        total['rss_mb'] += mem.get('VmRSS', 0.0)
+        total['hwm_mb'] += mem.get('VmHWM', 0.0)
+    return total
 
 
 def log_line(child: Child, text: str) -> str | None:
@@ -574,7 +603,8 @@ def run_case(case: Case, index: int, a: argparse.Namespace, env: dict[str, str],
     topic = f'{a.ns.rstrip("/")}/{TOPICS[case.stream]}'
     data_dir = a.log_dir / f'{tag}-data'
     res: dict[str, Any] = {'section': case.section, 'offered': case.offered, 'config': case.config,
-                           'stream': case.stream, 'topic': topic, 'rate': case.rate, 'n': case.n, 'error': None}
+                           'stream': case.stream, 'topic': topic, 'rate': case.rate, 'n': case.n, 'round': case.round,
+                           'error': None}
     children: list[Child] = []
 
     def start(name: str, cmd: list[str], stdin: bool = False) -> Child:
@@ -703,13 +733,16 @@ def finish_row(res: dict[str, Any]) -> dict[str, Any]:
     p = res.get('proc') or {}
     s0, s1 = p.get('start'), p.get('end')
     cpu = s1['cpu_s'] - s0['cpu_s'] if s0 and s1 else None
+    # The terminal receives in a child process (autopilot_terminal.receiver): its share, next to bare's whole.
+    rx_cpu = (cpu - (s1['own_cpu_s'] - s0['own_cpu_s']) if res['config'] != 'bare' else cpu) if cpu is not None else None
     wall = s1['t'] - s0['t'] if s0 and s1 else None
     return {'section': res['section'], 'offered': res['offered'], 'config': res['config'], 'stream': res['stream'],
-            'sent': sent, 'pub_rate': pub.get('rate'), 'blocked': pub.get('blocked'), 'gave_up': pub.get('gave_up'),
+            'round': res.get('round', 0), 'sent': sent, 'pub_rate': pub.get('rate'), 'blocked': pub.get('blocked'), 'gave_up': pub.get('gave_up'),
             'acked': pub.get('acked'), 'recorded': rec,
             'unique': unique, 'events': res.get('events'), 'lost': lost,
             'rx_rate': rx, 'rec_rate': recs if res['config'] != 'bare' else rx, 'backlog_s': backlog,
             'x_bare': None, 'cpu_s': cpu, 'cpu_us_per_msg': cpu / rec * 1e6 if cpu is not None and rec else None,
+            'rx_cpu_us_per_msg': rx_cpu / rec * 1e6 if rx_cpu is not None and rec else None,
             'cores': cpu / wall if cpu is not None and wall else None,
             'rss_start_mb': s0.get('rss_mb') if s0 else None, 'rss_peak_mb': s1.get('hwm_mb') if s1 else None,
             'lag_p50_ms': res.get('lag_p50_ms'), 'lag_max_ms': res.get('lag_max_ms'),
@@ -730,6 +763,26 @@ def writer_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                      'write_us_per_msg': w['write_s'] / w['n'] * 1e6, 'max_pending': w['max_pending'],
                      'terminal_stopped': None, 'error': None if w['flushed'] else 'writer did not finish'})
     return rows
+
+
+def median_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (section, offered, config): the round with the median rec/s; ``lost`` summed over the rounds
+    and the first error kept (a loss in any round counts), every round's rate in ``round_rates``."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r['section'], r['offered'], r['config']), []).append(r)
+    out = []
+    for group in groups.values():
+        ranked = sorted(group, key=lambda r: r['rec_rate'] or 0.0)
+        row = dict(ranked[(len(ranked) - 1) // 2])  # the lower median: an even count does not flatter
+        if len(group) > 1:
+            losses = [r['lost'] for r in group]
+            row['lost'] = None if None in losses else sum(losses)
+            row['error'] = next((r['error'] for r in group if r['error']), None)
+            row['rounds'] = len(group)
+            row['round_rates'] = [r['rec_rate'] for r in group]
+        out.append(row)
+    return out
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -780,14 +833,19 @@ COLUMNS = (('section', 'section', ''), ('offered', 'offered', ''), ('config', 'c
            ('pub_rate', 'pub/s', ',.0f'), ('recorded', 'recorded', 'd'), ('events', 'events', 'd'),
            ('lost', 'lost', 'd'), ('rx_rate', 'rx/s', ',.0f'), ('rec_rate', 'rec/s', ',.0f'),
            ('x_bare', 'x bare', '.2f'), ('backlog_s', 'backlog s', '.2f'), ('cpu_us_per_msg', 'CPU us/msg', '.1f'),
-           ('cores', 'cores', '.2f'), ('rss_peak_mb', 'RSS MiB', '.0f'), ('lag_p50_ms', 'lag p50 ms', '.1f'),
+           ('rx_cpu_us_per_msg', 'rx us/msg', '.1f'), ('cores', 'cores', '.2f'), ('rss_peak_mb', 'RSS MiB', '.0f'), ('lag_p50_ms', 'lag p50 ms', '.1f'),
            ('lag_max_ms', 'lag max ms', '.0f'))
 
 
 def print_report(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
     print_table(rows, COLUMNS, left=3, group='section')
+    rounds = max((r.get('rounds', 1) for r in rows), default=1)
+    if rounds > 1:
+        print(f'(messages rows: the median of {rounds} rounds by rec/s, bare and terminal interleaved; lost: the sum '
+              'over the rounds)')
     print('(rx/s: first to last receive; rec/s: into HDF5, first receive to file complete; x bare: rec/s over the '
-          'bare row\'s rx/s at the same offer; CPU: the receiving process, all threads; writer rows: in-process '
+          'bare row\'s rx/s at the same offer; CPU: the receiving process, all threads, with its children; rx: the '
+          'process that takes the messages from DDS (the terminal\'s receiving child); writer rows: in-process '
           'Recorder, no DDS)')
     for r in rows:
         notes = []
@@ -829,11 +887,13 @@ def versions() -> dict[str, Any]:
 
 def plan(a: argparse.Namespace) -> list[Case]:
     cases = []
-    for rate in a.rates:
-        n = a.max_n if rate <= 0 else max(1, int(rate * a.seconds))
-        cases += [Case('bare', 'events', rate, n), Case('terminal', 'events', rate, n)]
-        if rate in a.nodecode_rates:
-            cases.append(Case('terminal-nodecode', 'raw', rate, n))
+    # Rounds interleave bare and terminal, so a slow spell of this shared machine hits both alike.
+    for k in range(a.rounds):
+        for rate in a.rates:
+            n = a.max_n if rate <= 0 else max(1, int(rate * a.seconds))
+            cases += [Case('bare', 'events', rate, n, k), Case('terminal', 'events', rate, n, k)]
+            if rate in a.nodecode_rates:
+                cases.append(Case('terminal-nodecode', 'raw', rate, n, k))
     for fps in a.fps:
         n = max(1, int(fps * a.frame_seconds))
         cases += [Case('bare', 'frames', fps, n), Case('terminal', 'frames', fps, n),
@@ -890,13 +950,15 @@ def orchestrate(a: argparse.Namespace) -> int:
             results.append(res)
             row = finish_row(res)
             status = 'ok' if res['error'] is None else 'ERROR'
-            print(f'  [{i + 1}/{len(cases)}] {case.section} {case.offered} {case.config}: {status}, '
+            label = f' round {case.round + 1}' if a.rounds > 1 and case.section == 'messages' else ''
+            print(f'  [{i + 1}/{len(cases)}] {case.section} {case.offered} {case.config}{label}: {status}, '
                   f'sent {row["sent"]}, recorded {row["recorded"]}, lost {row["lost"]}, '
                   f'rec/s {fmt(row["rec_rate"], ",.0f")} ({res["case_s"]} s)', flush=True)
     finally:
         for c in list(live):
             c.stop(grace=1.0)
-    rows = [finish_row(r) for r in results] + (writer_rows(writer) if writer else [])
+    round_rows = [finish_row(r) for r in results]
+    rows = median_rows(round_rows) + (writer_rows(writer) if writer else [])
     add_ratios(rows)
     targets = check_targets(rows, a)
     machine['loadavg_end'] = list(os.getloadavg())
@@ -910,7 +972,7 @@ def orchestrate(a: argparse.Namespace) -> int:
     doc = {'benchmark': 'recorder', 'started': started_wall.isoformat(timespec='seconds'), 'terminal': str(a.terminal),
            'duration_s': round(time.monotonic() - started, 1), 'command': sys.argv, 'params': params,
            'machine': machine, 'versions': versions(), 'record_topics': RECORD_TOPICS,
-           'rows': rows, 'targets': targets, 'cases': results,
+           'rows': rows, 'round_rows': round_rows, 'targets': targets, 'cases': results,
            'writer': {k: v for k, v in (writer or {}).items()}}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(doc, indent=1, default=str) + '\n')
@@ -931,6 +993,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     '30 fps for 1 s, a small writer run; no claims')
     ap.add_argument('--rates', nargs='+', type=parse_rate, default=None,
                     help='offered message rates (e.g. 10k 30000 max; default 10k 30k 60k max)')
+    ap.add_argument('--rounds', type=int, default=None,
+                    help='rounds of the message cases, bare and terminal interleaved; rows show the median '
+                         '(default 3; quick 1)')
     ap.add_argument('--seconds', type=float, default=None, help='length of a paced message case (default 5; quick 1)')
     ap.add_argument('--max-n', type=int, default=None, help='messages of a max case (default 200000; quick 20000)')
     ap.add_argument('--nodecode-rates', nargs='*', type=parse_rate, default=None,
@@ -980,6 +1045,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     q = a.quick
     a.rates = a.rates if a.rates is not None else ([10_000.0, 0.0] if q else [10_000.0, 30_000.0, 60_000.0, 0.0])
     a.seconds = a.seconds or (1.0 if q else 5.0)
+    a.rounds = max(1, a.rounds or (1 if q else 3))
     a.max_n = a.max_n or (20_000 if q else 200_000)
     a.nodecode_rates = a.nodecode_rates if a.nodecode_rates is not None else ([] if q else [0.0])
     a.fps = a.fps if a.fps is not None else ([30.0] if q else [30.0, 90.0])
