@@ -266,3 +266,24 @@ def test_a_local_chain_runs_in_order_never_nested_and_survives_a_raising_callbac
         ex.shutdown(timeout_sec=1.0)
         a.destroy_node()
         b.destroy_node()
+
+
+def test_an_executor_state_goes_with_its_executor(rclpy_context):
+    """Per-executor bookkeeping (drains pending, deferred publishes) must not outlive the executor: a new one
+    that got the same id() would otherwise hold its DDS publishes back behind a stale pending count."""
+    import gc
+
+    from autopilot_core import intra
+    from autopilot_core.executors import make_executor
+    for kind in ('events', 'single'):
+        ex = make_executor(kind, context=rclpy_context)
+        key = id(ex)
+        intra._state(ex).pending = 5  # as if shut down with drains still queued
+        assert intra._state(ex).pending == 5
+        ex.shutdown(timeout_sec=1.0)
+        del ex
+        gc.collect()
+        assert key not in intra._executors, kind
+        fresh = make_executor(kind, context=rclpy_context)
+        assert intra._state(fresh).pending == 0
+        fresh.shutdown(timeout_sec=1.0)

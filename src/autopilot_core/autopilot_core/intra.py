@@ -115,15 +115,27 @@ class _ExecutorState:
         self.dirty: list[IntraPublisher] = []
 
 
-_executors: dict[int, _ExecutorState] = {}  # by id(): the EventsExecutor takes no attributes
+#: By id() with a weak reference to the executor (the EventsExecutor takes no attributes): the entry goes when
+#: the executor does, so a new executor that gets the same id() never inherits a stale pending count.
+_executors: dict[int, tuple[weakref.ref[Executor], _ExecutorState]] = {}
 
 
 def _state(executor: Executor) -> _ExecutorState:
-    st = _executors.get(id(executor))
-    if st is None:
-        with _lock:
-            st = _executors.setdefault(id(executor), _ExecutorState())
-    return st
+    entry = _executors.get(id(executor))
+    if entry is not None and entry[0]() is executor:
+        return entry[1]
+    key = id(executor)
+
+    def forget(ref: weakref.ref[Executor]) -> None:
+        # No lock: a collection can run this on a thread that holds _lock. The id is not reused before this ran.
+        if _executors.get(key, (None,))[0] is ref:
+            _executors.pop(key, None)
+
+    with _lock:
+        entry = _executors.get(key)
+        if entry is None or entry[0]() is not executor:
+            entry = _executors[key] = (weakref.ref(executor, forget), _ExecutorState())
+    return entry[1]
 
 
 _registry: weakref.WeakKeyDictionary[Context, dict[tuple[str, type], _Topic]] = weakref.WeakKeyDictionary()
