@@ -108,6 +108,21 @@ def wait_for(condition, timeout: float = TIMEOUT, what: str = '') -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.skipif(sys.platform != 'linux', reason='per-thread nice values are Linux only')
+def test_the_writer_thread_runs_at_a_lower_priority_and_the_callers_do_not(tmp_path: Path, log: Log) -> None:
+    import os
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    r = Recorder(tmp_path / 'data', log=log, nice=7)
+    try:
+        writer = r.call(lambda _r: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result(TIMEOUT)
+    finally:
+        r.close()
+    assert writer == min(19, base + 7)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # only the writer's own thread
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base
+    assert not log.lines, log.lines
+
+
 def test_trials_are_acked_once_in_the_file_and_resends_are_stored_once(rec: Recorder, log: Log) -> None:
     rec.call(lambda r: r.create_file('mouse1', {'species': 'Mus musculus'})).result(TIMEOUT)
     rec.begin_session('mouse1', SID, META)

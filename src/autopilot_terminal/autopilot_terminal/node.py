@@ -103,6 +103,9 @@ PARAMS = [
               read_only=True),
     ParamSpec('end_grace_s', 1.0, 'Messages arriving this long after a session ended still go to it', unit='s',
               min=0.0, max=60.0, read_only=True),
+    ParamSpec('writer_nice', 10, 'Nice value added to the thread writing subject files: when the CPU is short, '
+              'receiving (which throttles the pilots when behind) goes first and the writer catches up in batches',
+              min=0, max=19, read_only=True),
     ParamSpec('launch_file', '', 'Launch file whose text is stored with every session ("": none)', read_only=True),
 ]
 #: Event tables filled from bag topics (relative name -> table kind and message type).
@@ -301,7 +304,7 @@ class TerminalNode(Node):
                              'one either in the bag or as video')
         self.launch_file = p['launch_file']
         try:
-            self.recorder = Recorder(self.data_dir, log=self._log)
+            self.recorder = Recorder(self.data_dir, log=self._log, nice=p['writer_nice'])
         except OSError as exc:
             raise RuntimeError(f'terminal: cannot use data_dir {self.data_dir}: {exc}; set the parameter '
                                'data_dir to a writable directory') from exc
