@@ -34,6 +34,7 @@ class Sink:
         self.topics: dict[str, tuple[str, str, dict[str, Any]]] = {}
         self.msgs: dict[str, list[tuple[int, bytes]]] = {}
         self.lost: list[tuple[str, int]] = []
+        self.runs = 0
         self.logs: list[tuple[str, str]] = []
         self.lock = threading.Lock()
 
@@ -43,9 +44,11 @@ class Sink:
             return None
         return self.on_msg
 
-    def on_msg(self, topic: str, recv_ns: int, data: bytes) -> None:
+    def on_msg(self, topic: str, run: list[tuple[str, int, bytes]]) -> None:
+        assert run and all(m[0] == topic for m in run)  # a run is consecutive messages of this topic
         with self.lock:
-            self.msgs.setdefault(topic, []).append((recv_ns, data))
+            self.msgs.setdefault(topic, []).extend((recv_ns, data) for _, recv_ns, data in run)
+            self.runs += 1
 
     def count(self, topic: str) -> int:
         with self.lock:
@@ -112,6 +115,7 @@ def test_every_message_arrives_in_order_with_the_publishers_type_hash_and_qos(no
         rx.close()
     got = sink.msgs[f'{NS}/gpio/events']
     assert ticks(got) == sent  # every one, in order, intact
+    assert sink.runs < N  # handed on in runs, not one by one
     stamps = [t for t, _ in got]
     assert stamps == sorted(stamps) and abs(stamps[-1] - time.time_ns()) < 60e9
     type_name, type_hash, q = sink.topics[f'{NS}/gpio/events']

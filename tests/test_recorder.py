@@ -164,7 +164,10 @@ def test_trials_of_an_unknown_subject_create_its_file_and_say_why(rec: Recorder,
         assert r.session(SID)['task'] == '2afc'
 
 
-def test_messages_are_written_in_batches_per_topic_with_their_bytes(rec: Recorder) -> None:
+@pytest.mark.parametrize('run', [0, 7], ids=['one-by-one', 'runs'])
+def test_messages_are_written_in_batches_per_topic_with_their_bytes(rec: Recorder, run: int) -> None:
+    """``run``: 0, each message queued alone (message()); else in runs of that many of one topic (messages(), as
+    the receiver hands them on)."""
     topics = ['/rig1/status', '/rig1/trials', '/rig1/gpio/output']
     for t in topics:
         rec.set_topic(spec(t, 'autopilot_msgs/msg/PilotStatus'))
@@ -173,11 +176,18 @@ def test_messages_are_written_in_batches_per_topic_with_their_bytes(rec: Recorde
     sent: dict[str, list[tuple[int, bytes]]] = {t: [] for t in topics}
     n = 3000
     t0 = 1_700_000_000_000_000_000
+    pending: list[tuple[str, int, bytes]] = []
     for i in range(n):  # interleaved topics, as the executor delivers them
-        topic = topics[i % 3]
+        topic = topics[(i // run if run else i) % 3]
         data = f'{topic} message {i} '.encode() * (1 + i % 5) + bytes([i % 256])
         sent[topic].append((t0 + i, data))
-        rec.message('mouse1', SID, topic, t0 + i, data)
+        if not run:
+            rec.message('mouse1', SID, topic, t0 + i, data)
+            continue
+        pending.append((topic, t0 + i, data))
+        if len(pending) == run or i == n - 1:
+            rec.messages('mouse1', SID, topic, pending)
+            pending = []
     rec.end_session('mouse1', SID, t0 + n)
     assert rec.flush(TIMEOUT)
     stats = rec.stats()
@@ -195,7 +205,7 @@ def test_messages_are_written_in_batches_per_topic_with_their_bytes(rec: Recorde
             assert got == sent[t], t
         assert [m.recv_ns for m in r.messages(SID)] == [t0 + i for i in range(n)]  # all topics, in order
         tg = r.file[f'sessions/{SID}/bag']
-        assert {int(g.attrs['count']) for g in tg.values()} == {n // 3}  # written by end_session
+        assert {int(g.attrs['count']) for g in tg.values()} == {len(m) for m in sent.values()}  # by end_session
         assert r.session(SID)['state'] == 'ended'
 
 
@@ -314,9 +324,14 @@ class Sink:
 
     def __init__(self) -> None:
         self.got: list[tuple[str, str, int]] = []  # (session, topic, recv_ns)
+        self.runs = 0  # calls of messages(): runs routed as one
 
     def message(self, subject: str, session_id: str, topic: str, recv_ns: int, data: bytes) -> None:
         self.got.append((session_id, topic, recv_ns))
+
+    def messages(self, subject: str, session_id: str, topic: str, run: list[tuple[str, int, bytes]]) -> None:
+        self.runs += 1
+        self.got.extend((session_id, topic, recv_ns) for _, recv_ns, _ in run)
 
 
 def heartbeat(session_id: str = '') -> bytes:
@@ -343,6 +358,25 @@ def test_a_session_ends_where_the_recorders_stream_shows_it_not_when_the_termina
     # The next session starts: the held message from just before its start goes to it.
     table.start('/rig', 'm1', 's2', started_ns=1810 * ms)
     assert sink.got[-1] == ('s2', '/rig/gpio/events', 1800 * ms)
+
+
+def test_runs_of_messages_go_as_one_to_a_running_session_and_one_by_one_around_its_end() -> None:
+    sink, ms = Sink(), 1_000_000
+    table = SessionTable(sink, grace_ns=100 * ms)  # type: ignore[arg-type]
+    topic = '/rig/gpio/events'
+    table.route_run('/rig', topic, [(topic, 900 * ms, b'early')])  # no session yet: held
+    table.start('/rig', 'm1', 's1', started_ns=950 * ms)
+    table.route_run('/rig', topic, [(topic, (1000 + i) * ms, b'x') for i in range(5)])
+    assert sink.runs == 1 and [g[2] for g in sink.got] == [900 * ms] + [(1000 + i) * ms for i in range(5)]
+    table.stop('/rig', 1010 * ms, streamed=True)
+    # One run holding the heartbeat that ends s1: it is read in order, so what follows it is timed against it.
+    table.route_status_run('/rig', '/rig/status', [('/rig/status', 1100 * ms, heartbeat('s1')),
+                                                   ('/rig/status', 1200 * ms, heartbeat())])
+    table.route_run('/rig', topic, [(topic, 1250 * ms, b'in grace'), (topic, 1400 * ms, b'after')])
+    assert sink.got[-3:] == [('s1', '/rig/status', 1100 * ms), ('s1', '/rig/status', 1200 * ms),
+                             ('s1', topic, 1250 * ms)]
+    table.start('/rig', 'm1', 's2', started_ns=1390 * ms)
+    assert sink.got[-1] == ('s2', topic, 1400 * ms)  # held, then given to the next session
 
 
 def test_a_stream_ahead_of_the_terminal_and_topics_without_status_end_by_the_grace() -> None:

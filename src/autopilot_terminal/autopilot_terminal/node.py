@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin before 3.11
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,31 +201,48 @@ class SessionTable:
         self._held: dict[str, deque[tuple[str, int, bytes]]] = {}
 
     def route(self, ns: str, topic: str, recv_ns: int, data: bytes) -> None:
+        self.route_run(ns, topic, [(topic, recv_ns, data)])
+
+    def route_run(self, ns: str, topic: str, run: Sequence[tuple[str, int, bytes]]) -> None:
+        """Consecutive messages of one topic, as (topic, recv_ns, data) in receive order."""
         with self._lock:
             cur = self._current.get(ns)
             ending = self._ending.get(ns)
-            # A session whose end the stream has not reached yet comes first: its messages are the older ones.
-            if ending is not None and (ending[2] is None or (cur is None and recv_ns <= ending[2])):
-                cur = ending
-            if cur is None:
-                held = self._held.setdefault(ns, deque(maxlen=PRE_SESSION_MESSAGES))
-                held.append((topic, recv_ns, data))
-                return
-            self._recorder.message(cur[0], cur[1], topic, recv_ns, data)
+            if ending is None:  # the common case: one target for the whole run
+                if cur is not None:
+                    self._recorder.messages(cur[0], cur[1], topic, run)
+                    return
+            for m in run:
+                target = cur
+                # A session whose end the stream has not reached yet comes first: its messages are the older ones.
+                if ending is not None and (ending[2] is None or (cur is None and m[1] <= ending[2])):
+                    target = ending
+                if target is None:
+                    held = self._held.get(ns)
+                    if held is None:
+                        held = self._held[ns] = deque(maxlen=PRE_SESSION_MESSAGES)
+                    held.append(m)
+                else:
+                    self._recorder.message(target[0], target[1], topic, m[1], m[2])
 
     def route_status(self, ns: str, topic: str, recv_ns: int, data: bytes) -> None:
-        """:meth:`route` for the pilot's heartbeat topic, which also marks where a session ends in the stream."""
-        self.route(ns, topic, recv_ns, data)
-        try:
-            msg = deserialize_message(data, PilotStatus)
-        except Exception:  # noqa: BLE001 - it is in the bag; the terminal's own subscription reports bad ones
-            return
-        running = msg.session_id if msg.state in (PilotStatus.STATE_RUNNING, PilotStatus.STATE_PAUSED) else ''
-        with self._lock:
-            self._stream_status[ns] = (recv_ns, running)
-            ending = self._ending.get(ns)
-            if ending is not None and ending[2] is None and running != ending[1]:
-                ending[2] = recv_ns + self._grace
+        self.route_status_run(ns, topic, [(topic, recv_ns, data)])
+
+    def route_status_run(self, ns: str, topic: str, run: Sequence[tuple[str, int, bytes]]) -> None:
+        """:meth:`route_run` for the pilot's heartbeat topic, which also marks where a session ends in the stream:
+        each heartbeat is routed before the messages after it."""
+        for m in run:
+            self.route_run(ns, topic, (m,))
+            try:
+                msg = deserialize_message(m[2], PilotStatus)
+            except Exception:  # noqa: BLE001 - it is in the bag; the terminal's own subscription reports bad ones
+                continue
+            running = msg.session_id if msg.state in (PilotStatus.STATE_RUNNING, PilotStatus.STATE_PAUSED) else ''
+            with self._lock:
+                self._stream_status[ns] = (m[1], running)
+                ending = self._ending.get(ns)
+                if ending is not None and ending[2] is None and running != ending[1]:
+                    ending[2] = m[1] + self._grace
 
     def start(self, ns: str, subject: str, session_id: str, started_ns: int) -> None:
         with self._lock:
@@ -374,8 +391,8 @@ class TerminalNode(Node):
             self.get_logger().error(f'cannot record {topic}: {exc}')
             return None
         self.get_logger().info(f'recording {topic} [{type_name}]')
-        route = self.sessions.route_status if rel == 'status' else self.sessions.route
-        return lambda topic, recv_ns, data: route(ns, topic, recv_ns, data)
+        route = self.sessions.route_status_run if rel == 'status' else self.sessions.route_run
+        return lambda topic, run: route(ns, topic, run)
 
     # -- pilots ---------------------------------------------------------------------------------
 

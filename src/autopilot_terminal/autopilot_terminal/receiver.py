@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -48,7 +48,8 @@ SCAN_INTERVAL_S = 0.5
 PIPE_BYTES = 1 << 20
 _F_SETPIPE_SZ = 1031
 
-Handler = Callable[[str, int, bytes], None]  # (topic, recv_ns, data)
+#: (topic, run): consecutive messages of one topic as (topic, recv_ns, data), in receive order.
+Handler = Callable[[str, Sequence[tuple[str, int, bytes]]], None]
 Log = Callable[[str, str], None]
 
 
@@ -79,7 +80,8 @@ def subscription_qos(profiles: list[QoSProfile]) -> QoSProfile:
 class Receiver:
     """Runs the receiving child and hands what it sends to the terminal, on one thread of the terminal's.
 
-    ``on_topic(topic, type_name, type_hash, qos_json)`` returns the handler of the topic's messages, or None
+    ``on_topic(topic, type_name, type_hash, qos_json)`` returns the handler of the topic's messages (called with
+    each run of consecutive messages of the topic, so routing costs once per run, not per message), or None
     to refuse it (the child then unsubscribes); ``on_lost(topic, n)`` gets DDS's loss reports. A child that dies
     is restarted (what was published meanwhile is not recorded, and the log says so).
     """
@@ -201,10 +203,17 @@ class Receiver:
             kind = item[0]
             if kind == 'msgs':
                 try:
-                    for topic, recv_ns, data in item[1]:
+                    batch = item[1]
+                    i, n = 0, len(batch)
+                    while i < n:
+                        topic = batch[i][0]
+                        j = i + 1
+                        while j < n and batch[j][0] == topic:
+                            j += 1
                         handler = handlers.get(topic)
                         if handler is not None:
-                            handler(topic, recv_ns, data)
+                            handler(topic, batch[i:j] if i or j < n else batch)
+                        i = j
                 except Exception as exc:  # noqa: BLE001 - a bug must not stop the recording of what follows
                     self._log('error', f'recorder: messages not routed: {exc!r}')
             elif kind == 'topic':

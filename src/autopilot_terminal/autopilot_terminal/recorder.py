@@ -118,6 +118,11 @@ def _decode_all(decode: ColumnDecoder, chunk: Sequence[Sample]) -> tuple[Columns
     return columns, f'{len(bad)} of {len(chunk)} messages could not be decoded (first: {bad[0][1]})'
 
 
+def _n_messages(items: list[Any]) -> int:
+    """Queued items, a run of messages (4-tuple, :meth:`Recorder.messages`) counting each of them."""
+    return sum(len(i[3]) if type(i) is tuple and len(i) == 4 else 1 for i in items)
+
+
 class Recorder:
     """Writes subject files in ``data_dir`` (``<subject>.h5``) on its own thread; see the module docstring."""
 
@@ -154,6 +159,11 @@ class Recorder:
         """Queue one raw message of a topic registered with :meth:`set_topic` (the hot path: one append)."""
         with self._cv:
             self._items.append((subject, session_id, topic, recv_ns, data))
+
+    def messages(self, subject: str, session_id: str, topic: str, run: Sequence[tuple[str, int, bytes]]) -> None:
+        """Queue consecutive messages of one topic, as (topic, recv_ns, data): :meth:`message` for a run."""
+        with self._cv:
+            self._items.append((subject, session_id, topic, run))
 
     def set_topic(self, spec: TopicSpec, event: tuple[str, ColumnDecoder] | None = None) -> None:
         """Make a topic recordable; ``event``: (kind 'gpio'|'sound', decoder) to also fill that event table, or
@@ -268,8 +278,9 @@ class Recorder:
             return Stats(**vars(self._stats))
 
     def pending(self) -> int:
+        """Messages and other items queued and not yet taken by the writer."""
         with self._cv:
-            return len(self._items)
+            return _n_messages(self._items)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is written; False on timeout."""
@@ -317,7 +328,8 @@ class Recorder:
                     self._cv.wait(self._interval)
                 items, self._items = self._items, []
                 stop = self._stop
-                self._stats.max_pending = max(self._stats.max_pending, len(items))
+            n = _n_messages(items)
+            self._stats.max_pending = max(self._stats.max_pending, n)
             t0 = time.perf_counter()
             if items:
                 self._process(items)
@@ -326,7 +338,7 @@ class Recorder:
             # Event tables are filled from the bag when the writer has time: decoding (~4 us a message, .cdr) on
             # a busy writer takes the GIL from the executor thread, and DDS then blocks the publisher. Under
             # load it waits (bounded), and a session's end or flush() completes it.
-            if len(items) < DECODE_BATCH or self._n_undecoded > MAX_UNDECODED:
+            if n < DECODE_BATCH or self._n_undecoded > MAX_UNDECODED:
                 self._decode(DECODE_BATCH)
             if stop and not items:
                 self._decode(None)
@@ -337,15 +349,19 @@ class Recorder:
             if not items:
                 continue
             # A small batch: give the executor a moment to queue more, so batches stay large.
-            if len(items) < 64 and not stop:
+            if n < 64 and not stop:
                 time.sleep(min(self._interval, 0.01))
 
     def _process(self, items: list[Any]) -> None:
         batch: dict[tuple[str, str, str], list[tuple[int, bytes]]] = {}
         for item in items:
             if isinstance(item, tuple):
-                subject, sid, topic, recv_ns, data = item
-                batch.setdefault((subject, sid, topic), []).append((recv_ns, data))
+                if len(item) == 5:
+                    subject, sid, topic, recv_ns, data = item
+                    batch.setdefault((subject, sid, topic), []).append((recv_ns, data))
+                else:  # a run (messages())
+                    subject, sid, topic, run = item
+                    batch.setdefault((subject, sid, topic), []).extend([(m[1], m[2]) for m in run])
                 continue
             if batch:
                 self._write_messages(batch)
