@@ -315,6 +315,9 @@ def test_trial_times_clamp_a_clock_step() -> None:
     start, stop = trial_times(np.array([11, 12, 11, 15]) * 10**9, 10 * 10**9)
     assert stop.tolist() == [1, 2, 1, 5] and start.tolist() == [0, 1, 1, 1]
     assert [a.size for a in trial_times(np.array([], dtype=np.int64), 0)] == [0, 0]
+    # Known starts are used as sent; a trial without one (0) falls back to the previous stop.
+    start, stop = trial_times(np.array([11, 12, 14]) * 10**9, 10 * 10**9, np.array([10.5e9, 0, 13.25e9]))
+    assert stop.tolist() == [1, 2, 4] and start.tolist() == [0.5, 1, 3.25]
 
 
 def test_a_session_without_trials_or_events_still_exports(tmp_path: Path) -> None:

@@ -175,7 +175,7 @@ def test_header_auto_and_time_now_are_stamped_later() -> None:
 
 @pytest.mark.parametrize('values, error, text', [
     ({'nope': 1}, MessageValueError, "field 'nope': autopilot_msgs/msg/TrialData has no field 'nope'; valid "
-                                     "fields: header, pilot, subject"),
+                                     "fields: header, start, pilot, subject"),
     ({'fields': [{'name': 'a', 'typo': 1}]}, MessageValueError, "field 'fields[0].typo'"),
     ({'pilot': 5}, MessageTypeError, "field 'pilot': expected string, got int 5 (quote it"),
     ({'trial_number': -1}, MessageValueError, "field 'trial_number': -1 is out of range for uint32 [0, 4294967295]"),
@@ -222,10 +222,11 @@ def test_parse_yaml_mapping_errors_are_one_line() -> None:
 def test_yaml_output_matches_ros2_echo_layout() -> None:
     msg = message_from_dict(trial_data(), {'pilot': 'p1', 'fields': [{'name': 'rt', 'type': 2, 'int_value': 5}]})
     assert m.message_to_yaml(msg) == (
-        "header:\n  stamp:\n    sec: 0\n    nanosec: 0\n  frame_id: ''\npilot: p1\nsubject: ''\nsession_id: ''\n"
+        "header:\n  stamp:\n    sec: 0\n    nanosec: 0\n  frame_id: ''\nstart:\n  sec: 0\n  nanosec: 0\npilot: p1\nsubject: ''\n"
+        "session_id: ''\n"
         "trial_number: 0\ntask: ''\nprotocol: ''\nstep: 0\nstep_name: ''\nfields:\n- name: rt\n  type: 2\n"
         "  unit: ''\n  bool_value: false\n  int_value: 5\n  float_value: 0.0\n  string_value: ''\n")
-    assert m.message_to_csv(msg) == '0,0,,p1,,,0,,,0,,rt,2,,False,5,0.0,'
+    assert m.message_to_csv(msg) == '0,0,,0,0,p1,,,0,,,0,,rt,2,,False,5,0.0,'
 
 
 def test_truncation_and_placeholders() -> None:

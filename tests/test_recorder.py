@@ -143,7 +143,7 @@ def test_trials_are_acked_once_in_the_file_and_resends_are_stored_once(rec: Reco
     assert f'trials of mouse1/{SID} failed' in log.text('error') and "unknown ['extra']" in log.text('error')
     rec.close()
     with SubjectReader(rec.path_of('mouse1')) as r:
-        assert r.trial_rows(SID) == [trial(n) for n in (1, 2, 3, 4)]
+        assert r.trial_rows(SID) == [{**trial(n), 'start_ns': 0} for n in (1, 2, 3, 4)]  # rows without a start
         assert r.session(SID)['pilot'] == 'rig1' and r.session(SID)['state'] == 'running'
         assert r.biography == {'species': 'Mus musculus'}
 
@@ -603,3 +603,18 @@ def test_protocol_files_are_found_and_their_errors_named(tmp_path: Path) -> None
         find_protocol_file('nope', tmp_path)
     with pytest.raises(ProtocolFileError, match="is not a directory: set the terminal's protocol_dir"):
         find_protocol_file('good', tmp_path / 'missing')
+
+
+def test_dds_losses_count_as_lost_but_samples_a_keep_last_publisher_replaced_do_not(rec: Recorder, log: Log) -> None:
+    rec.set_topic(spec('/rig1/gpio/events', 'autopilot_msgs/msg/GpioEvent'))  # reliable keep-all: a real loss
+    rec.set_topic(TopicSpec('/rig1/status', 'autopilot_msgs/msg/PilotStatus', interface_text('autopilot_msgs/msg/PilotStatus'),
+                            'RIHS01_' + '0' * 64, json.dumps({'history': 'keep_last', 'depth': 1,
+                                                              'reliability': 'reliable'})))
+    rec.count_lost('/rig1/gpio/events', 3)
+    rec.count_lost('/rig1/status', 2)
+    rec.count_lost('/rig1/status', 0)
+    st = rec.stats()
+    assert (st.lost_messages, st.superseded_messages) == (3, 2)
+    assert [level for level, _ in log.lines] == ['warn', 'info'], log.lines
+    assert '3 messages of /rig1/gpio/events lost' in log.lines[0][1]
+    assert 'replaced by newer ones' in log.lines[1][1] and 'last 1 only' in log.lines[1][1]

@@ -128,7 +128,7 @@ def test_typed_round_trip(path: Path, subject: SubjectFile) -> None:
         assert (info['started_ns'], info['ended_ns'], info['state']) == (123, 456, 'ended')
         assert r.trial_fields(SID) == FIELDS
         cols = r.trials(SID)
-        assert list(cols) == ['trial_number', 'stamp_ns', 'recv_ns', 'step', 'step_name', 'correct',
+        assert list(cols) == ['trial_number', 'start_ns', 'stamp_ns', 'recv_ns', 'step', 'step_name', 'correct',
                               'response_time', 'volume', 'side']
         assert cols['correct'].dtype == np.bool_ and cols['response_time'].dtype == np.int64
         assert cols['volume'].dtype == np.float64 and cols['side'].dtype.kind == 'U'
@@ -137,7 +137,7 @@ def test_typed_round_trip(path: Path, subject: SubjectFile) -> None:
         assert cols['volume'][0] == 0.25 and math.isnan(cols['volume'][1])
         assert cols['side'].tolist() == ['L', 'ünïcödé ✓', 'L']
         row = r.trial_rows(SID)[0]
-        assert row == trial(1) and type(row['correct']) is bool
+        assert row == {**trial(1), 'start_ns': 0} and type(row['correct']) is bool
         gpio = r.events(SID, 'gpio')
         assert gpio['tick_us'].tolist() == [2**64 - 1] and gpio['device'].tolist() == ['poke_center']
         assert r.events(SID, 'sound')['latency_ms'].tolist() == [1.25]
@@ -173,6 +173,23 @@ def test_resent_trials_and_steps_are_stored_once(path: Path, subject: SubjectFil
         assert r.trials(SID)['trial_number'].tolist() == [1, 2, 3, 4, 5, 6, 8, 7, 9]
         assert r.steps(SID)['seq'].tolist() == [1, 2]
         assert [h['kind'] for h in r.history()].count('step') == 2
+
+
+def test_trial_start_is_stored_and_may_be_missing_from_rows_and_from_tables_written_before(
+        path: Path, subject: SubjectFile, monkeypatch: pytest.MonkeyPatch) -> None:
+    _begin(subject)
+    assert subject.add_trials(SID, [trial(1, start_ns=900), trial(2)]) == [1, 2]  # 2: a pilot without starts
+    # A session whose table was made before trials had a start (an older terminal): rows with one still go in.
+    import autopilot_terminal.store as store
+    monkeypatch.setattr(store, 'TRIAL_COLUMNS', tuple(c for c in store.TRIAL_COLUMNS if c[0] != 'start_ns'))
+    _begin(subject, 'old-session')
+    monkeypatch.undo()
+    assert subject.add_trials('old-session', [trial(1, start_ns=900), trial(2)]) == [1, 2]
+    subject.close()
+    with SubjectReader(path) as r:
+        assert r.trials(SID)['start_ns'].tolist() == [900, 0]
+        old = r.trials('old-session')
+        assert 'start_ns' not in old and old['trial_number'].tolist() == [1, 2]
 
 
 def test_bag_cdr_round_trip_in_receive_order(path: Path, subject: SubjectFile) -> None:

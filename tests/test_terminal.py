@@ -196,6 +196,8 @@ def stored_trials_match(reader: SubjectReader, session_id: str, lab: Lab) -> lis
     for row in rows:
         msg = lab.trials[(session_id, row['trial_number'])]
         assert row['stamp_ns'] == msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        assert row['start_ns'] == msg.start.sec * 10**9 + msg.start.nanosec
+        assert 0 < row['start_ns'] <= row['stamp_ns'], row  # the pilot's start of the trial, before its end
         assert (row['step'], row['step_name']) == (msg.step, msg.step_name)
         fields = from_trial_fields(msg.fields)
         assert {k: row[k] for k in fields} == fields, row['trial_number']

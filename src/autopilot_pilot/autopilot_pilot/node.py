@@ -704,6 +704,7 @@ class PilotNode(Node):
                         task=plan.task_name, protocol=plan.protocol_name, step=plan.step, step_name=plan.step_name,
                         fields=to_trial_fields(record.fields, plan.task_cls.fields()))
         msg.header.stamp = Time(nanoseconds=record.ended_ns).to_msg()
+        msg.start = Time(nanoseconds=record.started_ns).to_msg()
         # Journalled (fsync) and then published by the writer thread: this callback does not wait for the disk.
         self.writer.submit(a.session_id, number, serialize_message(msg), {'fields': record.fields, 'step': plan.step},
                            time.time_ns())

@@ -132,7 +132,8 @@ def stamp_ns(header: Any) -> int:
 def trial_row(msg: TrialData, recv_ns: int) -> tuple[list[tuple[str, int, str]], dict[str, Any]]:
     """The store's schema [(name, type, unit)] and row of one TrialData."""
     fields = [(f.name, f.type, f.unit) for f in msg.fields]
-    row: dict[str, Any] = {'trial_number': msg.trial_number, 'stamp_ns': stamp_ns(msg.header), 'recv_ns': recv_ns,
+    row: dict[str, Any] = {'trial_number': msg.trial_number, 'start_ns': msg.start.sec * 1_000_000_000
+                           + msg.start.nanosec, 'stamp_ns': stamp_ns(msg.header), 'recv_ns': recv_ns,
                            'step': msg.step, 'step_name': msg.step_name}
     for f in msg.fields:
         row[f.name] = {TrialField.TYPE_BOOL: f.bool_value, TrialField.TYPE_INT64: f.int_value,
@@ -890,6 +891,8 @@ def main(args: list[str] | None = None) -> int:
         stats = terminal.recorder.stats()
         terminal.get_logger().info(f'stopped: {stats.trials} trials, {stats.messages} messages recorded, '
                                    f'{stats.lost_messages} lost, {stats.errors} errors'
+                                   + (f'; {stats.superseded_messages} replaced by newer ones at keep-last '
+                                      'publishers' if stats.superseded_messages else '')
                                    + (f'; {stats.frames} video frames, {stats.frames_dropped} dropped'
                                       if stats.frames or stats.frames_dropped else ''))
         return 0

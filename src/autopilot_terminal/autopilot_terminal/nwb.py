@@ -16,12 +16,12 @@ The mapping (NWB core 2.11, no extensions needed):
   naive dates taken as UTC), ``age`` (ISO 8601 duration: the biography's ``age`` if it is one, else days
   from birth to the session start), genotype, strain, weight (text). Nothing is guessed: what does not map
   is left out of those fields, and the whole biography is in ``subject.description`` as JSON.
-* ``trials`` (TimeIntervals): one row per trial, in trial-number order. **Trial times are derived**: the
-  trial message carries only its end (``stamp_ns``, the pilot's clock when the trial ended), so
-  ``stop_time = (stamp_ns - started_ns) / 1e9``, and since the task runner starts each trial as soon as the
-  previous one ends, ``start_time`` is the previous trial's ``stop_time`` (0, the session start, for the
-  first). A pause between trials is counted in the trial after it; a start after its own stop (a clock
-  step) is clamped to the stop. Columns: ``trial_number``, ``step``, ``step_name`` and every task field
+* ``trials`` (TimeIntervals): one row per trial, in trial-number order. ``stop_time = (stamp_ns -
+  started_ns) / 1e9`` (the trial message's stamp, the pilot's clock when the trial ended) and ``start_time =
+  (start_ns - started_ns) / 1e9`` (its ``start``, on the same clock). Trials recorded before the message had
+  a start (``start_ns`` 0 or no such column) get a derived one: the previous trial's ``stop_time`` (0, the
+  session start, for the first), as the task runner starts each trial when the previous one ends. A start
+  after its own stop (a clock step) is clamped to the stop. Columns: ``trial_number``, ``step``, ``step_name`` and every task field
   in the task's order, with its type and unit in the column description (strings decoded).
 * ``epochs`` (TimeIntervals): the protocol step periods within the session (step, step_name, protocol;
   the step name also as a tag), split at each step change.
@@ -165,14 +165,19 @@ def nwb_file_name(subject: str, session_id: str, started_ns: int) -> str:
     return f'sub-{_label(subject)}_ses-{start}-{_label(session_id)}_behavior.nwb'
 
 
-def trial_times(stamp_ns: np.ndarray, started_ns: int) -> tuple[np.ndarray, np.ndarray]:
+def trial_times(stamp_ns: np.ndarray, started_ns: int,
+                start_ns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(start_time, stop_time) in seconds from the session start, for trials in trial-number order.
 
-    stop = (stamp_ns - started_ns) / 1e9 (a trial's stamp is its end); start = the previous stop, 0 for the
-    first (the runner begins each trial when the previous one ends), clamped so that start <= stop.
+    stop = (stamp_ns - started_ns) / 1e9 (a trial's stamp is its end); start = (start_ns - started_ns) / 1e9
+    where the trial's start is known (> 0), else the previous stop, 0 for the first (the runner begins each
+    trial when the previous one ends); clamped so that start <= stop.
     """
     stop = (np.asarray(stamp_ns, dtype=np.int64) - np.int64(started_ns)) / 1e9
     start = np.concatenate(([0.0], stop[:-1])) if stop.size else stop.copy()
+    if start_ns is not None:
+        known = np.asarray(start_ns, dtype=np.int64)
+        start = np.where(known > 0, (known - np.int64(started_ns)) / 1e9, start)
     return np.minimum(start, stop), stop
 
 
@@ -191,7 +196,7 @@ def session_nwbfile(reader: SubjectReader, session_id: str, *, nwb_dir: Path | N
     if protocol:
         description += f', protocol {protocol} step {step} ({step_name or "unnamed"})'
     notes = (f'Exported from the autopilot-ros subject file {reader.path.name} (session state: {state}). '
-             'Trial start/stop times are derived from the trial end stamps (see the trials table description).')
+             'Trial times are the pilot\'s start and end stamps of each trial (see the trials table description).')
     if state == 'running':
         notes += ' The session was still running when exported: later trials are missing.'
     nwbfile = NWBFile(
@@ -216,7 +221,7 @@ def session_nwbfile(reader: SubjectReader, session_id: str, *, nwb_dir: Path | N
     if trials and trials['trial_number'].size:
         order = np.argsort(trials['trial_number'], kind='stable')
         trials = {name: col[order] for name, col in trials.items()}
-        start, stop = trial_times(trials['stamp_ns'], started_ns)
+        start, stop = trial_times(trials['stamp_ns'], started_ns, trials.get('start_ns'))
         last_stop = float(stop.max())
         nwbfile.trials = _trials_table(trials, fields, start, stop)
 
@@ -276,9 +281,10 @@ def nwb_subject(subject: str, biography: Mapping[str, Any], session_start: dt.da
 def _trials_table(trials: Mapping[str, np.ndarray], fields: Sequence[Field], start: np.ndarray,
                   stop: np.ndarray) -> TimeIntervals:
     cols = [
-        VectorData(name='start_time', description='Trial start, s from the session start: the previous trial\'s '
-                   'stop_time (0 for the first); the task runner starts each trial when the previous one ends, '
-                   'so a pause between trials counts in the trial after it', data=start),
+        VectorData(name='start_time', description='Trial start, s from the session start: the trial\'s start '
+                   'stamp (pilot clock) minus the session start; for trials recorded without one, the previous '
+                   'trial\'s stop_time (0 for the first), as the task runner starts each trial when the previous '
+                   'one ends', data=start),
         VectorData(name='stop_time', description='Trial end, s from the session start: the trial\'s stamp '
                    '(pilot clock when it ended) minus the session start', data=stop),
         VectorData(name='trial_number', description='1-based trial number within the session',
@@ -298,8 +304,9 @@ def _trials_table(trials: Mapping[str, np.ndarray], fields: Sequence[Field], sta
         cols.append(VectorData(name=nwb_name, data=data, description=(
             f'{what}{renamed}; type {FIELD_TYPES[kind]}, unit {unit or "none"}'
             + ('; NaN: not measured in this trial' if FIELD_TYPES[kind] == 'float64' else ''))))
-    return TimeIntervals(name='trials', description='One row per trial. stop_time is the trial\'s end stamp; '
-                         'start_time is derived (the previous trial\'s end; the session start for the first).',
+    return TimeIntervals(name='trials', description='One row per trial. start_time and stop_time are the trial\'s '
+                         'start and end stamps (pilot clock); a start missing from old recordings is the previous '
+                         'trial\'s end (the session start for the first).',
                          columns=cols)
 
 

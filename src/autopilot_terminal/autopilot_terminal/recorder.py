@@ -19,6 +19,7 @@ file can be opened again (e.g. after another writer released it).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -74,6 +75,7 @@ class Stats:
     frames_dropped: int = 0
     errors: int = 0
     lost_messages: int = 0
+    superseded_messages: int = 0  # of keep-last publishers, replaced by newer ones before the recorder got them
     max_pending: int = 0
     write_seconds: float = 0.0
     last_error: str = ''
@@ -268,8 +270,21 @@ class Recorder:
         if n <= 0:
             return
         with self._cv:
-            self._stats.lost_messages += n
-            total = self._stats.lost_messages
+            spec = self._specs.get(topic)
+            try:
+                qos = json.loads(spec.qos_json) if spec else {}
+                depth = int(qos['depth']) if qos.get('history') == 'keep_last' else 0
+            except (ValueError, KeyError, TypeError):
+                depth = 0
+            if depth:
+                self._stats.superseded_messages += n
+            else:
+                self._stats.lost_messages += n
+                total = self._stats.lost_messages
+        if depth:  # the publisher keeps only its newest: what it replaced was never meant to be delivered late
+            self._log('info', f'recorder: {n} messages of {topic} were replaced by newer ones before the recorder got '
+                              f'them (its publisher keeps the last {depth} only)')
+            return
         self._log('warn', f'recorder: {n} messages of {topic} lost before the recorder got them ({total} lost in '
                           'all); the machine or the network cannot keep up with what is recorded')
 

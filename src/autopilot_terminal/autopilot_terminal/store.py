@@ -65,8 +65,11 @@ SESSION_STATES = ('running', 'ended', 'aborted')
 STRUCTURE_COLUMNS = (('time_ns', 'i8'), ('change', 'S128'))
 HISTORY_COLUMNS = (('time_ns', 'i8'), ('kind', 'S16'), ('protocol', 'S64'), ('step', 'u2'),
                    ('step_name', 'S64'), ('detail', 'S1024'))
-TRIAL_COLUMNS = (('trial_number', 'u4'), ('stamp_ns', 'i8'), ('recv_ns', 'i8'), ('step', 'u2'),
+TRIAL_COLUMNS = (('trial_number', 'u4'), ('start_ns', 'i8'), ('stamp_ns', 'i8'), ('recv_ns', 'i8'), ('step', 'u2'),
                  ('step_name', 'S64'))
+#: Trial columns added after files were first written: a row may leave them out (stored as the default), and
+#: a table written before has none (the row's value is dropped there).
+LATER_TRIAL_COLUMNS = {'start_ns': 0}
 EVENT_COLUMNS = {
     'gpio': (('stamp_ns', 'i8'), ('tick_us', 'u8'), ('device', 'S32'), ('pin', 'u1'), ('level', '?'),
              ('recv_ns', 'i8')),
@@ -802,7 +805,8 @@ class SubjectFile:
     def add_trials(self, session_id: str, rows: Sequence[Mapping[str, Any]], *, sync: bool = True) -> list[int]:
         """Append trials not stored yet; returns the trial numbers that were new, in order.
 
-        A row: trial_number (>= 1), stamp_ns, recv_ns, step, step_name and one key per declared field.
+        A row: trial_number (>= 1), start_ns (trial start, 0 if not known; may be left out), stamp_ns (its
+        end), recv_ns, step, step_name and one key per declared field.
         A trial number already stored (a resent trial) is skipped, so resending is harmless; its content is
         not compared. ``sync``: fsync before returning (the caller acks these numbers).
         """
@@ -813,7 +817,13 @@ class SubjectFile:
                              'set_trial_fields first')
         fresh, numbers = _new_rows(rows, 'trial_number', state.trial_numbers, where)
         if fresh:
-            self._append(f'sessions/{session_id}/trials', fresh, where, sync)
+            path = f'sessions/{session_id}/trials'
+            have = set(self._dataset(path).dtype.names or ())
+            later = {k: v for k, v in LATER_TRIAL_COLUMNS.items() if k in have}
+            gone = set(LATER_TRIAL_COLUMNS) - have
+            if later or gone:
+                fresh = [{**later, **{k: v for k, v in r.items() if k not in gone}} for r in fresh]
+            self._append(path, fresh, where, sync)
             state.trial_numbers.update(numbers)
         return numbers
 

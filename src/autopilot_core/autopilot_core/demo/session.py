@@ -102,6 +102,7 @@ class SessionServer(Node):
                 if goal.max_duration_s and time.monotonic() - started >= goal.max_duration_s:
                     goal_handle.succeed()
                     break
+                trial_start = self.get_clock().now().to_msg()
                 await self.sleep(self.get_parameter('trial_interval_s').value)
                 n += 1
                 fields = self.trials.next()
@@ -109,6 +110,7 @@ class SessionServer(Node):
                 msg = TrialData(pilot=self.pilot, subject=goal.subject, session_id=session_id, trial_number=n,
                                 task=self.status.task, protocol=goal.protocol, step=goal.step, fields=fields)
                 msg.header.stamp = self.get_clock().now().to_msg()
+                msg.start = trial_start
                 self.trial_pub.publish(msg)
                 self.status.trial_count = n
                 self.publish_status()
