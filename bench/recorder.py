@@ -29,7 +29,8 @@ stream              what the publisher sends
 
 Receivers (rows):
 
-``terminal``           the installed ``terminal`` executable (TerminalNode + RecorderNode, the real recorder),
+``terminal``           the installed ``terminal`` executable (TerminalNode and the real recorder; it receives the
+                       record topics in its child process ``autopilot_terminal.receiver``),
                        ``-p data_dir:=<tmp> -p record_topics:=[status, gpio/events, camera/image, bench/raw]``. It finds
                        the pilot by its ``status`` topic, subscribes raw to its record topics, begins the session
                        on the RUNNING heartbeat (the publisher starts only after ``/terminal/pilots`` shows the
@@ -52,16 +53,20 @@ recorded (and - events rows where decoded); ``rx/s`` = count / (last - first rec
 ``recv_ns``); ``rec/s`` = count / (done - first receive), done = the later of the last receive and the last
 moment the file was seen incomplete (the orchestrator polls the bag with a SWMR reader from the moment the
 publisher finished): the rate **into HDF5**, ``backlog s`` = how long after the last receive the file was
-complete (0: complete at the first poll; else to the first complete poll, 0.1 s resolution); ``x bare`` = rec/s over the bare row's rx/s at the same offered rate; ``CPU``
-of the receiving process (``/proc/<pid>/stat`` utime+stime, all threads) from the publisher's start until
-the file was complete (bare: all received), per recorded message and in cores; ``RSS`` its peak (VmHWM);
-``lag`` = recv_ns - publish time (p50 / max, ms): how far the recorder's executor fell behind.
+complete (0: complete at the first poll; else to the first complete poll, 0.1 s resolution); ``x bare`` =
+rec/s over the bare row's rx/s at the same offered rate; ``CPU`` of the receiving process and its children
+(``/proc/<pid>/stat`` utime+stime, all threads) from the publisher's start until the file was complete
+(bare: all received), per recorded message and in cores; ``rx us/msg`` the share of the process that takes
+the messages from DDS (the terminal's receiving child; bare: all of it); ``RSS`` the peak (VmHWM, summed);
+``lag`` = recv_ns - publish time (p50 / max, ms): how far the receiving executor fell behind. Message cases
+run ``--rounds`` times (default 3), bare and terminal interleaved; a row is the round with the median rec/s,
+its ``lost`` the sum over the rounds; every round is in the JSON (``round_rows``).
 
 Targets (PASS/FAIL lines, exit status 0 either way): (1) the terminal records every message (bag and
 ``events/gpio``) at an offered >= 30,000 msg/s and keeps up (backlog <= ``--max-backlog-s``); (2) at ``max``
 its rec/s >= 0.8x the bare row's rx/s of the same run, losing none.
 
-Run: ``python bench/recorder.py`` (~3 min on 2 cores) or ``--quick`` (smoke run, < 30 s, no claims).
+Run: ``python bench/recorder.py`` (~9 min on 2 cores) or ``--quick`` (smoke run, < 30 s, no claims).
 ``--profile`` also prints a cProfile of the writer thread (in-process Recorder). JSON (``--out``, default
 bench/results/recorder.json): params, machine, versions, rows, targets, per-case details (phase timings,
 the terminal's own 'stopped:' counts, exit codes).
