@@ -263,35 +263,37 @@ class _Child:
         self._out = out
         self._topics = topics
         self._pilots: list[str] = []
-        self._subs: dict[str, Any] = {}  # topic -> subscription, or None: never (refused)
+        self._subs: dict[str, Any] = {}  # topic -> subscription, or None: never (refused); executor thread only
+        self._drops: set[str] = set()  # topics the terminal refused, unsubscribed at the next scan
         # Messages (topic, recv_ns, data) and, in order with them, control items as (None, item).
         self._msgs: deque[tuple[Any, ...]] = deque()
         self._counts: dict[str, int] = {}
         self.stop = threading.Event()
-        self._lock = threading.Lock()  # the commands from stdin vs. the executor's scan
+        self._lock = threading.Lock()  # pilots and drops: set by the commands from stdin, read by the scan
         self.node.create_timer(SCAN_INTERVAL_S, self.scan)
 
     def command(self, cmd: dict[str, Any]) -> None:
         with self._lock:
             if 'pilots' in cmd:
                 self._pilots = [str(ns) for ns in cmd['pilots']]
-            if 'drop' in cmd:
-                sub = self._subs.get(cmd['drop'])
-                self._subs[cmd['drop']] = None
-                if sub is not None:
-                    self.node.destroy_subscription(sub)
+            if 'drop' in cmd:  # destroyed by scan(), on the executor's thread, not under its feet
+                self._drops.add(str(cmd['drop']))
 
     def scan(self) -> None:
         with self._lock:
             pilots = list(self._pilots)
+            drops, self._drops = self._drops, set()
+        for topic in drops:
+            sub, self._subs[topic] = self._subs.get(topic), None
+            if sub is not None:
+                self.node.destroy_subscription(sub)
         types = dict(self.node.get_topic_names_and_types())
         for ns in pilots:
             base = ns.rstrip('/')
             for rel in self._topics:
                 topic = f'{base}/{rel}'
-                with self._lock:
-                    if topic in self._subs or topic not in types:
-                        continue
+                if topic in self._subs or topic not in types:
+                    continue
                 infos = self.node.get_publishers_info_by_topic(topic)
                 if infos:
                     self._subscribe(topic, types[topic][0], infos)
@@ -312,8 +314,7 @@ class _Child:
             cls = self._get_message(type_name)
         except Exception as exc:  # noqa: BLE001 - a type this host lacks: record nothing, say so once
             self.node.get_logger().error(f'cannot record {topic}: {exc}')
-            with self._lock:
-                self._subs[topic] = None
+            self._subs[topic] = None
             self._control(('refused', topic, str(exc)))
             return
         self._control(('topic', topic, type_name, str(infos[0].topic_type_hash), json.dumps(qos_dict(infos[0].qos_profile))))
@@ -324,11 +325,7 @@ class _Child:
         sub = self.node.create_subscription(cls, topic, lambda data: msgs.append((topic, now(), data)),
                                             subscription_qos([i.qos_profile for i in infos]), raw=True,
                                             event_callbacks=events)
-        with self._lock:
-            if self._subs.get(topic, sub) is None:  # dropped meanwhile
-                self.node.destroy_subscription(sub)
-                return
-            self._subs[topic] = sub
+        self._subs[topic] = sub
         self.node.get_logger().info(f'recording {topic} [{type_name}]')
 
     def send_loop(self) -> None:
