@@ -116,7 +116,7 @@ def test_qos_json_is_read_leniently() -> None:
     infinite = 2**63 - 1  # what rclpy reports for an unbounded duration; rosbag2 spells it {9223372036, 854775807}
     recorded = {'history': 'keep_last', 'depth': 1, 'reliability': 'reliable', 'durability': 'transient_local',
                 'deadline_ns': infinite, 'lifespan_ns': infinite, 'liveliness': 'automatic',
-                'liveliness_lease_ns': infinite}  # the Terminal's recorder (terminal node's qos_dict)
+                'liveliness_lease_ns': infinite}  # the Terminal's recorder (receiver.qos_dict)
     q = bag.parse_qos(json.dumps(recorded))
     assert (q.depth, q.durability, q.liveliness, q.liveliness_lease_duration_ns) == (
         1, 'transient_local', 'automatic', infinite)

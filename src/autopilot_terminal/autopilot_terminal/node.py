@@ -125,16 +125,21 @@ STATUS_QUEUE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20, reliability
 RECORD_WAIT_S = 3.0
 
 
+def time_ns(t: Any) -> int:
+    """A builtin_interfaces/Time in ns."""
+    return t.sec * 1_000_000_000 + t.nanosec
+
+
 def stamp_ns(header: Any) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+    return time_ns(header.stamp)
 
 
 def trial_row(msg: TrialData, recv_ns: int) -> tuple[list[tuple[str, int, str]], dict[str, Any]]:
     """The store's schema [(name, type, unit)] and row of one TrialData."""
     fields = [(f.name, f.type, f.unit) for f in msg.fields]
-    row: dict[str, Any] = {'trial_number': msg.trial_number, 'start_ns': msg.start.sec * 1_000_000_000
-                           + msg.start.nanosec, 'stamp_ns': stamp_ns(msg.header), 'recv_ns': recv_ns,
-                           'step': msg.step, 'step_name': msg.step_name}
+    row: dict[str, Any] = {'trial_number': msg.trial_number, 'start_ns': time_ns(msg.start),
+                           'stamp_ns': stamp_ns(msg.header), 'recv_ns': recv_ns, 'step': msg.step,
+                           'step_name': msg.step_name}
     for f in msg.fields:
         row[f.name] = {TrialField.TYPE_BOOL: f.bool_value, TrialField.TYPE_INT64: f.int_value,
                        TrialField.TYPE_FLOAT64: f.float_value}.get(f.type, f.string_value)
@@ -373,8 +378,11 @@ class TerminalNode(Node):
     def _record_topic(self, topic: str, type_name: str, type_hash: str, qos_json: str) -> Any:
         """The receiver subscribed to ``topic``: set the recorder up for it; its messages' handler (None: refuse)."""
         rels = set(self.record_topics) | set(self.stream_topics) | set(self.video_topics)
-        found = [(ns, topic[len(ns.rstrip('/')) + 1:]) for ns in list(self.pilots)
-                 if topic.startswith(ns.rstrip('/') + '/') and topic[len(ns.rstrip('/')) + 1:] in rels]
+        found = []
+        for ns in list(self.pilots):
+            base = ns.rstrip('/') + '/'
+            if topic.startswith(base) and topic[len(base):] in rels:
+                found.append((ns, topic[len(base):]))
         if not found:
             self.get_logger().error(f'cannot record {topic}: it is no record topic of a known pilot')
             return None
