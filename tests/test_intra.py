@@ -208,8 +208,8 @@ def test_keep_last_bounds_the_local_queue(rclpy_context) -> None:
 
 def test_a_local_chain_runs_in_order_never_nested_and_survives_a_raising_callback(rclpy_context) -> None:
     """ping -> pong -> ping ... between two nodes: each callback returns before the one its publish feeds
-    starts (a drain scope, not recursion), in publish order; a callback that raises propagates from the
-    executor like any callback, and what it queued is still delivered afterwards."""
+    starts (a drain scope, not recursion), in publish order; a callback that raises has its message refused
+    by autopilot_core.guard (counted, never raised into the executor), and what it queued is still delivered."""
     from rclpy.node import Node
     from std_msgs.msg import Int64
 
@@ -259,7 +259,10 @@ def test_a_local_chain_runs_in_order_never_nested_and_survives_a_raising_callbac
                 raised.append(str(exc))
         for _ in range(20):
             ex.spin_once(timeout_sec=0.01)
-        assert raised == ['task bug']
+        assert raised == []
+        from autopilot_core import guard
+        refused = guard.of(b).endpoints['/chain_ping']
+        assert refused.refused == 1 and 'RuntimeError: task bug' in refused.last_reason
         assert log == ['ping0', 'pong1', 'pong100', 'ping2', 'pong3', 'pong102', 'ping4', 'pong5', 'pong104',
                        'ping6'], log
     finally:

@@ -63,6 +63,8 @@ from rclpy.qos import HistoryPolicy, QoSCompatibility, QoSProfile, qos_check_com
 from rclpy.serialization import deserialize_message, serialize_message
 from rclpy.subscription import Subscription
 
+from autopilot_core import guard
+
 ENV_VAR = 'AUTOPILOT_INTRA_PROCESS'
 #: How long a local delivery waits for its DDS copy (to drop it). The copy comes within microseconds
 #: (same participant); a copy that never comes (reader not matched yet) is forgotten after this.
@@ -265,11 +267,12 @@ class IntraSubscription:
     """An rclpy Subscription (raw, for other publishers) plus a local queue fed by :class:`IntraPublisher`."""
 
     def __init__(self, node: Node, msg_type: type, topic: str, callback: Callable[[Any], None], qos: QoSProfile,
-                 **kwargs: Any) -> None:
+                 sender: Callable[[Any], str] | None = None, **kwargs: Any) -> None:
         self.node = node
         self.msg_type = msg_type
         self.qos = qos
-        self.callback = callback
+        # Guarded: a callback that raises refuses its message (autopilot_core.guard) instead of ending the node.
+        self.callback = guard.of(node).callback(topic, callback, sender)
         keep_last = qos.history == HistoryPolicy.KEEP_LAST
         self._queue: deque[Any] = deque(maxlen=max(qos.depth, 1) if keep_last else None)
         self._scheduled: Executor | None = None  # the executor a drain task is posted to and not yet run
@@ -352,7 +355,12 @@ class IntraSubscription:
             self.n_copies_dropped += 1
             return
         self.n_dds += 1
-        msg = deserialize_message(data, self.msg_type)
+        try:
+            msg = deserialize_message(data, self.msg_type)
+        except Exception:  # noqa: BLE001 - rmw raises a bare RuntimeError-like error for bytes of any other shape
+            guard.of(self.node).refuse(self.subscription.topic_name,
+                                       f'malformed message ({len(data)} bytes): not a {self.msg_type.__name__}')
+            return
         _scope(self.node.executor, lambda: self.callback(msg))
 
     def _is_local_copy(self, data: bytes) -> bool:
@@ -456,8 +464,11 @@ def create_publisher(node: Node, msg_type: type, topic: str, qos: QoSProfile, **
 
 
 def create_subscription(node: Node, msg_type: type, topic: str, callback: Callable[[Any], None], qos: QoSProfile,
-                        **kwargs: Any) -> IntraSubscription | Subscription:
-    """``node.create_subscription`` that also receives in-process (a plain Subscription when switched off)."""
+                        *, sender: Callable[[Any], str] | None = None, **kwargs: Any) -> IntraSubscription | Subscription:
+    """``node.create_subscription`` that also receives in-process (a plain Subscription when switched off).
+
+    Either way the callback is guarded (:mod:`autopilot_core.guard`): what it raises refuses the message;
+    ``sender`` names a message's sender in that log line."""
     if _off(node):
-        return node.create_subscription(msg_type, topic, callback, qos, **kwargs)
-    return IntraSubscription(node, msg_type, topic, callback, qos, **kwargs)
+        return guard.create_subscription(node, msg_type, topic, callback, qos, sender=sender, **kwargs)
+    return IntraSubscription(node, msg_type, topic, callback, qos, sender=sender, **kwargs)

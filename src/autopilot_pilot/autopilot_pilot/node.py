@@ -313,7 +313,8 @@ class PilotNode(Node):
         self.create_timer(0.2, self._on_writer_error)
         self.writer = TrialWriter(self.journal, self.trial_pub.publish, self._writer_error)
         self._sent: dict[tuple[str, str, int], tuple[float, int]] = {}  # resend bookkeeping: (last, attempts)
-        self.create_timer(1.0, self.publish_status)
+        # 2 Hz: the gpio node drives every output low 1.5 s after the last beat (a dead pilot leaves nothing on).
+        self.create_timer(0.5, self.publish_status)
         self.create_timer(p['resend_interval_s'], self.resend)
         self.create_timer(0.2, self.watch_subscribers)
         self.recover()

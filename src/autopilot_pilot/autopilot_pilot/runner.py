@@ -17,6 +17,11 @@ Life cycle and states (``runner.state``):
 * ``error`` when task code raised: timers are cancelled, ``on_error(text)`` reports the task, the
   stage (or hook) and the exception, and nothing more is dispatched; ``stopped`` after :meth:`stop`.
 
+Whenever no trial runs any more (``paused``, ``stopped``, ``error``), the task's LED and TTL outputs are
+driven low and its sound stopped, so a stop while a task waits for a poke never leaves a light on.
+Valves are left to close by themselves: they only ever open for a timed pulse the gpio node bounds, and
+cutting a reward that is being given would give less than the trial recorded.
+
 Timers are per trial: ``end_trial`` cancels them, ``goto`` does not (a timer set in one stage is
 delivered to whatever stage is current when it fires, as in pyControl). Events that arrive while task
 code is running (a fake or synchronous hardware calling back from ``hw.play``) are queued and delivered
@@ -34,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from autopilot_pilot.task import Event, Hardware, Input, Task, TaskError
+from autopilot_pilot.task import Event, Hardware, Input, Output, Sound, Task, TaskError
 
 __all__ = ['Clock', 'TaskRunner', 'TrialRecord']
 
@@ -190,11 +195,27 @@ class TaskRunner:
                 if not was_error:
                     self._report(exc)
                 self.state = 'stopped'
+        if not was_error:  # _fail did it already
+            self.outputs_low()
+
+    def outputs_low(self) -> None:
+        """Drive the task's LED and TTL outputs low and stop its sound (never valves: see the module doc)."""
+        for role, decl in self.task_cls.hardware().items():
+            try:
+                if isinstance(decl, Output) and decl.kind != 'valve':
+                    self.hw.set(role, False)
+                elif isinstance(decl, Sound):
+                    self.hw.stop_sound()
+            except Exception as exc:  # noqa: BLE001 - one output failing must not keep the others on
+                if self.on_log is not None:
+                    self.on_log(f'could not drive {role} low: {type(exc).__name__}: {exc}')
 
     def pause(self) -> None:
         """Finish the running trial, then hold until :meth:`resume`."""
         if self.state == 'running':
             self.state = 'pausing' if self._in_trial else 'paused'
+            if self.state == 'paused':
+                self.outputs_low()
         elif self.state == 'idle':
             self._start_paused = True
 
@@ -356,6 +377,7 @@ class TaskRunner:
         self._where = ''
         if self.state == 'pausing':
             self.state = 'paused'
+            self.outputs_low()
         elif self.state == 'running':
             self._next_due = True
             if not self._busy:
@@ -422,6 +444,7 @@ class TaskRunner:
         self._queue.clear()
         self.state = 'error'
         self._report(exc)
+        self.outputs_low()
 
     def _report(self, exc: BaseException) -> None:
         name = self.task_cls.__name__

@@ -175,17 +175,23 @@ class SimBackend(Backend):
             gen = self._gen[pin]
             t0 = self.now_us()
             self._set_output(pin, True, t0)
-            for i in range(count):
-                start = t0 + i * (high_us + low_us)
-                if i:
-                    self._schedule(start, self._guarded(pin, gen, True))
-                self._schedule(start + high_us, self._guarded(pin, gen, False))
+            self._schedule(t0 + high_us, self._train_step(pin, gen, t0, high_us, low_us, count, 0, False))
             return t0
 
-    def _guarded(self, pin: int, gen: int, level: bool) -> Callable[[int], None]:
+    def _train_step(self, pin: int, gen: int, t0: int, high_us: int, low_us: int, count: int, i: int,
+                    level: bool) -> Callable[[int], None]:
+        """Pulse ``i``'s edge to ``level``; schedules the next edge only (one queue entry per pin, so a long train
+        costs no memory and never crowds another pin's closing out of the timing thread)."""
         def action(t_us: int) -> None:
-            if self._gen[pin] == gen:
-                self._set_output(pin, level, t_us)
+            if self._gen[pin] != gen:
+                return
+            self._set_output(pin, level, t_us)
+            start = t0 + i * (high_us + low_us)
+            if not level and i + 1 < count:  # low after pulse i: next pulse starts one period after it
+                self._schedule(start + high_us + low_us,
+                               self._train_step(pin, gen, t0, high_us, low_us, count, i + 1, True))
+            elif level:  # high of pulse i: its low is due high_us after its nominal start
+                self._schedule(start + high_us, self._train_step(pin, gen, t0, high_us, low_us, count, i, False))
         return action
 
     def pwm(self, pin: int, frequency_hz: float, duty: float) -> int:
@@ -313,6 +319,11 @@ class PigpioBackend(Backend):
 
     def pulses(self, pin: int, high_us: int, low_us: int, count: int) -> int:
         pg = self._pigpio
+        with self._wave_lock:
+            # A command replaces what runs on its pin (as on the other backends; the valve limit counts on it).
+            current = self.pi.wave_tx_at() if self.pi.wave_tx_busy() else None
+            if current is not None and self._wave_pins.get(current) == pin:
+                self.pi.wave_tx_stop()
         mask = 1 << pin
         pulses = []
         for i in range(count):
@@ -433,6 +444,7 @@ class LgpioBackend(Backend):
         return t
 
     def pulses(self, pin: int, high_us: int, low_us: int, count: int) -> int:
+        self._call(self._lg.tx_pulse, pin, 0, 0)  # replace what runs on the pin, never queue behind it
         self._call(self._lg.tx_pulse, pin, high_us, max(low_us, 1), 0, count)
         t = self.now_us()
         self.on_edge(Edge(pin, True, t % WRAP, t))

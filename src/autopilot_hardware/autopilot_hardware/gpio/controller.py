@@ -1,23 +1,31 @@
 """What the GPIO node does, without ROS: commands on named devices, checked, then run on a backend.
 
-Every command goes through here, so the checks (unknown device, wrong direction, durations that are not
-positive or exceed a valve's ``max_open_ms``) hold on every path: topic, service, reward, calibration.
-Errors are :class:`CommandError` (or the config/backend/calibration errors) with a message naming the
-device and the fix; the node logs them (topics) or returns them (services) and stays up.
+Every command goes through here, so the checks (unknown device, wrong direction, numbers that are not
+finite or in range, train bounds, and a valve's ``max_open_ms`` on the accumulated time of one opening:
+:mod:`.limits`) hold on every path: topic, service, reward, calibration, whatever order commands come in.
+Errors are one of ``COMMAND_ERRORS`` with a message naming the device and the fix; the node logs them
+(topics) or returns them (services) and stays up. A refused command changes nothing on the pin.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from autopilot_core.checks import InputError, finite
 from autopilot_hardware.gpio.backends import Backend, BackendError
 from autopilot_hardware.gpio.calibration import CalibrationError, CalibrationStore, describe
 from autopilot_hardware.gpio.config import ConfigError, Device, check_high_time, lookup
+from autopilot_hardware.gpio.limits import LimitError, ValveLimit, check_train, train
 
 MODE_LEVEL, MODE_PULSE, MODE_PWM, MODE_TRAIN = 0, 1, 2, 3  # DigitalOutput.MODE_*
 #: What a command can fail with; all carry a one-line message for the user.
-COMMAND_ERRORS = (ConfigError, BackendError, CalibrationError)
+COMMAND_ERRORS = (ConfigError, BackendError, CalibrationError, LimitError, InputError)
+#: Largest reward one command may ask for; a lab's rewards are 1-50 uL.
+MAX_REWARD_UL = 1000.0
+#: Longest calibration opening or gap a request may name (a minute).
+MAX_CALIBRATION_MS = 60_000.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,9 @@ class GpioController:
         self.backend = backend
         self.store = store
         self.by_pin = {d.pin: d for d in self.table.values()}
+        self.limits = {d.name: ValveLimit(d.name, d.max_open_us) for d in self.table.values() if d.max_open_us}
+        # Commands come from the executor thread and the heartbeat check; a plan is read and changed as one.
+        self._lock = threading.Lock()
 
     def claim_all(self) -> None:
         """Claim every pin; BackendError names the device whose pin failed."""
@@ -47,32 +58,77 @@ class GpioController:
     def output(self, device: str, mode: int, *, level: bool = False, pulse_us: int = 0, pwm_duty: float = 0.0,
                pwm_frequency_hz: float = 0.0, train_off_us: int = 0, train_count: int = 0) -> Done:
         dev = lookup(self.table, device, want_input=False)
-        b = self.backend
         if mode == MODE_LEVEL:
             if level and dev.max_open_us:
-                # A valve is never left open: "high" is an opening of its maximum open time.
-                return Done(b.pulses(dev.pin, dev.max_open_us, 0, 1),
-                            f'{dev.name}: high capped at max_open_ms {dev.max_open_ms:g} ms')
-            return Done(b.write(dev.pin, level))
+                # A valve is never left open: "high" is an opening of what is left of its maximum open time.
+                return self._timed(dev, dev.max_open_us, 0, 1, shorten=True, what='high')
+            return self._write(dev, bool(level))
         if mode == MODE_PULSE:
             check_high_time(dev, pulse_us)
-            return Done(b.pulses(dev.pin, pulse_us, 0, 1))
+            return self._timed(dev, pulse_us, 0, 1)
         if mode == MODE_TRAIN:
             if train_count < 1:
                 raise ConfigError(f'{dev.name}: train_count must be >= 1 (got {train_count})')
             check_high_time(dev, pulse_us, 'train pulse')
             if train_count > 1 and train_off_us <= 0:
                 raise ConfigError(f'{dev.name}: train_off_us must be > 0 between pulses (got {train_off_us})')
-            return Done(b.pulses(dev.pin, pulse_us, train_off_us, train_count))
+            return self._timed(dev, pulse_us, train_off_us, train_count)
         if mode == MODE_PWM:
             if dev.max_open_us:
                 raise ConfigError(f'{dev.name}: PWM is not allowed on a valve (it would stay open); '
                                   f'use pulses or set devices.{dev.name}.kind')
-            if not 0.0 <= pwm_duty <= 1.0:
-                raise ConfigError(f'{dev.name}: pwm_duty must be in [0, 1] (got {pwm_duty})')
-            freq = pwm_frequency_hz if pwm_frequency_hz > 0 else dev.pwm_frequency_hz
-            return Done(b.pwm(dev.pin, freq, pwm_duty))
+            duty = finite(f'{dev.name}: pwm_duty', pwm_duty, 0.0, 1.0)
+            freq = finite(f'{dev.name}: pwm_frequency_hz', pwm_frequency_hz, 0.0, 40_000.0)
+            with self._lock:
+                return Done(self.backend.pwm(dev.pin, freq if freq >= 1.0 else dev.pwm_frequency_hz, duty))
         raise ConfigError(f'{dev.name}: unknown mode {mode} (0 level, 1 pulse, 2 pwm, 3 train)')
+
+    def _write(self, dev: Device, level: bool) -> Done:
+        with self._lock:
+            t = self.backend.write(dev.pin, level)
+            lim = self.limits.get(dev.name)
+            if lim is not None and not level:
+                lim.close(t)
+            elif lim is not None:  # unreachable for valves (level high is timed), kept for safety
+                lim.commit(t, [(t, t + dev.max_open_us)])
+            return Done(t)
+
+    def _timed(self, dev: Device, high_us: int, low_us: int, count: int, *, shorten: bool = False,
+               what: str = 'pulse') -> Done:
+        """``count`` pulses on ``dev`` within its limits; ``shorten``: a single opening is cut to what is left."""
+        with self._lock:
+            lim = self.limits.get(dev.name)
+            note = ''
+            if lim is not None:
+                now = self.backend.now_us()
+                if shorten:
+                    left = lim.remaining_us(now)
+                    if left <= 0:
+                        wait = (lim.closed_until_us(now) - now) / 1000
+                        raise LimitError(f'{dev.name}: {what} refused: the valve has had its max_open_ms '
+                                         f'{dev.max_open_ms:g} ms in this opening; it may open again in {wait:.0f} ms')
+                    if left < high_us:
+                        note = f'{dev.name}: {what} shortened to {left / 1000:g} ms, what is left of max_open_ms ' \
+                               f'{dev.max_open_ms:g} ms in this opening'
+                        high_us = left
+                    elif what == 'high':
+                        note = f'{dev.name}: high capped at max_open_ms {dev.max_open_ms:g} ms'
+                check_train(dev.name, high_us, low_us, count)
+                plan = train(now, high_us, low_us, count)
+                lim.allow(now, plan)
+                t = self.backend.pulses(dev.pin, high_us, low_us, count)
+                lim.commit(now, plan)
+                return Done(t, note)
+            check_train(dev.name, high_us, low_us, count)
+            return Done(self.backend.pulses(dev.pin, high_us, low_us, count), note)
+
+    def all_low(self) -> None:
+        """Every output low now (the heartbeat check, stop): nothing stays scheduled."""
+        with self._lock:
+            self.backend.all_low()
+            now = self.backend.now_us()
+            for lim in self.limits.values():
+                lim.close(now)
 
     def simulate(self, device: str, level: bool, hold_us: int) -> Done:
         dev = lookup(self.table, device, want_input=True)
@@ -91,27 +147,35 @@ class GpioController:
 
     def reward(self, device: str, volume_ul: float) -> Done:
         dev = self._valve(device)
-        open_ms = self._store().open_ms(dev.name, volume_ul)
+        volume_ul = finite(f'{dev.name}: volume_ul', volume_ul, 0.0, MAX_REWARD_UL)
+        if volume_ul <= 0:
+            raise InputError(f'{dev.name}: volume_ul must be > 0 (got {volume_ul:g})')
+        open_ms = finite(f'{dev.name}: open time for {volume_ul:g} uL', self._store().open_ms(dev.name, volume_ul),
+                         0.0, MAX_CALIBRATION_MS)
         open_us = round(open_ms * 1000)
+        if open_us <= 0:
+            raise CalibrationError(f'{dev.name}: {volume_ul:g} uL needs {open_ms:.3f} ms by the calibration: '
+                                   f'calibrate the valve again (autopilot calibrate)')
         note = f'{dev.name}: {volume_ul:g} uL -> {open_ms:.2f} ms'
         if dev.max_open_us and open_us > dev.max_open_us:
             open_us = dev.max_open_us
             note += f', capped at max_open_ms {dev.max_open_ms:g} ms'
-        return Done(self.backend.pulses(dev.pin, open_us, 0, 1), note)
+        done = self._timed(dev, open_us, 0, 1, shorten=True, what='reward')
+        return Done(done.tick_us, '; '.join(m for m in (note, done.message) if m))
 
     def calibrate(self, device: str, n_openings: int, open_ms: float, interval_ms: float) -> tuple[Done, float]:
         """Start ``n_openings`` openings; returns the start and the run's duration in seconds."""
         dev = self._valve(device)
         if n_openings < 1:
             raise ConfigError(f'{dev.name}: n_openings must be >= 1 (got {n_openings})')
-        open_us = round(open_ms * 1000)
+        open_us = round(finite(f'{dev.name}: open_ms', open_ms, 0.0, MAX_CALIBRATION_MS) * 1000)
         check_high_time(dev, open_us, 'opening')
-        off_us = round(interval_ms * 1000)
+        off_us = round(finite(f'{dev.name}: interval_ms', interval_ms, 0.0, MAX_CALIBRATION_MS) * 1000)
         if n_openings > 1 and off_us <= 0:
             raise ConfigError(f'{dev.name}: interval_ms must be > 0 between openings (got {interval_ms})')
-        start = self.backend.pulses(dev.pin, open_us, off_us, n_openings)
+        start = self._timed(dev, open_us, off_us, n_openings).tick_us
         duration = (n_openings * open_us + (n_openings - 1) * off_us) / 1e6
-        return Done(start, f'{dev.name}: {n_openings} x {open_ms:g} ms every {(open_us + off_us) / 1000:g} ms, '
+        return Done(start, f'{dev.name}: {n_openings} x {open_us / 1000:g} ms every {(open_us + off_us) / 1000:g} ms, '
                            f'done in {duration:.2f} s'), duration
 
     def record(self, device: str, n_openings: int, open_ms: float, measured_volume_ul: float) -> tuple[list[float], int, str]:
@@ -123,4 +187,5 @@ class GpioController:
         return coefficients, n, describe(dev.name, coefficients, n)
 
     def close(self) -> None:
-        self.backend.close()
+        with self._lock:
+            self.backend.close()

@@ -10,9 +10,12 @@ Endpoints (relative, so the rig namespace places them: ``/rig_1/gpio/events``):
 * ``gpio/sim_input`` (SimInput) and ``gpio/simulate_input`` (SimulateInput): drive sim inputs;
 * ``gpio/calibrate_valve`` and ``gpio/record_calibration``: valve calibration (``autopilot calibrate``).
 
-Safety: a valve never stays high longer than its ``max_open_ms`` (checked in GpioController on every
-path); every output is driven low when the node stops and, if ``pilot_status_topic`` is set, when the
-pilot's heartbeat has been silent for ``pilot_timeout_s``. Device layout: :mod:`autopilot_hardware.gpio.config`.
+Safety: a valve is never open longer than its ``max_open_ms`` in one opening, whatever commands arrive
+(:mod:`autopilot_hardware.gpio.limits`, applied by GpioController on every path); every output is driven
+low when the node stops and when the pilot's heartbeat (``pilot_status_topic``, by default the pilot of
+this namespace) has been silent for ``pilot_timeout_s``. Every callback is guarded
+(:mod:`autopilot_core.guard`): a malformed or refused command is logged, counted on ``/diagnostics`` and
+changes nothing. Device layout: :mod:`autopilot_hardware.gpio.config`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from autopilot_core import intra, qos
+from autopilot_core import guard, intra, qos
 from autopilot_core.executors import run_node
 from autopilot_core.params import ParamSpec, declare
 from autopilot_hardware.gpio.backends import Backend, Edge, make_backend
@@ -57,9 +60,10 @@ PARAMS = (
               read_only=True),
     ParamSpec('calibration_window', 20, 'Newest calibration points of a valve used by its fit', min=1,
               max=10_000, read_only=True),
-    ParamSpec('pilot_status_topic', '', 'Pilot heartbeat (PilotStatus) to watch, e.g. /rig_1/pilot/status; '
-              '"": none', read_only=True),
-    ParamSpec('pilot_timeout_s', 5.0, 'Drive all outputs low when the pilot heartbeat is silent this long',
+    ParamSpec('pilot_status_topic', 'pilot/status', 'Pilot heartbeat (PilotStatus) to watch; relative names are '
+              'in this node\'s namespace (the default is the rig\'s own pilot: /<rig>/pilot/status); "": none',
+              read_only=True),
+    ParamSpec('pilot_timeout_s', 1.5, 'Drive all outputs low when the pilot heartbeat (2 Hz) is silent this long',
               unit='s', min=0.5, max=3600.0),
     ParamSpec('clock_sync_s', 10.0, 'Interval of tick -> ROS time re-synchronisation', unit='s',
               min=0.5, max=600.0, read_only=True),
@@ -141,23 +145,24 @@ class GpioNode(Node):
             backend.close()
             raise ConfigError(f'{self.get_name()}: {exc}') from None
 
+        self.guard = guard.of(self)
         intra.create_subscription(self, DigitalOutput, 'gpio/output', self.on_output, qos.EVENTS)
-        self.create_subscription(Reward, 'gpio/reward', self.on_reward, qos.EVENTS)
+        guard.create_subscription(self, Reward, 'gpio/reward', self.on_reward, qos.EVENTS)
         # Intra too: a virtual subject composed into the process pokes without DDS, and a poke's local chain
         # (event -> pilot -> output) runs right after this callback (autopilot_core.intra).
         intra.create_subscription(self, SimInput, 'gpio/sim_input', self.on_sim_input, qos.EVENTS)
-        self.create_service(SetDigitalOutput, 'gpio/set_output', self.srv_set_output)
-        self.create_service(SimulateInput, 'gpio/simulate_input', self.srv_simulate)
-        self.create_service(CalibrateValve, 'gpio/calibrate_valve', self.srv_calibrate)
-        self.create_service(RecordCalibration, 'gpio/record_calibration', self.srv_record)
+        guard.create_service(self, SetDigitalOutput, 'gpio/set_output', self.srv_set_output)
+        guard.create_service(self, SimulateInput, 'gpio/simulate_input', self.srv_simulate)
+        guard.create_service(self, CalibrateValve, 'gpio/calibrate_valve', self.srv_calibrate)
+        guard.create_service(self, RecordCalibration, 'gpio/record_calibration', self.srv_record)
         # Re-sync also reads the tick regularly, which keeps pigpio's tick unwrapping valid (< 35 min).
         self.create_timer(p['clock_sync_s'], self.tick_clock.sync)
 
         self.last_beat: float | None = None
         self.beat_lost = False
         if p['pilot_status_topic']:
-            self.create_subscription(PilotStatus, p['pilot_status_topic'], self.on_beat, qos.STATUS)
-            self.create_timer(0.25, self.check_beat)
+            guard.create_subscription(self, PilotStatus, p['pilot_status_topic'], self.on_beat, qos.STATUS)
+            self.create_timer(0.1, self.check_beat)
         self.get_logger().info(
             f'gpio ready: backend {self.backend_name}, inputs {inputs or "none"}, outputs {outputs or "none"}, '
             f'calibration {store.path}, tick->ROS time error <= {self.tick_clock.error_ns / 1000:.1f} us at sync')
@@ -185,7 +190,7 @@ class GpioNode(Node):
         try:
             done = fn(*args)
         except COMMAND_ERRORS as exc:
-            self.get_logger().error(f'{what} refused: {exc}')
+            self.guard.refuse(what, str(exc))
             return
         if done.message:
             self.get_logger().info(done.message)
@@ -248,7 +253,7 @@ class GpioNode(Node):
         timeout = self.get_parameter('pilot_timeout_s').value
         if time.monotonic() - self.last_beat > timeout:
             self.beat_lost = True
-            self.ctl.backend.all_low()
+            self.ctl.all_low()
             self.get_logger().warning(f'pilot heartbeat silent for {timeout:g} s: all outputs driven low')
 
     def close(self) -> None:
