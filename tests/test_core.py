@@ -15,7 +15,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy
 
 from autopilot_core import executors, names, provenance, qos
-from autopilot_core.params import ParameterError, ParamSpec, declare
+from autopilot_core.params import ParameterError, ParamSpec, UnknownParameterError, check_unknown, declare
 
 SPECS = (
     ParamSpec('rate_hz', 2.0, 'Trial rate', unit='Hz', min=0.1, max=100.0),
@@ -124,6 +124,61 @@ def test_empty_array_default_of_a_read_only_parameter(rclpy_context):
         assert node.get_parameter('device_map').type_ == Parameter.Type.STRING_ARRAY
         [res] = node.set_parameters([Parameter('device_map', value=['a:b'])])
         assert not res.successful and 'read-only' in res.reason
+    finally:
+        node.destroy_node()
+
+
+VALVE = (ParamSpec('devices.valve_left.pin', 17, 'Pin'),
+         ParamSpec('devices.valve_left.max_open_ms', 100.0, 'Longest opening', unit='ms', min=0.1))
+
+
+def test_a_misspelt_params_file_key_names_itself_and_the_nearest_parameter(rclpy_context, tmp_path):
+    """The key reaches the node as rclpy reads it: a params file section plus -p, both on the node's own args."""
+    params = tmp_path / 'rig.yaml'
+    params.write_text(
+        '/**/valve_node:\n  ros__parameters:\n'
+        '    use_sim_time: false\n'                      # rclpy's own
+        '    qos_overrides:\n      /rig1/gpio/events:\n        publisher:\n          depth: 10\n'
+        '    devices:\n      valve_left:\n        pin: 18\n        max_open_msec: 50.0\n'
+        '    totally_unrelated_key: 3\n')
+    node = Node('valve_node', context=rclpy_context,
+                cli_args=['--ros-args', '--params-file', str(params), '-p', 'mode:=pigpio'])
+    try:
+        values = declare(node, VALVE + SPECS)
+        assert values['devices.valve_left.pin'] == 18 and values['mode'] == 'pigpio'
+        assert values['devices.valve_left.max_open_ms'] == 100.0  # the misspelt value was not taken
+        with pytest.raises(ParameterError) as err:
+            check_unknown(node)
+        assert isinstance(err.value, UnknownParameterError)
+        assert err.value.unknown == {'devices.valve_left.max_open_msec': 'devices.valve_left.max_open_ms',
+                                     'totally_unrelated_key': None}
+        text = str(err.value)
+        assert text.startswith("valve_node: unknown parameter 'devices.valve_left.max_open_msec' (did you mean "
+                               "'devices.valve_left.max_open_ms'?); unknown parameter 'totally_unrelated_key'. ")
+        assert 'params file' in text and '-p' in text
+        assert err.value.parameter == 'devices.valve_left.max_open_msec'
+        check_unknown(node, known=['devices.valve_left.max_open_msec', 'totally_unrelated_key'])  # accepted
+    finally:
+        node.destroy_node()
+
+
+def test_known_overrides_and_rclpys_own_parameters_pass(rclpy_context):
+    node = make_node(rclpy_context, overrides=[
+        Parameter('rate_hz', value=5.0), Parameter('use_sim_time', value=False),
+        Parameter('qos_overrides./status.publisher.depth', value=1), Parameter('start_type_description_service',
+                                                                               value=True)])
+    try:
+        declare(node, SPECS)
+        check_unknown(node)
+        node.declare_parameter('declared_without_spec', 1)  # any declaration counts, not only declare()'s
+        check_unknown(node)
+    finally:
+        node.destroy_node()
+    node = make_node(rclpy_context, 'params_test_2', overrides=[Parameter('rate_hzz', value=5.0)])
+    try:
+        declare(node, SPECS)
+        with pytest.raises(UnknownParameterError, match=r"unknown parameter 'rate_hzz' \(did you mean 'rate_hz'\?\)"):
+            check_unknown(node)
     finally:
         node.destroy_node()
 

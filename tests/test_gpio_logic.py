@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import json
+import math
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from autopilot_hardware.gpio import backends as gb
 from autopilot_hardware.gpio.backends import BackendError, Edge, SimBackend
-from autopilot_hardware.gpio.calibration import CalibrationError, CalibrationStore, fit, open_ms_for
+from autopilot_hardware.gpio.calibration import (
+    MAX_OPEN_MS,
+    MAX_UL_PER_OPENING,
+    MIN_OPEN_MS,
+    MIN_UL_PER_OPENING,
+    CalibrationError,
+    CalibrationStore,
+    fit,
+    open_ms_for,
+)
 from autopilot_hardware.gpio.config import ConfigError, build_table, input_specs, output_specs
 from autopilot_hardware.gpio.controller import MODE_LEVEL, MODE_PULSE, MODE_PWM, MODE_TRAIN, GpioController
 from autopilot_hardware.gpio.ticks import WRAP, TickClock, TickUnwrapper
@@ -147,6 +160,136 @@ def test_store_is_append_only_history_and_refits(tmp_path: Path):
     path.write_text(path.read_text() + 'garbage\n')
     with pytest.raises(CalibrationError, match='rig.jsonl:5: unreadable calibration line'):
         CalibrationStore(path)
+
+
+# Three points of a valve: open_ms = 3 + 4 v (v: uL per opening), as the bench rig measures.
+GOOD = [(100, 10.0, 175.0), (100, 20.0, 425.0), (100, 40.0, 925.0)]
+
+
+def good_store(directory: Path) -> CalibrationStore:
+    path = directory / 'cal.jsonl'
+    path.write_text(''.join(json.dumps({'device': 'valve', 'time': 1.0 + i, 'n_openings': n, 'open_ms': ms,
+                                        'measured_volume_ul': ul}) + '\n' for i, (n, ms, ul) in enumerate(GOOD)))
+    return CalibrationStore(path)
+
+
+def refused_and_unchanged(store: CalibrationStore, *point: object, force: bool = False) -> CalibrationError:
+    """Record ``point``: it must be refused, and the file and the fit must be as they were."""
+    before, coefficients, n = store.path.read_bytes(), store.fit('valve'), len(store.points)
+    with pytest.raises(CalibrationError) as err:
+        store.record('valve', *point, force=force)  # type: ignore[arg-type]
+    assert store.path.read_bytes() == before and store.fit('valve') == coefficients and len(store.points) == n
+    assert CalibrationStore(store.path).fit('valve') == coefficients
+    return err.value
+
+
+@pytest.mark.parametrize('point, fragment', [
+    ((100, 10.0, 1e-12), '1e-12 uL over 100 openings is 1e-14 uL per opening, outside the plausible [0.1, 1000] uL'),
+    ((1, 10.0, 5000.0), '5000 uL over 1 openings is 5e+03 uL per opening'),
+    ((0, 10.0, 10.0), 'n_openings must be a whole number of openings in [1, 4294967295] (got 0)'),
+    ((2.5, 10.0, 10.0), 'n_openings must be a whole number'),
+    ((True, 10.0, 10.0), 'n_openings must be a whole number'),
+    ((2**40, 10.0, 10.0), 'n_openings must be a whole number'),
+    ((100, math.nan, 175.0), 'open_ms must be the open time of each opening in [0.5, 60000] ms (got nan)'),
+    ((100, -10.0, 175.0), 'open_ms must be'),
+    ((100, 0.1, 175.0), 'open_ms must be'),
+    ((100, 1e9, 175.0), 'open_ms must be'),
+    ((100, 10.0, math.inf), 'measured_volume_ul must be a positive volume in uL (got inf)'),
+    ((100, 10.0, '175'), 'measured_volume_ul must be a positive volume'),
+    # The fit gives 1.75 uL per 10 ms opening; 10x more or less is a slip.
+    ((100, 10.0, 1750.0), "valve: 1750 uL from 100 x 10 ms is 1.75 uL/ms, 10.0x off the current fit's 0.175 uL/ms "
+                          '(it gives 1.75 uL per opening for 10 ms; 3 points; at most 5x is accepted)'),
+    ((100, 10.0, 17.5), '10.0x off'),
+    # An opening shorter than the fitted 3 ms latency: compared with the points' median flow, 0.2125 uL/ms.
+    ((100, 2.0, 300.0), '1.5 uL/ms, 7.1x off'),
+])
+def test_implausible_calibration_points_are_refused_naming_value_and_fix(tmp_path: Path, point, fragment):
+    err = refused_and_unchanged(good_store(tmp_path), *point)
+    assert fragment in str(err) and str(err).startswith('valve: ')
+    if 'off' in fragment:
+        assert 'force=True' in str(err) and 'Weigh again' in str(err)
+
+
+def test_a_point_off_the_fit_is_stored_when_forced_and_a_close_one_anyway(tmp_path: Path):
+    s = good_store(tmp_path)
+    s.record('valve', 100, 20.0, 600.0)                 # 6 uL where the fit says 4.25: drift, accepted
+    s.record('valve', 100, 2.0, 50.0)                   # shorter than the latency, 1.2x the median flow
+    s.record('valve', 100, 10.0, 1750.0, force=True)    # the valve was changed: the user says so
+    assert len(s.used_points('valve')) == 6 and len(s.path.read_text().splitlines()) == 6
+    # With fewer than 3 points a fit is not trusted to judge: a new valve's first points all go in.
+    s.record('other', 100, 10.0, 175.0)
+    s.record('other', 100, 20.0, 4250.0)
+    assert len(s.used_points('other')) == 2
+
+
+def test_points_a_file_holds_from_before_the_checks_are_kept_but_not_fitted(tmp_path: Path):
+    s = good_store(tmp_path)
+    bad = {'device': 'valve', 'time': 9.0, 'n_openings': 100, 'open_ms': 10.0, 'measured_volume_ul': 1e-12}
+    s.path.write_text(s.path.read_text() + json.dumps(bad) + '\n')
+    reloaded = CalibrationStore(s.path)
+    assert reloaded.fit('valve') == pytest.approx([3.0, 4.0]) and len(reloaded.points) == 3
+    [(line, why)] = reloaded.ignored
+    assert line == 4 and 'cal.jsonl:4: not used: valve: 1e-12 uL over 100 openings' in why
+
+
+@pytest.mark.parametrize('volume', [math.nan, math.inf, -math.inf, -1.0, 0.0, 1e-12, 1e308, 2000.0, '5', None])
+def test_reward_volumes_outside_the_valves_range_are_refused(tmp_path: Path, volume):
+    with pytest.raises(CalibrationError, match=r'valve: reward volume must be a number of uL in \[0.1, 1000\]'):
+        good_store(tmp_path).open_ms('valve', volume)  # a Reward(volume_ul=1e308) raised OverflowError before
+
+
+BAD_FLOATS = st.one_of(st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, 1e308, -1e308, 5e-324, 1e-12]),
+                       st.floats(max_value=0.0), st.floats(min_value=1e15))
+ANY_FLOATS = st.floats(allow_nan=True, allow_infinity=True)
+ANY_COUNTS = st.one_of(st.integers(min_value=-2**70, max_value=2**70), ANY_FLOATS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(which=st.integers(0, 2), bad=BAD_FLOATS, force=st.booleans())
+def test_generated_bad_values_never_change_the_fit_or_the_file(which, bad, force):
+    with tempfile.TemporaryDirectory() as d:
+        point: list[object] = [100, 20.0, 425.0]
+        point[which] = bad
+        refused_and_unchanged(good_store(Path(d)), *point, force=force)
+
+
+# Points near the fit (open_ms = 3 + 4 v) off by a factor of 1/10 to 10, around the accept/refuse boundary.
+NEAR_FIT = st.builds(lambda n, ms, factor: (n, ms, n * max(ms - 3.0, 0.5) / 4.0 * factor),
+                     st.integers(1, 1000), st.floats(0.1, 100.0), st.floats(0.1, 10.0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(point=st.one_of(NEAR_FIT, st.tuples(ANY_COUNTS, ANY_FLOATS, ANY_FLOATS)))
+def test_a_generated_point_is_either_plausible_or_changes_nothing(point):
+    n, ms, ul = point
+    with tempfile.TemporaryDirectory() as d:
+        s = good_store(Path(d))
+        before = s.path.read_bytes()
+        try:
+            point = s.record('valve', n, ms, ul)
+        except CalibrationError:
+            assert s.path.read_bytes() == before and s.fit('valve') == pytest.approx([3.0, 4.0])
+            return
+        per = point.measured_volume_ul / point.n_openings
+        assert MIN_UL_PER_OPENING <= per <= MAX_UL_PER_OPENING and MIN_OPEN_MS <= point.open_ms <= MAX_OPEN_MS
+        predicted = (point.open_ms - 3.0) / 4.0   # uL per opening the fit gives for that open time
+        flows = [ul / n / ms for n, ms, ul in GOOD]
+        expected = predicted if predicted > 0 else sorted(flows)[1] * point.open_ms
+        assert 1 / 5 <= per / expected <= 5   # the flow agrees with the fit within the factor
+        assert all(math.isfinite(c) for c in CalibrationStore(s.path).fit('valve'))
+
+
+@settings(max_examples=200, deadline=None)
+@given(volume=ANY_FLOATS)
+def test_open_ms_is_a_finite_positive_time_or_a_calibration_error(volume):
+    with tempfile.TemporaryDirectory() as d:
+        s = good_store(Path(d))
+        try:
+            ms = s.open_ms('valve', volume)
+        except CalibrationError:
+            assert not MIN_UL_PER_OPENING <= volume <= MAX_UL_PER_OPENING
+            return
+        assert math.isfinite(ms) and ms == pytest.approx(3.0 + 4.0 * volume)
 
 
 # -- sim backend ---------------------------------------------------------------------------------
