@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from autopilot_hardware.gpio.backends import Backend, Edge, SimBackend
 from autopilot_hardware.gpio.calibration import CalibrationStore
-from autopilot_hardware.gpio.config import Device
+from autopilot_hardware.gpio.config import ConfigError, Device, build_table
 from autopilot_hardware.gpio.controller import (
     COMMAND_ERRORS,
     MODE_LEVEL,
@@ -271,3 +271,12 @@ def test_a_long_led_train_never_delays_a_valve_closing(sim):
     time.sleep(0.3)
     (opened, closed), = rec.highs(5)
     assert 50_000 <= closed - opened <= 50_000 + LATE_MS * 1000
+
+
+def test_a_valve_needs_a_positive_max_open_ms():
+    values = {'devices.valve.pin': 5, 'devices.valve.kind': 'valve', 'devices.valve.max_open_ms': 0.0,
+              'devices.valve.pwm_frequency_hz': 800.0}
+    with pytest.raises(ConfigError, match=r"valve 'valve' has max_open_ms 0.0: a valve needs a limit > 0; set "
+                                          r'devices.valve.max_open_ms'):
+        build_table([], ['valve'], values)
+    assert build_table([], ['valve'], {**values, 'devices.valve.max_open_ms': 50.0})['valve'].max_open_us == 50_000

@@ -190,9 +190,11 @@ def of(node: Node) -> InputGuard:
 def create_subscription(node: Node, msg_type: type, topic: str, callback: Callable[[Any], None], qos: QoSProfile,
                         *, sender: Callable[[Any], str] | None = None, **kwargs: Any) -> Any:
     """``node.create_subscription`` whose callback cannot end the node (see the module doc)."""
-    return node.create_subscription(msg_type, topic, of(node).callback(topic, callback, sender), qos, **kwargs)
+    name = node.resolve_topic_name(topic)  # counted under the name the graph shows, as intra's are
+    return node.create_subscription(msg_type, topic, of(node).callback(name, callback, sender), qos, **kwargs)
 
 
 def create_service(node: Node, srv_type: Any, name: str, callback: Callable[[Any, Any], Any], **kwargs: Any) -> Any:
     """``node.create_service`` whose callback cannot end the node: it answers ``success = False`` instead."""
-    return node.create_service(srv_type, name, of(node).service(name, srv_type, callback), **kwargs)
+    resolved = node.resolve_service_name(name)
+    return node.create_service(srv_type, name, of(node).service(resolved, srv_type, callback), **kwargs)

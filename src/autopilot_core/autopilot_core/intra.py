@@ -271,8 +271,6 @@ class IntraSubscription:
         self.node = node
         self.msg_type = msg_type
         self.qos = qos
-        # Guarded: a callback that raises refuses its message (autopilot_core.guard) instead of ending the node.
-        self.callback = guard.of(node).callback(topic, callback, sender)
         keep_last = qos.history == HistoryPolicy.KEEP_LAST
         self._queue: deque[Any] = deque(maxlen=max(qos.depth, 1) if keep_last else None)
         self._scheduled: Executor | None = None  # the executor a drain task is posted to and not yet run
@@ -282,6 +280,8 @@ class IntraSubscription:
         #: Callbacks run with a local delivery / a DDS message; DDS copies of local deliveries dropped.
         self.n_local = self.n_dds = self.n_copies_dropped = 0
         self.subscription = node.create_subscription(msg_type, topic, self._on_dds, qos, raw=True, **kwargs)
+        # Guarded: a callback that raises refuses its message (autopilot_core.guard) instead of ending the node.
+        self.callback = guard.of(node).callback(self.subscription.topic_name, callback, sender)
         self._topic = _topic(node.context, self.subscription.topic_name, msg_type)
         with _lock:
             t = self._topic

@@ -34,7 +34,7 @@ from std_msgs.msg import Float64
 
 from autopilot_core import qos
 from autopilot_core.executors import run_node
-from autopilot_core.params import ParamSpec, declare
+from autopilot_core.params import ParamSpec, check_unknown, declare
 from autopilot_hardware.plugins import DeviceInfo
 
 PARAMS = (
@@ -63,6 +63,7 @@ class TemplateDevice(Node):
     def __init__(self) -> None:
         super().__init__('template_device')
         p = declare(self, PARAMS)
+        check_unknown(self)  # a misspelt params-file key is an error, not silently ignored
         self.sensor = SimSensor()  # raises on missing hardware: run_node reports it and exits 1
         self.pub = self.create_publisher(Float64, 'template/value', qos.STREAM)
         self.create_timer(1.0 / p['rate_hz'], self.tick)

@@ -51,6 +51,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rcl_interfaces.srv import GetParameters
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.serialization import serialize_message
@@ -59,10 +60,11 @@ from rclpy.time import Time
 from std_msgs.msg import Empty
 from std_srvs.srv import Trigger
 
-from autopilot_core import intra, qos
+from autopilot_core import guard, intra, qos
+from autopilot_core.checks import InputError, sequence, short
 from autopilot_core.executors import run_node
 from autopilot_core.names import host_namespace, node_label
-from autopilot_core.params import ParamSpec, declare
+from autopilot_core.params import ParamSpec, check_unknown, declare
 from autopilot_core.provenance import package_versions, ros_info
 from autopilot_pilot import registry
 from autopilot_pilot.journal import Journal, JournalError
@@ -259,6 +261,7 @@ class PilotNode(Node):
     def __init__(self) -> None:
         super().__init__('pilot', namespace=host_namespace())
         p = declare(self, PARAMS)
+        check_unknown(self)  # a misspelt params-file key is an error, not silently ignored
         self.pilot = p['pilot'] or node_label(self.get_namespace(), 'pilot')
         try:
             self.device_map = parse_device_map(list(p['device_map']))
@@ -286,7 +289,7 @@ class PilotNode(Node):
         self.status_pub = self.create_publisher(PilotStatus, 'status', qos.STATUS)
         self.trial_pub = self.create_publisher(TrialData, 'trials', qos.TRIALS)
         self.step_pub = self.create_publisher(StepChange, 'step_changes', qos.TRIALS)
-        self.create_subscription(TrialAck, 'trial_acks', self.on_ack, qos.TRIALS)
+        guard.create_subscription(self, TrialAck, 'trial_acks', self.on_ack, qos.TRIALS, sender=lambda m: m.pilot)
 
         h = self.hw_prefix
         # The closed loop (events in, outputs and plays out) is intra-process (autopilot_core.intra) with a
@@ -300,10 +303,10 @@ class PilotNode(Node):
         self.load_client = self.create_client(LoadSound, f'{h}/sound/load')
         self.gpio_params = self.create_client(GetParameters, f'{h}/gpio/get_parameters')
 
-        self.create_service(Trigger, 'pause', self.srv_pause)
-        self.create_service(Trigger, 'resume', self.srv_resume)
-        self.create_service(SetTaskParameters, 'set_task_parameters', self.srv_set_parameters)
-        self.create_service(LoadProtocol, 'load_protocol', self.srv_load_protocol)
+        guard.create_service(self, Trigger, 'pause', self.srv_pause)
+        guard.create_service(self, Trigger, 'resume', self.srv_resume)
+        guard.create_service(self, SetTaskParameters, 'set_task_parameters', self.srv_set_parameters)
+        guard.create_service(self, LoadProtocol, 'load_protocol', self.srv_load_protocol)
         self.action = ActionServer(self, RunSession, 'session', execute_callback=self.execute,
                                    goal_callback=self.on_goal, cancel_callback=self.on_cancel)
 
@@ -382,8 +385,15 @@ class PilotNode(Node):
         self._trial_subscribers = n
 
     def on_ack(self, msg: TrialAck) -> None:
-        if msg.pilot and msg.pilot != self.pilot:
-            return
+        # An ack marks trials delivered (never resent again): only one naming this pilot and one of its
+        # sessions counts. Acks for other pilots share the topic name only on a misconfigured graph.
+        if msg.pilot != self.pilot:
+            raise InputError(f'ack names pilot {short(msg.pilot)}, not {self.pilot!r}: acks must name the pilot '
+                             'whose trials they acknowledge')
+        if self.journal.session(msg.session_id) is None:
+            raise InputError(f'ack for session {short(msg.session_id)}, which this pilot never ran')
+        sequence('trial_numbers', msg.trial_numbers)
+        sequence('step_seqs', msg.step_seqs)
         try:
             if msg.trial_numbers:
                 self.journal.ack(msg.session_id, list(msg.trial_numbers))
@@ -742,7 +752,16 @@ class PilotNode(Node):
     def close(self) -> None:
         a = self.active
         if a is not None:
-            self.end_session(a, 'stopped')
+            # Ctrl-C / SIGTERM mid-session: the session ends as interrupted (as after a crash), every finished
+            # trial journalled; the terminal learns of the end from this last heartbeat, the trials it has
+            # not acknowledged are resent when the pilot runs again.
+            n = a.progress.n_trials
+            self.end_session(a, 'interrupted')
+            self.set_state(PilotStatus.STATE_IDLE, f'session {a.session_id} interrupted: the pilot stopped')
+            self.get_logger().warning(f'session {a.session_id} of {a.plan.subject} interrupted after {n} trial(s): '
+                                      'the pilot is stopping')
+            for pub in (self.trial_pub, self.status_pub):
+                pub.wait_for_all_acked(Duration(seconds=1.0))
         intra.flush(self)  # commands the end published while no executor spins still go out on DDS
         self.writer.close()
         self.journal.close()

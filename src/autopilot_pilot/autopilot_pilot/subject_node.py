@@ -39,7 +39,7 @@ from rclpy.timer import Timer
 
 from autopilot_core import intra, qos
 from autopilot_core.executors import run_node
-from autopilot_core.params import ParameterError, ParamSpec, declare
+from autopilot_core.params import ParameterError, ParamSpec, check_unknown, declare
 from autopilot_pilot.subject import MODES, ParamsError, Response, SubjectParams, VirtualSubject
 
 PARAMS = (
@@ -145,6 +145,7 @@ class SubjectNode(Node):
         super().__init__('subject_sim')
         self.closed = False
         p = declare(self, PARAMS)
+        check_unknown(self)  # a misspelt params-file key is an error, not silently ignored
 
         def fix(name: str) -> str:
             return f'Fix it in the params file or with --ros-args -p {name}:=<value>'

@@ -11,7 +11,7 @@ from std_srvs.srv import Trigger
 from autopilot_core import qos
 from autopilot_core.demo.logic import TrialTally, field_value
 from autopilot_core.executors import run_node
-from autopilot_core.params import ParamSpec, declare
+from autopilot_core.params import ParamSpec, check_unknown, declare
 
 PARAMS = (
     ParamSpec('log_every', 1, 'Log one line per this many trials (0: never)', min=0, max=1_000_000),
@@ -22,6 +22,7 @@ class Listener(Node):
     def __init__(self) -> None:
         super().__init__('demo_listener')
         declare(self, PARAMS)
+        check_unknown(self)  # a misspelt params-file key is an error, not silently ignored
         self.tally = TrialTally()
         self.ack_pub = self.create_publisher(TrialAck, 'trial_acks', qos.TRIALS)
         self.create_subscription(TrialData, 'trials', self.on_trial, qos.TRIALS)

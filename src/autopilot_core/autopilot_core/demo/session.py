@@ -23,7 +23,7 @@ from autopilot_core import qos
 from autopilot_core.demo.logic import SyntheticTrials
 from autopilot_core.executors import run_node
 from autopilot_core.names import node_label
-from autopilot_core.params import ParamSpec, declare
+from autopilot_core.params import ParamSpec, check_unknown, declare
 from autopilot_core.provenance import package_versions, ros_info
 
 PARAMS = (
@@ -37,6 +37,7 @@ class SessionServer(Node):
     def __init__(self) -> None:
         super().__init__('demo_session')
         p = declare(self, PARAMS)
+        check_unknown(self)  # a misspelt params-file key is an error, not silently ignored
         self.pilot = p['pilot'] or node_label(self.get_namespace(), 'demo')
         self.trials = SyntheticTrials(seed=p['seed'])
         self.trial_pub = self.create_publisher(TrialData, 'trials', qos.TRIALS)

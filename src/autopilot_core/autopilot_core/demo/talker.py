@@ -12,7 +12,7 @@ from autopilot_core import qos
 from autopilot_core.demo.logic import SyntheticTrials
 from autopilot_core.executors import run_node
 from autopilot_core.names import node_label
-from autopilot_core.params import ParamSpec, declare
+from autopilot_core.params import ParamSpec, check_unknown, declare
 
 PARAMS = (
     ParamSpec('rate_hz', 2.0, 'Trials published per second', unit='Hz', min=0.01, max=1000.0),
@@ -29,6 +29,7 @@ class Talker(Node):
     def __init__(self) -> None:
         super().__init__('demo_talker')
         p = declare(self, PARAMS)
+        check_unknown(self)  # a misspelt params-file key is an error, not silently ignored
         self.pilot = p['pilot'] or node_label(self.get_namespace(), 'demo')
         self.session_id = str(uuid.uuid4())
         self.trials = SyntheticTrials(seed=p['seed'])

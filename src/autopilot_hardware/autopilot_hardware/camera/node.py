@@ -34,7 +34,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from autopilot_core import qos
 from autopilot_core.executors import run_node
-from autopilot_core.params import ParamSpec, declare
+from autopilot_core.params import ParamSpec, check_unknown, declare
 from autopilot_core.transport import use_large_shm_profile
 from autopilot_hardware.camera.recorder import Mp4Recorder
 from autopilot_hardware.camera.sources import FrameSource, cv2, open_source
@@ -75,6 +75,7 @@ class CameraNode(Node):
         if 'source' in overrides and overrides['source'].type_ == Parameter.Type.INTEGER:
             overrides['source'] = Parameter('source', Parameter.Type.STRING, str(overrides['source'].value))
         p = declare(self, PARAMS)
+        check_unknown(self)  # a misspelt params-file key is an error, not silently ignored
         self.width, self.height, self.fps = p['width'], p['height'], p['fps']
         self.encoding = p['encoding']
         channels = 3 if self.encoding == 'bgr8' else 1

@@ -14,7 +14,7 @@ device's settings are ``devices.<name>.<setting>``, declared for the listed name
         devices.poke_left.glitch_us: 200   # level must be steady this long to count (pigpio's glitch filter)
         devices.valve_left.pin: 5
         devices.valve_left.kind: valve     # valve | led | ttl
-        devices.valve_left.max_open_ms: 500  # longest a valve may stay open on ANY path (0: no limit; not valves)
+        devices.valve_left.max_open_ms: 500  # longest opening of a valve on ANY path (> 0; see gpio.limits)
         devices.led_center.pwm_frequency_hz: 800.0
 """
 
@@ -78,7 +78,7 @@ def output_specs(name: str) -> tuple[ParamSpec, ...]:
         ParamSpec(p + 'kind', 'ttl', f'What {name} drives (valves get a maximum open time)', choices=KINDS,
                   read_only=True),
         ParamSpec(p + 'max_open_ms', DEFAULT_MAX_OPEN_MS,
-                  f'Longest {name} may stay high when it is a valve, on every path (0: no limit)', unit='ms',
+                  f'Longest opening of {name} when it is a valve, on every path (> 0; gpio.limits)', unit='ms',
                   min=0.0, max=60_000.0, read_only=True),
         ParamSpec(p + 'pwm_frequency_hz', 800.0, f'PWM frequency of {name} when a command gives none',
                   unit='Hz', min=1.0, max=40_000.0, read_only=True),
@@ -121,6 +121,9 @@ def build_table(inputs: Sequence[str], outputs: Sequence[str], values: Mapping[s
                          glitch_us=int(values[p + 'glitch_us']))  # type: ignore[call-overload]
         else:
             kind = str(values[p + 'kind'])
+            if kind == 'valve' and not float(values[p + 'max_open_ms']) > 0:  # type: ignore[arg-type]
+                raise ConfigError(f"valve {name!r} has max_open_ms {values[p + 'max_open_ms']}: a valve needs a "
+                                  f"limit > 0; set devices.{name}.max_open_ms (e.g. 500)")
             dev = Device(name, pin, False, kind=kind,
                          max_open_ms=float(values[p + 'max_open_ms']) if kind == 'valve' else 0.0,  # type: ignore[arg-type]
                          pwm_frequency_hz=float(values[p + 'pwm_frequency_hz']))  # type: ignore[arg-type]

@@ -34,7 +34,7 @@ from rclpy.parameter import Parameter
 
 from autopilot_core import guard, intra, qos
 from autopilot_core.executors import run_node
-from autopilot_core.params import ParamSpec, declare
+from autopilot_core.params import ParamSpec, check_unknown, declare
 from autopilot_hardware.gpio.backends import Backend, Edge, make_backend
 from autopilot_hardware.gpio.calibration import CalibrationStore
 from autopilot_hardware.gpio.config import ConfigError, build_table, check_names, input_specs, output_specs
@@ -121,6 +121,7 @@ class GpioNode(Node):
             raise ConfigError(f'{self.get_name()}: {exc}') from None
         values = declare(self, [s for n in inputs for s in input_specs(n)] +
                          [s for n in outputs for s in output_specs(n)])
+        check_unknown(self)  # devices.valve_left.max_open_msec is an error naming max_open_ms, before any pin is claimed
         self.backend_name = p['backend']
         # Intra-process (autopilot_core.intra): a pilot composed into this process gets events and sends
         # commands without DDS; other processes still get everything over DDS.
@@ -190,7 +191,7 @@ class GpioNode(Node):
         try:
             done = fn(*args)
         except COMMAND_ERRORS as exc:
-            self.guard.refuse(what, str(exc))
+            self.guard.refuse(self.resolve_topic_name(what), str(exc))
             return
         if done.message:
             self.get_logger().info(done.message)

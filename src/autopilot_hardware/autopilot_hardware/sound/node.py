@@ -30,9 +30,9 @@ from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Empty
 
-from autopilot_core import intra, qos
+from autopilot_core import guard, intra, qos
 from autopilot_core.executors import run_node
-from autopilot_core.params import ParamSpec, declare
+from autopilot_core.params import ParamSpec, check_unknown, declare
 from autopilot_hardware.plugins import DeviceInfo
 from autopilot_hardware.sound.backends import BACKENDS, make_backend
 from autopilot_hardware.sound.mixer import Mixer, Onset, PlayRequest
@@ -68,6 +68,7 @@ class SoundServer(Node):
     def __init__(self) -> None:
         super().__init__('sound')
         p = declare(self, PARAMS)
+        check_unknown(self)  # a misspelt params-file key is an error, not silently ignored
         self.cache = SoundCache(Limits(samplerate=p['samplerate'], max_amplitude=p['max_amplitude'],
                                        max_duration_s=p['max_duration_s']))
         self.mixer = Mixer(p['channels'])
@@ -76,10 +77,11 @@ class SoundServer(Node):
         self.backend = make_backend(p['backend'], self.mixer, p['samplerate'], p['blocksize'], p['channels'],
                                     self._onsets.put, device=p['device'], wav_path=p['null_wav_path'])
         self.onset_pub = intra.create_publisher(self, SoundOnset, 'sound/onsets', qos.EVENTS)  # see gpio/node.py
-        self.create_service(LoadSound, 'sound/load', self.on_load)
-        self.create_service(PlaySound, 'sound/play_sound', self.on_play_sound)
+        # Guarded (autopilot_core.guard): a malformed request or message is refused and counted, never fatal.
+        guard.create_service(self, LoadSound, 'sound/load', self.on_load)
+        guard.create_service(self, PlaySound, 'sound/play_sound', self.on_play_sound)
         intra.create_subscription(self, SoundPlay, 'sound/play', self.on_play, qos.EVENTS)
-        self.create_subscription(Empty, 'sound/stop', self.on_stop, qos.EVENTS)
+        guard.create_subscription(self, Empty, 'sound/stop', self.on_stop, qos.EVENTS)
         self._dispatcher = threading.Thread(target=self._dispatch, name='sound-onsets', daemon=True)
         self._dispatcher.start()
         self.backend.start()
