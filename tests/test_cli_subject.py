@@ -91,6 +91,9 @@ def test_subject_admin_and_errors(procs, ros_env, tmp_path):
     term = start_terminal(procs, data)
     bad_protocol = tmp_path / 'broken.yaml'
     bad_protocol.write_text('name: broken\nsteps:\n  - name: one\n    task: 2afc: x\n')
+    # Valid YAML the pilot would refuse (an unknown task): refused at assignment, by the pilot's own checks.
+    no_task = tmp_path / 'no_task.yaml'
+    no_task.write_text('name: no_task\nsteps:\n  - name: one\n    task: 2afc\n  - name: two\n    task: nope\n')
 
     made, rat = cli_many(
         ros_env,
@@ -101,13 +104,14 @@ def test_subject_admin_and_errors(procs, ros_env, tmp_path):
     assert ok(rat).strip() == f'created subject rat ({data / "rat.h5"})'
 
     # The terminal's refusals (one line each, exit 1), and the first assignment: none of them changes mouse.
-    dup, ghost_assign, no_proto, unknown_proto, yaml_error, no_pilot, assigned = cli_many(
+    dup, ghost_assign, no_proto, unknown_proto, yaml_error, pilot_refuses, no_pilot, assigned = cli_many(
         ros_env,
         ('subject', 'create', 'mouse'),
         ('subject', 'assign', 'ghost', '2afc_demo'),
         ('subject', 'step', 'rat', '1'),
         ('subject', 'assign', 'mouse', 'no_such_protocol'),
         ('subject', 'assign', 'mouse', str(bad_protocol)),
+        ('subject', 'assign', 'mouse', str(no_task)),
         ('session', 'start', 'mouse', 'ghost_rig'),
         ('subject', 'assign', 'mouse', '2afc_demo'))
     assert "subject 'mouse' exists already" in error_line(dup)
@@ -116,6 +120,7 @@ def test_subject_admin_and_errors(procs, ros_env, tmp_path):
     line = error_line(unknown_proto)
     assert "protocol 'no_such_protocol' not found" in line and 'known: 2afc_demo, 2afc_training' in line
     assert f'{bad_protocol}:4: not valid YAML' in error_line(yaml_error)
+    assert f"{no_task}:6: steps[1].task: unknown task 'nope'" in error_line(pilot_refuses)
     assert "unknown pilot 'ghost_rig'" in error_line(no_pilot)
     assert ok(assigned).strip() == 'mouse: protocol 2afc_demo (2 steps), at step 0 (2afc with correction)'
     line = error_line(local('subject', 'show', 'ghost', '--data-dir', str(data)))

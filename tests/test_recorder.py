@@ -319,6 +319,40 @@ def test_camera_frames_become_mp4_parts_with_frame_tables(rec: Recorder, log: Lo
         assert recv == [5_000 + i for i in range(60)]
 
 
+def test_a_frame_after_its_sessions_end_is_counted_late_and_opens_no_part(rec: Recorder, log: Log) -> None:
+    """The race of a fresh-clone CI run: the session's video is closed (its end is processed), then a frame of
+    that session arrives (the terminal routes an ending session's messages for a grace period). The items are
+    processed in queue order, so queueing the end before the frames reproduces it every time."""
+    topic, other = '/rig1/camera/image', '/rig1/camera2/image'
+    rec.set_video_topic(spec(topic, 'sensor_msgs/msg/Image'))
+    rec.set_video_topic(spec(other, 'sensor_msgs/msg/Image'))
+    rec.call(lambda r: r.create_file('mouse1')).result(TIMEOUT)
+    rec.begin_session('mouse1', SID, META)
+    for i in range(5):
+        rec.message('mouse1', SID, topic, 5_000 + i, image(i, 32, 24))
+    rec.end_session('mouse1', SID, 1_700_000_010_000_000_000)
+    rec.message('mouse1', SID, topic, 6_000, image(5, 32, 24))  # one late frame
+    rec.messages('mouse1', SID, topic, [(topic, 6_001 + i, image(6 + i, 32, 24)) for i in range(3)])  # a late run
+    rec.message('mouse1', SID, topic, 6_010, image(9, 16, 12))  # late, and of another format: still no new part
+    rec.message('mouse1', SID, other, 6_020, image(0, 32, 24))  # a camera with no frame in the session: no video
+    # The next session of the same subject records from its first frame.
+    rec.begin_session('mouse1', 'session-2', META)
+    for i in range(3):
+        rec.message('mouse1', 'session-2', topic, 7_000 + i, image(i, 32, 24))
+    rec.end_session('mouse1', 'session-2', 1_700_000_020_000_000_000)
+    assert rec.flush(TIMEOUT)
+    st = rec.stats()
+    assert (st.frames, st.frames_late, st.lost_messages, st.errors) == (8, 6, 0, 0), st
+    assert log.text('info').count('arrived after the session ended') == 2  # once per session and topic
+    rec.close()
+    with SubjectReader(rec.path_of('mouse1')) as r:
+        assert [(v.name, v.frames, v.state) for v in r.videos(SID)] == [('rig1_camera_image', 5, 'finished')]
+        assert r.video_frames(SID, 'rig1_camera_image')['recv_ns'].tolist() == [5_000 + i for i in range(5)]
+        assert [(v.name, v.frames) for v in r.videos('session-2')] == [('rig1_camera_image', 3)]
+    session_dir = rec.data_dir / 'mouse1' / SID
+    assert sorted(p.name for p in session_dir.iterdir()) == ['rig1_camera_image.mp4']
+
+
 class Sink:
     """Stands in for the Recorder behind a SessionTable: which session each routed message went to."""
 

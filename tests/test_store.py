@@ -175,6 +175,41 @@ def test_resent_trials_and_steps_are_stored_once(path: Path, subject: SubjectFil
         assert [h['kind'] for h in r.history()].count('step') == 2
 
 
+def test_a_different_second_copy_is_kept_as_a_conflict_and_changes_nothing_stored(path: Path,
+                                                                                  subject: SubjectFile) -> None:
+    """A resend (only recv_ns differs) is no conflict; a different copy is kept, with its bytes and reason, once,
+    and counted in the session; what was stored first stays as it was."""
+    _begin(subject, steps=['easy', 'hard'])
+    assert subject.add_trials(SID, [trial(1), trial(2, volume=math.nan)]) == [1, 2]
+    assert subject.differences(SID, 'trials', trial(1, recv_ns=99_999)) == []
+    assert subject.differences(SID, 'trials', trial(2, volume=math.nan, recv_ns=5)) == []  # NaN is NaN
+    assert subject.differences(SID, 'trials', trial(3)) == []  # not stored: nothing to differ from
+    assert subject.differences(SID, 'trials', trial(1, correct=True, side='X')) == ['correct', 'side']
+    forged = ser.serialize_message(_trial_msg(1))
+    assert subject.add_conflict(SID, 'trial', 1, 'differs in correct, side', forged, 7_000,
+                                'autopilot_msgs/msg/TrialData')
+    assert not subject.add_conflict(SID, 'trial', 1, 'again', forged, 7_001)  # the same bytes: kept once
+    assert subject.add_conflict(SID, 'trial', 1, 'another', forged + b'x', 7_002)
+    step = {'seq': 1, 'after_trial': 3, 'from_step': 0, 'to_step': 1, 'from_step_name': 'easy',
+            'to_step_name': 'hard', 'protocol': 'p', 'reason': 'r', 'stamp_ns': 5, 'recv_ns': 6}
+    assert subject.add_steps(SID, [step]) == [1]
+    assert subject.differences(SID, 'steps', {**step, 'to_step': 9, 'recv_ns': 8}) == ['to_step']
+    assert subject.add_conflict(SID, 'step', 1, 'to_step differs', b'\x00' * 10, 7_003)
+    with pytest.raises(StoreError, match='kind'):
+        subject.add_conflict(SID, 'gpio', 1, 'x', b'', 1)
+    subject.close()
+    with SubjectReader(path) as r:
+        assert r.session(SID)['conflicts'] == 3 and json.loads(r.session(SID)['steps']) == ['easy', 'hard']
+        assert r.trial_rows(SID)[0] == {**trial(1), 'start_ns': 0}  # the first copy stays
+        c = r.conflicts(SID)
+        assert [(x.kind, x.number, x.reason, x.recv_ns) for x in c] == [
+            ('trial', 1, 'differs in correct, side', 7_000), ('trial', 1, 'another', 7_002),
+            ('step', 1, 'to_step differs', 7_003)]
+        assert c[0].data == forged and c[0].type == 'autopilot_msgs/msg/TrialData'
+        assert ser.deserialize_message(c[0].data, TrialData).trial_number == 1
+        assert c[2].data == b'\x00' * 10 and c[2].type == ''
+
+
 def test_trial_start_is_stored_and_may_be_missing_from_rows_and_from_tables_written_before(
         path: Path, subject: SubjectFile, monkeypatch: pytest.MonkeyPatch) -> None:
     _begin(subject)

@@ -92,7 +92,11 @@ class InputGuard:
     def status(self) -> DiagnosticStatus:
         node = self.node
         total = self.total
-        values = [KeyValue(key=f'refused {name}', value=str(e.refused)) for name, e in sorted(self.endpoints.items())]
+        # What could grow with a long session, so a soak (or a lab) can see it stay flat.
+        values = [KeyValue(key='timers', value=str(len(list(node.timers)))),
+                  KeyValue(key='subscriptions', value=str(len(list(node.subscriptions)))),
+                  KeyValue(key='rss_kb', value=str(_rss_kb()))]
+        values += [KeyValue(key=f'refused {name}', value=str(e.refused)) for name, e in sorted(self.endpoints.items())]
         values += [KeyValue(key=f'last refusal {name}', value=e.last_reason)
                    for name, e in sorted(self.endpoints.items())]
         return DiagnosticStatus(
@@ -139,6 +143,18 @@ class InputGuard:
                 reason = self.refuse(endpoint, describe(exc))
                 return failed_response(srv_type, reason)
         return guarded
+
+
+def _rss_kb() -> int:
+    """This process's resident memory (Linux; 0 elsewhere)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def describe(exc: BaseException) -> str:

@@ -115,19 +115,29 @@ def parse_device_map(entries: list[str]) -> dict[str, str]:
 
 
 class RosClock:
-    """The runner's clock on ROS one-shot timers (cancelled in their callback, destroyed afterwards)."""
+    """The runner's clock on ROS one-shot timers (cancelled in their callback, destroyed afterwards).
+
+    A timer is never destroyed inside its own callback, so fired and cancelled ones wait in ``_spent`` for
+    the next ``call_later``; :meth:`close` destroys whatever is left when the runner is done, so no timer
+    outlives its session.
+    """
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self._spent: list[Any] = []
+        self._live: set[Any] = set()
 
     def now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds
 
-    def call_later(self, delay_s: float, fn: Callable[[], None]) -> Any:
-        # Timers are destroyed here, never inside their own callback.
+    def _collect(self) -> None:
         while self._spent:
-            self.node.destroy_timer(self._spent.pop())
+            timer = self._spent.pop()
+            self._live.discard(timer)
+            self.node.destroy_timer(timer)
+
+    def call_later(self, delay_s: float, fn: Callable[[], None]) -> Any:
+        self._collect()
         holder: list[Any] = []
 
         def fire() -> None:
@@ -136,12 +146,18 @@ class RosClock:
             self._spent.append(timer)
             fn()
         holder.append(self.node.create_timer(max(delay_s, 0.0), fire))
+        self._live.add(holder[0])
         return holder[0]
 
     def cancel(self, handle: Any) -> None:
         handle.cancel()
         if handle not in self._spent:  # cancelled twice: destroy once
             self._spent.append(handle)
+
+    def close(self) -> None:
+        """Destroy every timer of this clock (the runner has stopped: none may fire any more)."""
+        self._spent = list(self._live)
+        self._collect()
 
 
 class RosHardware:
@@ -242,6 +258,7 @@ class Active:
         self.goal = goal
         self.progress = progress
         self.runner: TaskRunner | None = None
+        self.clock: RosClock | None = None
         self.hw: RosHardware | None = None
         self.started = time.monotonic()
         self.wake: Future = Future()
@@ -569,7 +586,10 @@ class PilotNode(Node):
     def start_runner(self, a: Active) -> None:
         plan = a.plan
         a.hw = RosHardware(self, {})
-        a.runner = TaskRunner(plan.task_cls, plan.params, RosClock(self), a.hw, seed=a.seed,
+        if a.clock is not None:  # a step change: the last step's runner has stopped
+            a.clock.close()
+        a.clock = RosClock(self)
+        a.runner = TaskRunner(plan.task_cls, plan.params, a.clock, a.hw, seed=a.seed,
                               on_trial=self.on_trial, devices=self.devices_for(plan),
                               on_error=self.fail_session, on_log=lambda text: self.get_logger().info(text))
         a.hw.devices = a.runner.devices
@@ -668,6 +688,8 @@ class PilotNode(Node):
     def end_session(self, a: Active, state: str) -> None:
         if a.runner is not None:
             a.runner.stop()
+        if a.clock is not None:
+            a.clock.close()
         if not self.writer.flush(10.0):  # the session's trials are in the journal before it is closed
             self.get_logger().error('trial writer did not finish within 10 s: the disk is stalled?')
         if a.duration_timer is not None:

@@ -11,6 +11,17 @@ Two nodes share one process and one :class:`~.recorder.Recorder` (the only write
   group in the subject's file as the heartbeats show it start and stop, with its provenance; serves
   ``~/create_subject``, ``~/assign_protocol``, ``~/set_subject_step``, ``~/set_subject_parameters``,
   ``~/start_session``, ``~/stop_session``, ``~/pause_session`` and ``~/resume_session``.
+
+Records change only through their owners (DESIGN.md, "Bad input and trust"): anything on the domain may
+publish on a pilot's topics, so the terminal records trials, step changes and heartbeats only of sessions it
+started or finds in a subject file (:class:`KnownSession`), only from the topics of the pilot that runs them and
+naming that pilot, only within the steps of the session's protocol; it never creates a subject file for what
+arrives on a topic. A second, different copy of a stored trial or step change is kept apart as a conflict
+(``sessions/<id>/conflicts``, counted in the session's ``conflicts``), never in place of the stored one. Every
+endpoint goes through :mod:`autopilot_core.guard`: a refusal is one rate-limited log line, a count in
+``/diagnostics`` and, for a service, ``success = False`` with the reason; sizes are bounded before use (names,
+biography JSON, trial fields) so no message or request costs unbounded memory or time. What content alone
+cannot tell apart (a script publishing exactly what the pilot would) needs DDS Security (SROS2).
 * ``/terminal/clients`` (EventsExecutor, its own thread): the clients of the pilots' services and session
   actions.
 
@@ -69,10 +80,11 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.serialization import deserialize_message
+from rclpy.serialization import deserialize_message, serialize_message
 from std_srvs.srv import Trigger
 
-from autopilot_core import provenance, qos
+from autopilot_core import guard, provenance, qos
+from autopilot_core.checks import MAX_TEXT, InputError, finite, sequence, text
 from autopilot_core.executors import make_executor, spin
 from autopilot_core.messages import interface_text
 from autopilot_core.params import ParamSpec, declare
@@ -80,10 +92,19 @@ from autopilot_core.params import ParamSpec, declare
 from .cdr import EVENT_DECODERS
 from .reader import SubjectReader, history_rows
 from .receiver import Receiver
-from .recorder import Recorder, subject_error
-from .store import StoreError, TopicSpec
+from .recorder import Received, Recorder, subject_error
+from .store import FIELD_TYPES, TRIAL_COLUMNS, StoreError, TopicSpec
 from .streams import StreamDecoder
-from .subjects import ProtocolFileError, check_step, read_protocol, state_from_history
+from .subjects import (
+    MAX_PATH,
+    ProtocolFileError,
+    check_biography_size,
+    check_protocol,
+    check_step,
+    parse_biography,
+    read_protocol,
+    state_from_history,
+)
 
 RECORD_TOPICS = ['status', 'trials', 'step_changes', 'trial_acks', 'gpio/events', 'gpio/output', 'gpio/reward',
                  'sound/play', 'sound/onsets', 'sound/stop']
@@ -123,6 +144,23 @@ STATUS_QUEUE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20, reliability
                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 #: How long start_session waits for the recorder to receive every topic of the pilot that is in the graph.
 RECORD_WAIT_S = 3.0
+#: How long start_session waits for the heartbeat that says why the pilot rejected its session goal.
+REJECTION_WAIT_S = 2.0
+REJECTION_SETTLE_S = 0.1
+#: Bounds of what arrives on a pilot's topics and in requests (see the module docstring): fields of one trial,
+#: characters of a trial field's name, of its string value, of names (pilot, task, protocol, step), of a
+#: session id, of a step change's or set_subject_step's reason; parameter overrides per request.
+MAX_TRIAL_FIELDS = 1000
+MAX_FIELD_NAME = 64
+MAX_FIELD_TEXT = MAX_TEXT
+MAX_NAME = 256
+MAX_SESSION_ID = 128
+MAX_REASON = 1024
+MAX_PARAMETERS = 256
+#: ... and characters of their JSON (stored in the subject's history).
+MAX_OVERRIDES_JSON = 16384
+#: Columns every trial table has: a task's field must not be named like one.
+FIXED_TRIAL_COLUMNS = frozenset(name for name, _ in TRIAL_COLUMNS)
 
 
 def time_ns(t: Any) -> int:
@@ -160,15 +198,44 @@ STATE_NAMES = {PilotStatus.STATE_IDLE: 'idle', PilotStatus.STATE_RUNNING: 'runni
                PilotStatus.STATE_PAUSED: 'paused', PilotStatus.STATE_ERROR: 'in error'}
 
 
-def unfinished_sessions(data_dir: Path, log: Callable[[str, str], None]) -> dict[str, list[tuple[str, str, int]]]:
-    """Sessions whose state is still 'running' in the subject files, by pilot: (subject, session id, the last
-    receive time recorded of it)."""
+@dataclass(frozen=True)
+class KnownSession:
+    """A session whose messages the terminal records: one it started, or one a subject file holds."""
+
+    subject: str
+    session_id: str
+    pilot: str
+    protocol: str = ''
+    steps: tuple[str, ...] | None = None  # the protocol's step names; None: not recorded (files of older versions)
+
+
+def _session_steps(r: SubjectReader, sid: str, meta: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The step names a session's messages are checked against: its ``steps`` attribute, else (sessions recorded
+    before there was one) the subject state stored with its provenance."""
+    try:
+        if 'steps' in meta:
+            return tuple(str(n) for n in json.loads(meta['steps']))
+        state = r.provenance(sid).get('subject_state') or {}
+        if state.get('protocol') == meta.get('protocol') and state.get('steps'):
+            return tuple(str(n) for n in state['steps'])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass
+    return None
+
+
+def scan_sessions(data_dir: Path, log: Callable[[str, str], None]
+                  ) -> tuple[dict[str, KnownSession], dict[str, list[tuple[str, str, int]]]]:
+    """Every session of the subject files (by id), and those whose state is still 'running', by pilot: (subject,
+    session id, the last receive time recorded of it)."""
+    known: dict[str, KnownSession] = {}
     found: dict[str, list[tuple[str, str, int]]] = {}
     for path in sorted(data_dir.glob('*.h5')):
         try:
             with SubjectReader(path) as r:
                 for sid in r.sessions():
                     meta = r.session(sid)
+                    known[sid] = KnownSession(r.subject, sid, str(meta.get('pilot', '')), str(meta.get('protocol', '')),
+                                              _session_steps(r, sid, meta))
                     if meta.get('state') != 'running':
                         continue
                     last = int(meta.get('started_ns', 0))
@@ -178,8 +245,9 @@ def unfinished_sessions(data_dir: Path, log: Callable[[str, str], None]) -> dict
                     last = max([last, *(t.last_ns for t in r.topics(sid))])
                     found.setdefault(str(meta.get('pilot', '')), []).append((r.subject, sid, last))
         except Exception as exc:  # noqa: BLE001 - the recorder names the problem when the file is used
-            log('warn', f'{path}: cannot check for unfinished sessions: {exc}')
-    return found
+            log('warn', f'{path}: cannot read its sessions (messages of them are not recorded until the terminal '
+                        f'restarts with a readable file): {exc}')
+    return known, found
 
 
 class SessionTable:
@@ -307,6 +375,10 @@ class PilotLink:
     seen: float = 0.0  # monotonic time of the last heartbeat
     session: tuple[str, str] | None = None  # (subject, session_id) the heartbeats say runs
     planned: dict[str, Any] = field(default_factory=dict)  # what start_session sent (step_name, protocol, ...)
+    named: bool = False  # ``name`` is the one the first heartbeat gave: every message must name it
+    # Heartbeats as received on the clients' thread (which start_session does not block): (monotonic, msg).
+    heard: deque[tuple[float, PilotStatus]] = field(default_factory=lambda: deque(maxlen=64))
+    unknown: set[str] = field(default_factory=set)  # sessions it runs that are not recorded (said once each)
 
 
 class TerminalNode(Node):
@@ -333,7 +405,10 @@ class TerminalNode(Node):
                                'data_dir to a writable directory') from exc
         # Sessions the files say are running: those that ended while no terminal was recording (it was stopped or
         # killed) are closed when their pilot's first heartbeat shows it is not running them any more.
-        self.unfinished = unfinished_sessions(self.data_dir, self._log)
+        # And every session the files hold: the ones whose messages (resends after a restart) are recorded.
+        self.known, self.unfinished = scan_sessions(self.data_dir, self._log)
+        # Conflicts the recorder kept, told on this thread: (endpoint, pilot, reason).
+        self._conflicts: deque[tuple[str, str, str]] = deque(maxlen=1000)
         self.sessions = SessionTable(self.recorder, int(p['end_grace_s'] * 1e9))
         self.grace_s = p['end_grace_s']
         self.pilots: dict[str, PilotLink] = {}
@@ -344,16 +419,16 @@ class TerminalNode(Node):
         self.clients_node: Node | None = None
         self.host_provenance = provenance.collect()
         self.registry_pub = self.create_publisher(PilotRegistry, '~/pilots', qos.STATUS)
-        self.create_service(CreateSubject, '~/create_subject', self.srv_create_subject)
+        guard.create_service(self, CreateSubject, '~/create_subject', self.srv_create_subject)
         # Same fields as create_subject (subject, biography_json -> success, message, path): no type of its own.
-        self.create_service(CreateSubject, '~/update_biography', self.srv_update_biography)
-        self.create_service(AssignProtocol, '~/assign_protocol', self.srv_assign_protocol)
-        self.create_service(SetSubjectStep, '~/set_subject_step', self.srv_set_subject_step)
-        self.create_service(SetSubjectParameters, '~/set_subject_parameters', self.srv_set_subject_parameters)
-        self.create_service(StartSession, '~/start_session', self.srv_start_session)
-        self.create_service(PilotCommand, '~/stop_session', self.srv_stop_session)
-        self.create_service(PilotCommand, '~/pause_session', self.srv_pause_session)
-        self.create_service(PilotCommand, '~/resume_session', self.srv_resume_session)
+        guard.create_service(self, CreateSubject, '~/update_biography', self.srv_update_biography)
+        guard.create_service(self, AssignProtocol, '~/assign_protocol', self.srv_assign_protocol)
+        guard.create_service(self, SetSubjectStep, '~/set_subject_step', self.srv_set_subject_step)
+        guard.create_service(self, SetSubjectParameters, '~/set_subject_parameters', self.srv_set_subject_parameters)
+        guard.create_service(self, StartSession, '~/start_session', self.srv_start_session)
+        guard.create_service(self, PilotCommand, '~/stop_session', self.srv_stop_session)
+        guard.create_service(self, PilotCommand, '~/pause_session', self.srv_pause_session)
+        guard.create_service(self, PilotCommand, '~/resume_session', self.srv_resume_session)
         self._registry_sig: tuple = ()
         self.create_timer(1.0, self.tick)
         self.get_logger().info(f'subject files in {self.data_dir}, protocols from {self.protocol_dir}; recording '
@@ -409,9 +484,13 @@ class TerminalNode(Node):
         for topic, types in self.get_topic_names_and_types():
             if topic.endswith('/status') and 'autopilot_msgs/msg/PilotStatus' in types:
                 ns = topic[:-len('/status')] or '/'
-                if ns not in self.pilots and ns != '/terminal':
+                # A topic only subscribed to (a device watching heartbeats under another name) is no pilot.
+                if ns not in self.pilots and ns != '/terminal' and self.count_publishers(topic):
                     self._add_pilot(ns)
         self.sessions.drop_held(time.time_ns() - PRE_SESSION_NS)
+        while self._conflicts:
+            endpoint, pilot, reason = self._conflicts.popleft()
+            guard.of(self).refuse(endpoint, reason, pilot)
         self.publish_registry()
 
     def _add_pilot(self, ns: str) -> None:
@@ -426,9 +505,15 @@ class TerminalNode(Node):
             resume=c.create_client(Trigger, f'{base}/resume'),
             cancel=c.create_client(CancelGoal, f'{base}/session/_action/cancel_goal'))
         link.subs = [
-            self.create_subscription(PilotStatus, f'{base}/status', lambda m: self.on_status(link, m), STATUS_QUEUE),
-            self.create_subscription(TrialData, f'{base}/trials', lambda m: self.on_trial(link, m), qos.TRIALS),
-            self.create_subscription(StepChange, f'{base}/step_changes', lambda m: self.on_step(link, m), qos.TRIALS),
+            guard.create_subscription(self, PilotStatus, f'{base}/status', lambda m: self.on_status(link, m),
+                                      STATUS_QUEUE, sender=lambda m: m.pilot),
+            guard.create_subscription(self, TrialData, f'{base}/trials', lambda m: self.on_trial(link, m), qos.TRIALS,
+                                      sender=lambda m: m.pilot),
+            guard.create_subscription(self, StepChange, f'{base}/step_changes', lambda m: self.on_step(link, m),
+                                      qos.TRIALS, sender=lambda m: m.pilot),
+            # Also on the clients' thread: start_session blocks this node's, and reads the pilot's answer here.
+            guard.create_subscription(c, PilotStatus, f'{base}/status',
+                                      lambda m: link.heard.append((time.monotonic(), m)), STATUS_QUEUE),
         ]
         self.pilots[ns] = link
         self.receiver.set_pilots(list(self.pilots))
@@ -472,10 +557,82 @@ class TerminalNode(Node):
 
     # -- heartbeats, trials, step changes ----------------------------------------------------------
 
+    def _sender(self, link: PilotLink, kind: str, pilot: str) -> None:
+        """InputError unless a message on ``link``'s topics names its pilot (the one its first heartbeat named)."""
+        topic = f'{link.ns.rstrip("/")}/'
+        if not pilot:
+            raise InputError(f'{kind} on {topic}... names no pilot (its `pilot` field is empty): not recorded; a '
+                             'pilot names itself in every message, so this comes from something else on the domain')
+        text(f'{kind}.pilot', pilot, MAX_NAME)
+        if link.named and pilot != link.name:
+            raise InputError(f'{kind} names pilot {pilot!r} but came on the topics of pilot {link.name} '
+                             f'({topic}...): not recorded; a second rig or a script publishes there (give each rig '
+                             'its own namespace or ROS_DOMAIN_ID)')
+
+    def _planned_session(self, link: PilotLink, subject: str, sid: str, protocol: str) -> KnownSession | None:
+        """The session start_session sent to ``link``, when ``sid`` is its first news of it (a heartbeat or, should
+        the heartbeat be delayed, its first trial); None otherwise."""
+        planned = link.planned
+        if not planned or 'session_id' in planned or (planned['subject'], planned['protocol_file']['name']) != \
+                (subject, protocol):
+            return None
+        planned['session_id'] = sid
+        known = self.known[sid] = KnownSession(subject, sid, link.name, protocol, tuple(planned['steps']))
+        return known
+
+    def _owner(self, link: PilotLink, kind: str, pilot: str, subject: str, session_id: str,
+               protocol: str) -> KnownSession:
+        """The known session a trial or step change belongs to, when it came from the pilot that runs it."""
+        self._sender(link, kind, pilot)
+        if (why := subject_error(subject)) is not None:
+            raise InputError(f'{kind}: {why}')
+        text(f'{kind}.session_id', session_id, MAX_SESSION_ID, empty=False)
+        known = self.known.get(session_id) or self._planned_session(link, subject, session_id, protocol)
+        if known is None:
+            raise InputError(f'{kind} of session {session_id!r} of {subject}: no session this terminal started or '
+                             f'found in a subject file; not recorded (start sessions with `autopilot session start` '
+                             'so the terminal knows them)')
+        if (known.subject, known.pilot) != (subject, link.name):
+            raise InputError(f'{kind} of session {session_id} names subject {subject} on pilot {link.name}, but that '
+                             f'is the session of {known.subject} on pilot {known.pilot}: not recorded')
+        return known
+
+    @staticmethod
+    def _in_protocol(known: KnownSession, kind: str, protocol: str, step: int, step_name: str) -> None:
+        """InputError unless ``step`` (named ``step_name``) is a step of the session's protocol."""
+        if known.steps is None:  # a session recorded before its steps were
+            return
+        if known.protocol and protocol != known.protocol:
+            raise InputError(f'{kind}: protocol {protocol!r} is not the protocol of session {known.session_id} '
+                             f'({known.protocol}): not recorded')
+        if not 0 <= step < len(known.steps):
+            raise InputError(f'{kind}: step {step} is not a step of protocol {known.protocol} (steps 0..'
+                             f'{len(known.steps) - 1}): not recorded')
+        if step_name != known.steps[step]:
+            raise InputError(f'{kind}: step {step} of protocol {known.protocol} is {known.steps[step]!r}, not '
+                             f'{step_name!r}: not recorded')
+
     def on_status(self, link: PilotLink, msg: PilotStatus) -> None:
-        old = link.status
-        link.status, link.seen, link.name = msg, time.monotonic(), msg.pilot or link.name
+        """A heartbeat: may begin or end the session recorded for the pilot, unless it is not the pilot's
+        (names another pilot or none) or contradicts the session the terminal records there."""
+        self._sender(link, 'PilotStatus', msg.pilot)
+        text('PilotStatus.session_id', msg.session_id, MAX_SESSION_ID)
         running = msg.state in (PilotStatus.STATE_RUNNING, PilotStatus.STATE_PAUSED) and msg.session_id
+        if msg.state in (PilotStatus.STATE_RUNNING, PilotStatus.STATE_PAUSED) and not running:
+            raise InputError(f'heartbeat of pilot {link.name} says {STATE_NAMES[msg.state]} but names no session: '
+                             'ignored')
+        if link.session is not None:
+            if msg.session_id and msg.session_id != link.session[1]:
+                raise InputError(f'heartbeat of pilot {link.name} names session {msg.session_id!r}, but the session '
+                                 f'running there is {link.session[1]}: ignored (a second rig or a script publishes '
+                                 f'on {link.ns.rstrip("/")}/status?)')
+        elif running and (known := self.known.get(msg.session_id)) is not None and \
+                (known.subject, known.pilot) != (msg.subject, link.name):
+            raise InputError(f'heartbeat says pilot {link.name} runs session {msg.session_id} of {msg.subject!r}, '
+                             f'but that is the session of {known.subject} on pilot {known.pilot}: ignored')
+        old = link.status
+        link.status, link.seen = msg, time.monotonic()
+        link.name, link.named = msg.pilot, True
         now = time.time_ns()
         if link.session is not None and (not running or msg.session_id != link.session[1]):
             self._end_session(link, 'aborted' if msg.state == PilotStatus.STATE_ERROR else 'ended', now)
@@ -494,12 +651,27 @@ class TerminalNode(Node):
             self.publish_registry()
 
     def _begin_session(self, link: PilotLink, msg: PilotStatus) -> None:
+        """Record the session a heartbeat says runs: one start_session sent to this pilot, or one a subject file
+        holds as this pilot's (the terminal was restarted); any other is said once and not recorded."""
         subject, sid = msg.subject, msg.session_id
-        planned = link.planned if link.planned.get('subject') == subject else {}
+        known = self.known.get(sid) or self._planned_session(link, subject, sid, msg.protocol)
+        planned = link.planned if link.planned.get('session_id') == sid else {}
+        if known is None:
+            if sid not in link.unknown:
+                if len(link.unknown) > 1000:
+                    link.unknown.clear()
+                link.unknown.add(sid)
+                guard.of(self).refuse(f'{link.ns.rstrip("/")}/status', (
+                    f'pilot {link.name} runs session {sid} of {subject!r} ({msg.protocol or msg.task}), which this '
+                    'terminal did not start and no subject file holds: not recorded (start sessions with '
+                    '`autopilot session start` so the terminal records them)'), link.name)
+            return
         started_ns = stamp_ns(msg.header) or time.time_ns()
         meta = {'pilot': link.name, 'task': msg.task, 'protocol': msg.protocol, 'step': msg.step,
                 'step_name': planned.get('step_name', ''), 'started_ns': started_ns}
-        self.recorder.begin_session(subject, sid, meta, create_reason=f'session {sid} started on pilot {link.name}')
+        if known.steps is not None:
+            meta['steps'] = list(known.steps)
+        self.recorder.begin_session(subject, sid, meta)
         self.sessions.start(link.ns, subject, sid, started_ns)
         link.session = (subject, sid)
         self.recorder.provenance(subject, sid, self._provenance(link, msg, planned))
@@ -593,19 +765,56 @@ class TerminalNode(Node):
             c.destroy_client(getter)
 
     def on_trial(self, link: PilotLink, msg: TrialData) -> None:
+        # Sizes first: they bound the cost of every other check and of storing.
+        sequence('TrialData.fields', msg.fields, MAX_TRIAL_FIELDS)
+        for name in ('task', 'protocol', 'step_name'):
+            text(f'TrialData.{name}', getattr(msg, name), MAX_NAME)
+        names = set()
+        for f in msg.fields:
+            text('TrialData field name', f.name, MAX_FIELD_NAME, empty=False)
+            if not f.name.isidentifier() or f.name in FIXED_TRIAL_COLUMNS or f.name in names:
+                raise InputError(f'TrialData field {f.name!r}: a field name is a Python identifier, unique in the '
+                                 f'trial and none of {sorted(FIXED_TRIAL_COLUMNS)}: not recorded')
+            names.add(f.name)
+            if f.type not in FIELD_TYPES:
+                raise InputError(f'TrialData field {f.name}: type {f.type} is none of {FIELD_TYPES}: not recorded')
+            text(f'TrialData field {f.name} unit', f.unit, MAX_FIELD_NAME)
+            text(f'TrialData field {f.name}', f.string_value, MAX_FIELD_TEXT)
+        known = self._owner(link, 'TrialData', msg.pilot, msg.subject, msg.session_id, msg.protocol)
+        self._in_protocol(known, 'TrialData', msg.protocol, msg.step, msg.step_name)
         fields, row = trial_row(msg, time.time_ns())
-        meta = {'pilot': msg.pilot or link.name, 'task': msg.task, 'protocol': msg.protocol, 'step': msg.step,
-                'step_name': msg.step_name, 'started_ns': row['stamp_ns']}
+        meta = {'pilot': link.name, 'task': msg.task, 'protocol': msg.protocol, 'step': msg.step,
+                'step_name': msg.step_name, 'started_ns': row['stamp_ns'], 'steps': known.steps}
         sid = msg.session_id
+        how = Received(create=False, raw=lambda: serialize_message(msg), type_name='autopilot_msgs/msg/TrialData',
+                       conflict=self._on_conflict(link, 'trials', msg.subject, sid))
         self.recorder.trials(msg.subject, sid, meta, fields, [row],
-                             lambda numbers: self._ack(link, sid, trials=numbers))
+                             lambda numbers: self._ack(link, sid, trials=numbers), how)
 
     def on_step(self, link: PilotLink, msg: StepChange) -> None:
-        meta = {'pilot': msg.pilot or link.name, 'protocol': msg.protocol, 'step': msg.from_step,
-                'step_name': msg.from_step_name, 'started_ns': stamp_ns(msg.header)}
+        for name in ('protocol', 'from_step_name', 'to_step_name'):
+            text(f'StepChange.{name}', getattr(msg, name), MAX_NAME)
+        text('StepChange.reason', msg.reason, MAX_REASON)
+        if msg.seq < 1:
+            raise InputError(f'StepChange.seq {msg.seq}: step changes are numbered from 1: not recorded')
+        known = self._owner(link, 'StepChange', msg.pilot, msg.subject, msg.session_id, msg.protocol)
+        self._in_protocol(known, 'StepChange from', msg.protocol, msg.from_step, msg.from_step_name)
+        self._in_protocol(known, 'StepChange to', msg.protocol, msg.to_step, msg.to_step_name)
+        meta = {'pilot': link.name, 'protocol': msg.protocol, 'step': msg.from_step,
+                'step_name': msg.from_step_name, 'started_ns': stamp_ns(msg.header), 'steps': known.steps}
         sid = msg.session_id
+        how = Received(create=False, raw=lambda: serialize_message(msg), type_name='autopilot_msgs/msg/StepChange',
+                       conflict=self._on_conflict(link, 'step_changes', msg.subject, sid))
         self.recorder.steps(msg.subject, sid, meta, [step_row(msg, time.time_ns())],
-                            lambda seqs: self._ack(link, sid, steps=seqs))
+                            lambda seqs: self._ack(link, sid, steps=seqs), how)
+
+    def _on_conflict(self, link: PilotLink, topic: str, subject: str,
+                     sid: str) -> Callable[[int, str, bool], None]:
+        """What the recorder calls (its thread) for a conflict: told and counted on this node's thread."""
+        endpoint = f'{link.ns.rstrip("/")}/{topic}'
+        return lambda _n, why, kept: self._conflicts.append(
+            (endpoint, link.name, f'session {sid} of {subject}: {why}' +
+             ('; kept apart as a conflict, the stored one is unchanged' if kept else '; the stored one is unchanged')))
 
     def _ack(self, link: PilotLink, session_id: str, trials: list[int] = (), steps: list[int] = ()) -> None:
         # Runs on the recorder thread once the rows are fsync'd; rclpy publishers may be used from any thread.
@@ -630,17 +839,13 @@ class TerminalNode(Node):
 
     def _biography_service(self, what: str, req: CreateSubject.Request, resp: CreateSubject.Response,
                            write: Callable[[Recorder, dict[str, Any]], Any], done: str) -> CreateSubject.Response:
-        """create_subject and update_biography: parse biography_json, run ``write`` on the recorder, answer."""
+        """create_subject and update_biography: parse biography_json, run ``write`` on the recorder, answer.
+        Malformed input (InputError) goes to the guard: counted, logged at most every few seconds."""
+        _subject(req.subject)
+        bio = parse_biography(req.biography_json)
         try:
-            if (why := subject_error(req.subject)) is not None:
-                raise ValueError(why)
-            bio = json.loads(req.biography_json) if req.biography_json.strip() else {}
-            if not isinstance(bio, dict):
-                raise ValueError('biography_json must be a JSON object, e.g. {"species": "Mus musculus"}')
             f = self._subject_call(lambda r: write(r, bio))
             resp.success, resp.path, resp.message = True, str(f.path), done
-        except json.JSONDecodeError as exc:
-            resp.message = f'biography_json is not valid JSON: {exc}'
         except (ValueError, StoreError, TimeoutError) as exc:
             resp.message = str(exc)
         self._reply_log(what, resp)
@@ -657,8 +862,9 @@ class TerminalNode(Node):
             if not update:
                 raise ValueError('biography_json must be a non-empty JSON object, e.g. {"weight_g": 23.5}')
             f = r.open_file(req.subject)
-            bio = {**f.biography, **update}
-            f.set_biography({k: v for k, v in bio.items() if v is not None})
+            bio = {k: v for k, v in {**f.biography, **update}.items() if v is not None}
+            check_biography_size(bio)
+            f.set_biography(bio)
             return f
         keys = req.biography_json
         return self._biography_service('update_biography', req, resp, apply,
@@ -666,8 +872,11 @@ class TerminalNode(Node):
 
     def srv_assign_protocol(self, req: AssignProtocol.Request,
                             resp: AssignProtocol.Response) -> AssignProtocol.Response:
+        """Assign a protocol the pilots will accept: checked with their own code (:func:`.subjects.check_protocol`)."""
+        _subject(req.subject)
+        text('protocol', req.protocol, MAX_PATH, empty=False)
         try:
-            proto = read_protocol(req.protocol, self.protocol_dir)
+            proto = check_protocol(read_protocol(req.protocol, self.protocol_dir))
             step_name = check_step(proto, req.step)
             detail = {'file': str(proto.path), 'sha256': proto.sha256, 'steps': list(proto.steps), 'by': 'terminal'}
             self._subject_call(lambda r: r.open_file(req.subject).add_history(
@@ -682,6 +891,8 @@ class TerminalNode(Node):
 
     def srv_set_subject_step(self, req: SetSubjectStep.Request,
                              resp: SetSubjectStep.Response) -> SetSubjectStep.Response:
+        _subject(req.subject)
+        text('reason', req.reason, MAX_REASON)
         try:
             st = self.subject_state(req.subject)
             step_name = check_step(st, req.step)
@@ -698,19 +909,12 @@ class TerminalNode(Node):
 
     def srv_set_subject_parameters(self, req: SetSubjectParameters.Request,
                                    resp: SetSubjectParameters.Response) -> SetSubjectParameters.Response:
+        _subject(req.subject)
+        set_, removed = _overrides(req.parameters)
         try:
             st = self.subject_state(req.subject)
             if not st.protocol:
                 raise ValueError(f'{req.subject} has no protocol: assign one first')
-            set_, removed = {}, []
-            for p in req.parameters:
-                if not p.name:
-                    raise ValueError('a parameter without a name')
-                value = parameter_value_to_python(p.value)
-                if value is None:
-                    removed.append(p.name)
-                else:
-                    set_[p.name] = _plain(value)
             self._subject_call(lambda r: r.open_file(req.subject).add_history(
                 'parameters', protocol=st.protocol, step=st.step, step_name=st.step_name,
                 detail={'set': set_, 'removed': removed, 'by': 'terminal'}))
@@ -731,6 +935,9 @@ class TerminalNode(Node):
     # -- sessions ---------------------------------------------------------------------------------
 
     def srv_start_session(self, req: StartSession.Request, resp: StartSession.Response) -> StartSession.Response:
+        _subject(req.subject)
+        text('pilot', req.pilot, MAX_NAME, empty=False)
+        finite('max_duration_s', req.max_duration_s, 0.0)
         try:
             resp.message = self._start(req)
             resp.success = True
@@ -770,17 +977,40 @@ class TerminalNode(Node):
                                max_duration_s=req.max_duration_s,
                                parameters=[_param_msg(k, v) for k, v in sorted(st.parameters.items())])
         link.planned = {'subject': req.subject, 'step_name': step_name, 'subject_state': st.as_dict(),
+                        'steps': list(proto.steps),
                         'protocol_file': {'name': proto.name, 'file': str(proto.path), 'sha256': proto.sha256,
                                           'text': proto.text}}
         if not link.action.server_is_ready():
             raise RuntimeError(f'pilot {link.name} has no session action server')
+        sent = (time.monotonic(), time.time_ns())
         handle = wait(link.action.send_goal_async(goal), 10.0, f'{link.name} session goal')
         if not handle.accepted:
             link.planned = {}
-            status = link.status.message if link.status else ''
-            raise RuntimeError(f'pilot {link.name} rejected the session{": " + status if status else ""}')
+            raise RuntimeError(f'pilot {link.name} rejected the session: {self._rejection(link, *sent)}')
         handle.get_result_async().add_done_callback(lambda f: self._on_result(link, req.subject, f))
         return f'{req.subject} on {link.name}: {proto.name} step {st.step} ({step_name})'
+
+    def _rejection(self, link: PilotLink, sent_mono: float, sent_ns: int) -> str:
+        """Why the pilot rejected the goal sent at ``sent_*``: a rejected goal carries no text, the pilot says why
+        in a heartbeat. Only one stamped after the goal was sent is this goal's answer (the heartbeats before
+        still carry the previous rejection's reason); the newest such one is taken, a moment after the answer
+        (the pilot publishes the reason before it answers, but over another channel, so a periodic heartbeat
+        sent just before may arrive first)."""
+        answered = time.monotonic()
+        deadline = answered + REJECTION_WAIT_S
+        while True:
+            fresh = [m for t, m in list(link.heard)
+                     if t >= sent_mono and stamp_ns(m.header) >= sent_ns and m.pilot == link.name]
+            if fresh and time.monotonic() >= answered + REJECTION_SETTLE_S:
+                said = max(fresh, key=lambda m: stamp_ns(m.header)).message
+                said = said if len(said) <= guard.MAX_REASON else said[:guard.MAX_REASON] + '...'
+                reason = said.removeprefix('session rejected: ')
+                if said.startswith('session rejected') and reason:
+                    return reason
+                return f'its heartbeat after the request gives no reason ({said or "no message"}); see the pilot\'s log'
+            if time.monotonic() >= deadline:
+                return f'no heartbeat with its reason within {REJECTION_WAIT_S:g} s; see the pilot\'s log'
+            time.sleep(0.02)
 
     def _not_recorded(self, link: PilotLink, timeout: float) -> list[str]:
         """The pilot's record topics in the graph that the recorder does not receive yet, after up to ``timeout``.
@@ -810,6 +1040,7 @@ class TerminalNode(Node):
         self.get_logger().info(f'session {r.session_id} of {subject} on {link.name} finished: {r.message}')
 
     def _command(self, req: PilotCommand.Request, resp: PilotCommand.Response, what: str) -> Any:
+        text('pilot', req.pilot, MAX_NAME, empty=False)
         try:
             link = self.find_pilot(req.pilot)
             if what == 'stop':
@@ -847,6 +1078,37 @@ class ClientsNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         # Not the process's global arguments: a launch file's `name:` remaps every node of the process (__node).
         super().__init__('clients', namespace='/terminal', use_global_arguments=False, **kwargs)
+
+
+def _subject(subject: str) -> str:
+    """A subject name from a request (it names a file); InputError naming the rule otherwise."""
+    if (why := subject_error(subject)) is not None:
+        raise InputError(why)
+    return subject
+
+
+def _overrides(parameters: Sequence[ParameterMsg]) -> tuple[dict[str, Any], list[str]]:
+    """set_subject_parameters' request as (values to set, names to remove); InputError naming what is too large."""
+    sequence('parameters', parameters, MAX_PARAMETERS)
+    set_: dict[str, Any] = {}
+    removed: list[str] = []
+    for p in parameters:
+        text('parameter name', p.name, MAX_FIELD_NAME, empty=False)
+        value = parameter_value_to_python(p.value)
+        if value is None:
+            removed.append(p.name)
+            continue
+        items = value if isinstance(value, (list, tuple)) or hasattr(value, 'tolist') else [value]
+        sequence(f'parameter {p.name}', items)
+        for v in items:
+            if isinstance(v, str):
+                text(f'parameter {p.name}', v, MAX_FIELD_TEXT)
+            elif isinstance(v, float):
+                finite(f'parameter {p.name}', v)
+        set_[p.name] = _plain(value)
+    if (size := len(json.dumps(set_))) > MAX_OVERRIDES_JSON:
+        raise InputError(f'parameters: {size} characters of JSON; at most {MAX_OVERRIDES_JSON} are accepted at once')
+    return set_, removed
 
 
 def wait(future: Any, timeout: float, what: str) -> Any:

@@ -96,6 +96,19 @@ class BagMessage:
     data: bytes  # serialized (CDR) message
 
 
+@dataclass(frozen=True)
+class Conflict:
+    """A message kept because it contradicted what its session holds (see ``SubjectFile.add_conflict``)."""
+
+    recv_ns: int
+    kind: str  # 'trial' or 'step'
+    number: int  # its trial number or step change seq
+    sha256: str  # of data
+    reason: str
+    type: str  # the message type data is the CDR of
+    data: bytes  # b'' when it was too large to keep
+
+
 @dataclass
 class _Handle:
     """The process's one open h5py file for a subject file, shared by its readers."""
@@ -335,6 +348,22 @@ class SubjectReader:
         """Provenance items, parsed from their JSON text."""
         return self._call(f'provenance of session {session_id!r}',
                           lambda f: {k: json.loads(v) for k, v in _group(f, session_id)['provenance'].attrs.items()})
+
+    def conflicts(self, session_id: str) -> list[Conflict]:
+        """Messages kept because they contradicted the session's stored trials or step changes, oldest first."""
+        def read(f: h5py.File) -> list[Conflict]:
+            g = _group(f, session_id)
+            if 'conflicts' not in g:
+                return []
+            c = g['conflicts']
+            c['data'].refresh()
+            types = json.loads(c.attrs['types'])
+            data = c['data']
+            return [Conflict(int(r['recv_ns']), _str(r['kind']), int(r['number']), _str(r['sha256']),
+                             _str(r['reason']), str(types.get(_str(r['kind']), '')),
+                             data[int(r['offset']):int(r['offset']) + int(r['size'])].tobytes())
+                    for r in _table(c['index'], 'recv_ns')]
+        return self._call(f'conflicts of session {session_id!r}', read)
 
     # -- bag --------------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ Everything the Terminal stores goes through a :class:`Recorder`: trials and step
 the pilot only once stored and fsync'd), raw bag messages (appended from the executor thread at the cost of
 a list append, written here in batches per topic), hardware events decoded from the bag's GPIO and sound
 topics (when the writer is not busy; completed at the session's end and by :meth:`Recorder.flush`), camera
-topics as MP4 files with a per-frame table (:mod:`.video`; not in the bag), session begin/end, provenance, and
+topics as MP4 files with a per-frame table (:mod:`.video`; not in the bag; a frame that reaches an ended
+session is counted in :attr:`Stats.frames_late`, never written), session begin/end, provenance, and
 subject administration (:meth:`Recorder.call`). One thread owns
 every open :class:`~.store.SubjectFile`, as DESIGN.md requires (one writer per file; Autopilot lost sessions
 to several threads sharing a file). Items are processed in the order they were queued, so a session is
@@ -69,16 +70,34 @@ class Stats:
     batches: int = 0
     trials: int = 0
     duplicate_trials: int = 0
+    conflicts: int = 0  # trials and step changes that contradicted stored ones: kept apart (SubjectFile.add_conflict)
     events: int = 0
     frames: int = 0
     stream_rows: int = 0
     frames_dropped: int = 0
+    frames_late: int = 0  # camera frames that reached the recorder after their session's end: not recorded
     errors: int = 0
     lost_messages: int = 0
     superseded_messages: int = 0  # of keep-last publishers, replaced by newer ones before the recorder got them
     max_pending: int = 0
     write_seconds: float = 0.0
     last_error: str = ''
+
+
+@dataclass
+class Received:
+    """How trials or step changes were received (:meth:`Recorder.trials`, :meth:`Recorder.steps`).
+
+    ``create``: make the subject's file when it has none (False: a StoreError instead; the terminal never
+    creates a file for what arrives on a topic); ``raw()``: the message's bytes (CDR of ``type_name``), asked
+    for only when it is kept as a conflict; ``conflict(number, reason, kept)``: called (on the writer thread) for
+    each row that contradicted a stored one, once it was kept (or could not be: ``kept`` False, reason says why).
+    """
+
+    create: bool = True
+    raw: Callable[[], bytes] | None = None
+    type_name: str = ''
+    conflict: Callable[[int, str, bool], None] | None = None
 
 
 @dataclass
@@ -99,7 +118,8 @@ class _Video:
 def subject_error(subject: str) -> str | None:
     """Why ``subject`` cannot be a subject identifier, or None."""
     if not isinstance(subject, str) or not SUBJECT_RE.match(subject):
-        return (f'subject {subject!r} is not a valid identifier: use 1-64 letters, digits, "_" or "-", starting '
+        shown = repr(subject) if len(repr(subject)) <= 80 else f'{repr(subject)[:60]}... ({len(subject)} characters)'
+        return (f'subject {shown} is not a valid identifier: use 1-64 letters, digits, "_" or "-", starting '
                 'with a letter or digit (it names the subject\'s file)')
     return None
 
@@ -146,6 +166,10 @@ class Recorder:
         self._video_topics: set[str] = set()
         self._videos: dict[tuple[str, str, str], _Video] = {}  # (subject, session, topic) -> its current part
         self._stream_tables: set[tuple[str, str, str]] = set()  # (subject, session, topic) with its table made
+        # Sessions ended here: their videos are final, so a late frame must not open another part (the
+        # terminal routes messages to an ending session for a grace period; a camera never stops publishing).
+        self._ended: set[tuple[str, str]] = set()
+        self._late_logged: set[tuple[str, str, str]] = set()  # (subject, session, topic) whose late frames were logged
         # Event-topic messages already in the bag, waiting to be decoded into their event table.
         self._undecoded: dict[tuple[str, str, str], list[tuple[int, bytes]]] = {}
         self._n_undecoded = 0
@@ -193,18 +217,24 @@ class Recorder:
         self._put(_Item('begin', subject, session_id, (dict(meta), create_reason)))
 
     def trials(self, subject: str, session_id: str, meta: Mapping[str, Any], fields: Sequence[Sequence[Any]],
-               rows: Sequence[Mapping[str, Any]], done: Callable[[list[int]], None]) -> None:
-        """Store trials (creating file and session if needed); ``done(numbers)`` once durably stored.
+               rows: Sequence[Mapping[str, Any]], done: Callable[[list[int]], None],
+               how: Received | None = None) -> None:
+        """Store trials (creating the session, and the file unless ``how.create`` is False, if needed);
+        ``done(numbers)`` once durably stored.
 
         ``numbers`` are every trial number of ``rows`` now in the file, resent duplicates included: the pilot
         needs their ack as much as the new ones'. Not called when storing failed (so the pilot resends).
+        A row whose number is stored already with other values, or whose fields are not the session's, is kept
+        as a conflict (``how``, :class:`Received`) and acknowledged too: it is durably in the file, and what
+        was stored first is never replaced.
         """
-        self._put(_Item('trials', subject, session_id, (dict(meta), list(fields), list(rows)), done))
+        self._put(_Item('trials', subject, session_id, (dict(meta), list(fields), list(rows), how or Received()),
+                        done))
 
     def steps(self, subject: str, session_id: str, meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
-              done: Callable[[list[int]], None]) -> None:
+              done: Callable[[list[int]], None], how: Received | None = None) -> None:
         """Store protocol step changes (deduplicated by seq); ``done(seqs)`` once durably stored."""
-        self._put(_Item('steps', subject, session_id, (dict(meta), list(rows)), done))
+        self._put(_Item('steps', subject, session_id, (dict(meta), list(rows), how or Received()), done))
 
     def provenance(self, subject: str, session_id: str, items: Mapping[str, Any]) -> None:
         self._put(_Item('provenance', subject, session_id, dict(items)))
@@ -430,30 +460,87 @@ class Recorder:
 
     def _do_begin(self, item: _Item) -> None:
         meta, create_reason = item.payload
+        self._ended.discard((item.subject, item.session_id))  # begun again on purpose: its frames are wanted
         self._ensure_session(item.subject, item.session_id, meta, create_reason)
 
     def _do_trials(self, item: _Item) -> list[int]:
-        meta, fields, rows = item.payload
+        meta, fields, rows, how = item.payload
         f = self._ensure_session(item.subject, item.session_id, meta,
-                                 f'trials arrived from pilot {meta.get("pilot", "?")!r}')
-        if f.trial_fields(item.session_id) is None:
+                                 f'trials arrived from pilot {meta.get("pilot", "?")!r}' if how.create else '')
+        numbers = sorted({int(r['trial_number']) for r in rows})
+        have = f.trial_fields(item.session_id)
+        if have is None:
             f.set_trial_fields(item.session_id, fields)
-        new = f.add_trials(item.session_id, rows)
+        elif [tuple(x) for x in fields] != [tuple(x) for x in have]:
+            # Not this session's trials (a task's schema never changes within a session): kept apart.
+            why = (f'its fields {[x[0] for x in fields]} are not the session\'s {[x[0] for x in have]}'
+                   if [x[0] for x in fields] != [x[0] for x in have] else
+                   'its fields\' types or units are not the session\'s')
+            return [n for n in numbers if self._conflict(f, item, how, 'trial', n, why)]
+        new = set(f.add_trials(item.session_id, rows))
         self._stats.trials += len(new)
-        self._stats.duplicate_trials += len(rows) - len(new)
-        return sorted({int(r['trial_number']) for r in rows})
+        kept = set(new)
+        for row in rows:
+            n = int(row['trial_number'])
+            if n in new:  # the row just stored (a later row of the same number is compared with it)
+                new.discard(n)
+                continue
+            differ = f.differences(item.session_id, 'trials', row)
+            if not differ:
+                self._stats.duplicate_trials += 1
+                kept.add(n)
+            elif self._conflict(f, item, how, 'trial', n, f'trial {n} is stored already with other values of '
+                                                           f'{", ".join(differ)}'):
+                kept.add(n)
+        return sorted(kept)
 
     def _do_steps(self, item: _Item) -> list[int]:
-        meta, rows = item.payload
+        meta, rows, how = item.payload
         f = self._ensure_session(item.subject, item.session_id, meta,
-                                 f'step changes arrived from pilot {meta.get("pilot", "?")!r}')
-        f.add_steps(item.session_id, rows)
-        return sorted({int(r['seq']) for r in rows})
+                                 f'step changes arrived from pilot {meta.get("pilot", "?")!r}' if how.create else '')
+        new = set(f.add_steps(item.session_id, rows))
+        kept = set(new)
+        for row in rows:
+            n = int(row['seq'])
+            if n in new:
+                new.discard(n)
+                continue
+            differ = f.differences(item.session_id, 'steps', row)
+            if not differ or self._conflict(f, item, how, 'step', n, f'step change {n} is stored already with '
+                                                                    f'other values of {", ".join(differ)}'):
+                kept.add(n)
+        return sorted(kept)
+
+    def _conflict(self, f: SubjectFile, item: _Item, how: Received, kind: str, number: int, why: str) -> bool:
+        """Keep a contradicting message in the session's conflicts (the stored one stays); True when it is kept."""
+        try:
+            data = how.raw() if how.raw is not None else b''
+            if not f.add_conflict(item.session_id, kind, number, why, data, time.time_ns(), how.type_name):
+                return True  # these very bytes were kept before (a resend): told then
+        except Exception as exc:  # noqa: BLE001 - told like the conflict itself, never stops the writer
+            self._stats.errors += 1
+            self._stats.last_error = str(exc)
+            why = f'{why}; not kept: {exc}'
+            kept = False
+        else:
+            self._stats.conflicts += 1
+            kept = True
+        if how.conflict is not None:
+            try:
+                how.conflict(number, why, kept)
+            except Exception as exc:  # noqa: BLE001 - a failing callback must not stop the writer
+                self._log('error', f'recorder: conflict callback failed: {exc}')
+        else:
+            self._log('warn', f'recorder: {item.subject}/{item.session_id}: {why}' +
+                      ('; kept as a conflict' if kept else ''))
+        return kept
 
     def _do_provenance(self, item: _Item) -> None:
         self.open_file(item.subject).set_provenance(item.session_id, item.payload)
 
     def _do_end(self, item: _Item) -> None:
+        # First: whatever fails below, this session's videos are closed for good.
+        self._ended.add((item.subject, item.session_id))
         self._replay(item.subject, item.session_id)
         self._decode(None, (item.subject, item.session_id))
         for key in [k for k in self._videos if k[:2] == (item.subject, item.session_id)]:
@@ -468,6 +555,9 @@ class Recorder:
     def _write_frames(self, subject: str, sid: str, topic: str, messages: list[tuple[int, bytes]]) -> None:
         """Camera frames into the session's MP4 (a new part when the format changes); their rows into its table."""
         key = (subject, sid, topic)
+        if key not in self._videos and (subject, sid) in self._ended:
+            self._count_late(key, len(messages))
+            return
         spec = self._specs[topic]
         for recv_ns, data in messages:
             try:
@@ -490,6 +580,14 @@ class Recorder:
                     self._log('error', f'recorder: {subject}/{sid}: frames of {topic} not recorded (see stats): {exc}')
         if key in self._videos:
             self._store_frames(key, self._videos[key])
+
+    def _count_late(self, key: tuple[str, str, str], n: int) -> None:
+        """``n`` frames of ``key`` arrived after its session ended: counted, logged once per session and topic."""
+        self._stats.frames_late += n
+        if key not in self._late_logged:
+            self._late_logged.add(key)
+            self._log('info', f'recorder: {key[0]}/{key[1]}: frames of {key[2]} arrived after the session ended; '
+                              'not recorded (counted in stats().frames_late)')
 
     def _start_video(self, key: tuple[str, str, str], frame: Frame, type_name: str) -> _Video:
         subject, sid, topic = key

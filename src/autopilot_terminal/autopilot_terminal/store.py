@@ -30,7 +30,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
+import hashlib
 import json
+import math
 import os
 import struct
 import time
@@ -80,6 +82,14 @@ STEP_COLUMNS = (('seq', 'u4'), ('after_trial', 'u4'), ('from_step', 'u2'), ('to_
                 ('from_step_name', 'S64'), ('to_step_name', 'S64'), ('protocol', 'S64'), ('reason', 'S256'),
                 ('stamp_ns', 'i8'), ('recv_ns', 'i8'))
 INDEX_COLUMNS = (('offset', 'u8'), ('size', 'u4'), ('recv_ns', 'i8'))
+#: sessions/<id>/conflicts/index: one row per message that contradicted a stored trial or step change (a second,
+#: different TrialData for a stored trial number, ...); its bytes are in conflicts/data at offset/size.
+CONFLICT_COLUMNS = (('recv_ns', 'i8'), ('kind', 'S16'), ('number', 'u4'), ('sha256', 'S64'), ('reason', 'S512'),
+                    ('offset', 'u8'), ('size', 'u4'))
+#: Conflicts kept per session; beyond, StoreError (a flood of forged messages must not grow the file for ever).
+MAX_CONFLICTS = 1000
+#: A conflicting message larger than this is not kept (its index row says so with size 0).
+MAX_CONFLICT_BYTES = 1 << 20
 #: Per table (by its name in the session group, or 'history'/'index'): the column that is never 0 in a stored row.
 KEY_COLUMNS = {'structure': 'time_ns', 'history': 'time_ns', 'trials': 'trial_number', 'steps': 'seq',
                'gpio': 'recv_ns', 'sound': 'recv_ns', 'index': 'recv_ns'}
@@ -739,7 +749,8 @@ class SubjectFile:
         """
         _valid_key(session_id)
         where = f'{self.path}: session {session_id}'
-        known = {'pilot', 'task', 'protocol', 'step', 'step_name', 'started_ns', 'fields', 'topics', 'provenance'}
+        known = {'pilot', 'task', 'protocol', 'step', 'step_name', 'started_ns', 'fields', 'topics', 'provenance',
+                 'steps'}
         if set(meta) - known:
             raise StoreError(f'{where}: unknown meta keys {sorted(set(meta) - known)} (known: {sorted(known)})')
         fields = _fields(meta['fields'], where) if meta.get('fields') is not None else None
@@ -752,6 +763,11 @@ class SubjectFile:
         attrs: dict[str, Any] = {'pilot': str(meta.get('pilot', '')), 'task': str(meta.get('task', '')),
                                  'protocol': str(meta.get('protocol', '')), 'step': np.int64(step),
                                  'step_name': str(meta.get('step_name', '')), 'started_ns': np.int64(started_ns)}
+        if meta.get('steps') is not None:  # the protocol's step names: what the terminal accepts steps against
+            steps = meta['steps']
+            if isinstance(steps, (str, bytes)) or not all(isinstance(n, str) for n in steps):
+                raise StoreError(f'{where}: meta steps must be a list of step names, got {steps!r:.80}')
+            attrs['steps'] = _json(list(steps), f'{where}: steps')
         if session_id in self.file['sessions']:
             self._state(session_id)
             if fields is not None:
@@ -1038,6 +1054,89 @@ class SubjectFile:
             ds = self.file[f'sessions/{session_id}/video/{name}']
             ds.attrs.update({k: _video_attr(v) for k, v in values.items() if v is not None})
             ds.attrs['state'] = VIDEO_STATES[1]
+
+    # -- conflicts --------------------------------------------------------------------------
+
+    @_h5_errors
+    def differences(self, session_id: str, table: str, row: Mapping[str, Any]) -> list[str]:
+        """The columns in which ``row`` differs from the stored row of the same key ('trials': trial_number,
+        'steps': seq); [] when it is the same (a resend) or no such row is stored. ``recv_ns`` is not compared
+        (a resend arrives later), NaN equals NaN (a value not measured)."""
+        key = {'trials': 'trial_number', 'steps': 'seq'}.get(table)
+        if key is None:
+            raise StoreError(f'{self.path}: differences: table {table!r} is not trials or steps')
+        self._state(session_id)
+        path = f'sessions/{session_id}/{table}'
+        if path not in self.file:
+            return []
+        ds = self._dataset(path)
+        at = np.flatnonzero(ds.fields(key)[()] == int(row[key]))
+        if not at.size:
+            return []
+        stored = ds[int(at[0])]
+        out = []
+        for name in ds.dtype.names or ():
+            if name == 'recv_ns' or name not in row:
+                continue
+            have, got = stored[name], row[name]
+            if isinstance(have, bytes):
+                have = have.decode('utf-8', 'replace')
+            if isinstance(have, np.generic):
+                have = have.item()
+            if isinstance(have, float) and isinstance(got, float) and math.isnan(have) and math.isnan(got):
+                continue
+            if have != got:
+                out.append(name)
+        return out
+
+    @_h5_errors
+    def add_conflict(self, session_id: str, kind: str, number: int, reason: str, data: bytes, recv_ns: int,
+                     type_name: str = '') -> bool:
+        """Keep a message that contradicts what the session holds (``kind`` 'trial' or 'step', ``number`` its
+        trial number or seq), with its raw bytes (CDR of ``type_name``) and why; counted in the session's
+        ``conflicts`` attribute. The same bytes for the same number again change nothing (False). Nothing
+        already stored changes; a structure window, then fsync (conflicts are rare, and each one matters)."""
+        where = f'{self.path}: session {session_id}: conflicts'
+        self._state(session_id)
+        if kind not in ('trial', 'step'):
+            raise StoreError(f'{where}: kind {kind!r} is not trial or step')
+        data = bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        g = self.file[f'sessions/{session_id}']
+        if 'conflicts' in g:
+            index = g['conflicts/index'][()]
+            same = (index['kind'] == kind.encode()) & (index['number'] == number) & \
+                (index['sha256'] == digest.encode())
+            if same.any():
+                return False
+            if len(index) >= MAX_CONFLICTS:
+                raise StoreError(f'{where}: {len(index)} conflicts kept already; this one is not (a publisher keeps '
+                                 'contradicting the pilot: find it with `ros2 topic info -v`)')
+        kept = data if len(data) <= MAX_CONFLICT_BYTES else b''
+        reason = reason.encode()[:512].decode('utf-8', 'ignore')  # a log line: cut on a character boundary
+        with self._restructure(f'conflict {session_id} {kind} {number}'):
+            g = self.file[f'sessions/{session_id}']
+            if 'conflicts' not in g:
+                c = g.create_group('conflicts')
+                c.create_dataset('data', shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_BAG_CHUNK_BYTES,))
+                _create_table(c, 'index', table_dtype(CONFLICT_COLUMNS))
+                c.attrs['types'] = '{}'
+            c = g['conflicts']
+            types = json.loads(c.attrs['types'])
+            if type_name and types.get(kind) != type_name:
+                c.attrs['types'] = _json({**types, kind: type_name}, f'{where}: types')
+            blob, index = c['data'], c['index']
+            row = np.zeros(1, dtype=index.dtype)
+            row['recv_ns'], row['kind'], row['number'], row['sha256'] = recv_ns, kind.encode(), number, digest.encode()
+            row['reason'], row['offset'], row['size'] = reason.encode(), blob.shape[0], len(kept)
+            blob.resize((blob.shape[0] + len(kept),))
+            if kept:
+                blob[-len(kept):] = np.frombuffer(kept, dtype=np.uint8)
+            index.resize((index.shape[0] + 1,))
+            index[-1:] = row
+            g.attrs['conflicts'] = np.int64(index.shape[0])
+        self._flush(True)
+        return True
 
     # -- provenance and end -----------------------------------------------------------------
 

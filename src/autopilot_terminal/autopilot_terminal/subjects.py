@@ -5,23 +5,44 @@ A subject's state is never kept anywhere but its file's ``/subject/history`` (ki
 replays it, so the file alone says what the subject was doing at any time. Graduations the pilots report
 arrive as ``step`` rows through the recorder; a person's decisions come through the terminal's services.
 
-Protocols are files on the terminal (``protocol_dir/<name>.yaml``). The terminal reads only what it needs
-to record an assignment (the step names, with YAML errors named by file and line); the pilot validates the
-whole protocol (tasks, parameters, graduation) when the terminal loads it there at session start, and its
-error names the line and field. Plain Python, no ROS.
+Protocols are files on the terminal (``protocol_dir/<name>.yaml``). :func:`read_protocol` reads what the
+terminal records of an assignment (text, hash, step names, with YAML errors named by file and line);
+:func:`check_protocol` then validates the whole protocol (tasks, parameters, graduation) with the pilot's own
+code (``autopilot_pilot.protocol`` and its task registry: plain Python, no node), so an assignment the
+terminal accepts is one the pilot accepts, and the error names the line and field as the pilot's would.
+
+Everything here takes text from service requests: names are bounded before they touch the file system
+(they become file names), and :func:`parse_biography` bounds JSON by size and depth before parsing it (a
+recursive parser and encoder: 100,000 nested brackets would otherwise end the process). Plain Python, no ROS.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from autopilot_core.checks import InputError, text
+
 SUFFIXES = ('.yaml', '.yml')
+#: A protocol given by name: a file stem in protocol_dir (as the pilot's own protocol_dir lookup allows).
+PROTOCOL_NAME_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}')
+#: A protocol given by path: at most this long (the OS refuses longer paths with an OSError).
+MAX_PATH = 4096
+#: Protocol files larger than this are refused unread (a path may name any file on the terminal's host).
+MAX_PROTOCOL_BYTES = 1 << 20
+#: The ``name:`` of a protocol is recorded with every assignment and session: at most this long.
+MAX_PROTOCOL_NAME = 64
+#: A biography: JSON text of at most this many characters, nested at most this deep.
+MAX_BIOGRAPHY = 16384
+MAX_JSON_DEPTH = 32
 
 
 class ProtocolFileError(ValueError):
@@ -82,11 +103,31 @@ def state_from_history(subject: str, rows: Sequence[Mapping[str, Any]]) -> Subje
     return st
 
 
+def _shown(value: str, limit: int = 80) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= limit else f'{shown[:limit - 20]}... ({len(value)} characters)'
+
+
 def find_protocol_file(name: str, protocol_dir: Path | str) -> Path:
     """The file of protocol ``name`` (a file stem in ``protocol_dir``, or a path); ProtocolFileError if none."""
-    direct = Path(name).expanduser()
-    if direct.suffix in SUFFIXES and direct.is_file():
-        return direct
+    try:
+        text('protocol', name, MAX_PATH, empty=False)
+    except InputError as exc:
+        raise ProtocolFileError(f'{exc}: give a protocol name (the file name in the terminal\'s protocol_dir '
+                                'without .yaml) or the path of a .yaml file') from None
+    if '\0' in name:
+        raise ProtocolFileError(f'protocol {_shown(name)} contains a NUL character')
+    try:
+        direct = Path(name).expanduser()
+        if direct.suffix in SUFFIXES and direct.is_file():
+            return direct
+    except OSError as exc:  # a path the OS refuses (too long a component, no permission)
+        raise ProtocolFileError(f'protocol file {_shown(name)}: {exc.strerror or exc}') from None
+    except RuntimeError as exc:  # ~user of no user
+        raise ProtocolFileError(f'protocol file {_shown(name)}: {exc}') from None
+    if not PROTOCOL_NAME_RE.fullmatch(name):
+        raise ProtocolFileError(f'protocol {_shown(name)} not found: it is no .yaml file, and a protocol name is '
+                                '1-64 letters, digits, "_", "." or "-" (the file name in protocol_dir without .yaml)')
     base = Path(protocol_dir).expanduser()
     for suffix in SUFFIXES:
         path = base / f'{name}{suffix}'
@@ -101,11 +142,15 @@ def read_protocol(name: str, protocol_dir: Path | str) -> ProtocolFile:
     """Read a protocol file: its name (``name:`` key or file stem), text, SHA-256 and step names."""
     path = find_protocol_file(name, protocol_dir)
     try:
-        text = path.read_text(encoding='utf-8')
+        size = path.stat().st_size
+        if size > MAX_PROTOCOL_BYTES:
+            raise ProtocolFileError(f'{path}: {size} bytes; a protocol file is at most {MAX_PROTOCOL_BYTES} bytes '
+                                    '(is it a protocol?)')
+        content = path.read_text(encoding='utf-8')
     except (OSError, UnicodeDecodeError) as exc:
         raise ProtocolFileError(f'{path}: cannot read: {exc}') from exc
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.safe_load(content)
     except yaml.MarkedYAMLError as exc:
         # An unclosed bracket is found at the end of the file: point at where it was opened instead.
         mark = exc.context_mark or exc.problem_mark
@@ -113,6 +158,8 @@ def read_protocol(name: str, protocol_dir: Path | str) -> ProtocolFile:
         raise ProtocolFileError(f'{path}{line}: not valid YAML: {exc.problem}') from exc
     except yaml.YAMLError as exc:
         raise ProtocolFileError(f'{path}: not valid YAML: {exc}') from exc
+    except RecursionError:
+        raise ProtocolFileError(f'{path}: not valid YAML: nested too deeply') from None
     if not isinstance(doc, dict) or not isinstance(doc.get('steps'), list) or not doc['steps']:
         raise ProtocolFileError(f'{path}: a protocol is a mapping with a non-empty list `steps` (see '
                                 'protocols/2afc_training.yaml)')
@@ -121,8 +168,93 @@ def read_protocol(name: str, protocol_dir: Path | str) -> ProtocolFile:
         if not isinstance(step, dict) or not isinstance(step.get('name', step.get('task')), str):
             raise ProtocolFileError(f'{path}: steps[{i}]: each step is a mapping with a `task` (and a `name`)')
         steps.append(str(step.get('name', step.get('task'))))
-    proto_name = doc.get('name', path.stem)
-    return ProtocolFile(str(proto_name), path, text, hashlib.sha256(text.encode()).hexdigest(), tuple(steps))
+    proto_name = str(doc.get('name', path.stem))
+    if not 0 < len(proto_name) <= MAX_PROTOCOL_NAME or not proto_name.isprintable():
+        raise ProtocolFileError(f'{path}: name: {_shown(proto_name)} is not a protocol name: 1-{MAX_PROTOCOL_NAME} '
+                                'printable characters')
+    return ProtocolFile(proto_name, path, content, hashlib.sha256(content.encode()).hexdigest(), tuple(steps))
+
+
+def check_protocol(proto: ProtocolFile) -> ProtocolFile:
+    """``proto`` checked as the pilot checks it when the terminal loads it there (its tasks, parameters and
+    graduation rules, by the pilot's own :func:`autopilot_pilot.protocol.load_protocol` and task registry);
+    ProtocolFileError with the pilot's message (file, line and field) otherwise. The step names are the
+    pilot's. The terminal's host needs the same task packages as the pilots (entry-point group autopilot.tasks).
+    """
+    try:
+        from autopilot_pilot import registry
+        from autopilot_pilot.protocol import ProtocolError, load_protocol
+    except ImportError as exc:  # the terminal checks protocols with the pilot's code: it must be installed
+        raise ProtocolFileError(f'cannot check {proto.path}: the pilot package is not installed on the terminal '
+                                f'host ({exc}); install autopilot_pilot there too') from None
+    try:
+        loaded = load_protocol(proto.text, source=str(proto.path), lookup_task=registry.lookup, name=proto.name)
+    except ProtocolError as exc:
+        raise ProtocolFileError(str(exc)) from None
+    return replace(proto, steps=tuple(step.name for step in loaded.steps))
+
+
+def json_depth(value: str) -> int:
+    """How deeply brackets nest in JSON text, outside its strings: one linear pass, no recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in value:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == '\\':
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in '[{':
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in ']}':
+            depth -= 1
+    return deepest
+
+
+def _no_constant(name: str) -> Any:
+    raise InputError(f'biography_json: {name} is not a JSON number; write null for a value not known')
+
+
+def _int(literal: str) -> int:
+    if len(literal) > 40:  # Python converts long digit strings in quadratic time
+        raise InputError(f'biography_json: an integer of {len(literal)} digits; write it as a string')
+    return int(literal)
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise InputError(f'biography_json: {literal[:40]} is too large for a number (a double)')
+    return value
+
+
+def parse_biography(value: str) -> dict[str, Any]:
+    """A biography (a JSON object, "" for none) from a request; InputError naming the limit otherwise."""
+    text('biography_json', value, MAX_BIOGRAPHY)
+    if not value.strip():
+        return {}
+    if (depth := json_depth(value)) > MAX_JSON_DEPTH:
+        raise InputError(f'biography_json is nested {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted')
+    try:
+        bio = json.loads(value, parse_constant=_no_constant, parse_float=_finite, parse_int=_int)
+    except json.JSONDecodeError as exc:
+        raise InputError(f'biography_json is not valid JSON: {exc}') from None
+    if not isinstance(bio, dict):
+        raise InputError('biography_json must be a JSON object, e.g. {"species": "Mus musculus"}')
+    return bio
+
+
+def check_biography_size(bio: Mapping[str, Any]) -> None:
+    """InputError when a biography (e.g. one merged from updates) would be larger than :data:`MAX_BIOGRAPHY`."""
+    size = len(json.dumps(bio, ensure_ascii=False, allow_nan=True))
+    if size > MAX_BIOGRAPHY:
+        raise InputError(f'the biography would be {size} characters of JSON; at most {MAX_BIOGRAPHY} are accepted '
+                         '(remove keys: set them to null)')
 
 
 def check_step(protocol: ProtocolFile | SubjectState, step: int) -> str:

@@ -421,7 +421,8 @@ class CreateVerb(TerminalVerb):
 
 
 class AssignVerb(TerminalVerb):
-    """Assign a protocol (a file in the terminal's protocol_dir, or a path) to a subject."""
+    """Assign a protocol (a file in the terminal's protocol_dir, or a path) to a subject; the terminal checks it
+    with the pilots' own protocol code, so what it accepts a pilot accepts."""
 
     def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
         parser.add_argument('subject', help='subject name')
@@ -435,8 +436,11 @@ class AssignVerb(TerminalVerb):
 
         _check_subject(args.subject)
         protocol = args.protocol
-        if Path(protocol).suffix in ('.yaml', '.yml') and Path(protocol).is_file():
-            protocol = str(Path(protocol).resolve())  # relative to this shell, not to the terminal's directory
+        try:
+            if Path(protocol).suffix in ('.yaml', '.yml') and Path(protocol).is_file():
+                protocol = str(Path(protocol).resolve())  # relative to this shell, not to the terminal's directory
+        except OSError:  # not a file here (too long a name, ...): the terminal says what it is
+            pass
         resp = call_terminal(AssignProtocol, 'assign_protocol', AssignProtocol.Request(
             subject=args.subject, protocol=protocol, step=args.step), args)
         print(resp.message)
