@@ -356,12 +356,13 @@ def child_rig(a: argparse.Namespace) -> int:
                 '-p', f'calibration_file:={a.log_dir}/one-process-calibration.jsonl',
                 '-p', f'journal_path:={a.journal}', '-p', f'device_map:=["poke:{a.poke_device}"]']
     init_child_ros(ros_args)
-    from autopilot_core import executors, intra
+    from autopilot_core import executors, intra, params
     from autopilot_hardware.gpio.node import GpioNode
     from autopilot_pilot.node import PilotNode
 
-    gpio = GpioNode()
-    pilot = PilotNode()
+    with params.composed():  # the -p above reach both nodes: each key is known to one of them
+        gpio = GpioNode()
+        pilot = PilotNode()
     ex = executors.make_executor(context=gpio.context)
     emit('ready', executor=executors.executor_name(ex), nodes=[gpio.get_fully_qualified_name(),
                                                               pilot.get_fully_qualified_name()],

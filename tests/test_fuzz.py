@@ -37,7 +37,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
 from test_pilot import CALIBRATION, FAST_SUBJECT, RIG_PARAMS
 from test_terminal import LAUNCH_FILE, RIG, TERMINAL
-from test_valve_limits import LATE_MS, openings
+from test_valve_limits import LATE_MS, high_intervals, openings
 
 from autopilot_core import qos
 from autopilot_core.executors import spin
@@ -151,16 +151,9 @@ class Fuzzer:
     def longest_valve_opening_ms(self) -> float:
         longest = 0.0
         for valve in VALVES:
-            highs, start = [], None
-            for e in self.valve_edges:
-                if e.device != valve or edge_key(e) in self.forged:
-                    continue
-                if e.level and start is None:
-                    start = e.tick_us
-                elif not e.level and start is not None:
-                    highs.append((start, e.tick_us))
-                    start = None
-            assert start is None, f'{valve} was left open'
+            highs, left_open = high_intervals(e for e in self.valve_edges
+                                              if e.device == valve and edge_key(e) not in self.forged)
+            assert left_open is None, f'{valve} was left open'
             longest = max(longest, max(openings(highs, int(LATE_MS * 1000)), default=0) / 1000)
         return longest
 

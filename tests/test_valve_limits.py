@@ -207,17 +207,21 @@ class Edges:
             self.edges.append(e)
 
     def highs(self, pin: int) -> list[tuple[int, int]]:
-        out, start = [], None
         with self.lock:
-            for e in self.edges:
-                if e.pin != pin:
-                    continue
-                if e.level and start is None:
-                    start = e.tick_us
-                elif not e.level and start is not None:
-                    out.append((start, e.tick_us))
-                    start = None
-        return out
+            return high_intervals(e for e in self.edges if e.pin == pin)[0]
+
+
+def high_intervals(edges) -> tuple[list[tuple[int, int]], int | None]:
+    """(start, end) of each high stretch in edges of one output (anything with .level, .tick_us), and the start
+    of a stretch still open at the last edge (None: it ended low)."""
+    out, start = [], None
+    for e in edges:
+        if e.level and start is None:
+            start = e.tick_us
+        elif not e.level and start is not None:
+            out.append((start, e.tick_us))
+            start = None
+    return out, start
 
 
 # The sim closes late by the scheduler's latency, never early (test_gpio_logic.LATE_US says why 30 ms).

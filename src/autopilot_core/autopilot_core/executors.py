@@ -12,6 +12,7 @@ when a callback misbehaves under one executor) or per call with ``kind=``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -22,7 +23,7 @@ from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecu
 from rclpy.node import Node
 from rclpy.task import Future
 
-from autopilot_core import intra
+from autopilot_core import intra, params
 
 ENV_VAR = 'AUTOPILOT_EXECUTOR'
 KINDS = ('auto', 'events', 'single', 'multi')
@@ -156,8 +157,10 @@ def run_nodes(node_factories: Sequence[Callable[[], Node]], args: list[str] | No
     nodes: list[Node] = []
     try:
         try:
-            for factory in node_factories:
-                nodes.append(factory())
+            # Composed: a key given to the process is unknown only when none of its nodes declares it.
+            with params.composed() if len(node_factories) > 1 else contextlib.nullcontext():
+                for factory in node_factories:
+                    nodes.append(factory())
         except Exception as exc:  # noqa: BLE001 - a startup error is reported, not raised
             print(f'[FATAL] {exc}', file=sys.stderr, flush=True)
             return 1

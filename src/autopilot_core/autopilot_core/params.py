@@ -21,9 +21,10 @@ run with the default. :func:`check_unknown`, called by a node once it has declar
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,12 +245,40 @@ def unknown_parameters(node: Node, known: Iterable[str] = ()) -> dict[str, str |
     return unknown
 
 
+#: While nodes are built for one process (:func:`composed`): (node, known) whose check waits for all of them.
+_deferred: list[tuple[Node, tuple[str, ...]]] | None = None
+
+
 def check_unknown(node: Node, known: Iterable[str] = ()) -> None:
     """Raise :class:`UnknownParameterError` (a ParameterError) if an override names no declared parameter.
 
     Call it once the node has declared all its parameters (those declared from other parameters' values,
     such as ``devices.<name>.*``, included) and before it opens hardware, so the error leaves nothing open.
+    Inside :func:`composed` the check waits for the process's other nodes (see there).
     """
+    if _deferred is not None:
+        _deferred.append((node, tuple(known)))
+        return
     unknown = unknown_parameters(node, known)
     if unknown:
         raise UnknownParameterError(node.get_name(), unknown)
+
+
+@contextlib.contextmanager
+def composed() -> Iterator[None]:
+    """Build several nodes of one process (``executors.run_nodes``) with the unknown-key check deferred to the end.
+
+    A ``-p name:=value`` on the command line reaches every node of a process (rclpy has no per-node ``-p``),
+    so in a composed process a key is unknown only when no node of it declares it. Keys of a node's own
+    params-file section that only another node declares slip through there: give such settings per node.
+    """
+    global _deferred
+    _deferred = entries = []
+    try:
+        yield
+    finally:
+        _deferred = None
+    names = {n for node, known in entries
+             for n in (*node.list_parameters([], ListParameters.Request.DEPTH_RECURSIVE).names, *known)}
+    for node, _known in entries:
+        check_unknown(node, names)

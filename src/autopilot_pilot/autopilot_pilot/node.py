@@ -360,6 +360,8 @@ class PilotNode(Node):
         """Close sessions a crash left open; their unacked trials go out with the next resend."""
         for s in self.journal.open_sessions():
             self.journal.end_session(s.session_id, state='interrupted')
+            # Told in every heartbeat, so a terminal that recorded the session closes it as interrupted too.
+            self.status.last_session_id, self.status.last_session_state = s.session_id, 'interrupted'
             self.get_logger().warning(f'session {s.session_id} of {s.subject} was interrupted (pilot restart); '
                                       f'its {self.journal.stats(s.session_id).unacked_trials} unacknowledged '
                                       'trial(s) will be resent')
@@ -700,6 +702,7 @@ class PilotNode(Node):
                 self.journal.end_session(a.session_id, state=state)
         except JournalError as exc:
             self.get_logger().error(str(exc))
+        self.status.last_session_id, self.status.last_session_state = a.session_id, state
         self.active = None
         self.status.subject = self.status.session_id = self.status.task = ''
         self.status.protocol, self.status.step = '', 0

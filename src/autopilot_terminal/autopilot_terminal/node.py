@@ -128,7 +128,12 @@ PARAMS = [
               'receiving (which throttles the pilots when behind) goes first and the writer catches up in batches',
               min=0, max=19, read_only=True),
     ParamSpec('launch_file', '', 'Launch file whose text is stored with every session ("": none)', read_only=True),
+    ParamSpec('stop_grace_s', 3.0, 'On Ctrl-C/SIGTERM, how long the terminal waits for running sessions to end (a '
+              "launch stops its pilots at the same time: their last trials and end come within this); the launcher's "
+              'SIGTERM follows 5 s after its SIGINT', unit='s', min=0.0, max=60.0, read_only=True),
 ]
+#: How a pilot's last_session_state (PilotStatus) is recorded as a session's end state in the subject file.
+END_STATES = {'ended': 'ended', 'cancelled': 'ended', 'error': 'aborted', 'interrupted': 'interrupted'}
 #: Event tables filled from bag topics (relative name -> table kind and message type).
 EVENT_TOPICS = {'gpio/events': ('gpio', GpioEvent), 'sound/onsets': ('sound', SoundOnset)}
 #: Messages held per pilot while no session runs, for the moment between a session's start and its heartbeat.
@@ -221,6 +226,13 @@ def _session_steps(r: SubjectReader, sid: str, meta: Mapping[str, Any]) -> tuple
     except (ValueError, TypeError, KeyError, AttributeError):
         pass
     return None
+
+
+def end_state(msg: PilotStatus, session_id: str) -> str:
+    """The end state to record for ``session_id`` by a heartbeat that shows it is no longer running."""
+    if msg.last_session_id == session_id and msg.last_session_state in END_STATES:
+        return END_STATES[msg.last_session_state]
+    return 'aborted' if msg.state == PilotStatus.STATE_ERROR else 'ended'
 
 
 def scan_sessions(data_dir: Path, log: Callable[[str, str], None]
@@ -411,6 +423,8 @@ class TerminalNode(Node):
         self._conflicts: deque[tuple[str, str, str]] = deque(maxlen=1000)
         self.sessions = SessionTable(self.recorder, int(p['end_grace_s'] * 1e9))
         self.grace_s = p['end_grace_s']
+        self.stop_grace_s = p['stop_grace_s']
+        self._ends_pending = 0  # sessions whose end waits for the recorder's stream (_end_session)
         self.pilots: dict[str, PilotLink] = {}
         self.receiver = Receiver(list(dict.fromkeys(self.record_topics + self.stream_topics + self.video_topics)),
                                  self._record_topic, self.recorder.count_lost, self._log)
@@ -445,6 +459,24 @@ class TerminalNode(Node):
             self.get_logger().warning(text)
         else:
             self.get_logger().error(text)
+
+    def drain(self, executor: Any) -> None:
+        """After Ctrl-C/SIGTERM, before :meth:`close`: let running sessions end for ``stop_grace_s``.
+
+        A launch stops its pilots with the terminal; each pilot ends its session as interrupted and sends its
+        last trials and a heartbeat saying so, which is recorded while this spins. A session whose end does not
+        come in time (its pilot runs on) stays 'running' in its file and is closed when the terminal next sees
+        its pilot (``unfinished``)."""
+        def done() -> bool:
+            return not self._ends_pending and not any(link.session for link in self.pilots.values())
+        if self.stop_grace_s and not done():
+            spin(self, executor, until=done, timeout_sec=self.stop_grace_s)
+        for link in self.pilots.values():
+            if link.session is not None:
+                subject, sid = link.session
+                self.get_logger().warning(f'session {sid} of {subject} on {link.name} still runs as the terminal '
+                                          'stops: left running in the file, closed when the terminal next sees '
+                                          'the pilot (its trials are resent then)')
 
     def close(self) -> None:
         self.receiver.close()  # first: what it received still goes to the recorder
@@ -635,12 +667,12 @@ class TerminalNode(Node):
         link.name, link.named = msg.pilot, True
         now = time.time_ns()
         if link.session is not None and (not running or msg.session_id != link.session[1]):
-            self._end_session(link, 'aborted' if msg.state == PilotStatus.STATE_ERROR else 'ended', now)
+            self._end_session(link, end_state(msg, link.session[1]), now)
         if link.name in self.unfinished:
             for subject, sid, last_ns in self.unfinished.pop(link.name):
                 if running and msg.session_id == sid:
                     continue  # still running: recording goes on (_begin_session below)
-                self.recorder.end_session(subject, sid, last_ns, 'ended', note=(
+                self.recorder.end_session(subject, sid, last_ns, end_state(msg, sid), note=(
                     f'ended while no terminal was recording; ended_ns is the last thing recorded of it (pilot '
                     f'{link.name} was {STATE_NAMES.get(msg.state, msg.state)} when the terminal came back)'))
                 self.get_logger().warning(f'session {sid} of {subject} on {link.name} ended while the terminal was '
@@ -688,6 +720,7 @@ class TerminalNode(Node):
         # Late messages of the session are still its own until the recorder's stream reaches its end.
         timer: list[Any] = []
         give_up = time.monotonic() + END_WAIT_S
+        self._ends_pending += 1
 
         def end() -> None:
             closed = self.sessions.closed(link.ns, sid, time.time_ns())
@@ -695,6 +728,7 @@ class TerminalNode(Node):
                 return
             timer[0].cancel()
             self.destroy_timer(timer[0])
+            self._ends_pending -= 1
             if not closed:
                 self.get_logger().warning(
                     f'session {sid} of {subject}: the recorder did not see the heartbeat that ended it within '
@@ -1156,6 +1190,7 @@ def main(args: list[str] | None = None) -> int:
                                   name='clients-executor', daemon=True)
         thread.start()
         spin(terminal, control, stop=stop)
+        terminal.drain(control)
         thread.join(2.0)
         terminal.close()
         stats = terminal.recorder.stats()

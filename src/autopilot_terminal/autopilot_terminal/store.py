@@ -60,7 +60,7 @@ MAX_STRING_BYTES = 65536
 
 HISTORY_KINDS = ('created', 'biography', 'assign', 'step', 'parameters')
 EVENT_KINDS = ('gpio', 'sound')
-SESSION_STATES = ('running', 'ended', 'aborted')
+SESSION_STATES = ('running', 'ended', 'aborted', 'interrupted')  # interrupted: its pilot stopped or crashed
 
 #: Column specs: numpy type codes; 'S<n>' is a fixed-width UTF-8 string of n bytes.
 #: /structure: one row per structure window, so live readers know to reopen (see reader.SubjectReader).
@@ -1150,7 +1150,7 @@ class SubjectFile:
     @_h5_errors
     def end_session(self, session_id: str, *, ended_ns: int | None = None, state: str = 'ended',
                     note: str = '') -> None:
-        """Mark a session ended (state 'ended' or 'aborted') and write the bag's count/first_ns/last_ns attrs;
+        """Mark a session ended (state 'ended', 'aborted' or 'interrupted') and write the bag's count/first_ns/last_ns attrs;
         ``note``: how the end was learnt when it is not the pilot's own report (attribute ``end_note``)."""
         if state not in SESSION_STATES[1:]:
             raise StoreError(f'{self.path}: session end state {state!r} is not one of {SESSION_STATES[1:]}')

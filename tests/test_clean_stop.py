@@ -1,0 +1,71 @@
+"""Clean stops (issue 18, item 4): a rig and a terminal stopped together mid-session, as a launch's Ctrl-C stops
+them, and a pilot killed mid-session and restarted (respawn, systemd).
+
+Either way the session ends as ``interrupted`` in the pilot's journal *and* the subject file, and every trial
+the task finished is stored exactly once.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from autopilot_msgs.msg import PilotStatus
+from test_terminal import journal_of, launch_terminal, one_rig, stored_trials_match
+
+from autopilot_terminal.reader import SubjectReader
+
+
+def test_ctrl_c_of_the_whole_lab_mid_session_ends_it_as_interrupted_everywhere(procs, node, tmp_path):
+    rig, terminal, lab = one_rig(procs, node, tmp_path)
+    assert lab.start('mouse1', 'rig1', max_trials=500).success
+    lab.spin_until(lambda: len(lab.by_pilot['rig1']) >= 6, 60, 'no trials')
+    [sid] = lab.session_trials('rig1')
+    # A launch's Ctrl-C: SIGINT to every process at once.
+    for name in ('pilot', 'gpio', 'sound', 'subject'):
+        rig[name].signal(signal.SIGINT)
+    terminal.signal(signal.SIGINT)
+    assert terminal.wait(20) == 0, terminal.output()
+    assert rig['pilot'].wait(20) == 0, rig['pilot'].output()
+    out = terminal.output()
+    assert f'session {sid} of mouse1 on rig1: interrupted' in out, out
+    journal = journal_of(rig)
+    finished = journal.stats(sid).trials
+    assert journal.session(sid).state == 'interrupted'
+    assert journal.unacked() == [], 'a finished trial was not stored before the terminal stopped'
+    journal.close()
+    with SubjectReader(tmp_path / 'data' / 'mouse1.h5') as r:
+        assert r.session(sid)['state'] == 'interrupted'
+        rows = stored_trials_match(r, sid, lab)
+        assert sorted(row['trial_number'] for row in rows) == list(range(1, finished + 1))
+
+
+def test_a_pilot_killed_mid_session_and_restarted_ends_it_as_interrupted(procs, node, tmp_path):
+    rig, terminal, lab = one_rig(procs, node, tmp_path)
+    assert lab.start('mouse1', 'rig1', max_trials=500).success
+    lab.spin_until(lambda: len(lab.by_pilot['rig1']) >= 6, 60, 'no trials')
+    [sid] = lab.session_trials('rig1')
+    rig['pilot'].signal(signal.SIGKILL)
+    rig['pilot'].wait()
+    time.sleep(0.5)  # a respawn delay
+    rig['pilot'] = procs(rig['pilot_cmd'], name='rig1-pilot-restarted')
+    rig['pilot'].wait_for_output(f'session {sid} of mouse1 was interrupted (pilot restart)')
+    lab.spin_until(lambda: f'session {sid} of mouse1 on rig1: interrupted' in terminal.output(), 30,
+                   f'the terminal did not close the session as interrupted:\n{terminal.output()}')
+    lab.spin_until(lambda: lab.state('rig1') == PilotStatus.STATE_IDLE, 10, 'pilot not idle after restart')
+    lab.spin(3.0)  # the restarted pilot resends what the killed one had not had acknowledged
+    assert terminal.stop() == 0, terminal.output()
+    journal = journal_of(rig)
+    finished = journal.stats(sid).trials
+    assert journal.session(sid).state == 'interrupted' and journal.unacked() == []
+    journal.close()
+    with SubjectReader(tmp_path / 'data' / 'mouse1.h5') as r:
+        assert r.session(sid)['state'] == 'interrupted'
+        rows = stored_trials_match(r, sid, lab)
+        assert sorted(row['trial_number'] for row in rows) == list(range(1, finished + 1))
+    # The lab starts the next session where the subject is: same protocol step (the terminal's state).
+    terminal = launch_terminal(procs, tmp_path, name='terminal-2')
+    rig['pilot'] = procs(rig['pilot_cmd'], name='rig1-pilot-3')
+    lab.registry = None  # the stopped terminal's last registry says nothing of the new one
+    lab.wait_online('rig1')
+    assert lab.start('mouse1', 'rig1', max_trials=2).success
