@@ -164,6 +164,8 @@ def test_pace_keeps_the_recorded_rhythm_scaled() -> None:
 
 def test_info_prints_ros2_bag_info_layout_per_session(subject: Path) -> None:
     env = dict(os.environ, TZ='UTC')
+    with SubjectFile.open(subject) as f:  # gaps are told (issue 18 item 5): what the live stream skipped
+        f.set_event_gaps('S2', missing=3, recovered=5)
     out = ok(cli(env, 'bag', 'info', str(subject)))
     lines = out.splitlines()
     assert lines[0] == '' and lines[1] == f'Files:             {subject}'
@@ -180,6 +182,7 @@ def test_info_prints_ros2_bag_info_layout_per_session(subject: Path) -> None:
         'End:               Nov 14 2023 21:13:21.000 (1699996401.000)',
         'Messages:          2',
         'Topic information: Topic: /chat | Type: std_msgs/msg/String | Count: 2 | Serialization Format: cdr',
+        'Gaps:              GPIO events missing: 0 | recovered from the pilot: 0 | conflicts kept apart: 0',
         '',
         'Session:           S2 | Pilot: rig1 | Task: 2afc | State: ended',
         'ROS Distro:        jazzy',
@@ -192,6 +195,7 @@ def test_info_prints_ros2_bag_info_layout_per_session(subject: Path) -> None:
         'Serialization Format: cdr',
         '                   Topic: /camera/image | Type: sensor_msgs/msg/Image | Count: 1 | Serialization Format: cdr',
         f'                   Topic: /alien | Type: {ALIEN} | Count: 1 | Serialization Format: cdr',
+        'Gaps:              GPIO events missing: 3 | recovered from the pilot: 5 | conflicts kept apart: 0',
     ]
     one = ok(cli(env, 'bag', 'info', str(subject), '--session', 'S1')).splitlines()
     assert 'Sessions:          1' in one and not any('S2' in line for line in one)

@@ -19,8 +19,9 @@ stamps = st.tuples(st.integers(-2**31, 2**31 - 1), st.integers(0, 999_999_999))
 
 
 def gpio(stamp: tuple[int, int], frame_id: str, device: str, pin: int, level: bool, tick: int, tick_us: int,
-         backend: str) -> GpioEvent:
-    m = GpioEvent(device=device, pin=pin, level=level, tick=tick, tick_us=tick_us, backend=backend)
+         backend: str, run_id: int = 1, seq: int = 1) -> GpioEvent:
+    m = GpioEvent(device=device, pin=pin, level=level, tick=tick, tick_us=tick_us, backend=backend, run_id=run_id,
+                  seq=seq)
     m.header.stamp.sec, m.header.stamp.nanosec = stamp
     m.header.frame_id = frame_id
     return m
@@ -28,13 +29,13 @@ def gpio(stamp: tuple[int, int], frame_id: str, device: str, pin: int, level: bo
 
 @settings(max_examples=300, deadline=None)
 @given(stamps, text, text, st.integers(0, 255), st.booleans(), st.integers(0, 2**32 - 1),
-       st.integers(0, 2**64 - 1), text, st.integers(1, 2**62))
+       st.integers(0, 2**64 - 1), text, st.integers(1, 2**62), st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1))
 def test_gpio_event_columns_match_the_message(stamp, frame_id, device, pin, level, tick, tick_us, backend,
-                                               recv_ns) -> None:
-    m = gpio(stamp, frame_id, device, pin, level, tick, tick_us, backend)
+                                               recv_ns, run_id, seq) -> None:
+    m = gpio(stamp, frame_id, device, pin, level, tick, tick_us, backend, run_id, seq)
     cols = gpio_columns([(recv_ns, serialize_message(m))])
     assert cols == {'stamp_ns': [stamp[0] * 10**9 + stamp[1]], 'tick_us': [tick_us], 'device': [device],
-                    'pin': [pin], 'level': [level], 'recv_ns': [recv_ns]}
+                    'pin': [pin], 'level': [level], 'run_id': [run_id], 'seq': [seq], 'recv_ns': [recv_ns]}
 
 
 @settings(max_examples=300, deadline=None)

@@ -14,6 +14,9 @@ Tables (schema version :data:`SCHEMA_VERSION` in ``PRAGMA user_version``):
 * ``trials``: (session_id, trial_number) PK, payload (CDR bytes), stamp_ns, meta (JSON: e.g. the trial's
   fields, so graduation history can be rebuilt without ROS), acked, acked_ns.
 * ``steps``: (session_id, seq) PK, after_trial, from_step, to_step, reason, payload, stamp_ns, acked, acked_ns.
+* ``events``: (session_id, run_id, seq) PK, stamp_ns, payload: the GPIO events of each session, which the
+  terminal fetches (the pilot's ``journal_events`` service) when its recording of them has a gap; kept
+  :data:`EVENT_RETENTION_S` after the session ended.
 
 One pilot owns a journal: the file is opened with ``locking_mode=EXCLUSIVE``, so a second process (another
 pilot given the same ``journal_path``, or a sqlite3 shell) gets a :class:`JournalError` saying so instead
@@ -78,11 +81,23 @@ CREATE TABLE steps (
 #: version -> SQL that upgrades a journal of that version to the next one.
 _MIGRATIONS: dict[int, str] = {}
 
-#: Indexes for reads only, created on every open (IF NOT EXISTS), so journals written before an index was
-#: added get it without a schema version bump (which would lock older pilots out of the file).
+#: Indexes for reads, and tables older pilots never touch, created on every open (IF NOT EXISTS): journals
+#: written before they were added get them without a schema version bump (which would lock older pilots out).
+#: ``events``: the GPIO events of each session (the gpio node's run_id and seq, CDR payload), for the terminal
+#: to fetch what it missed (a link loss); pruned to EVENT_RETENTION_S after their session ended.
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS sessions_history ON sessions (subject, protocol, started_ns);
+CREATE TABLE IF NOT EXISTS events (
+    session_id TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    stamp_ns INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (session_id, run_id, seq)
+) WITHOUT ROWID;
 """
+#: How long a session's GPIO events stay in the journal after it ended (a terminal away longer misses them).
+EVENT_RETENTION_S = 7 * 24 * 3600
 
 _FRESH_HINT = ('move the file aside (keep it: it may hold trials the Terminal has not acknowledged) and restart '
                'the pilot to begin a fresh journal, or set the pilot parameter journal_path to another file')
@@ -583,6 +598,34 @@ class Journal:
                                   [(stamp, session_id, n) for n in nums]).rowcount
 
         return self._write('ack step changes', run) if nums else 0
+
+    # ----------------------------------------------------------------------------------------- events
+
+    def add_events(self, session_id: str, rows: Iterable[tuple[int, int, int, bytes]]) -> int:
+        """Journal GPIO events ``(run_id, seq, stamp_ns, payload)`` of a session (repeats ignored); returns how
+        many were new."""
+        rows = [(session_id, int(r), int(q), int(t), bytes(p)) for r, q, t, p in rows]
+
+        def run(db: sqlite3.Connection) -> int:
+            return db.executemany('INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)', rows).rowcount
+
+        return self._write('journal GPIO events', run) if rows else 0
+
+    def events(self, session_id: str, run_id: int, first_seq: int, last_seq: int, limit: int) -> list[tuple[int, bytes]]:
+        """``(seq, payload)`` of a session's journalled GPIO events of one gpio run in [first_seq, last_seq]."""
+        return [(int(q), bytes(p)) for q, p in self._read(
+            'read GPIO events', 'SELECT seq, payload FROM events WHERE session_id=? AND run_id=? AND seq BETWEEN ? AND ? '
+            'ORDER BY seq LIMIT ?', (session_id, int(run_id), int(first_seq), min(int(last_seq), 2**63 - 1), int(limit)))]
+
+    def prune_events(self, now_ns: int | None = None) -> int:
+        """Drop the events of sessions that ended more than EVENT_RETENTION_S ago; returns how many went."""
+        cutoff = (time.time_ns() if now_ns is None else now_ns) - EVENT_RETENTION_S * 1_000_000_000
+
+        def run(db: sqlite3.Connection) -> int:
+            return db.execute('DELETE FROM events WHERE session_id IN (SELECT session_id FROM sessions WHERE '
+                              'ended_ns IS NOT NULL AND ended_ns < ?)', (cutoff,)).rowcount
+
+        return self._write('prune GPIO events', run)
 
     # ----------------------------------------------------------------------------------------- stats
 

@@ -46,7 +46,7 @@ from autopilot_msgs.msg import (
     TrialAck,
     TrialData,
 )
-from autopilot_msgs.srv import LoadProtocol, LoadSound, SetTaskParameters
+from autopilot_msgs.srv import GetEvents, LoadProtocol, LoadSound, SetTaskParameters
 from rcl_interfaces.msg import SetParametersResult
 from rcl_interfaces.srv import GetParameters
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -54,14 +54,14 @@ from rclpy.action.server import ServerGoalHandle
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.serialization import serialize_message
+from rclpy.serialization import deserialize_message, serialize_message
 from rclpy.task import Future
 from rclpy.time import Time
 from std_msgs.msg import Empty
 from std_srvs.srv import Trigger
 
 from autopilot_core import guard, intra, qos
-from autopilot_core.checks import InputError, sequence, short
+from autopilot_core.checks import InputError, sequence, short, text
 from autopilot_core.executors import run_node
 from autopilot_core.names import host_namespace, node_label
 from autopilot_core.params import ParamSpec, check_unknown, declare
@@ -93,6 +93,10 @@ PARAMS = (
     ParamSpec('seed', 0, 'Seed of the tasks\' random draws (0: a new one per session, logged)', min=0),
 )
 
+#: GPIO events of a session are journalled in batches this often (and at its end).
+EVENT_BATCH_S = 0.5
+#: Events one journal_events answer holds at most (GetEvents.srv).
+MAX_EVENTS_PER_CALL = 1000
 #: Longest wait between two resends of an unacknowledged trial.
 RESEND_MAX_S = 60.0
 #: How many play ids awaiting their onset a RosHardware remembers (see RosHardware.play_ids).
@@ -266,6 +270,7 @@ class Active:
         self.error: str | None = None
         self.graduate_reason: str | None = None
         self.limit_pending: str | None = None   # max_duration_s passed mid-trial: end after it
+        self.events: list[GpioEvent] = []       # GPIO events not journalled yet (TrialWriter.submit_events)
         self.duration_timer: Any = None
         self.seed = 0
 
@@ -324,6 +329,7 @@ class PilotNode(Node):
         guard.create_service(self, Trigger, 'resume', self.srv_resume)
         guard.create_service(self, SetTaskParameters, 'set_task_parameters', self.srv_set_parameters)
         guard.create_service(self, LoadProtocol, 'load_protocol', self.srv_load_protocol)
+        guard.create_service(self, GetEvents, 'journal_events', self.srv_journal_events)
         self.action = ActionServer(self, RunSession, 'session', execute_callback=self.execute,
                                    goal_callback=self.on_goal, cancel_callback=self.on_cancel)
 
@@ -337,6 +343,7 @@ class PilotNode(Node):
         self.create_timer(0.5, self.publish_status)
         self.create_timer(p['resend_interval_s'], self.resend)
         self.create_timer(0.2, self.watch_subscribers)
+        self.create_timer(EVENT_BATCH_S, self.journal_events)
         self.recover()
         self.publish_status()
         self.get_logger().info(f'pilot {self.pilot} ready: hardware under {h or "/"}, journal {path}, '
@@ -358,6 +365,7 @@ class PilotNode(Node):
     # -- durability --------------------------------------------------------------------------------
     def recover(self) -> None:
         """Close sessions a crash left open; their unacked trials go out with the next resend."""
+        self.journal.prune_events()
         for s in self.journal.open_sessions():
             self.journal.end_session(s.session_id, state='interrupted')
             # Told in every heartbeat, so a terminal that recorded the session closes it as interrupted too.
@@ -424,7 +432,10 @@ class PilotNode(Node):
     # -- hardware events ---------------------------------------------------------------------------
     def on_gpio(self, msg: GpioEvent) -> None:
         a = self.active
-        if a is not None and a.runner is not None:
+        if a is None:
+            return
+        a.events.append(msg)  # journalled in batches: a terminal that missed some fetches them (journal_events)
+        if a.runner is not None:
             s = msg.header.stamp
             a.runner.handle_gpio(msg.device, msg.level, msg.tick_us, s.sec * 1_000_000_000 + s.nanosec)
 
@@ -435,7 +446,27 @@ class PilotNode(Node):
             s = msg.header.stamp
             a.runner.handle_onset(msg.sound_id, msg.play_id, s.sec * 1_000_000_000 + s.nanosec, msg.ok)
 
+    def journal_events(self) -> None:
+        a = self.active
+        if a is not None and a.events:
+            events, a.events = a.events, []
+            self.writer.submit_events(a.session_id, events)
+
     # -- services ----------------------------------------------------------------------------------
+    def srv_journal_events(self, req: GetEvents.Request, res: GetEvents.Response) -> GetEvents.Response:
+        """The GPIO events of a session this pilot journalled, for a terminal whose recording has a gap."""
+        text('session_id', req.session_id, 128)
+        if self.journal.session(req.session_id) is None:
+            res.success, res.message = False, f'this pilot ran no session {short(req.session_id)}'
+            return res
+        self.journal_events()
+        self.writer.flush(5.0)
+        rows = self.journal.events(req.session_id, req.run_id, req.first_seq, req.last_seq, MAX_EVENTS_PER_CALL + 1)
+        res.more = len(rows) > MAX_EVENTS_PER_CALL
+        res.events = [deserialize_message(p, GpioEvent) for _, p in rows[:MAX_EVENTS_PER_CALL]]
+        res.success, res.message = True, f'{len(res.events)} events' + (' (more: ask again)' if res.more else '')
+        return res
+
     def srv_pause(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
         a = self.active
         if a is None or a.runner is None:
@@ -690,6 +721,7 @@ class PilotNode(Node):
     def end_session(self, a: Active, state: str) -> None:
         if a.runner is not None:
             a.runner.stop()
+        self.journal_events()
         if a.clock is not None:
             a.clock.close()
         if not self.writer.flush(10.0):  # the session's trials are in the journal before it is closed

@@ -342,7 +342,12 @@ def info(path: Path | str, session: str | None = None) -> dict[str, Any]:
                            for t in topics],
                 'videos': [{'name': v.name, 'topic': v.topic, 'path': str(v.path), 'frames': v.rows,
                             'width': v.width, 'height': v.height, 'codec': v.codec, 'state': v.state,
-                            'dropped': v.dropped} for v in reader.videos(sid)]})
+                            'dropped': v.dropped} for v in reader.videos(sid)],
+                # Gaps told: GPIO events the live stream skipped (still missing / fetched from the pilot's
+                # journal), and messages kept apart because they contradicted stored ones.
+                'events_missing': int(attrs.get('events_missing', 0)),
+                'events_recovered': int(attrs.get('events_recovered', 0)),
+                'conflicts': int(attrs.get('conflicts', 0))})
     return out
 
 
@@ -410,6 +415,9 @@ def format_info(data: Mapping[str, Any]) -> str:
         if videos:
             lines.append(row('Videos', videos[0]))
             lines += [' ' * _LABEL + v for v in videos[1:]]
+        # Not in `ros2 bag info` either: what the recording lacks or holds apart, always shown.
+        lines.append(row('Gaps', f"GPIO events missing: {s.get('events_missing', 0)} | recovered from the pilot: "
+                                 f"{s.get('events_recovered', 0)} | conflicts kept apart: {s.get('conflicts', 0)}"))
     return '\n'.join(lines) + '\n'
 
 

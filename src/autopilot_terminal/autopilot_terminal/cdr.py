@@ -138,7 +138,7 @@ def _header(data: bytes, fmt: dict[str, struct.Struct]) -> tuple[int, int]:
 
 def gpio_columns(samples: Sequence[Sample]) -> Columns:
     """``autopilot_msgs/msg/GpioEvent`` samples -> ``events/gpio`` columns."""
-    stamp, tick_us, device, pin, level, recv = [], [], [], [], [], []
+    stamp, tick_us, device, pin, level, run_ids, seqs, recv = [], [], [], [], [], [], [], []
     for recv_ns, data in samples:
         try:
             fmt = _order(data)
@@ -148,7 +148,11 @@ def gpio_columns(samples: Sequence[Sample]) -> Columns:
             # then tick (uint32, 4-aligned) and tick_us (uint64, 8-aligned); only tick_us is stored
             pos = _align(_align(pos + 2, 4) + 4, 8)
             (tus,) = fmt['Q'].unpack_from(data, 4 + pos)
-            _end(data, pos + 8, fmt)  # backend
+            _, pos = _string(data, pos + 8, fmt)  # backend
+            pos = _align(pos, 4)
+            (run_id,) = fmt['I'].unpack_from(data, 4 + pos)
+            pos = _align(pos + 4, 8)
+            (seq,) = fmt['Q'].unpack_from(data, 4 + pos)  # the last field: struct.error when cut short
         except (struct.error, UnicodeDecodeError, CdrError) as exc:
             raise CdrError(f'GpioEvent: {exc}') from exc
         stamp.append(ns)
@@ -156,9 +160,11 @@ def gpio_columns(samples: Sequence[Sample]) -> Columns:
         device.append(name)
         pin.append(p)
         level.append(lv != 0)
+        run_ids.append(run_id)
+        seqs.append(seq)
         recv.append(recv_ns)
     return {'stamp_ns': stamp, 'tick_us': tick_us, 'device': device, 'pin': pin, 'level': level,
-            'recv_ns': recv}
+            'run_id': run_ids, 'seq': seqs, 'recv_ns': recv}
 
 
 def sound_columns(samples: Sequence[Sample]) -> Columns:

@@ -67,6 +67,7 @@ from autopilot_msgs.msg import (
 from autopilot_msgs.srv import (
     AssignProtocol,
     CreateSubject,
+    GetEvents,
     LoadProtocol,
     PilotCommand,
     SetSubjectParameters,
@@ -90,6 +91,7 @@ from autopilot_core.messages import interface_text
 from autopilot_core.params import ParamSpec, declare
 
 from .cdr import EVENT_DECODERS
+from .fetch import EventFetcher
 from .reader import SubjectReader, history_rows
 from .receiver import Receiver
 from .recorder import Received, Recorder, subject_error
@@ -382,6 +384,7 @@ class PilotLink:
     pause: Any
     resume: Any
     cancel: Any
+    events: Any = None  # GetEvents client: the pilot's journal_events (missing GPIO events, :mod:`.fetch`)
     subs: list[Any] = field(default_factory=list)
     status: PilotStatus | None = None
     seen: float = 0.0  # monotonic time of the last heartbeat
@@ -426,6 +429,10 @@ class TerminalNode(Node):
         self.stop_grace_s = p['stop_grace_s']
         self._ends_pending = 0  # sessions whose end waits for the recorder's stream (_end_session)
         self.pilots: dict[str, PilotLink] = {}
+        # GPIO events the live recording missed (a gap in their seq) are fetched from the pilot's journal.
+        self.fetcher = EventFetcher(self._events_client, lambda gap, samples: self.recorder.recovered_events(
+            gap.subject, gap.session_id, gap.topic, gap.run_id, samples), self._log)
+        self.recorder.on_gap = self.fetcher.request
         self.receiver = Receiver(list(dict.fromkeys(self.record_topics + self.stream_topics + self.video_topics)),
                                  self._record_topic, self.recorder.count_lost, self._log)
         # Clients the services wait on live on a node spun by another thread (the recorder's): rclpy's executors
@@ -478,7 +485,13 @@ class TerminalNode(Node):
                                           'stops: left running in the file, closed when the terminal next sees '
                                           'the pilot (its trials are resent then)')
 
+    def _events_client(self, topic: str) -> Any:
+        """The journal_events client of the pilot whose namespace holds ``topic`` (any thread), or None."""
+        found = [link for ns, link in list(self.pilots.items()) if topic.startswith(ns.rstrip('/') + '/')]
+        return max(found, key=lambda link: len(link.ns)).events if found else None
+
     def close(self) -> None:
+        self.fetcher.close()
         self.receiver.close()  # first: what it received still goes to the recorder
         self.recorder.close()
 
@@ -535,7 +548,8 @@ class TerminalNode(Node):
             load=c.create_client(LoadProtocol, f'{base}/load_protocol'),
             pause=c.create_client(Trigger, f'{base}/pause'),
             resume=c.create_client(Trigger, f'{base}/resume'),
-            cancel=c.create_client(CancelGoal, f'{base}/session/_action/cancel_goal'))
+            cancel=c.create_client(CancelGoal, f'{base}/session/_action/cancel_goal'),
+            events=c.create_client(GetEvents, f'{base}/journal_events'))
         link.subs = [
             guard.create_subscription(self, PilotStatus, f'{base}/status', lambda m: self.on_status(link, m),
                                       STATUS_QUEUE, sender=lambda m: m.pilot),

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .cdr import CdrError, ColumnDecoder, Columns, Sample
+from .cdr import CdrError, ColumnDecoder, Columns, Sample, gpio_columns
+from .gaps import END, EventGaps
 from .store import StoreError, SubjectFile, TopicSpec, open_flags
 from .streams import stream_name
 from .video import VIDEO_TYPES, Frame, FrameFormatError, VideoSink, decode_frame, next_video_path
@@ -76,6 +77,8 @@ class Stats:
     stream_rows: int = 0
     frames_dropped: int = 0
     frames_late: int = 0  # camera frames that reached the recorder after their session's end: not recorded
+    events_missing: int = 0  # GPIO events the live stream skipped (a gap in their seq), recovered or not
+    events_recovered: int = 0  # of those, fetched from the pilot's journal and appended
     errors: int = 0
     lost_messages: int = 0
     superseded_messages: int = 0  # of keep-last publishers, replaced by newer ones before the recorder got them
@@ -140,6 +143,11 @@ def _decode_all(decode: ColumnDecoder, chunk: Sequence[Sample]) -> tuple[Columns
     return columns, f'{len(bad)} of {len(chunk)} messages could not be decoded (first: {bad[0][1]})'
 
 
+def _select(columns: Columns, keep: Sequence[bool]) -> Columns:
+    """The rows of ``columns`` where ``keep`` is true."""
+    return {k: [v for v, ok in zip(vals, keep, strict=True) if ok] for k, vals in columns.items()}
+
+
 def _n_messages(items: list[Any]) -> int:
     """Queued items, a run of messages (4-tuple, :meth:`Recorder.messages`) counting each of them."""
     return sum(len(i[3]) if type(i) is tuple and len(i) == 4 else 1 for i in items)
@@ -176,6 +184,10 @@ class Recorder:
         self._failed: set[tuple[str, ...]] = set()  # (subject, session[, topic]) whose messages failed: logged once
         self._retry: dict[tuple[str, str], list[_Item]] = {}  # begin/provenance that failed, by (subject, session)
         self._stats = Stats()
+        self._gaps = EventGaps()
+        #: ``on_gap(subject, session, topic, run_id, first_seq, last_seq)``, from the writer thread: GPIO events
+        #: of a session the live stream did not bring (a tail request at its end: last_seq = gaps.END).
+        self.on_gap: Callable[[str, str, str, int, int, int], None] | None = None
         self._thread = threading.Thread(target=self._run, name='recorder', daemon=True)
         self._thread.start()
 
@@ -241,6 +253,15 @@ class Recorder:
 
     def end_session(self, subject: str, session_id: str, ended_ns: int, state: str = 'ended', note: str = '') -> None:
         self._put(_Item('end', subject, session_id, (ended_ns, state, note)))
+
+    def recovered_events(self, subject: str, session_id: str, topic: str, run_id: int,
+                         samples: Sequence[tuple[int, bytes]]) -> None:
+        """GpioEvents (``(recv_ns, CDR)``) the pilot's journal gave for a gap: those still missing are appended."""
+        self._put(_Item('recovered', subject, session_id, (topic, run_id, list(samples))))
+
+    def missing_events(self, subject: str, session_id: str) -> list[tuple[str, int, int, int]]:
+        """``(topic, run_id, first, last)`` of a session still missing (thread-safe: a copy from the writer)."""
+        return self.call(lambda r: r._gaps.missing_ranges(subject, session_id)).result(timeout=30)
 
     def call(self, fn: Callable[[Recorder], T]) -> Future[T]:
         """Run ``fn(self)`` on the writer thread (where :meth:`open_file`/:meth:`create_file` may be used)."""
@@ -550,7 +571,46 @@ class Recorder:
         f = self.open_file(item.subject)
         if item.session_id in f.file['sessions']:
             f.end_session(item.session_id, ended_ns=ended_ns, state=state, note=note)
+            self._store_gaps(f, item.subject, item.session_id)
         self._files[item.subject].topics.pop(item.session_id, None)
+        # Whatever the live stream did not bring after the last event recorded (a link lost at the end).
+        for topic, run_id, first in self._gaps.tails(item.subject, item.session_id):
+            self._gap((item.subject, item.session_id, topic), run_id, first, END, count=False)
+
+    def _gap(self, key: tuple[str, str, str], run_id: int, first: int, last: int, count: bool = True) -> None:
+        if count:
+            self._stats.events_missing += last - first + 1
+            self._log('warn', f'recorder: {key[0]}/{key[1]}: {last - first + 1} {key[2]} events missing from the '
+                              f'live stream (seq {first}..{last} of gpio run {run_id}): asking the pilot\'s journal')
+        if self.on_gap is not None:
+            try:
+                self.on_gap(*key, run_id, first, last)
+            except Exception as exc:  # noqa: BLE001 - the gap stays counted; the terminal logs why
+                self._log('error', f'recorder: cannot ask for missing events: {exc}')
+
+    def _store_gaps(self, f: SubjectFile, subject: str, sid: str) -> None:
+        counts = self._gaps.counts(subject, sid)
+        if counts is not None and (counts[0] or counts[1]):
+            f.set_event_gaps(sid, missing=counts[0], recovered=counts[1])
+
+    def _do_recovered(self, item: _Item) -> None:
+        topic, run_id, samples = item.payload
+        key = (item.subject, item.session_id, topic)
+        columns, bad = _decode_all(gpio_columns, samples)
+        if bad:
+            self._log('error', f'recorder: {item.subject}/{item.session_id}: recovered events: {bad}')
+        columns = _select(columns, [r == run_id for r in columns['run_id']])
+        keep = self._gaps.fill(key, run_id, columns['seq'])
+        if not any(keep):
+            return
+        columns = _select(columns, keep)
+        f = self.open_file(item.subject)
+        n = f.add_events(item.session_id, 'gpio', columns)
+        self._stats.events += n
+        self._stats.events_recovered += n
+        self._store_gaps(f, item.subject, item.session_id)
+        self._log('info', f'recorder: {item.subject}/{item.session_id}: {n} {topic} events recovered from the '
+                          "pilot's journal")
 
     def _write_frames(self, subject: str, sid: str, topic: str, messages: list[tuple[int, bytes]]) -> None:
         """Camera frames into the session's MP4 (a new part when the format changes); their rows into its table."""
@@ -658,6 +718,9 @@ class Recorder:
                     self._stats.stream_rows += f.add_stream_rows(sid, name, columns)
                 else:
                     self._stats.events += f.add_events(sid, kind, columns)
+                    if 'seq' in columns:
+                        for gap in self._gaps.observe(key, columns['run_id'], columns['seq']):
+                            self._gap(key, *gap)
             except Exception as exc:  # noqa: BLE001 - the bag keeps them; the table misses them, said once
                 self._stats.errors += 1
                 self._stats.last_error = str(exc)

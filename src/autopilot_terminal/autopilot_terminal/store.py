@@ -74,10 +74,25 @@ TRIAL_COLUMNS = (('trial_number', 'u4'), ('start_ns', 'i8'), ('stamp_ns', 'i8'),
 LATER_TRIAL_COLUMNS = {'start_ns': 0}
 EVENT_COLUMNS = {
     'gpio': (('stamp_ns', 'i8'), ('tick_us', 'u8'), ('device', 'S32'), ('pin', 'u1'), ('level', '?'),
-             ('recv_ns', 'i8')),
+             ('run_id', 'u4'), ('seq', 'u8'), ('recv_ns', 'i8')),
     'sound': (('stamp_ns', 'i8'), ('sound_id', 'S64'), ('play_id', 'u8'), ('source', 'u1'), ('ok', '?'),
               ('latency_ms', 'f8'), ('duration_ms', 'f8'), ('recv_ns', 'i8')),
 }
+#: Event columns added after format 1 was first written: a table written before them takes rows that have them
+#: (dropped), and rows without them (0: not known) go into a table that has them.
+OPTIONAL_EVENT_COLUMNS = frozenset({'run_id', 'seq'})
+
+
+def _optional_columns(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+                      have: Sequence[str]) -> Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]:
+    """``rows`` fitted to a table's columns as far as :data:`OPTIONAL_EVENT_COLUMNS` go."""
+    drop = OPTIONAL_EVENT_COLUMNS - set(have)
+    if isinstance(rows, Mapping):
+        n = _count(rows)
+        add = {k: [0] * n for k in OPTIONAL_EVENT_COLUMNS & set(have) if k not in rows}
+        return {**{k: v for k, v in rows.items() if k not in drop}, **add}
+    fill = {k: 0 for k in OPTIONAL_EVENT_COLUMNS & set(have)}
+    return [{**fill, **{k: v for k, v in r.items() if k not in drop}} if isinstance(r, Mapping) else r for r in rows]
 STEP_COLUMNS = (('seq', 'u4'), ('after_trial', 'u4'), ('from_step', 'u2'), ('to_step', 'u2'),
                 ('from_step_name', 'S64'), ('to_step_name', 'S64'), ('protocol', 'S64'), ('reason', 'S256'),
                 ('stamp_ns', 'i8'), ('recv_ns', 'i8'))
@@ -852,7 +867,9 @@ class SubjectFile:
             raise StoreError(f'{self.path}: event kind {kind!r} is not one of {EVENT_KINDS}')
         self._state(session_id)
         where = f'{self.path}: session {session_id}: events/{kind}'
-        self._append(f'sessions/{session_id}/events/{kind}', rows, where, sync, positive='recv_ns')
+        path = f'sessions/{session_id}/events/{kind}'
+        rows = _optional_columns(rows, self._dataset(path).dtype.names or ())
+        self._append(path, rows, where, sync, positive='recv_ns')
         return _count(rows)
 
     @_h5_errors
@@ -1137,6 +1154,17 @@ class SubjectFile:
             g.attrs['conflicts'] = np.int64(index.shape[0])
         self._flush(True)
         return True
+
+    @_h5_errors
+    def set_event_gaps(self, session_id: str, *, missing: int, recovered: int) -> None:
+        """Session attrs ``events_missing`` (GPIO events the live stream skipped and the pilot has not given back
+        yet) and ``events_recovered`` (given back and appended): a gap is told, never hidden."""
+        self._state(session_id)
+        with self._restructure(f'event_gaps {session_id}'):
+            g = self.file[f'sessions/{session_id}']
+            g.attrs['events_missing'] = np.int64(missing)
+            g.attrs['events_recovered'] = np.int64(recovered)
+        self._flush(True)
 
     # -- provenance and end -----------------------------------------------------------------
 

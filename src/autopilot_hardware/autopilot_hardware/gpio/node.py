@@ -20,6 +20,8 @@ changes nothing. Device layout: :mod:`autopilot_hardware.gpio.config`.
 
 from __future__ import annotations
 
+import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -127,6 +129,8 @@ class GpioNode(Node):
         # commands without DDS; other processes still get everything over DDS.
         self.event_pub = intra.create_publisher(self, GpioEvent, 'gpio/events', qos.EVENTS)
         self.pins: dict[int, str] = {}
+        self.run_id = int.from_bytes(os.urandom(4), 'little') or 1
+        self._seq = itertools.count(1)  # next() is atomic under the GIL: edges come from the backend's thread
         self.tick_clock: TickClock | None = None
         self.closed = False
         try:
@@ -173,8 +177,9 @@ class GpioNode(Node):
         device = self.pins.get(edge.pin)
         if device is None or self.tick_clock is None:
             return
+        # seq numbers every event of this run, so a receiver can tell (and the pilot's journal fill) a gap.
         msg = GpioEvent(device=device, pin=edge.pin, level=edge.level, tick=edge.tick, tick_us=edge.tick_us,
-                        backend=self.backend_name)
+                        backend=self.backend_name, run_id=self.run_id, seq=next(self._seq))
         # Straight into the header: an rclpy Time + to_msg() costs 5 us warm, several times that on a CPU
         # woken by the edge, and this is the closed loop's path (bench/closed_loop.py).
         stamp = msg.header.stamp
