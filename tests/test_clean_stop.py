@@ -2,7 +2,8 @@
 them, and a pilot killed mid-session and restarted (respawn, systemd).
 
 Either way the session ends as ``interrupted`` in the pilot's journal *and* the subject file, and every trial
-the task finished is stored exactly once.
+the task finished is stored exactly once. And outputs go low: when a session stops, and when its pilot dies
+(the gpio node watches its rig's pilot with the shipped defaults).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import signal
 import time
 
-from autopilot_msgs.msg import PilotStatus
-from test_terminal import journal_of, launch_terminal, one_rig, stored_trials_match
+from autopilot_msgs.msg import GpioEvent, PilotStatus
+from test_terminal import Lab, journal_of, launch_rig, launch_terminal, one_rig, stored_trials_match
 
+from autopilot_core import qos
 from autopilot_terminal.reader import SubjectReader
 
 
@@ -69,3 +71,36 @@ def test_a_pilot_killed_mid_session_and_restarted_ends_it_as_interrupted(procs, 
     lab.registry = None  # the stopped terminal's last registry says nothing of the new one
     lab.wait_online('rig1')
     assert lab.start('mouse1', 'rig1', max_trials=2).success
+
+
+def test_outputs_go_low_when_a_session_stops_and_when_its_pilot_dies(procs, node, tmp_path):
+    """No virtual subject: the 2AFC task lights the centre LED and waits for a poke that never comes."""
+    rig = launch_rig(procs, tmp_path, 'rig1', with_subject=False)
+    launch_terminal(procs, tmp_path)
+    lab = Lab(node, ['rig1'])
+    leds: list[tuple[float, bool]] = []
+    node.create_subscription(GpioEvent, '/rig1/gpio/events',
+                             lambda e: e.device == 'led_center' and leds.append((time.monotonic(), e.level)),
+                             qos.EVENTS)
+    lab.wait_online('rig1')
+    assert lab.create('mouse1').success and lab.assign('mouse1').success
+
+    def led_on() -> bool:
+        return bool(leds) and leds[-1][1]
+
+    assert lab.start('mouse1', 'rig1').success
+    lab.spin_until(led_on, 30, 'the centre LED never went on')
+    stop = time.monotonic()
+    assert lab.command('stop', 'rig1').success
+    lab.spin_until(lambda: not led_on(), 5, 'the centre LED stayed on after the session stopped')
+    after_stop = leds[-1][0] - stop
+    assert after_stop < 2.0, after_stop
+    lab.spin_until(lambda: lab.state('rig1') == PilotStatus.STATE_IDLE, 20, 'pilot not idle')
+    assert lab.start('mouse1', 'rig1').success
+    lab.spin_until(led_on, 30, 'the centre LED never went on again')
+    rig['pilot'].signal(signal.SIGKILL)
+    killed = time.monotonic()
+    lab.spin_until(lambda: not led_on(), 5, 'the centre LED stayed on after the pilot died')
+    after_death = leds[-1][0] - killed
+    print({'led_low_after_stop_s': round(after_stop, 3), 'led_low_after_pilot_death_s': round(after_death, 3)})
+    assert after_death < 2.0, after_death

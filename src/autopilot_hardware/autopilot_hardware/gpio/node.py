@@ -62,8 +62,8 @@ PARAMS = (
               read_only=True),
     ParamSpec('calibration_window', 20, 'Newest calibration points of a valve used by its fit', min=1,
               max=10_000, read_only=True),
-    ParamSpec('pilot_status_topic', 'pilot/status', 'Pilot heartbeat (PilotStatus) to watch; relative names are '
-              'in this node\'s namespace (the default is the rig\'s own pilot: /<rig>/pilot/status); "": none',
+    ParamSpec('pilot_status_topic', 'status', 'Pilot heartbeat (PilotStatus) to watch; relative names are in this '
+              'node\'s namespace (the default is the heartbeat of the rig\'s own pilot: /<rig>/status); "": none',
               read_only=True),
     ParamSpec('pilot_timeout_s', 1.5, 'Drive all outputs low when the pilot heartbeat (2 Hz) is silent this long',
               unit='s', min=0.5, max=3600.0),
