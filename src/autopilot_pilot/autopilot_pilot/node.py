@@ -93,6 +93,11 @@ PARAMS = (
     ParamSpec('seed', 0, 'Seed of the tasks\' random draws (0: a new one per session, logged)', min=0),
 )
 
+#: Bounds on what a client may send: names, parameters per request, protocol text, protocols loaded.
+MAX_NAME = 256
+MAX_PARAMETERS = 256
+MAX_PROTOCOL_TEXT = 1_000_000
+MAX_PROTOCOLS = 256
 #: GPIO events of a session are journalled in batches this often (and at its end).
 EVENT_BATCH_S = 0.5
 #: Events one journal_events answer holds at most (GetEvents.srv).
@@ -103,6 +108,13 @@ RESEND_MAX_S = 60.0
 PLAY_IDS_KEPT = 256
 SOUND_KINDS = {'tone': SoundSpec.KIND_TONE, 'noise': SoundSpec.KIND_NOISE, 'fm_sweep': SoundSpec.KIND_FM_SWEEP,
                'wav': SoundSpec.KIND_WAV}
+
+
+def parameter_values(params: Any) -> dict[str, Any]:
+    """rcl_interfaces/Parameter messages of a goal or request -> {name: value}; InputError when too many or odd."""
+    sequence('parameters', params, MAX_PARAMETERS)
+    return {text('parameter name', p.name, MAX_NAME, empty=False): Parameter.from_parameter_msg(p).value
+            for p in params}
 
 
 def parse_device_map(entries: list[str]) -> dict[str, str]:
@@ -493,7 +505,7 @@ class PilotNode(Node):
         if a is None or a.runner is None:
             res.success, res.message = False, 'no session is running: give parameters in the session goal'
             return res
-        values = {p.name: Parameter.from_parameter_msg(p).value for p in req.parameters}
+        values = parameter_values(req.parameters)
         try:
             a.runner.update_params(values)
         except TaskError as exc:
@@ -506,6 +518,11 @@ class PilotNode(Node):
         return res
 
     def srv_load_protocol(self, req: LoadProtocol.Request, res: LoadProtocol.Response) -> LoadProtocol.Response:
+        text('name', req.name, MAX_NAME)
+        text('yaml_text', req.yaml_text, MAX_PROTOCOL_TEXT)
+        if req.name not in self.protocols and len(self.protocols) >= MAX_PROTOCOLS:
+            raise InputError(f'{len(self.protocols)} protocols are loaded already (at most {MAX_PROTOCOLS}): restart '
+                             'the pilot, or give it protocol_dir')
         try:
             proto = load_protocol(req.yaml_text, source=f'protocol {req.name!r}', lookup_task=registry.lookup,
                                   name=req.name or None)
@@ -524,7 +541,9 @@ class PilotNode(Node):
             self.reject(f'a session for {self._plan.subject!r} is running; cancel it first')
             return GoalResponse.REJECT
         try:
-            overrides = {p.name: Parameter.from_parameter_msg(p).value for p in goal.parameters}
+            for what, value in (('subject', goal.subject), ('protocol', goal.protocol), ('task', goal.task)):
+                text(what, value, MAX_NAME)
+            overrides = parameter_values(goal.parameters)
             self._plan = make_plan(subject=goal.subject, protocol=goal.protocol, step=goal.step, task=goal.task,
                                    overrides=overrides, max_trials=goal.max_trials,
                                    max_duration_s=goal.max_duration_s, lookup_task=registry.lookup,
@@ -532,11 +551,15 @@ class PilotNode(Node):
         except (PlanError, ValueError) as exc:
             self.reject(str(exc))
             return GoalResponse.REJECT
+        except Exception as exc:  # noqa: BLE001 - no goal may end the pilot: refused with the reason
+            self.reject(guard.describe(exc))
+            return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
     def reject(self, why: str) -> None:
-        # A rejected goal carries no text: the reason goes in the status heartbeat (and the log).
-        self.get_logger().error(f'session rejected: {why}')
+        # A rejected goal carries no text: the reason goes in the status heartbeat (and the log, rate-limited:
+        # goals may come from anything on the domain).
+        guard.of(self).refuse(self.resolve_topic_name('session'), f'session rejected: {why}')
         self.set_state(self.status.state if self.active else PilotStatus.STATE_IDLE, f'session rejected: {why}')
 
     def on_cancel(self, _goal: ServerGoalHandle) -> CancelResponse:
