@@ -512,6 +512,29 @@ def test_pigpio_pulses_are_waves_and_a_write_stops_only_its_own_pin(fake_pigpio)
     assert ('write', 5, 0) in pi.calls and ('write', 6, 0) in pi.calls[-3:] and ('stop',) in pi.calls
 
 
+def test_pigpio_never_queues_a_pulse_behind_another_pins_wave(fake_pigpio):
+    b, _ = fake_pigpio
+    pi = b.pi
+    b.claim_output(5)
+    b.claim_output(22)
+    b.pulses(22, 100, 100, 5000)             # an LED train: its wave is sending
+    n_waves = len(pi.waves)
+    b.pulses(5, 20_000, 0, 1)                # a valve pulse: not queued behind the train, timed in software
+    assert len(pi.waves) == n_waves and pi.calls[-1] == ('write', 5, 1)
+    deadline = time.monotonic() + 2
+    while ('write', 5, 0) not in pi.calls and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert ('write', 5, 0) in pi.calls       # closed by its timer, while the train still runs
+    assert ('wave_tx_stop',) not in pi.calls
+    with pytest.raises(BackendError, match='pin 5: pigpio is sending the wave of pin 22 .one wave at a time.'):
+        b.pulses(5, 20_000, 20_000, 3)
+    b.pulses(5, 50_000, 0, 1)
+    b.write(5, False)                        # a newer command cancels the pending software close
+    calls = len(pi.calls)
+    time.sleep(0.1)
+    assert ('write', 5, 0) not in pi.calls[calls:]
+
+
 def test_pigpio_errors_name_the_device(fake_pigpio):
     import pigpio
     b, _ = fake_pigpio

@@ -250,9 +250,10 @@ class PigpioBackend(Backend):
     pigpio samples levels every 5 us (its default) and timestamps edges with the Pi's 1 MHz system timer,
     32-bit, wrapping every 71.6 min: ticks are unwrapped with TickUnwrapper. Outputs get callbacks too, so
     output edges carry real ticks. Pulses and trains are pigpio waves (wave_add_generic + wave_create +
-    wave_send_once): DMA-timed, microsecond accurate. pigpio transmits ONE wave at a time: a pulse asked
-    for while another pin's wave runs is queued behind it (WAVE_MODE_ONE_SHOT_SYNC) rather than cutting it
-    short; its events show the delay.
+    wave_send_once): DMA-timed, microsecond accurate. pigpio transmits ONE wave at a time, so a single pulse
+    asked for while another pin's wave runs is timed in software instead (high now, low on a timer, ~1 ms):
+    queued behind the other wave it would start late, and a valve's later openings would run into it. A
+    train asked for then is refused (BackendError) rather than delayed.
     """
 
     name = 'pigpio'
@@ -271,6 +272,7 @@ class PigpioBackend(Backend):
         self._waves: list[int] = []
         self._wave_pins: dict[int, int] = {}
         self._wave_lock = threading.Lock()
+        self._soft: dict[int, int] = {}  # pin -> generation: a newer command cancels a software-timed pulse
 
     def now_us(self) -> int:
         return self._unwrap(self.pi.get_current_tick())
@@ -309,6 +311,7 @@ class PigpioBackend(Backend):
 
     def write(self, pin: int, level: bool) -> int:
         with self._wave_lock:
+            self._soft[pin] = self._soft.get(pin, 0) + 1
             # Stop a wave only if it drives this pin: stopping a wave freezes its pins where they are, so
             # stopping another pin's valve pulse would leave that valve open.
             current = self.pi.wave_tx_at() if self.pi.wave_tx_busy() else None
@@ -320,10 +323,20 @@ class PigpioBackend(Backend):
     def pulses(self, pin: int, high_us: int, low_us: int, count: int) -> int:
         pg = self._pigpio
         with self._wave_lock:
+            self._soft[pin] = self._soft.get(pin, 0) + 1  # cancels a software-timed pulse of this pin
             # A command replaces what runs on its pin (as on the other backends; the valve limit counts on it).
             current = self.pi.wave_tx_at() if self.pi.wave_tx_busy() else None
             if current is not None and self._wave_pins.get(current) == pin:
                 self.pi.wave_tx_stop()
+                current = None
+            if current is not None and current in self._wave_pins:
+                # pigpio sends one wave at a time: queued behind another pin's wave, this pulse would start late
+                # and a valve's openings would run into each other. A single pulse is timed in software instead
+                # (~1 ms); a train must wait.
+                if count != 1:
+                    raise BackendError(f'pin {pin}: pigpio is sending the wave of pin {self._wave_pins[current]} '
+                                       f'(one wave at a time): a train cannot start before it ends; try again then')
+                return self._soft_pulse(pin, high_us)
         mask = 1 << pin
         pulses = []
         for i in range(count):
@@ -339,6 +352,21 @@ class PigpioBackend(Backend):
             self._wave_pins[wid] = pin
             t = self.now_us()
             self._call('wave_send_using_mode', wid, pg.WAVE_MODE_ONE_SHOT_SYNC)
+        return t
+
+    def _soft_pulse(self, pin: int, high_us: int) -> int:
+        """High now, low ``high_us`` later on a timer thread of its own (called with _wave_lock held)."""
+        token = self._soft[pin]
+        self._call('write', pin, 1)
+        t = self.now_us()
+
+        def low() -> None:
+            with self._wave_lock:
+                if self._soft.get(pin) == token:
+                    self._call('write', pin, 0)
+        timer = threading.Timer(high_us / 1e6, low)
+        timer.daemon = True
+        timer.start()
         return t
 
     def _collect_waves(self) -> None:
