@@ -601,6 +601,16 @@ def child_cmd(a: argparse.Namespace, role: str, *extra: str) -> list[str]:
             '--height', str(a.height), *extra]
 
 
+def known_session(data_dir: Path, session: str) -> None:
+    """The bench's session in a subject file, as a terminal that started it would have left it: the terminal
+    records only sessions it started or finds in a file (records change only through their owners), and the
+    bench's publisher plays a pilot without the session action."""
+    from autopilot_terminal.store import SubjectFile
+
+    with SubjectFile.create(data_dir / f'{SUBJECT}.h5', SUBJECT) as f:
+        f.begin_session(session, {'pilot': PILOT, 'task': 'bench', 'started_ns': time.time_ns()})
+
+
 def run_case(case: Case, index: int, a: argparse.Namespace, env: dict[str, str], live: list[Child]) -> dict[str, Any]:
     """Start the receiver and the publisher of one case, measure, stop them; one result dict."""
     tag = f'{index:02d}-{case.config}-{case.stream}-{case.offered.replace("/", "").replace(" ", "")}'
@@ -627,6 +637,7 @@ def run_case(case: Case, index: int, a: argparse.Namespace, env: dict[str, str],
                                                '--budget', str(pub_budget + a.timeout * 3 + 60)), stdin=True)
         else:
             data_dir.mkdir(parents=True, exist_ok=True)
+            known_session(data_dir, session)
             receiver = start('terminal', [sys.executable, str(Path(__file__).resolve()), '--child', 'exec',
                                           '--parent', str(os.getpid()), '--', str(a.terminal), '--ros-args',
                                           '-p', f'data_dir:={data_dir}', '-p', f'protocol_dir:={data_dir}',
