@@ -76,7 +76,7 @@ def run_soak(procs, node, tmp_path, n: int) -> dict:
 
 
 def test_timers_subscriptions_and_memory_stay_flat_over_a_session(procs, node, tmp_path):
-    run_soak(procs, node, tmp_path, 120)
+    run_soak(procs, node, tmp_path, 70)
 
 
 @pytest.mark.soak
