@@ -80,12 +80,12 @@ def test_topic_echo(graph: Graph) -> None:
     docs = ok(chatter).split('---\n')
     assert docs[1] == '' and yaml.safe_load(docs[0])['data'].startswith('hello ')
     msg = yaml.safe_load(ok(event).split('---\n')[0])
-    assert list(msg) == ['header', 'device', 'pin', 'level', 'tick', 'tick_us', 'backend']
+    assert list(msg) == ['header', 'device', 'pin', 'level', 'tick', 'tick_us', 'backend', 'run_id', 'seq']
     assert msg['device'] == 'poke_center' and msg['pin'] == 17 and msg['tick_us'] == msg['tick'] * 1000
     assert msg['header']['stamp']['sec'] > 0
     assert ok(field) == 'poke_center\n---\n'
     row = ok(csv).strip().split(',')
-    assert row[3:6] == ['poke_center', '17', row[5]] and row[-1] == 'sim'
+    assert row[3:6] == ['poke_center', '17', row[5]] and row[-3] == 'sim'
 
 
 def test_topic_pub_reaches_the_peer(graph: Graph) -> None:

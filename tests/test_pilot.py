@@ -397,3 +397,26 @@ def test_default_namespace_is_the_sanitised_host_name(procs, node, tmp_path):
     # Transient-local: a late subscriber gets the current status at once, not after the next beat.
     assert spin(node, node.executor_, timeout_sec=5, until=lambda: statuses)
     assert statuses[0].pilot == host_namespace() and statuses[0].state == PilotStatus.STATE_IDLE
+
+
+def test_only_an_ack_naming_this_pilot_and_its_session_counts(procs, node, tmp_path):
+    """A stray TrialAck (empty pilot, another pilot, a session this pilot never ran) acknowledges nothing: the
+    trials stay unacked in the journal and are resent, until the real terminal's ack comes."""
+    rig = start_rig(procs, tmp_path, 'rig1')
+    term = Terminal(node, 'rig1', ack=False)
+    result = term.run(goal(task='2afc', max_trials=5, **FAST_TASK), timeout=60)
+    assert result.success and result.n_trials == 5
+    sid, numbers = result.session_id, list(range(1, 6))
+    for forged in (TrialAck(pilot='', session_id=sid, trial_numbers=numbers),
+                   TrialAck(pilot='rig2', session_id=sid, trial_numbers=numbers),
+                   TrialAck(pilot='rig1', session_id='not-a-session', trial_numbers=numbers)):
+        term.ack_pub.publish(forged)
+    copies = dict(term.copies)
+    rig['pilot'].wait_for_output("trial_acks refused: ack names pilot '', not 'rig1'", timeout=10)
+    # Still unacked: every trial comes again (resend backoff 0.5, 1, 2 ... s).
+    term.spin_until(lambda: all(term.copies[k] > copies[k] for k in copies), 20, f'not resent: {term.copies}')
+    term.ack_pub.publish(TrialAck(pilot='rig1', session_id=sid, trial_numbers=numbers))
+    spin(node, node.executor_, timeout_sec=1.0)
+    journal = journal_of(rig)
+    assert journal.stats(sid).unacked_trials == 0
+    journal.close()

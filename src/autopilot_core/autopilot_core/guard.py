@@ -41,6 +41,7 @@ DIAGNOSTICS_PERIOD_S = 2.0
 #: A reason is cut to this in logs and responses (it may quote the input).
 MAX_REASON = 300
 
+
 def _cut(reason: str) -> str:
     reason = ' '.join(reason.split())
     return reason if len(reason) <= MAX_REASON else reason[:MAX_REASON] + '...'
