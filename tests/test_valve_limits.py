@@ -8,14 +8,14 @@ sequences on the real sim backend in real time, measured from the edges it repor
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_gpio_logic import Recorder
 
-from autopilot_hardware.gpio.backends import Backend, Edge, SimBackend
+from autopilot_hardware.gpio.backends import Backend, SimBackend
 from autopilot_hardware.gpio.calibration import CalibrationStore
 from autopilot_hardware.gpio.config import ConfigError, Device, build_table
 from autopilot_hardware.gpio.controller import (
@@ -197,18 +197,10 @@ def test_non_finite_and_huge_numbers_are_refused_with_the_field_named(tmp_path, 
             c.output('led', MODE_PWM, pwm_duty=bad, pwm_frequency_hz=100.0)
 
 
-class Edges:
-    def __init__(self) -> None:
-        self.edges: list[Edge] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, e: Edge) -> None:
-        with self.lock:
-            self.edges.append(e)
-
-    def highs(self, pin: int) -> list[tuple[int, int]]:
-        with self.lock:
-            return high_intervals(e for e in self.edges if e.pin == pin)[0]
+def highs_of(rec: Recorder, pin: int) -> list[tuple[int, int]]:
+    """High stretches of ``pin`` among the edges the sim reported to ``rec``."""
+    with rec.cond:
+        return high_intervals(e for e in rec.edges if e.pin == pin)[0]
 
 
 def high_intervals(edges) -> tuple[list[tuple[int, int]], int | None]:
@@ -234,7 +226,7 @@ def longest_opening_ms(intervals: list[tuple[int, int]]) -> float:
 
 @pytest.fixture
 def sim(tmp_path):
-    rec = Edges()
+    rec = Recorder()
     b = SimBackend(rec)
     c = controller(b, tmp_path)
     yield c, rec
@@ -256,14 +248,14 @@ def test_the_issue_sequences_on_the_sim_backend(sim):
     # 20 pulses of 150 ms every 100 ms: each used to cancel the previous close (2074 ms open).
     run_every(0.1, 20, lambda: c.output('valve', MODE_PULSE, pulse_us=150_000))
     time.sleep(0.3)
-    assert longest_opening_ms(rec.highs(5)) <= MAX_MS + LATE_MS
+    assert longest_opening_ms(highs_of(rec, 5)) <= MAX_MS + LATE_MS
     # Level high re-sent every 150 ms (959 ms open before).
     c.all_low()
     time.sleep(0.25)
     rec.edges.clear()
     run_every(0.15, 8, lambda: c.output('valve', MODE_LEVEL, level=True))
     time.sleep(0.3)
-    highs = rec.highs(5)
+    highs = highs_of(rec, 5)
     assert highs and longest_opening_ms(highs) <= MAX_MS + LATE_MS
 
 
@@ -273,7 +265,7 @@ def test_a_long_led_train_never_delays_a_valve_closing(sim):
     time.sleep(0.2)
     c.output('valve', MODE_PULSE, pulse_us=50_000)
     time.sleep(0.3)
-    (opened, closed), = rec.highs(5)
+    (opened, closed), = highs_of(rec, 5)
     assert 50_000 <= closed - opened <= 50_000 + LATE_MS * 1000
 
 
