@@ -73,10 +73,22 @@ def value(slot: Any, names: list[str], depth: int = 0) -> st.SearchStrategy[Any]
         small = st.lists(value(slot.value_type, names, depth + 1), max_size=min(limit or 8, 8))
         if limit is not None or depth > 1:
             return small
-        # Rarely, very long: a TrialData with 100,000 fields, 100,000 trial numbers in one ack.
-        huge = value(slot.value_type, names, depth + 1).map(lambda v: [v] * 100_000)
+        # Rarely, very long: a TrialData with 100,000 fields, 100,000 trial numbers in one ack. Of small items:
+        # 100,000 megabyte strings would exhaust the fuzzer's memory (seen: 23 GB), not test the node.
+        huge = _small(slot.value_type, names).map(lambda v: [v] * 100_000)
         return st.integers(0, HUGE).flatmap(lambda n: huge if n == 0 else small)
     raise TypeError(f'no strategy for {slot!r}')
+
+
+def _small(slot: Any, names: list[str]) -> st.SearchStrategy[Any]:
+    """A small value of ``slot``'s type (an element of a very long sequence)."""
+    if isinstance(slot, (d.UnboundedString, d.UnboundedWString)):
+        return st.sampled_from(names or ['x'])
+    if isinstance(slot, d.NamespacedType):
+        return st.just(resolve('/'.join([*slot.namespaces, slot.name]))())
+    if isinstance(slot, (d.BoundedSequence, d.UnboundedSequence)):
+        return st.just([])
+    return value(slot, names, 4)  # numbers, and fixed arrays (of their exact size)
 
 
 def message(cls: Any, names: list[str], depth: int = 0) -> st.SearchStrategy[Any]:
