@@ -8,15 +8,24 @@ stream, and the subject file ends up with every event of the session, each once,
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
+import pytest
 from autopilot_msgs.msg import GpioEvent, PilotStatus
+from conftest import AUTOPILOT, ROOT
 from hypothesis import given
 from hypothesis import strategies as st
 from rclpy.serialization import serialize_message
-from test_terminal import one_rig
+from test_pilot import CALIBRATION, FAST_SUBJECT, RIG_PARAMS, ros_args
+from test_pilot_network import GPIO, LEASE_S, PILOT, SOUND, SUBJECT, Hosts, wait
+from test_terminal import FAST_PROTOCOL, TERMINAL, one_rig
 
 from autopilot_core import qos
 from autopilot_pilot.journal import Journal
@@ -110,3 +119,71 @@ def test_events_missed_by_the_recording_are_fetched_from_the_pilot(procs, node, 
     for i in range(len(ev['seq'])):
         e = published[int(ev['seq'][i])]
         assert (ev['tick_us'][i], ev['level'][i]) == (e.tick_us, e.level)
+
+
+@pytest.fixture
+def two_hosts(domain_id: int) -> Iterator[Hosts]:
+    h = Hosts(domain_id)
+    try:
+        yield h
+    finally:
+        h.remove()
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which('ip') is None, reason='network namespaces need root and iproute2')
+@pytest.mark.timeout(600)
+def test_a_link_cut_longer_than_the_lease_loses_no_gpio_event(procs, ros_env, two_hosts, tmp_path):
+    """The issue's case: the rig and the real terminal on two hosts (network namespaces), the link cut for
+    longer than DDS's lease mid-session. The events of the cut reach the subject file from the pilot's
+    journal, each once, and the gap is counted as recovered."""
+    hosts = two_hosts
+    env = dict(ros_env, ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET')
+    pi_env = dict(env, ROS_STATIC_PEERS=hosts.term_ip)
+    term_env = dict(env, ROS_STATIC_PEERS=hosts.pi_ip, FASTDDS_BUILTIN_TRANSPORTS='UDPv4')
+    calibration = tmp_path / 'calibration.jsonl'
+    shutil.copy(CALIBRATION, calibration)
+    journal = tmp_path / 'journal.sqlite3'
+    ns = ['-r', '__ns:=/rig1']
+    for cmd in ([GPIO, '--ros-args', '--params-file', str(RIG_PARAMS), '-p', f'calibration_file:={calibration}', *ns],
+                [SOUND, '--ros-args', '-p', 'backend:=null', *ns],
+                [PILOT, '--ros-args', '-p', f'journal_path:={journal}', '-p', 'resend_interval_s:=1.0', *ns],
+                [SUBJECT, '--ros-args', *ros_args({'seed': 5, **FAST_SUBJECT}), *ns]):
+        rig = procs(hosts.cmd(hosts.pi, cmd), env=pi_env, name=Path(cmd[0]).name)
+    protocols = tmp_path / 'protocols'
+    protocols.mkdir()
+    (protocols / 'fast.yaml').write_text(FAST_PROTOCOL)
+    terminal = procs(hosts.cmd(hosts.term, [TERMINAL, '--ros-args', '-p', f'data_dir:={tmp_path / "data"}',
+                                            '-p', f'protocol_dir:={protocols}']), env=term_env, name='terminal')
+    terminal.wait_for_output('subject files in')
+
+    def run(*args: str) -> str:
+        res = subprocess.run(hosts.cmd(hosts.term, [*AUTOPILOT, *args]), env=term_env, capture_output=True, text=True,
+                             timeout=90, cwd=ROOT)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res.stdout
+    wait(lambda: 'pilot rig1 is online' in terminal.output(), 60, 'the pilot never came online', terminal)
+    run('subject', 'create', 'mouse1')
+    run('subject', 'assign', 'mouse1', 'fast')
+    run('session', 'start', 'mouse1', 'rig1', '--max-duration', str(LEASE_S + 30))
+    wait(lambda: ': recording' in terminal.output(), 30, 'no session recorded', terminal)
+    time.sleep(5.0)
+    hosts.link(False)
+    time.sleep(LEASE_S + 4.0)
+    hosts.link(True)
+    wait(lambda: 'on rig1: ended' in terminal.output(), 120, 'the session did not end', terminal)
+    wait(lambda: "events recovered from the pilot's journal" in terminal.output(), 60, 'nothing recovered', terminal)
+    time.sleep(3.0)
+    terminal.stop()
+    rig.stop()
+    with SubjectReader(tmp_path / 'data' / 'mouse1.h5') as r:
+        [sid] = r.sessions()
+        ev, attrs = r.events(sid, 'gpio'), r.session(sid)
+    seqs = np.sort(ev['seq'])
+    assert len(seqs) == len(set(seqs.tolist())) and (np.diff(seqs) == 1).all()
+    assert attrs['events_recovered'] > 0 and attrs['events_missing'] == 0, attrs
+    with Journal(journal) as j:
+        run_id = int(ev['run_id'][0])
+        journalled = [q for q, _ in j.events(sid, run_id, int(seqs[0]), END, 10**6)]
+    assert journalled == seqs.tolist()
+    print({'gpio_events': len(seqs), 'recovered': int(attrs['events_recovered'])})

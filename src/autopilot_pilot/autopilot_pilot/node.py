@@ -98,8 +98,8 @@ MAX_NAME = 256
 MAX_PARAMETERS = 256
 MAX_PROTOCOL_TEXT = 1_000_000
 MAX_PROTOCOLS = 256
-#: GPIO events of a session are journalled in batches this often (and at its end).
-EVENT_BATCH_S = 0.5
+#: Period of the pilot's chores (:meth:`PilotNode.housekeeping`); GPIO events are journalled this often.
+HOUSEKEEPING_S = 0.2
 #: Events one journal_events answer holds at most (GetEvents.srv).
 MAX_EVENTS_PER_CALL = 1000
 #: Longest wait between two resends of an unacknowledged trial.
@@ -146,14 +146,15 @@ class RosClock:
     def now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds
 
-    def _collect(self) -> None:
+    def collect(self) -> None:
+        """Destroy the timers that fired or were cancelled (never from inside their own callback)."""
         while self._spent:
             timer = self._spent.pop()
             self._live.discard(timer)
             self.node.destroy_timer(timer)
 
     def call_later(self, delay_s: float, fn: Callable[[], None]) -> Any:
-        self._collect()
+        self.collect()
         holder: list[Any] = []
 
         def fire() -> None:
@@ -173,7 +174,7 @@ class RosClock:
     def close(self) -> None:
         """Destroy every timer of this clock (the runner has stopped: none may fire any more)."""
         self._spent = list(self._live)
-        self._collect()
+        self.collect()
 
 
 class RosHardware:
@@ -347,15 +348,14 @@ class PilotNode(Node):
 
         self._trial_subscribers = 0
         self._writer_errors: list[str] = []
-        # Polled: the EventsExecutor (rclpy 7) supports no guard conditions, and these errors are rare.
-        self.create_timer(0.2, self._on_writer_error)
         self.writer = TrialWriter(self.journal, self.trial_pub.publish, self._writer_error)
         self._sent: dict[tuple[str, str, int], tuple[float, int]] = {}  # resend bookkeeping: (last, attempts)
+        # Few timers: rclpy's EventsExecutor warns on every trial once a node's clock has 8 (a trial adds its
+        # own), so the periodic chores share one.
+        self.create_timer(HOUSEKEEPING_S, self.housekeeping)
         # 2 Hz: the gpio node drives every output low 1.5 s after the last beat (a dead pilot leaves nothing on).
         self.create_timer(0.5, self.publish_status)
         self.create_timer(p['resend_interval_s'], self.resend)
-        self.create_timer(0.2, self.watch_subscribers)
-        self.create_timer(EVENT_BATCH_S, self.journal_events)
         self.recover()
         self.publish_status()
         self.get_logger().info(f'pilot {self.pilot} ready: hardware under {h or "/"}, journal {path}, '
@@ -457,6 +457,16 @@ class PilotNode(Node):
             del a.hw.play_ids[msg.play_id]
             s = msg.header.stamp
             a.runner.handle_onset(msg.sound_id, msg.play_id, s.sec * 1_000_000_000 + s.nanosec, msg.ok)
+
+    def housekeeping(self) -> None:
+        """Every HOUSEKEEPING_S: writer errors (polled: the EventsExecutor takes no guard conditions, and they are
+        rare), a terminal (re)appearing, the session's GPIO events to the journal, spent task timers."""
+        self._on_writer_error()
+        self.watch_subscribers()
+        self.journal_events()
+        a = self.active
+        if a is not None and a.clock is not None:
+            a.clock.collect()
 
     def journal_events(self) -> None:
         a = self.active
