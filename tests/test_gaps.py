@@ -145,11 +145,12 @@ def test_a_link_cut_longer_than_the_lease_loses_no_gpio_event(procs, ros_env, tw
     shutil.copy(CALIBRATION, calibration)
     journal = tmp_path / 'journal.sqlite3'
     ns = ['-r', '__ns:=/rig1']
+    rig = []
     for cmd in ([GPIO, '--ros-args', '--params-file', str(RIG_PARAMS), '-p', f'calibration_file:={calibration}', *ns],
                 [SOUND, '--ros-args', '-p', 'backend:=null', *ns],
                 [PILOT, '--ros-args', '-p', f'journal_path:={journal}', '-p', 'resend_interval_s:=1.0', *ns],
                 [SUBJECT, '--ros-args', *ros_args({'seed': 5, **FAST_SUBJECT}), *ns]):
-        rig = procs(hosts.cmd(hosts.pi, cmd), env=pi_env, name=Path(cmd[0]).name)
+        rig.append(procs(hosts.cmd(hosts.pi, cmd), env=pi_env, name=Path(cmd[0]).name))
     protocols = tmp_path / 'protocols'
     protocols.mkdir()
     (protocols / 'fast.yaml').write_text(FAST_PROTOCOL)
@@ -175,7 +176,8 @@ def test_a_link_cut_longer_than_the_lease_loses_no_gpio_event(procs, ros_env, tw
     wait(lambda: "events recovered from the pilot's journal" in terminal.output(), 60, 'nothing recovered', terminal)
     time.sleep(3.0)
     terminal.stop()
-    rig.stop()
+    for p in reversed(rig):
+        p.stop()
     with SubjectReader(tmp_path / 'data' / 'mouse1.h5') as r:
         [sid] = r.sessions()
         ev, attrs = r.events(sid, 'gpio'), r.session(sid)
@@ -185,5 +187,7 @@ def test_a_link_cut_longer_than_the_lease_loses_no_gpio_event(procs, ros_env, tw
     with Journal(journal) as j:
         run_id = int(ev['run_id'][0])
         journalled = [q for q, _ in j.events(sid, run_id, int(seqs[0]), END, 10**6)]
-    assert journalled == seqs.tolist()
+    # Every event the pilot journalled during the session is in the file (which may also hold the few the
+    # rig published in the session's end grace, after the pilot's session ended).
+    assert journalled and set(journalled) <= set(seqs.tolist())
     print({'gpio_events': len(seqs), 'recovered': int(attrs['events_recovered'])})
