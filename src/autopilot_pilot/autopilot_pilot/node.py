@@ -2,14 +2,20 @@
 
 Endpoints (relative to the pilot's namespace; default namespace: this host's name, sanitised):
 
-* ``status`` (PilotStatus, qos.STATUS: transient-local): 1 Hz and on every change;
+* ``status`` (PilotStatus, qos.STATUS: transient-local): 2 Hz and on every change (the gpio node drives
+  every output low when it stops);
 * ``session`` (action RunSession): start with subject + protocol/step or task + parameter overrides;
   feedback per trial; cancel = stop (the running trial is abandoned, never half-reported);
 * ``pause`` / ``resume`` (std_srvs/Trigger): take effect between trials;
 * ``set_task_parameters`` (SetTaskParameters): validated now, applied at the next trial;
 * ``load_protocol`` (LoadProtocol): a protocol's YAML text, checked (line and field named on error);
-* ``trials`` (TrialData, qos.TRIALS), ``trial_acks`` (TrialAck, from the terminal),
-  ``step_changes`` (StepChange, qos.TRIALS).
+* ``trials`` (TrialData, qos.TRIALS), ``trial_acks`` (TrialAck, from the terminal; only acks naming this
+  pilot and one of its sessions count), ``step_changes`` (StepChange, qos.TRIALS);
+* ``journal_events`` (GetEvents): the GPIO events of a session, journalled as they came, for a terminal
+  whose recording of them has a gap (a link loss).
+
+Every subscription, service and goal is guarded (:mod:`autopilot_core.guard`): bad input is refused with
+the reason, logged at most once per endpoint per interval and counted on ``/diagnostics``.
 
 Hardware lives under ``hardware_namespace`` (default: the pilot's own), so a task can drive devices on
 another Pi (Autopilot's "children") by pointing it there: ``<hw>/gpio/events``, ``gpio/output``,
