@@ -56,7 +56,7 @@ class EventFetcher:
     def close(self) -> None:
         self._stop.set()
         self._queue.put(None)
-        self._thread.join(CALL_TIMEOUT_S + 1)
+        self._thread.join(2.0)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -107,7 +107,10 @@ class EventFetcher:
         done = threading.Event()
         future = client.call_async(request)
         future.add_done_callback(lambda _f: done.set())
-        if not done.wait(CALL_TIMEOUT_S):
-            client.remove_pending_request(future)
-            return None
+        deadline = time.monotonic() + CALL_TIMEOUT_S
+        # Short waits: a terminal stopping (its clients' executor stops with it) must not wait out the timeout.
+        while not done.wait(0.1):
+            if self._stop.is_set() or time.monotonic() > deadline:
+                client.remove_pending_request(future)
+                return None
         return future.result()
