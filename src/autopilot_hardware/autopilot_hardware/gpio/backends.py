@@ -309,27 +309,29 @@ class PigpioBackend(Backend):
         self.outputs.add(pin)
         self._callbacks.append(self.pi.callback(pin, self._pigpio.EITHER_EDGE, self._cb))
 
+    def _take_pin(self, pin: int) -> int | None:
+        """Before a command on ``pin`` (with _wave_lock held): what runs on the pin is replaced, as on the other
+        backends (the valve limit counts on it). Its software-timed pulse is cancelled and its own wave stopped
+        -- only its own: stopping a wave freezes its pins where they are, so stopping another pin's valve pulse
+        would leave that valve open. Returns the id of another pin's wave still sending, or None."""
+        self._soft[pin] = self._soft.get(pin, 0) + 1
+        current = self.pi.wave_tx_at() if self.pi.wave_tx_busy() else None
+        if current is not None and self._wave_pins.get(current) == pin:
+            self.pi.wave_tx_stop()
+            return None
+        return current if current in self._wave_pins else None
+
     def write(self, pin: int, level: bool) -> int:
         with self._wave_lock:
-            self._soft[pin] = self._soft.get(pin, 0) + 1
-            # Stop a wave only if it drives this pin: stopping a wave freezes its pins where they are, so
-            # stopping another pin's valve pulse would leave that valve open.
-            current = self.pi.wave_tx_at() if self.pi.wave_tx_busy() else None
-            if current is not None and self._wave_pins.get(current) == pin:
-                self.pi.wave_tx_stop()
+            self._take_pin(pin)
             self._call('write', pin, int(level))
         return self.now_us()
 
     def pulses(self, pin: int, high_us: int, low_us: int, count: int) -> int:
         pg = self._pigpio
         with self._wave_lock:
-            self._soft[pin] = self._soft.get(pin, 0) + 1  # cancels a software-timed pulse of this pin
-            # A command replaces what runs on its pin (as on the other backends; the valve limit counts on it).
-            current = self.pi.wave_tx_at() if self.pi.wave_tx_busy() else None
-            if current is not None and self._wave_pins.get(current) == pin:
-                self.pi.wave_tx_stop()
-                current = None
-            if current is not None and current in self._wave_pins:
+            current = self._take_pin(pin)
+            if current is not None:
                 # pigpio sends one wave at a time: queued behind another pin's wave, this pulse would start late
                 # and a valve's openings would run into each other. A single pulse is timed in software instead
                 # (~1 ms); a train must wait.
