@@ -185,7 +185,7 @@ def test_trains_are_bounded_in_length_phases_and_duty(tmp_path):
 @pytest.mark.parametrize('bad', [math.nan, math.inf, -math.inf, 1e308, -1.0, 0.0])
 def test_non_finite_and_huge_numbers_are_refused_with_the_field_named(tmp_path, bad):
     c = controller(VirtualBackend(), tmp_path)
-    with pytest.raises(COMMAND_ERRORS, match='volume_ul'):
+    with pytest.raises(COMMAND_ERRORS, match=r'valve: reward volume must be a number of uL in \[0.1, 1000\]'):
         c.reward('valve', bad)
     if bad != 0.0:
         with pytest.raises(COMMAND_ERRORS, match='open_ms'):

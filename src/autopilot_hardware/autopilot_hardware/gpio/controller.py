@@ -22,8 +22,6 @@ from autopilot_hardware.gpio.limits import LimitError, ValveLimit, check_train, 
 MODE_LEVEL, MODE_PULSE, MODE_PWM, MODE_TRAIN = 0, 1, 2, 3  # DigitalOutput.MODE_*
 #: What a command can fail with; all carry a one-line message for the user.
 COMMAND_ERRORS = (ConfigError, BackendError, CalibrationError, LimitError, InputError)
-#: Largest reward one command may ask for; a lab's rewards are 1-50 uL.
-MAX_REWARD_UL = 1000.0
 #: Longest calibration opening or gap a request may name (a minute).
 MAX_CALIBRATION_MS = 60_000.0
 
@@ -87,10 +85,8 @@ class GpioController:
         with self._lock:
             t = self.backend.write(dev.pin, level)
             lim = self.limits.get(dev.name)
-            if lim is not None and not level:
+            if lim is not None:  # only ever low here: a valve's "high" is a timed opening (output())
                 lim.close(t)
-            elif lim is not None:  # unreachable for valves (level high is timed), kept for safety
-                lim.commit(t, [(t, t + dev.max_open_us)])
             return Done(t)
 
     def _timed(self, dev: Device, high_us: int, low_us: int, count: int, *, shorten: bool = False,
@@ -147,9 +143,7 @@ class GpioController:
 
     def reward(self, device: str, volume_ul: float) -> Done:
         dev = self._valve(device)
-        volume_ul = finite(f'{dev.name}: volume_ul', volume_ul, 0.0, MAX_REWARD_UL)
-        if volume_ul <= 0:
-            raise InputError(f'{dev.name}: volume_ul must be > 0 (got {volume_ul:g})')
+        # The store refuses a volume that is no plausible reward (NaN, 1e308, <= 0) and a fit that gives no time.
         open_ms = finite(f'{dev.name}: open time for {volume_ul:g} uL', self._store().open_ms(dev.name, volume_ul),
                          0.0, MAX_CALIBRATION_MS)
         open_us = round(open_ms * 1000)
