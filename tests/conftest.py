@@ -265,3 +265,47 @@ def run_bench(script: str, domain_id: int, tmp_path: Path, *args: str, timeout: 
     text = output.decode(errors='replace')
     assert proc.returncode == 0, text
     return text, json.loads(out.read_text())
+
+
+# --- two hosts on this machine (network namespaces), for tests of what crosses a network -----------------
+
+def ip(*args: str) -> None:
+    subprocess.run(['ip', *args], check=True, capture_output=True, timeout=10)
+
+
+class Hosts:
+    """Two network namespaces ``pi`` and ``term`` joined by a veth pair on 10.213.<n>.0/24."""
+
+    def __init__(self, n: int) -> None:
+        tag = f'{os.getpid() % 100000}x{n}'
+        self.pi, self.term = f'appi{tag}', f'apte{tag}'
+        self.pi_if, self.term_if = f'vp{tag}', f'vt{tag}'
+        self.pi_ip, self.term_ip = f'10.213.{n}.1', f'10.213.{n}.2'
+        ip('netns', 'add', self.pi)
+        ip('netns', 'add', self.term)
+        ip('link', 'add', self.pi_if, 'type', 'veth', 'peer', 'name', self.term_if)
+        for ns, ifname, addr in ((self.pi, self.pi_if, self.pi_ip), (self.term, self.term_if, self.term_ip)):
+            ip('link', 'set', ifname, 'netns', ns)
+            ip('-n', ns, 'addr', 'add', f'{addr}/24', 'dev', ifname)
+            ip('-n', ns, 'link', 'set', 'lo', 'up')
+            ip('-n', ns, 'link', 'set', ifname, 'up')
+            ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', ifname)  # DDS discovery multicast
+
+    def cmd(self, ns: str, argv: list[str]) -> list[str]:
+        return ['ip', 'netns', 'exec', ns, *argv]
+
+    def link(self, up: bool) -> None:
+        ip('-n', self.term, 'link', 'set', self.term_if, 'up' if up else 'down')
+
+    def remove(self) -> None:
+        for ns in (self.pi, self.term):
+            subprocess.run(['ip', 'netns', 'del', ns], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def hosts(domain_id: int) -> Iterator[Hosts]:
+    h = Hosts(domain_id)
+    try:
+        yield h
+    finally:
+        h.remove()

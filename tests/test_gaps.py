@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rclpy.serialization import serialize_message
 from test_pilot import CALIBRATION, FAST_SUBJECT, RIG_PARAMS, ros_args
-from test_pilot_network import GPIO, LEASE_S, PILOT, SOUND, SUBJECT, Hosts, wait
+from test_pilot_network import GPIO, LEASE_S, PILOT, SOUND, SUBJECT, wait
 from test_terminal import FAST_PROTOCOL, TERMINAL, one_rig
 
 from autopilot_core import qos
@@ -121,23 +120,13 @@ def test_events_missed_by_the_recording_are_fetched_from_the_pilot(procs, node, 
         assert (ev['tick_us'][i], ev['level'][i]) == (e.tick_us, e.level)
 
 
-@pytest.fixture
-def two_hosts(domain_id: int) -> Iterator[Hosts]:
-    h = Hosts(domain_id)
-    try:
-        yield h
-    finally:
-        h.remove()
-
-
 @pytest.mark.soak
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which('ip') is None, reason='network namespaces need root and iproute2')
 @pytest.mark.timeout(600)
-def test_a_link_cut_longer_than_the_lease_loses_no_gpio_event(procs, ros_env, two_hosts, tmp_path):
+def test_a_link_cut_longer_than_the_lease_loses_no_gpio_event(procs, ros_env, hosts, tmp_path):
     """The issue's case: the rig and the real terminal on two hosts (network namespaces), the link cut for
     longer than DDS's lease mid-session. The events of the cut reach the subject file from the pilot's
     journal, each once, and the gap is counted as recovered."""
-    hosts = two_hosts
     env = dict(ros_env, ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET')
     pi_env = dict(env, ROS_STATIC_PEERS=hosts.term_ip)
     term_env = dict(env, ROS_STATIC_PEERS=hosts.pi_ip, FASTDDS_BUILTIN_TRANSPORTS='UDPv4')

@@ -259,10 +259,6 @@ class Recorder:
         """GpioEvents (``(recv_ns, CDR)``) the pilot's journal gave for a gap: those still missing are appended."""
         self._put(_Item('recovered', subject, session_id, (topic, run_id, list(samples))))
 
-    def missing_events(self, subject: str, session_id: str) -> list[tuple[str, int, int, int]]:
-        """``(topic, run_id, first, last)`` of a session still missing (thread-safe: a copy from the writer)."""
-        return self.call(lambda r: r._gaps.missing_ranges(subject, session_id)).result(timeout=30)
-
     def call(self, fn: Callable[[Recorder], T]) -> Future[T]:
         """Run ``fn(self)`` on the writer thread (where :meth:`open_file`/:meth:`create_file` may be used)."""
         fut: Future[T] = Future()
