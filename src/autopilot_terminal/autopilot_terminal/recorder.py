@@ -494,37 +494,34 @@ class Recorder:
                    if [x[0] for x in fields] != [x[0] for x in have] else
                    'its fields\' types or units are not the session\'s')
             return [n for n in numbers if self._conflict(f, item, how, 'trial', n, why)]
-        new = set(f.add_trials(item.session_id, rows))
+        new = f.add_trials(item.session_id, rows)
         self._stats.trials += len(new)
-        kept = set(new)
-        for row in rows:
-            n = int(row['trial_number'])
-            if n in new:  # the row just stored (a later row of the same number is compared with it)
-                new.discard(n)
-                continue
-            differ = f.differences(item.session_id, 'trials', row)
-            if not differ:
-                self._stats.duplicate_trials += 1
-                kept.add(n)
-            elif self._conflict(f, item, how, 'trial', n, f'trial {n} is stored already with other values of '
-                                                           f'{", ".join(differ)}'):
-                kept.add(n)
-        return sorted(kept)
+        return self._kept(f, item, how, 'trial', rows, new)
 
     def _do_steps(self, item: _Item) -> list[int]:
         meta, rows, how = item.payload
         f = self._ensure_session(item.subject, item.session_id, meta,
                                  f'step changes arrived from pilot {meta.get("pilot", "?")!r}' if how.create else '')
-        new = set(f.add_steps(item.session_id, rows))
-        kept = set(new)
+        return self._kept(f, item, how, 'step', rows, f.add_steps(item.session_id, rows))
+
+    def _kept(self, f: SubjectFile, item: _Item, how: Received, kind: str, rows: Sequence[Mapping[str, Any]],
+              new: Sequence[int]) -> list[int]:
+        """The numbers of ``rows`` (trials or step changes) now durably in the file, to acknowledge: those just
+        stored (``new``), repeats of stored ones, and contradicting ones kept apart as conflicts."""
+        table, key, label = ('trials', 'trial_number', 'trial') if kind == 'trial' else ('steps', 'seq', 'step change')
+        fresh, kept = set(new), set(new)
         for row in rows:
-            n = int(row['seq'])
-            if n in new:
-                new.discard(n)
+            n = int(row[key])
+            if n in fresh:  # the row just stored (a later row of the same number is compared with it)
+                fresh.discard(n)
                 continue
-            differ = f.differences(item.session_id, 'steps', row)
-            if not differ or self._conflict(f, item, how, 'step', n, f'step change {n} is stored already with '
-                                                                    f'other values of {", ".join(differ)}'):
+            differ = f.differences(item.session_id, table, row)
+            if not differ:
+                if kind == 'trial':
+                    self._stats.duplicate_trials += 1
+                kept.add(n)
+            elif self._conflict(f, item, how, kind, n, f'{label} {n} is stored already with other values of '
+                                                       f'{", ".join(differ)}'):
                 kept.add(n)
         return sorted(kept)
 
