@@ -12,4 +12,5 @@ set -u
 # DDS discovery never leaves this machine during tests (tests/conftest.py sets it too).
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 ruff check src tests bench scripts
+mypy
 exec python -m pytest "$@"
