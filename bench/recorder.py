@@ -386,7 +386,7 @@ def child_writer(a: argparse.Namespace) -> int:
     import io
     import pstats
 
-    from autopilot_core.messages import interface_text
+    from autopilot_runtime_py.messages import interface_text
     from autopilot_terminal.node import DECODERS
     from autopilot_terminal.recorder import Recorder
     from autopilot_terminal.store import TopicSpec

@@ -212,7 +212,7 @@ def progress(rigs: dict[str, Rig], elapsed: float, duration: float) -> str:
 def report(rigs: dict[str, Rig], out: Path) -> bool:
     """Check the HDF5 files against what the pilots reported, export MCAP and PNG, print the results."""
     from autopilot_terminal.bag import export_mcap
-    from autopilot_terminal.reader import SubjectReader
+    from autopilot_terminal.storage import SubjectReader
     from autopilot_terminal.summary import summary_png
 
     ok = True

@@ -213,7 +213,7 @@ def python() -> str:
 
 # -- the `autopilot` CLI as a user runs it ---------------------------------------------------------------
 _INSTALLED = shutil.which('autopilot')
-AUTOPILOT = [_INSTALLED] if _INSTALLED else [sys.executable, '-m', 'autopilot_core.cli.main']
+AUTOPILOT = [_INSTALLED] if _INSTALLED else [sys.executable, '-m', 'autopilot_cli.main']
 
 
 def cli(env: dict[str, str] | None, *args: str, timeout: float = 60.0, stdin: str | None = None

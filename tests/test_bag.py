@@ -39,7 +39,7 @@ ALIEN = 'alien_msgs/msg/Probe'
 
 def _spec(name: str, topic: str, qos: dict[str, Any]) -> TopicSpec:
     """What the recorder stores for a topic: full interface text and the installed RIHS01 hash."""
-    from autopilot_core.messages import interface_text
+    from autopilot_runtime_py.messages import interface_text
 
     type_hash = bag.installed_type_hash(name)
     assert type_hash and type_hash.startswith('RIHS01_')

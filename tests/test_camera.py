@@ -8,6 +8,7 @@ Frame order is checked with the synthetic source's machine-readable counter (fir
 from __future__ import annotations
 
 import csv
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from autopilot_hardware.camera.sources import SyntheticSource, counter_of, cv2
 ROOT = Path(__file__).resolve().parent.parent
 CAMERA = ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'camera'
 _INSTALLED = shutil.which('autopilot')
-AUTOPILOT = [_INSTALLED] if _INSTALLED else [sys.executable, '-m', 'autopilot_core.cli.main']
+AUTOPILOT = [_INSTALLED] if _INSTALLED else [sys.executable, '-m', 'autopilot_cli.main']
 
 
 def camera(*params: str) -> list[str]:
@@ -177,11 +178,15 @@ def test_template_device_is_a_working_unregistered_node(procs, node):
     from std_msgs.msg import Float64
 
     from autopilot_hardware.plugins import DeviceInfo, load_plugins
-    from autopilot_hardware.template_device import DEVICE
+    spec = importlib.util.spec_from_file_location('template_device', ROOT / 'docs' / 'examples' / 'template_device.py')
+    assert spec is not None and spec.loader is not None
+    template = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(template)
+    DEVICE = template.DEVICE
 
     assert isinstance(DEVICE, DeviceInfo) and 'template' not in {p.name for p in load_plugins()}
     values: list[Float64] = []
     node.create_subscription(Float64, '/template/value', values.append, qos.STREAM)
-    procs([sys.executable, '-m', 'autopilot_hardware.template_device', '--ros-args', '-p', 'rate_hz:=50.0'],
+    procs([sys.executable, str(ROOT / 'docs' / 'examples' / 'template_device.py'), '--ros-args', '-p', 'rate_hz:=50.0'],
           name='template')
     assert spin(node, node.executor_, until=lambda: len(values) >= 3, timeout_sec=20)

@@ -221,20 +221,20 @@ def test_interface_list_and_show() -> None:
 
 
 def test_run_finds_and_execs_package_executables() -> None:
-    # `autopilot` is itself an executable of autopilot_core (lib/autopilot_core/autopilot): run it with arguments.
-    out = ok(cli(None, 'run', 'autopilot_core', 'autopilot', 'interface', 'package', 'std_srvs'))
+    # `autopilot` is itself an executable of autopilot_cli (lib/autopilot_cli/autopilot): run it with arguments.
+    out = ok(cli(None, 'run', 'autopilot_cli', 'autopilot', 'interface', 'package', 'std_srvs'))
     assert out.splitlines() == ['std_srvs/srv/Empty', 'std_srvs/srv/SetBool', 'std_srvs/srv/Trigger']
-    missing_exe, missing_pkg = cli_many(None, ('run', 'autopilot_core', 'nope'), ('run', 'no_such_pkg', 'x'))
+    missing_exe, missing_pkg = cli_many(None, ('run', 'autopilot_pilot', 'nope'), ('run', 'no_such_pkg', 'x'))
     line = error_line(missing_exe)
-    assert "No executable 'nope' in package 'autopilot_core'" in line and 'demo_talker' in line
+    assert "No executable 'nope' in package 'autopilot_pilot'" in line and 'subject_sim' in line
     assert "Package 'no_such_pkg' not found" in error_line(missing_pkg)
 
 
 def test_run_passes_ros_args(graph: Graph, tmp_path: Path) -> None:
-    proc = Proc([*AUTOPILOT, 'run', 'autopilot_core', 'demo_talker', '--ros-args', '-r', '__node:=ran_talker',
+    proc = Proc([*AUTOPILOT, 'run', 'autopilot_pilot', 'subject_sim', '--ros-args', '-r', '__node:=ran_subject',
                  '-r', '__ns:=/viarun'], graph.env, tmp_path / 'run.log')
     try:
-        ok(cli(graph.env, 'node', 'info', '/viarun/ran_talker'))
+        ok(cli(graph.env, 'node', 'info', '/viarun/ran_subject'))
     finally:
         proc.stop()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from conftest import cli, cli_many, error_line, ok
 from test_pilot import start_rig
 
-from autopilot_core.cli.main import main as autopilot_main
+from autopilot_cli.main import main as autopilot_main
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = str(ROOT / 'install' / 'autopilot_terminal' / 'lib' / 'autopilot_terminal' / 'terminal')

@@ -25,7 +25,7 @@ from autopilot_core.executors import spin
 
 ROOT = Path(__file__).resolve().parent.parent
 GPIO = str(ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'gpio')
-AUTOPILOT = str(ROOT / 'install' / 'autopilot_core' / 'bin' / 'autopilot')
+AUTOPILOT = str(ROOT / 'install' / 'autopilot_cli' / 'bin' / 'autopilot')
 RIG = str(ROOT / 'launch' / 'params' / 'rig_sim.yaml')
 NS = '/rig_1'
 LATE_US = 30_000

@@ -1,12 +1,13 @@
 """Our nodes across processes: topics, services, parameters and the session action, on real ROS 2.
 
-The demo nodes run as their installed executables (what `ros2 run autopilot_core demo_talker` runs);
+The demo nodes (tests/nodes/demo_*.py) run as processes of their own;
 the test itself is another rclpy process on the same private domain.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,11 @@ from autopilot_core import qos
 from autopilot_core.executors import spin, spin_until_future
 
 ROOT = Path(__file__).resolve().parent.parent
-LIB = ROOT / 'install' / 'autopilot_core' / 'lib' / 'autopilot_core'
+NODES = ROOT / 'tests' / 'nodes'
 
 
 def exe(name: str, *ros_args: str) -> list[str]:
-    cmd = [str(LIB / name)]
+    cmd = [sys.executable, str(NODES / f'{name}.py')]
     return cmd + ['--ros-args', *ros_args] if ros_args else cmd
 
 

@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LIB = ROOT / 'install' / 'autopilot_core' / 'lib' / 'autopilot_core'
+NODES = ROOT / 'tests' / 'nodes'
 
 
 def test_plain_rclpy_client_uses_topics_services_parameters_and_action(procs, ros_env):
-    listener = procs([str(LIB / 'demo_listener'), '--ros-args', '-r', '__ns:=/lab'], name='listener')
-    session = procs([str(LIB / 'demo_session'), '--ros-args', '-r', '__ns:=/lab', '-p', 'trial_interval_s:=0.02'],
+    listener = procs([sys.executable, str(NODES / 'demo_listener.py'), '--ros-args', '-r', '__ns:=/lab'], name='listener')
+    session = procs([sys.executable, str(NODES / 'demo_session.py'), '--ros-args', '-r', '__ns:=/lab', '-p', 'trial_interval_s:=0.02'],
                     name='session')
     client = subprocess.run([sys.executable, str(ROOT / 'tests' / 'nodes' / 'plain_client.py')], env=ros_env,
                             capture_output=True, text=True, timeout=120)

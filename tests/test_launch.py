@@ -27,10 +27,10 @@ from conftest import DomainLease, Proc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autopilot_core.launch.errors import LaunchError, SubstitutionError
-from autopilot_core.launch.evaluate import Evaluator, collect_args, describe_plan, format_args
-from autopilot_core.launch.parser import parse_file
-from autopilot_core.launch.substitutions import (
+from autopilot_launch.errors import LaunchError, SubstitutionError
+from autopilot_launch.evaluate import Evaluator, collect_args, describe_plan, format_args
+from autopilot_launch.parser import parse_file
+from autopilot_launch.substitutions import (
     Sub,
     SubContext,
     _Parser,
@@ -42,7 +42,7 @@ from autopilot_core.launch.substitutions import (
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ROOT / 'tests' / 'launch_files'
 PROBE = ROOT / 'tests' / 'nodes' / 'launch_probe.py'
-LAUNCH = [sys.executable, '-m', 'autopilot_core.cli.main', 'launch']
+LAUNCH = [sys.executable, '-m', 'autopilot_cli.main', 'launch']
 PROBE_LINE = re.compile(r'^\[(?P<label>[^\]]+)\] PROBE (?P<json>\{.*\})$', re.M)
 STARTED = re.compile(r'\[(?P<label>[^\]]+)\]: process started with pid \[(?P<pid>\d+)\]')
 

@@ -1,4 +1,4 @@
-"""autopilot_core.messages without a ROS graph: interface lookup, YAML/dict <-> message, interface text.
+"""autopilot_runtime_py.messages without a ROS graph: interface lookup, YAML/dict <-> message, interface text.
 
 Includes hypothesis properties: values generated from each type's own rosidl metadata survive
 dict -> message -> dict (and -> YAML -> message), and arbitrary junk always fails with a
@@ -25,8 +25,8 @@ from rosidl_parser.definition import (
     NamespacedType,
 )
 
-from autopilot_core import messages as m
-from autopilot_core.messages import (
+from autopilot_runtime_py import messages as m
+from autopilot_runtime_py.messages import (
     InterfaceNotFoundError,
     MessageTypeError,
     MessageValueError,

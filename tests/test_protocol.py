@@ -16,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autopilot_pilot.protocol import (
+from autopilot_tasks.protocol import (
     AccuracyGraduation,
     ProtocolError,
     SessionsGraduation,
@@ -26,7 +26,7 @@ from autopilot_pilot.protocol import (
     load_protocol,
     load_protocol_file,
 )
-from autopilot_pilot.task import Field, Param, Task, TaskError
+from autopilot_tasks.task import Field, Param, Task, TaskError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -375,7 +375,7 @@ def test_accuracy_matches_a_plain_count(trials: list[tuple[bool, bool]], window:
 # ------------------------------------------------------------------------------------------- files
 
 def test_shipped_example_loads_with_the_registered_tasks() -> None:
-    from autopilot_pilot import registry
+    from autopilot_tasks import registry
 
     path = ROOT / 'protocols' / '2afc_training.yaml'
     p = load_protocol_file(path)  # default lookup: the registry

@@ -23,7 +23,7 @@ from autopilot_msgs.msg import GpioEvent, PilotStatus, SoundOnset
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 
-from autopilot_core.messages import interface_text
+from autopilot_runtime_py.messages import interface_text
 from autopilot_terminal.node import DECODERS, EVENT_TOPICS, SessionTable
 from autopilot_terminal.reader import SubjectReader
 from autopilot_terminal.recorder import Recorder

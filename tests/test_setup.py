@@ -58,12 +58,13 @@ def test_one_activation_step_is_enough_in_a_new_shell(tmp_path):
 
 
 def test_executables_are_where_ros2_run_looks(tmp_path):
-    lib = ROOT / 'install' / 'autopilot_core' / 'lib' / 'autopilot_core'
-    for exe in ('demo_talker', 'demo_listener', 'demo_session', 'autopilot'):
-        assert os.access(lib / exe, os.X_OK), exe
+    for pkg, exe in (('autopilot_cli', 'autopilot'), ('autopilot_pilot', 'pilot'), ('autopilot_pilot', 'rig'),
+                     ('autopilot_hardware', 'gpio'), ('autopilot_terminal', 'terminal')):
+        assert os.access(ROOT / 'install' / pkg / 'lib' / pkg / exe, os.X_OK), exe
     share = ROOT / 'install' / 'share' if (ROOT / 'install' / 'share').exists() else None
     assert share is None  # isolated install: one prefix per package, as colcon does by default
-    for pkg in ('autopilot_msgs', 'autopilot_core', 'autopilot_hardware', 'autopilot_pilot', 'autopilot_terminal'):
+    for pkg in ('autopilot_msgs', 'autopilot_core', 'autopilot_runtime_py', 'autopilot_cli', 'autopilot_launch',
+                'autopilot_tasks', 'autopilot_hardware', 'autopilot_pilot', 'autopilot_terminal'):
         assert (ROOT / 'install' / pkg / 'share' / 'ament_index' / 'resource_index' / 'packages' / pkg).exists()
 
 

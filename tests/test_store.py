@@ -51,7 +51,7 @@ def trial(n: int, **over: Any) -> dict[str, Any]:
 def _spec(cls: type, topic: str) -> TopicSpec:
     from ament_index_python.packages import get_package_share_directory
 
-    from autopilot_core.messages import interface_text
+    from autopilot_runtime_py.messages import interface_text
 
     name = f'autopilot_msgs/msg/{cls.__name__}'
     desc = json.loads((Path(get_package_share_directory('autopilot_msgs')) / 'msg' / f'{cls.__name__}.json')

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autopilot_pilot import registry
 from autopilot_pilot.fakes import FakeClock, FakeHardware, FakeRig
 from autopilot_pilot.runner import TaskRunner, TrialRecord
-from autopilot_pilot.task import Event, Field, Hardware, Input, Output, Param, Sound, Task, TaskError
+from autopilot_tasks import registry
+from autopilot_tasks.task import Event, Field, Hardware, Input, Output, Param, Sound, Task, TaskError
 
 
 class Probe(Task):
@@ -658,8 +658,8 @@ def test_fake_rig_poke_uses_roles_and_ticks() -> None:
 # ---- registry -------------------------------------------------------------------------------------
 
 def test_registry_finds_the_shipped_tasks() -> None:
-    from autopilot_pilot.tasks.free_water import FreeWater
-    from autopilot_pilot.tasks.two_afc import TwoAFC
+    from autopilot_tasks.tasks.free_water import FreeWater
+    from autopilot_tasks.tasks.two_afc import TwoAFC
 
     assert registry.lookup('2afc') is TwoAFC and registry.lookup('free_water') is FreeWater
     assert {'2afc', 'free_water'} <= set(registry.task_names())
@@ -673,7 +673,7 @@ def test_registry_unknown_task_names_the_known_ones() -> None:
 def test_registry_reports_a_broken_plugin_without_failing(monkeypatch: pytest.MonkeyPatch) -> None:
     eps = [EntryPoint('broken', 'no_such_module_xyz:Task', registry.GROUP),
            EntryPoint('notatask', 'math:pi', registry.GROUP),
-           EntryPoint('free_water', 'autopilot_pilot.tasks.free_water:FreeWater', registry.GROUP)]
+           EntryPoint('free_water', 'autopilot_tasks.tasks.free_water:FreeWater', registry.GROUP)]
     monkeypatch.setattr(registry, 'entry_points', lambda group: [e for e in eps if e.group == group])
     plugins = {p.name: p for p in registry.load_tasks()}
     assert plugins['broken'].cls is None and 'ModuleNotFoundError' in plugins['broken'].error

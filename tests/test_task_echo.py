@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autopilot_pilot import registry
 from autopilot_pilot.fakes import FakeRig
-from autopilot_pilot.task import Input, Output, TaskError
-from autopilot_pilot.tasks.echo import Echo
+from autopilot_tasks import registry
+from autopilot_tasks.task import Input, Output, TaskError
+from autopilot_tasks.tasks.echo import Echo
 
 ROOT = Path(__file__).resolve().parent.parent
 

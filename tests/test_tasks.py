@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from autopilot_pilot.fakes import FakeRig
-from autopilot_pilot.task import Input, Output, Sound, TaskError
-from autopilot_pilot.tasks.free_water import FreeWater
-from autopilot_pilot.tasks.two_afc import TwoAFC
+from autopilot_tasks.task import Input, Output, Sound, TaskError
+from autopilot_tasks.tasks.free_water import FreeWater
+from autopilot_tasks.tasks.two_afc import TwoAFC
 
 ROOT = Path(__file__).resolve().parent.parent
 _INSTALLED = shutil.which('autopilot')
-AUTOPILOT = [_INSTALLED] if _INSTALLED else [sys.executable, '-m', 'autopilot_core.cli.main']
+AUTOPILOT = [_INSTALLED] if _INSTALLED else [sys.executable, '-m', 'autopilot_cli.main']
 
 
 def finish(rig: FakeRig, limit_s: float = 120.0, n: int | None = None) -> None:
@@ -307,9 +307,9 @@ def test_cli_task_list() -> None:
     names = [line.split()[0] for line in lines]
     assert names == sorted(names) and {'2afc', 'free_water'} <= set(names)
     row = {line.split()[0]: line for line in lines}
-    assert row['2afc'].split(None, 2)[1] == 'autopilot_pilot.tasks.two_afc:TwoAFC'
+    assert row['2afc'].split(None, 2)[1] == 'autopilot_tasks.tasks.two_afc:TwoAFC'
     assert row['2afc'].split(None, 2)[2] == TwoAFC.description()
-    assert row['free_water'].split(None, 2)[1] == 'autopilot_pilot.tasks.free_water:FreeWater'
+    assert row['free_water'].split(None, 2)[1] == 'autopilot_tasks.tasks.free_water:FreeWater'
     assert cli('list').stdout == out.stdout
 
 
@@ -317,7 +317,7 @@ def test_cli_task_show_2afc() -> None:
     out = cli('show', '2afc')
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    assert text.startswith('2afc: autopilot_pilot.tasks.two_afc:TwoAFC\n')
+    assert text.startswith('2afc: autopilot_tasks.tasks.two_afc:TwoAFC\n')
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith('  ') and line.split()}
     assert rows['reward_ul'][:5] == ['reward_ul', 'float', '5.0', 'uL', '[0.5,']
     assert rows['bias_window'][:4] == ['bias_window', 'int', '20', 'trials']
@@ -344,7 +344,7 @@ def test_cli_task_show_unknown() -> None:
 
 def test_docs_show_the_real_free_water_file_and_a_test_that_passes() -> None:
     blocks = re.findall(r'```python\n(.*?)```', (ROOT / 'docs' / 'tasks.md').read_text(), re.S)
-    source = (ROOT / 'src' / 'autopilot_pilot' / 'autopilot_pilot' / 'tasks' / 'free_water.py').read_text()
+    source = (ROOT / 'src' / 'autopilot_tasks' / 'autopilot_tasks' / 'tasks' / 'free_water.py').read_text()
     example = blocks[0]
     assert example[example.index('class FreeWater'):] in source
     test_block = next(b for b in blocks if 'def test_rewards_only_the_active_port' in b)

@@ -22,14 +22,5 @@ setup(
             'subject_sim = autopilot_pilot.subject_node:main',
             'rig = autopilot_pilot.rig:main',
         ],
-        # Tasks: third-party packages register theirs in this group too (see docs/tasks.md).
-        'autopilot.tasks': [
-            'free_water = autopilot_pilot.tasks.free_water:FreeWater',
-            '2afc = autopilot_pilot.tasks.two_afc:TwoAFC',
-            'echo = autopilot_pilot.tasks.echo:Echo',
-        ],
-        'autopilot.command': [
-            'task = autopilot_pilot.task_cli:TaskCommand',
-        ],
     },
 )

@@ -20,7 +20,7 @@ from typing import Any
 
 #: Distributions whose versions are recorded when installed.
 TRACKED = (
-    'autopilot_core', 'autopilot_msgs', 'autopilot_hardware', 'autopilot_pilot', 'autopilot_terminal',
+    'autopilot_core', 'autopilot_msgs', 'autopilot_tasks', 'autopilot_hardware', 'autopilot_pilot', 'autopilot_terminal',
     'rclpy', 'numpy', 'h5py', 'PyYAML', 'rosbags', 'pigpio', 'lgpio', 'sounddevice', 'opencv-python-headless',
     'PyQt5', 'pyqtgraph', 'mcap', 'mcap-ros2-support', 'pynwb',
     'ros-jazzy-rclpy', 'ros-rclpy', 'ros-rmw-fastrtps-cpp', 'ros-fastrtps',

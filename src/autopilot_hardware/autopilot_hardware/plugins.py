@@ -105,7 +105,7 @@ def format_device(plugin: Plugin, descriptions: bool = False) -> list[str]:
 
 
 try:  # the CLI classes need autopilot_core's CLI; device nodes importing DeviceInfo do not
-    from autopilot_core.cli.base import CommandExtension, VerbExtension
+    from autopilot_cli.base import CommandExtension, VerbExtension
 except ImportError:  # pragma: no cover - autopilot_core always ships its CLI today
     CommandExtension = VerbExtension = object  # type: ignore[assignment,misc]
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from autopilot_pilot.runner import TaskRunner, TrialRecord
-from autopilot_pilot.task import Input, Output, Sound, Task, TaskError
+from autopilot_tasks.task import Input, Output, Sound, Task, TaskError
 
 __all__ = ['FakeClock', 'FakeHardware', 'FakeRig']
 

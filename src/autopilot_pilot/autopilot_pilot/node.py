@@ -72,14 +72,14 @@ from autopilot_core.executors import run_node
 from autopilot_core.names import host_namespace, node_label
 from autopilot_core.params import ParamSpec, check_unknown, declare
 from autopilot_core.provenance import package_versions, ros_info
-from autopilot_pilot import registry
 from autopilot_pilot.journal import Journal, JournalError
-from autopilot_pilot.protocol import Protocol, ProtocolError, load_protocol
 from autopilot_pilot.runner import TaskRunner, TrialRecord
 from autopilot_pilot.session import Plan, PlanError, Progress, make_plan
-from autopilot_pilot.task import Input, Output, Sound, TaskError
 from autopilot_pilot.trials import to_trial_fields
 from autopilot_pilot.writer import TrialWriter
+from autopilot_tasks import registry
+from autopilot_tasks.protocol import Protocol, ProtocolError, load_protocol
+from autopilot_tasks.task import Input, Output, Sound, TaskError
 
 PARAMS = (
     ParamSpec('pilot', '', 'Pilot name in trials and status ("": the namespace)', read_only=True),

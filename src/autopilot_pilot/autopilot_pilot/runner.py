@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from autopilot_pilot.task import Event, Hardware, Input, Output, Sound, Task, TaskError
+from autopilot_tasks.task import Event, Hardware, Input, Output, Sound, Task, TaskError
 
 __all__ = ['Clock', 'TaskRunner', 'TrialRecord']
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autopilot_pilot.protocol import Protocol, ProtocolError, find_protocol
-from autopilot_pilot.task import Task, TaskError
+from autopilot_tasks.protocol import Protocol, ProtocolError, find_protocol
+from autopilot_tasks.task import Task, TaskError
 
 TaskLookup = Callable[[str], type[Task]]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from autopilot_msgs.msg import TrialField
 
-from autopilot_pilot.task import Field
+from autopilot_tasks.task import Field
 
 _TYPES = {bool: TrialField.TYPE_BOOL, int: TrialField.TYPE_INT64, float: TrialField.TYPE_FLOAT64,
           str: TrialField.TYPE_STRING}

@@ -524,7 +524,7 @@ def _schema_text(t: TopicInfo, warn: Callable[[str], None]) -> str:
         return mcap_schema(t.type, t.interface_text)
     # Nothing stored (an old or hand-made file): the installed definition, if any, is the best guess.
     try:
-        from autopilot_core.messages import InterfaceNotFoundError, interface_text
+        from autopilot_runtime_py.messages import InterfaceNotFoundError, interface_text
         text = interface_text(t.type)
     except (ImportError, InterfaceNotFoundError) as exc:
         warn(f'{t.topic}: no interface definition of {t.type} stored or installed ({exc}); its messages are '

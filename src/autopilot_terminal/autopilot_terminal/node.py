@@ -87,7 +87,7 @@ from std_srvs.srv import Trigger
 from autopilot_core import guard, provenance, qos
 from autopilot_core.checks import MAX_TEXT, InputError, finite, sequence, text
 from autopilot_core.executors import make_executor, spin
-from autopilot_core.messages import interface_text
+from autopilot_runtime_py.messages import interface_text
 from autopilot_core.params import ParamSpec, declare
 
 from .cdr import EVENT_DECODERS

@@ -255,7 +255,7 @@ class _Child:
         from rclpy.event_handler import SubscriptionEventCallbacks
         from rclpy.node import Node
 
-        from autopilot_core.messages import get_message
+        from autopilot_runtime_py.messages import get_message
 
         self._events = SubscriptionEventCallbacks
         self._get_message = get_message

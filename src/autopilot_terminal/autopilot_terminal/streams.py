@@ -25,7 +25,7 @@ from typing import Any
 
 from rclpy.serialization import deserialize_message
 
-from autopilot_core.messages import get_message
+from autopilot_runtime_py.messages import get_message
 
 from .cdr import CdrError
 

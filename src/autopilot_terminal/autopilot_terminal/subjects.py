@@ -8,7 +8,7 @@ arrive as ``step`` rows through the recorder; a person's decisions come through 
 Protocols are files on the terminal (``protocol_dir/<name>.yaml``). :func:`read_protocol` reads what the
 terminal records of an assignment (text, hash, step names, with YAML errors named by file and line);
 :func:`check_protocol` then validates the whole protocol (tasks, parameters, graduation) with the pilot's own
-code (``autopilot_pilot.protocol`` and its task registry: plain Python, no node), so an assignment the
+code (``autopilot_tasks.protocol`` and its task registry: plain Python, no node), so an assignment the
 terminal accepts is one the pilot accepts, and the error names the line and field as the pilot's would.
 
 Everything here takes text from service requests: names are bounded before they touch the file system
@@ -177,16 +177,16 @@ def read_protocol(name: str, protocol_dir: Path | str) -> ProtocolFile:
 
 def check_protocol(proto: ProtocolFile) -> ProtocolFile:
     """``proto`` checked as the pilot checks it when the terminal loads it there (its tasks, parameters and
-    graduation rules, by the pilot's own :func:`autopilot_pilot.protocol.load_protocol` and task registry);
+    graduation rules, by the pilot's own :func:`autopilot_tasks.protocol.load_protocol` and task registry);
     ProtocolFileError with the pilot's message (file, line and field) otherwise. The step names are the
     pilot's. The terminal's host needs the same task packages as the pilots (entry-point group autopilot.tasks).
     """
     try:
-        from autopilot_pilot import registry
-        from autopilot_pilot.protocol import ProtocolError, load_protocol
+        from autopilot_tasks import registry
+        from autopilot_tasks.protocol import ProtocolError, load_protocol
     except ImportError as exc:  # the terminal checks protocols with the pilot's code: it must be installed
         raise ProtocolFileError(f'cannot check {proto.path}: the pilot package is not installed on the terminal '
-                                f'host ({exc}); install autopilot_pilot there too') from None
+                                f'host ({exc}); install autopilot_tasks there too') from None
     try:
         loaded = load_protocol(proto.text, source=str(proto.path), lookup_task=registry.lookup, name=proto.name)
     except ProtocolError as exc:

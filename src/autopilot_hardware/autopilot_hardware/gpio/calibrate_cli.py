@@ -18,8 +18,8 @@ from typing import Any
 from autopilot_msgs.srv import CalibrateValve, RecordCalibration
 from rclpy.node import Node
 
-from autopilot_core.cli.base import CommandError, CommandExtension
-from autopilot_core.cli.graph import cli_executor, cli_node, positive_float, positive_int
+from autopilot_cli.base import CommandError, CommandExtension
+from autopilot_cli.graph import cli_executor, cli_node, positive_float, positive_int
 from autopilot_core.executors import spin_until_future
 
 

@@ -16,8 +16,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
-from autopilot_core.cli.base import CommandError, CommandExtension, VerbExtension
-from autopilot_core.cli.graph import nonnegative_int, positive_float
+from autopilot_cli.base import CommandError, CommandExtension, VerbExtension
+from autopilot_cli.graph import nonnegative_int, positive_float
 from autopilot_terminal import bag
 from autopilot_terminal.reader import SubjectReader, TopicInfo
 from autopilot_terminal.store import StoreError
@@ -114,8 +114,8 @@ def play(path: Path, session: str | None, topics: Sequence[str] | None, rate: fl
     """
     from rclpy.duration import Duration
 
-    from autopilot_core.cli.graph import cli_node, expand_name
-    from autopilot_core.messages import InterfaceNotFoundError, get_message
+    from autopilot_cli.graph import cli_node, expand_name
+    from autopilot_runtime_py.messages import InterfaceNotFoundError, get_message
 
     remaps = dict(remaps or {})
     with SubjectReader(path) as reader:

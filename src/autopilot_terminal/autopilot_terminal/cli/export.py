@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from autopilot_core.cli.base import CommandError, CommandExtension
+from autopilot_cli.base import CommandError, CommandExtension
 
 FORMATS = ('nwb',)
 

@@ -14,8 +14,8 @@ import math
 import sys
 from typing import Any
 
-from autopilot_core.cli.base import CommandError, CommandExtension
-from autopilot_core.cli.graph import cli_node, nonnegative_float, nonnegative_int
+from autopilot_cli.base import CommandError, CommandExtension
+from autopilot_cli.graph import cli_node, nonnegative_float, nonnegative_int
 from autopilot_terminal.cli.subject import TERMINAL, TerminalVerb, call_terminal, no_terminal, table
 
 STATES = {0: 'idle', 1: 'running', 2: 'paused', 3: 'error'}
@@ -103,7 +103,7 @@ class PilotsVerb(TerminalVerb):
         from autopilot_msgs.msg import PilotRegistry
 
         from autopilot_core import executors, qos
-        from autopilot_core.cli.graph import cli_executor
+        from autopilot_cli.graph import cli_executor
 
         got: list[Any] = []
         topic = f'{TERMINAL}/pilots'

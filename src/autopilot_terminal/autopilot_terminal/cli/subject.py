@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autopilot_core.cli.base import CommandError, CommandExtension, VerbExtension
-from autopilot_core.cli.graph import (
+from autopilot_cli.base import CommandError, CommandExtension, VerbExtension
+from autopilot_cli.graph import (
     DEFAULT_SPIN_TIME,
     DEFAULT_WAIT_TIME,
     SETTLE_S,
@@ -65,7 +65,7 @@ def _call(node: Any, srv_type: Any, service: str, request: Any, *, wait_s: float
           answer_s: float) -> Any | None:
     """The response of ``service``, or None when no server was discovered within ``wait_s``."""
     from autopilot_core import executors
-    from autopilot_core.cli.graph import cli_executor, wait_until
+    from autopilot_cli.graph import cli_executor, wait_until
 
     client = node.create_client(srv_type, service)
     if not wait_until(client.service_is_ready, wait_s):

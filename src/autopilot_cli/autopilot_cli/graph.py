@@ -1,0 +1,373 @@
+"""Graph plumbing shared by the CLI verbs: a hidden rclpy node per command, waiting for discovery, names, QoS.
+
+There is no daemon (ros2cli's daemon is not on PyPI): every command starts its own DDS participant and must
+wait for discovery. Measured here (Fast DDS 2.14 from the wheels, LOCALHOST or SUBNET): the peers do not
+answer a new participant's initial announcements; each is discovered at its own next periodic announcement
+(every 3 s), i.e. at a random time 0-3 s after start, then its whole graph arrives within ~0.1 s. So:
+
+* verbs about one thing (``node info X``, ``param get X``, ``topic echo X``) poll until X appears (bounded by
+  ``--spin-time``, default 10 s: under load discovery was seen to take more than 3.5 s), then wait until its
+  endpoints have not changed for ``--settle``;
+* list verbs listen for ``--spin-time`` (default 3.5 s: one announcement period plus a margin) and answer once
+  the listing has not changed for ``--settle`` (0.5 s). Returning at the first 0.5 s of quiet instead is fast
+  but was seen to list one peer of two: peers announce in different phases.
+  ``--spin-time 1`` trades completeness for speed.
+
+Graph queries read rmw's graph cache, which DDS threads fill, so they need no spinning; only subscriptions
+and clients are spun (with autopilot_core.executors, always with timeouts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import rclpy
+from rclpy.context import Context
+from rclpy.exceptions import NameValidationException
+from rclpy.executors import Executor
+from rclpy.expand_topic_name import expand_topic_name
+from rclpy.node import HIDDEN_NODE_PREFIX, Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    QoSDurabilityPolicy,
+    QoSHistoryPolicy,
+    QoSPresetProfiles,
+    QoSProfile,
+    QoSReliabilityPolicy,
+)
+from rclpy.signals import SignalHandlerOptions
+from rclpy.validate_full_topic_name import validate_full_topic_name
+from rclpy.validate_namespace import validate_namespace
+from rclpy.validate_node_name import validate_node_name
+
+from autopilot_cli.base import CommandError, VerbExtension
+from autopilot_core import executors
+from autopilot_core import qos as named_qos
+from autopilot_runtime_py.messages import InterfaceNotFoundError, MessageTypeError, MessageValueError
+
+T = TypeVar('T')
+
+DEFAULT_SPIN_TIME = 3.5  # > Fast DDS's 3 s announcement period: every peer that exists announces itself
+DEFAULT_WAIT_TIME = 10.0  # for one named thing: returned from as soon as it appears, so generous
+SETTLE_S = 0.5
+POLL_S = 0.05
+
+
+class GraphVerb(VerbExtension):
+    """A verb that talks to the graph: adds ``--spin-time``/``--settle`` and turns expected errors into one line.
+
+    ``lists`` verbs listen for ``--spin-time`` (default 3.5 s); the others wait up to ``--spin-time`` (default
+    10 s, returned from as soon as the thing named appears) before saying it is not there.
+    """
+
+    lists = False
+
+    def add_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        add_graph_arguments(parser, DEFAULT_SPIN_TIME if self.lists else DEFAULT_WAIT_TIME, self.lists)
+        self.add_verb_arguments(parser, cli_name)
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        pass
+
+    def main(self, *, args: argparse.Namespace) -> int | str | None:
+        try:
+            return self.run(args)
+        except (InterfaceNotFoundError, MessageValueError, MessageTypeError) as exc:
+            raise CommandError(str(exc)) from None
+        except BrokenPipeError:  # `autopilot topic echo x | head`: the reader left, not an error
+            # Point stdout at /dev/null so the flush at exit does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+
+    def run(self, args: argparse.Namespace) -> int | str | None:
+        raise NotImplementedError
+
+
+def add_graph_arguments(parser: argparse.ArgumentParser, default: float, lists: bool) -> None:
+    what = ('how long to listen for the graph before answering' if lists else
+            'longest wait for the node/topic/service named to be discovered')
+    parser.add_argument('--spin-time', type=positive_float, default=default, metavar='SECONDS',
+                        help=f'{what} (default: %(default)s); there is no daemon, so each command discovers the '
+                             f'graph anew, and DDS peers announce themselves every 3 s')
+    parser.add_argument('--settle', type=positive_float, default=SETTLE_S, metavar='SECONDS',
+                        help='the graph is taken as complete once it has not changed for this long '
+                             '(default: %(default)s)')
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f'expected a number > 0, got {text!r}')
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f'expected a finite number >= 0, got {text!r}')
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text!r}')
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = nonnegative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f'expected an integer > 0, got {text!r}')
+    return value
+
+
+# ------------------------------------------------------------------------------------------ the node
+
+@contextmanager
+def cli_node(purpose: str, node_name: str | None = None) -> Iterator[Node]:
+    """A hidden node (``_autopilot_<purpose>_<pid>``) in its own context, shut down on exit.
+
+    Hidden (leading ``_``) so it does not show in other tools' node lists; no parameter services, rosout or
+    type-description service, so it adds nothing to the graph it inspects but its own endpoints.
+    Ctrl-C raises KeyboardInterrupt (rclpy's own signal handler is off), which main() turns into exit 130.
+    """
+    context = Context()
+    try:
+        # args=[]: rclpy would read sys.argv, where rcl takes any `a:=b` argument of a command for a global remap.
+        rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as exc:  # e.g. an invalid ROS_DOMAIN_ID
+        raise CommandError(f'cannot initialise ROS: {str(exc).splitlines()[0]}') from None
+    try:
+        try:
+            node = Node(node_name or f'{HIDDEN_NODE_PREFIX}autopilot_{purpose}_{os.getpid()}', context=context,
+                        start_parameter_services=False, enable_rosout=False,
+                        parameter_overrides=[Parameter('start_type_description_service', value=False)])
+        except NameValidationException as exc:
+            raise CommandError(_one_line(exc, 'node', node_name or '')) from None
+        try:
+            yield node
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def cli_executor(node: Node) -> Executor:
+    """The executor the CLI spins its node with: the SingleThreadedExecutor unless $AUTOPILOT_CLI_EXECUTOR says.
+
+    A CLI needs no throughput, and once in ~100 runs a `topic echo --once` under the EventsExecutor
+    (rclpy 7.1.6) spun at 100 % CPU for minutes without running the subscription callback, although every
+    spin_once had a timeout; the SingleThreadedExecutor has not shown that.
+    """
+    return executors.make_executor(os.environ.get('AUTOPILOT_CLI_EXECUTOR') or 'single', context=node.context)
+
+
+def remote_nodes(node: Node) -> list[tuple[str, str]]:
+    own = (node.get_name(), node.get_namespace())
+    return [n for n in node.get_node_names_and_namespaces() if n != own]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` passes (its last value)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(POLL_S)
+
+
+def settled(node: Node, snapshot: Callable[[], T], *, settle: float = SETTLE_S, min_time: float = 0.0,
+            max_time: float | None = None) -> T:
+    """Poll ``snapshot()`` until at least ``min_time`` has passed and it has not changed for ``settle`` seconds,
+    or ``max_time`` (default: ``min_time`` + 4 x ``settle``) passed; return the last snapshot."""
+    start = time.monotonic()
+    deadline = start + (max_time if max_time is not None else min_time + 4 * settle)
+    last = snapshot()
+    changed = start
+    while True:
+        now = time.monotonic()
+        if now >= deadline or (now - start >= min_time and now - changed >= settle):
+            return last
+        time.sleep(POLL_S)
+        current = snapshot()
+        if current != last:
+            last, changed = current, time.monotonic()
+
+
+def listing(node: Node, snapshot: Callable[[], T], args: argparse.Namespace) -> T:
+    """A list verb's snapshot of the graph: listen ``--spin-time``, then until quiet for ``--settle``."""
+    return settled(node, snapshot, settle=args.settle, min_time=args.spin_time,
+                   max_time=args.spin_time + max(2.0, 4 * args.settle))
+
+
+def node_names(node: Node, include_hidden: bool = False) -> list[str]:
+    """Full names (``/ns/name``) of the nodes in the graph, this CLI node excluded, hidden ones on request."""
+    return [join_name(ns, name) for name, ns in remote_nodes(node)
+            if include_hidden or not name.startswith(HIDDEN_NODE_PREFIX)]
+
+
+def is_hidden_name(name: str) -> bool:
+    return any(part.startswith(HIDDEN_NODE_PREFIX) for part in name.split('/'))
+
+
+def join_name(namespace: str, name: str) -> str:
+    return namespace + ('' if namespace.endswith('/') else '/') + name
+
+
+# ------------------------------------------------------------------------------------------ names
+
+def _one_line(exc: Exception, kind: str, name: str) -> str:
+    """rclpy's name errors are three lines (reason, quoted name, caret): one line, the position in ``name``."""
+    lines = str(exc).splitlines()
+    reason = lines[0].split(': ', 1)[-1].rstrip(':') if lines else str(exc)
+    where = ''
+    if len(lines) >= 3 and '^' in lines[2]:
+        checked = lines[1].strip()[1:-1]  # the string rclpy validated: part of `name`, or it expanded
+        index = lines[2].index('^') - 3
+        offset = name.rfind(checked)
+        if offset < 0 and checked.startswith('/'):
+            offset = name.rfind(checked[1:]) - 1 if name.rfind(checked[1:]) >= 0 else -1
+        if offset >= -1 and 0 <= offset + index < len(name):
+            where = f' (at character {offset + index + 1}: {name[offset + index]!r})'
+    return f"invalid {kind} name '{name}': {reason}{where}"
+
+
+def expand_name(node: Node, name: str, kind: str = 'topic') -> str:
+    """``name`` expanded against the CLI node (relative names resolve under ``/``) and validated."""
+    if not name:
+        raise CommandError(f'invalid {kind} name: it is empty')
+    try:
+        full = expand_topic_name(name, node.get_name(), node.get_namespace())
+    except ValueError as exc:
+        reason = str(exc).split(': ', 1)[-1].split(', at ')[0]
+        raise CommandError(f"invalid {kind} name '{name}': {reason}") from None
+    try:
+        validate_full_topic_name(full, is_service=(kind == 'service'))
+    except NameValidationException as exc:
+        raise CommandError(_one_line(exc, kind, name)) from None
+    return full
+
+
+def full_node_name(name: str) -> tuple[str, str, str]:
+    """(full name, namespace, base name) of a node name given with or without the leading ``/``; validated."""
+    if not name:
+        raise CommandError('invalid node name: it is empty')
+    full = name if name.startswith('/') else '/' + name
+    namespace, base = full.rsplit('/', 1)
+    namespace = namespace or '/'
+    try:
+        validate_namespace(namespace)
+        validate_node_name(base)
+    except NameValidationException as exc:
+        raise CommandError(_one_line(exc, 'node', name)) from None
+    return full, namespace, base
+
+
+def wait_for_node(node: Node, name: str, spin_time: float, include_hidden: bool = True) -> str:
+    """Wait until the node ``name`` is in the graph; its full name, or CommandError listing the nodes seen."""
+    full, _, _ = full_node_name(name)
+    if wait_until(lambda: full in node_names(node, include_hidden=True), spin_time):
+        return full
+    known = node_names(node, include_hidden=include_hidden)
+    listing = f'nodes seen: {", ".join(sorted(known))}' if known else 'no other nodes were discovered'
+    raise CommandError(f"node '{full}' not found within {spin_time:g} s on ROS_DOMAIN_ID="
+                       f"{os.environ.get('ROS_DOMAIN_ID', '0')} ({listing})")
+
+
+def topic_types(node: Node, topic: str) -> list[str]:
+    return next((types for name, types in node.get_topic_names_and_types() if name == topic), [])
+
+
+# ------------------------------------------------------------------------------------------ QoS
+
+def qos_profile_choices() -> list[str]:
+    return [k for k in QoSPresetProfiles.short_keys() if k != 'unknown'] + list(named_qos.PROFILES)
+
+
+def add_qos_arguments(parser: argparse.ArgumentParser, verb: str, default_profile: str) -> None:
+    def keys(policy: Any) -> list[str]:
+        return [k for k in policy.short_keys() if k != 'unknown']
+
+    parser.add_argument('--qos-profile', choices=qos_profile_choices(), default=default_profile,
+                        help=f'QoS preset profile to {verb} with (default: {default_profile}); besides the ROS '
+                             f'presets, the suite\'s own: {", ".join(named_qos.PROFILES)}')
+    parser.add_argument('--qos-depth', metavar='N', type=nonnegative_int,
+                        help=f'queue size to {verb} with (overrides the profile\'s depth)')
+    parser.add_argument('--qos-history', choices=keys(QoSHistoryPolicy),
+                        help=f'history to {verb} with (overrides the profile\'s history)')
+    parser.add_argument('--qos-reliability', choices=keys(QoSReliabilityPolicy),
+                        help=f'reliability to {verb} with (overrides the profile; default: '
+                             f'{"compatible with the publishers" if verb == "subscribe" else "the profile"})')
+    parser.add_argument('--qos-durability', choices=keys(QoSDurabilityPolicy),
+                        help=f'durability to {verb} with (overrides the profile; default: '
+                             f'{"compatible with the publishers" if verb == "subscribe" else "the profile"})')
+
+
+def qos_from_args(args: argparse.Namespace) -> QoSProfile:
+    """The profile named by ``--qos-profile`` with the ``--qos-*`` overrides applied (a copy)."""
+    name = args.qos_profile
+    profile = copy.copy(named_qos.PROFILES[name] if name in named_qos.PROFILES
+                        else QoSPresetProfiles.get_from_short_key(name))
+    if args.qos_history:
+        profile.history = QoSHistoryPolicy.get_from_short_key(args.qos_history)
+    if args.qos_reliability:
+        profile.reliability = QoSReliabilityPolicy.get_from_short_key(args.qos_reliability)
+    if args.qos_durability:
+        profile.durability = QoSDurabilityPolicy.get_from_short_key(args.qos_durability)
+    if args.qos_depth:
+        profile.depth = args.qos_depth
+    elif profile.durability == QoSDurabilityPolicy.TRANSIENT_LOCAL and profile.depth == 0:
+        profile.depth = 1
+    return profile
+
+
+def qos_overridden(args: argparse.Namespace) -> bool:
+    return any(getattr(args, a) is not None for a in ('qos_depth', 'qos_history', 'qos_reliability',
+                                                      'qos_durability'))
+
+
+def compatible_qos(node: Node, topic: str, profile: QoSProfile) -> tuple[QoSProfile, list[str]]:
+    """``profile`` with reliability and durability chosen to match every publisher of ``topic``, as ros2 echo
+    does: reliable/transient-local only when all publishers offer it. Returns the profile and notes to print."""
+    profile = copy.copy(profile)
+    pubs = node.get_publishers_info_by_topic(topic)
+    notes: list[str] = []
+    if not pubs:
+        return profile, notes
+    reliable = sum(p.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE for p in pubs)
+    transient = sum(p.qos_profile.durability == QoSDurabilityPolicy.TRANSIENT_LOCAL for p in pubs)
+    if reliable == len(pubs):
+        profile.reliability = QoSReliabilityPolicy.RELIABLE
+    else:
+        if reliable:
+            notes.append('Some, but not all, publishers are offering QoSReliabilityPolicy.RELIABLE. Falling back '
+                         'to QoSReliabilityPolicy.BEST_EFFORT as it will connect to all publishers')
+        profile.reliability = QoSReliabilityPolicy.BEST_EFFORT
+    if transient == len(pubs):
+        profile.durability = QoSDurabilityPolicy.TRANSIENT_LOCAL
+        profile.depth = max(profile.depth, 1)
+    else:
+        if transient:
+            notes.append('Some, but not all, publishers are offering QoSDurabilityPolicy.TRANSIENT_LOCAL. Falling '
+                         'back to QoSDurabilityPolicy.VOLATILE as it will connect to all publishers')
+        profile.durability = QoSDurabilityPolicy.VOLATILE
+    return profile, notes

@@ -1,0 +1,314 @@
+"""``autopilot param``: list, get, set, describe and dump parameters of live nodes, as ``ros2 param`` does.
+
+For the pip path without ros2cli. Talks to the node's standard parameter services through rclpy's
+AsyncParameterClient, so it works on any ROS 2 node. Unlike ``ros2 param set``, a refused set exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Any
+
+import yaml
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rclpy.node import Node
+from rclpy.parameter import PARAMETER_SEPARATOR_STRING, parameter_value_to_python
+from rclpy.parameter_client import AsyncParameterClient
+
+from autopilot_cli.base import CommandError, CommandExtension
+from autopilot_cli.graph import (
+    DEFAULT_WAIT_TIME,
+    GraphVerb,
+    cli_executor,
+    cli_node,
+    listing,
+    node_names,
+    wait_for_node,
+)
+from autopilot_core import executors
+
+SERVICE_TIMEOUT_S = 5.0
+
+TYPE_NAMES = {
+    ParameterType.PARAMETER_BOOL: 'boolean', ParameterType.PARAMETER_INTEGER: 'integer',
+    ParameterType.PARAMETER_DOUBLE: 'double', ParameterType.PARAMETER_STRING: 'string',
+    ParameterType.PARAMETER_BYTE_ARRAY: 'byte array', ParameterType.PARAMETER_BOOL_ARRAY: 'boolean array',
+    ParameterType.PARAMETER_INTEGER_ARRAY: 'integer array', ParameterType.PARAMETER_DOUBLE_ARRAY: 'double array',
+    ParameterType.PARAMETER_STRING_ARRAY: 'string array', ParameterType.PARAMETER_NOT_SET: 'not set',
+}
+
+
+class _Client:
+    """Calls on one node's parameter services, spinning the CLI node until each answer (with timeouts)."""
+
+    def __init__(self, node: Node, target: str) -> None:
+        self.node, self.target = node, target
+        self.client = AsyncParameterClient(node, target)
+        if not self.client.wait_for_services(timeout_sec=SERVICE_TIMEOUT_S):
+            raise CommandError(f'Wait for service timed out waiting for parameter services for node {target} '
+                               f'(is it an rclpy/rclcpp node with parameter services?)')
+        self.executor = cli_executor(node)
+
+    def call(self, future: Any) -> Any:
+        if not executors.spin_until_future(self.node, future, SERVICE_TIMEOUT_S, self.executor):
+            raise CommandError(f'node {self.target} did not answer its parameter service within '
+                               f'{SERVICE_TIMEOUT_S:g} s')
+        if future.exception() is not None:
+            raise CommandError(f'Exception while calling service of node {self.target}: {future.exception()}')
+        return future.result()
+
+    def list(self, prefixes: list[str] | None = None) -> list[str]:
+        return sorted(self.call(self.client.list_parameters(prefixes=prefixes)).result.names)
+
+    def get(self, names: list[str]) -> list[ParameterValue]:
+        return list(self.call(self.client.get_parameters(names)).values)
+
+    def describe(self, names: list[str]) -> list[Any]:
+        return list(self.call(self.client.describe_parameters(names)).descriptors)
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+
+
+def value_from_text(text: str) -> ParameterValue:
+    """A ParameterValue from YAML text, as ``ros2 param set`` reads it: ``5`` integer, ``5.0`` double, ``true``
+    bool, ``[1, 2]`` integer array, anything else (or YAML that does not parse) a string.
+
+    rclpy's get_parameter_value turns a mapping into a string_value holding a dict; here it is an error.
+    """
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    pv = ParameterValue()
+    if isinstance(value, bool):
+        pv.type, pv.bool_value = ParameterType.PARAMETER_BOOL, value
+    elif isinstance(value, int):
+        pv.type, pv.integer_value = ParameterType.PARAMETER_INTEGER, value
+    elif isinstance(value, float):
+        pv.type, pv.double_value = ParameterType.PARAMETER_DOUBLE, value
+    elif isinstance(value, str):
+        pv.type, pv.string_value = ParameterType.PARAMETER_STRING, value
+    elif isinstance(value, list):
+        kinds = {type(v) for v in value}
+        if kinds <= {bool}:
+            pv.type, pv.bool_array_value = ParameterType.PARAMETER_BOOL_ARRAY, value
+        elif kinds == {int}:
+            pv.type, pv.integer_array_value = ParameterType.PARAMETER_INTEGER_ARRAY, value
+        elif kinds == {float}:
+            pv.type, pv.double_array_value = ParameterType.PARAMETER_DOUBLE_ARRAY, value
+        elif kinds == {str}:
+            pv.type, pv.string_array_value = ParameterType.PARAMETER_STRING_ARRAY, value
+        else:
+            pv.type, pv.string_value = ParameterType.PARAMETER_STRING, text  # mixed list: ros2 sets the text
+    else:
+        raise CommandError(f'invalid parameter value {text!r}: a parameter is a bool, integer, double, string or '
+                           f'a list of one of those, not {type(value).__name__}')
+    if pv.type == ParameterType.PARAMETER_INTEGER and not -2 ** 63 <= value < 2 ** 63:
+        raise CommandError(f'invalid parameter value {text!r}: out of range for a 64-bit integer parameter')
+    return pv
+
+
+def _label_and_value(pv: ParameterValue) -> tuple[str, Any]:
+    labels = {
+        ParameterType.PARAMETER_BOOL: ('Boolean value is:', lambda: pv.bool_value),
+        ParameterType.PARAMETER_INTEGER: ('Integer value is:', lambda: pv.integer_value),
+        ParameterType.PARAMETER_DOUBLE: ('Double value is:', lambda: pv.double_value),
+        ParameterType.PARAMETER_STRING: ('String value is:', lambda: pv.string_value),
+        ParameterType.PARAMETER_BYTE_ARRAY: ('Byte values are:', lambda: pv.byte_array_value),
+        ParameterType.PARAMETER_BOOL_ARRAY: ('Boolean values are:', lambda: pv.bool_array_value),
+        ParameterType.PARAMETER_INTEGER_ARRAY: ('Integer values are:', lambda: pv.integer_array_value.tolist()),
+        ParameterType.PARAMETER_DOUBLE_ARRAY: ('Double values are:', lambda: pv.double_array_value.tolist()),
+        ParameterType.PARAMETER_STRING_ARRAY: ('String values are:', lambda: pv.string_array_value),
+        ParameterType.PARAMETER_NOT_SET: ('Parameter not set.', lambda: None),
+    }
+    if pv.type not in labels:
+        raise CommandError(f"Unknown parameter type '{pv.type}'")
+    label, get = labels[pv.type]
+    return label, get()
+
+
+class _NodeVerb(GraphVerb):
+    """A param verb about one node: waits for it, then opens its parameter client."""
+
+    def add_node_argument(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument('node_name', help='Name of the ROS node')
+        parser.add_argument('--include-hidden-nodes', action='store_true', help='Consider hidden nodes as well')
+
+
+class ListVerb(_NodeVerb):
+    """Output a list of available parameters (of one node, or of all nodes)."""
+
+    lists = True
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('node_name', nargs='?', help='Name of the ROS node (default: all nodes)')
+        parser.add_argument('--include-hidden-nodes', action='store_true', help='Consider hidden nodes as well')
+        parser.add_argument('--filter', help='Only parameters matching the regex expression will be showed')
+        parser.add_argument('--param-prefixes', nargs='+', default=[],
+                            help='Only list parameters with the provided prefixes')
+        parser.add_argument('--param-type', action='store_true', help='Print parameter types with parameter names')
+
+    def run(self, args: argparse.Namespace) -> int:
+        try:
+            regex = re.compile(args.filter) if args.filter else None
+        except re.error as exc:
+            raise CommandError(f'invalid --filter regex {args.filter!r}: {exc}') from None
+        with cli_node('param') as node:
+            if args.node_name:
+                targets = [wait_for_node(node, args.node_name, max(args.spin_time, DEFAULT_WAIT_TIME))]
+            else:
+                targets = listing(node, lambda: sorted(node_names(node, args.include_hidden_nodes)), args)
+            for target in targets:
+                try:
+                    client = _Client(node, target)
+                except CommandError as exc:
+                    if args.node_name:
+                        raise
+                    print(exc)  # ros2 reports the node without parameter services and goes on
+                    continue
+                try:
+                    names = client.list(args.param_prefixes or None)
+                    if regex is not None:
+                        names = [n for n in names if regex.match(n)]
+                    types = {}
+                    if args.param_type and names:
+                        types = {d.name: TYPE_NAMES.get(d.type, str(d.type)) for d in client.describe(names)}
+                finally:
+                    client.close()
+                if not args.node_name and names:
+                    print(f'{target}:')
+                for name in names:
+                    print(f'  {name} (type: {types.get(name)})' if args.param_type else f'  {name}')
+        return 0
+
+
+class GetVerb(_NodeVerb):
+    """Get parameter."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        self.add_node_argument(parser)
+        parser.add_argument('parameter_name', help='Name of the parameter')
+        parser.add_argument('--hide-type', action='store_true', help='Hide the type information')
+
+    def run(self, args: argparse.Namespace) -> int | str:
+        with cli_node('param') as node:
+            target = wait_for_node(node, args.node_name, args.spin_time)
+            client = _Client(node, target)
+            try:
+                values = client.get([args.parameter_name])
+            finally:
+                client.close()
+        if not values:
+            return 'Parameter not set'
+        label, value = _label_and_value(values[0])
+        if args.hide_type:
+            print(value)
+        elif value is None:
+            print(label)
+        else:
+            print(label, value)
+        return 0
+
+
+class SetVerb(_NodeVerb):
+    """Set parameter."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        self.add_node_argument(parser)
+        parser.add_argument('parameter_name', help='Name of the parameter')
+        parser.add_argument('value', help='Value of the parameter (YAML: 5 is an integer, 5.0 a double, '
+                                          "true a bool, [1, 2] an integer array, '5' a string)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        value = value_from_text(args.value)
+        with cli_node('param') as node:
+            target = wait_for_node(node, args.node_name, args.spin_time)
+            client = _Client(node, target)
+            try:
+                response = client.call(client.client.set_parameters(
+                    [ParameterMsg(name=args.parameter_name, value=value)]))
+            finally:
+                client.close()
+        result = response.results[0]
+        if result.successful:
+            print('Set parameter successful' + (f': {result.reason}' if result.reason else ''))
+            return 0
+        print('Setting parameter failed' + (f': {result.reason}' if result.reason else ''), file=sys.stderr)
+        return 1
+
+
+class DescribeVerb(_NodeVerb):
+    """Show descriptive information about declared parameters."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        self.add_node_argument(parser)
+        parser.add_argument('parameter_names', nargs='+', help='Names of the parameters')
+
+    def run(self, args: argparse.Namespace) -> int | str:
+        with cli_node('param') as node:
+            target = wait_for_node(node, args.node_name, args.spin_time)
+            client = _Client(node, target)
+            try:
+                descriptors = client.describe(args.parameter_names)
+            finally:
+                client.close()
+        if not descriptors:
+            return 'Parameter not found'
+        for d in descriptors:
+            print(f'Parameter name: {d.name}')
+            print(f'  Type: {TYPE_NAMES.get(d.type, d.type)}')
+            if d.description:
+                print(f'  Description: {d.description}')
+            print('  Constraints:')
+            if d.read_only:
+                print('    Read only: true')
+            ranges = list(d.floating_point_range) + list(d.integer_range)
+            if ranges:
+                print(f'    Min value: {ranges[0].from_value}\n    Max value: {ranges[0].to_value}')
+                if ranges[0].step:
+                    print(f'    Step: {ranges[0].step}')
+            if d.additional_constraints:
+                print(f'    Additional constraints: {d.additional_constraints}')
+        return 0
+
+
+class DumpVerb(_NodeVerb):
+    """Show all of the parameters of a node in a YAML file format."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        self.add_node_argument(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        with cli_node('param') as node:
+            target = wait_for_node(node, args.node_name, args.spin_time)
+            client = _Client(node, target)
+            try:
+                names = client.list()
+                values = client.get(names) if names else []
+            finally:
+                client.close()
+        params: dict[str, Any] = {}
+        for name, pv in zip(names, values, strict=True):
+            _insert(params, name, parameter_value_to_python(pv))
+        # Block style and sorted keys, as ros2 param dump; loadable with --params-file.
+        print(yaml.dump({target: {'ros__parameters': params}}, default_flow_style=False))
+        return 0
+
+
+def _insert(tree: dict, dotted: str, value: Any) -> None:
+    """Nest ``a.b.c`` under ``a`` -> ``b`` -> ``c``, as parameters files write namespaced parameters."""
+    head, sep, rest = dotted.partition(PARAMETER_SEPARATOR_STRING)
+    if sep:
+        _insert(tree.setdefault(head, {}), rest, value)
+    else:
+        tree[dotted] = value
+
+
+class ParamCommand(CommandExtension):
+    """Various param related sub-commands (as `ros2 param`, for the pip path without ros2cli)."""
+
+    verbs = {'list': ListVerb, 'get': GetVerb, 'set': SetVerb, 'describe': DescribeVerb, 'dump': DumpVerb}
