@@ -2,6 +2,9 @@
 
 Real rclpy: the test process holds the publisher and subscriber nodes (one context, one executor of the
 suite's choice); other processes listen or publish over DDS on the test's own ROS_DOMAIN_ID.
+
+On an rclpy version autopilot_core.rclpy_private is not tested against, the version test fails (naming it)
+and the tests of local delivery are skipped: intra is then off and the rest of the suite runs over DDS.
 """
 
 from __future__ import annotations
@@ -51,6 +54,45 @@ else:
 '''
 
 
+def needs_intra() -> None:
+    from autopilot_core import rclpy_private
+
+    if not rclpy_private.SUPPORTED:
+        pytest.skip(f'intra-process delivery is off: {rclpy_private.unsupported_reason()}')
+
+
+def test_rclpy_version_is_one_the_private_access_is_tested_against() -> None:
+    """Fails on purpose on a new rclpy: review autopilot_core.rclpy_private against it, run this file, then pin it."""
+    from autopilot_core import intra, rclpy_private
+
+    assert rclpy_private.SUPPORTED, (
+        f'rclpy {rclpy_private.VERSION} is not in autopilot_core.rclpy_private.TESTED '
+        f'{sorted(rclpy_private.TESTED)}: intra-process delivery is switched off (plain DDS) until that module is '
+        f'checked against this rclpy and the version added')
+    assert intra.enabled() == intra.switched_on()
+
+
+def test_an_untested_rclpy_gets_plain_dds_endpoints(rclpy_context, monkeypatch) -> None:
+    from rclpy.node import Node
+    from rclpy.publisher import Publisher
+    from rclpy.subscription import Subscription
+    from std_msgs.msg import Int64
+
+    from autopilot_core import intra, qos, rclpy_private
+
+    monkeypatch.setenv(intra.ENV_VAR, '1')
+    monkeypatch.setattr(rclpy_private, 'SUPPORTED', False)
+    monkeypatch.setattr(rclpy_private, 'VERSION', '0.0.0-untested')
+    assert not intra.enabled() and 'rclpy 0.0.0-untested is not one' in rclpy_private.unsupported_reason()
+    a = Node('intra_untested', context=rclpy_context)
+    try:
+        pub = intra.create_publisher(a, Int64, '/intra_untested', qos.EVENTS)
+        sub = intra.create_subscription(a, Int64, '/intra_untested', lambda m: None, qos.EVENTS)
+        assert type(pub) is Publisher and type(sub) is Subscription
+    finally:
+        a.destroy_node()
+
+
 def child(procs, mode: str, n: int = N, base: int = 0):
     return procs([python(), '-c', CHILD, mode, str(n), str(base)], name=f'intra-{mode}')
 
@@ -72,6 +114,8 @@ def pair(rclpy_context, monkeypatch):
     made = []
 
     def make(enabled: bool = True):
+        if enabled:
+            needs_intra()
         monkeypatch.setenv(intra.ENV_VAR, '1' if enabled else '0')
         a = Node('intra_pub', context=rclpy_context)
         b = Node('intra_sub', context=rclpy_context)
@@ -182,6 +226,7 @@ def test_deferred_dds_publish_goes_out_without_spinning(pair, procs) -> None:
 
 
 def test_keep_last_bounds_the_local_queue(rclpy_context) -> None:
+    needs_intra()
     from rclpy.node import Node
     from rclpy.qos import QoSProfile
     from std_msgs.msg import Int64
@@ -210,6 +255,7 @@ def test_a_local_chain_runs_in_order_never_nested_and_survives_a_raising_callbac
     """ping -> pong -> ping ... between two nodes: each callback returns before the one its publish feeds
     starts (a drain scope, not recursion), in publish order; a callback that raises has its message refused
     by autopilot_core.guard (counted, never raised into the executor), and what it queued is still delivered."""
+    needs_intra()
     from rclpy.node import Node
     from std_msgs.msg import Int64
 
@@ -290,3 +336,55 @@ def test_an_executor_state_goes_with_its_executor(rclpy_context):
         fresh = make_executor(kind, context=rclpy_context)
         assert intra._state(fresh).pending == 0
         fresh.shutdown(timeout_sec=1.0)
+
+
+def test_every_command_topic_of_composed_hardware_is_taken_in_process(rclpy_context, tmp_path) -> None:
+    """The gpio and sound nodes take every command a composed pilot sends (outputs, rewards, plays, stops)
+    in-process: none of them goes over DDS while the others go intra, so none overtakes another."""
+    needs_intra()
+    from autopilot_msgs.msg import DigitalOutput, Reward, SoundPlay
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Empty
+
+    from autopilot_core import intra, qos
+    from autopilot_core.executors import make_executor, spin
+    from autopilot_hardware.gpio.node import GpioNode
+    from autopilot_hardware.sound.node import SoundServer
+
+    ns = '/intra_rig'
+    commands = {
+        'gpio/output': DigitalOutput(device='valve_left', mode=DigitalOutput.MODE_PULSE, pulse_us=1000),
+        'gpio/reward': Reward(device='valve_left', volume_ul=1.0),
+        'sound/play': SoundPlay(sound_id='never_loaded', play_id=1),
+        'sound/stop': Empty(),
+    }
+    gpio = GpioNode(context=rclpy_context, namespace=ns, parameter_overrides=[
+        Parameter('outputs', Parameter.Type.STRING_ARRAY, ['valve_left']),
+        Parameter('devices.valve_left.pin', value=17), Parameter('devices.valve_left.kind', value='valve'),
+        Parameter('calibration_file', value=str(tmp_path / 'calibration.jsonl')),
+        Parameter('pilot_status_topic', value='')])
+    sound = SoundServer(context=rclpy_context, namespace=ns, parameter_overrides=[Parameter('backend', value='null')])
+    pilot = Node('pilot', context=rclpy_context, namespace=ns)
+    ex = make_executor(context=rclpy_context)
+    try:
+        pubs = {topic: intra.create_publisher(pilot, type(msg), topic, qos.EVENTS) for topic, msg in commands.items()}
+        subs = {}
+        for topic, msg in commands.items():
+            found = intra._registry[rclpy_context][(f'{ns}/{topic}', type(msg))].subscriptions
+            assert [s.node for s in found] == [sound if topic.startswith('sound') else gpio], topic
+            subs[topic] = found[0]
+        nodes = [gpio, sound, pilot]
+        for n in nodes:  # local delivery needs the subscriber on a (single-threaded) executor
+            ex.add_node(n)
+        for topic, msg in commands.items():
+            pubs[topic].publish(msg)
+        assert spin(nodes, ex, until=lambda: all(s.n_local == 1 for s in subs.values()), timeout_sec=10), \
+            {t: (s.n_local, s.n_dds) for t, s in subs.items()}
+        spin(nodes, ex, until=lambda: False, timeout_sec=0.3)  # DDS copies come (and are dropped) now
+        assert {t: (s.n_local, s.n_dds) for t, s in subs.items()} == {t: (1, 0) for t in commands}
+    finally:
+        ex.shutdown(timeout_sec=1.0)
+        sound.close()
+        for n in (pilot, sound, gpio):
+            n.destroy_node()

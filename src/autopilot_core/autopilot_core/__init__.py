@@ -8,6 +8,7 @@
 * :mod:`autopilot_core.stamps`, :mod:`autopilot_core.trial_fields`, :mod:`autopilot_core.pilot_states`: the one
   place for each conversion of the suite's messages;
 * :mod:`autopilot_core.intra`: intra-process delivery between nodes composed in one process;
+* :mod:`autopilot_core.rclpy_private`: every use of rclpy internals, pinned to the rclpy versions tested;
 * :mod:`autopilot_core.provenance`: what produced the data (versions, git, ROS, host).
 
 The ``autopilot`` command is in ``autopilot_cli``, its launch runner in ``autopilot_launch``, message YAML in

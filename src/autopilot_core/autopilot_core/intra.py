@@ -42,7 +42,11 @@ SingleThreadedExecutor): a MultiThreadedExecutor could run the drain task beside
 callbacks. Otherwise, or without an executor, the message goes over DDS only, as without this module.
 The queue holds up to the QoS depth for KEEP_LAST (the oldest dropped), unbounded for KEEP_ALL.
 
-Switch: ``AUTOPILOT_INTRA_PROCESS=0`` (read when an endpoint is created) gives plain rclpy endpoints.
+Switch: ``AUTOPILOT_INTRA_PROCESS=0`` (read when an endpoint is created) gives plain rclpy endpoints. So does
+an rclpy version this module's private access is not tested against: every use of rclpy internals (the
+EventsExecutor's class, an executor's shut-down state, a destroyed endpoint's handle) goes through
+:mod:`autopilot_core.rclpy_private`, pinned to the tested versions; on another one, one warning says so and
+every endpoint is plain DDS (all of a process's topics or none, so commands never overtake each other).
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ from rclpy.qos import HistoryPolicy, QoSCompatibility, QoSProfile, qos_check_com
 from rclpy.serialization import deserialize_message, serialize_message
 from rclpy.subscription import Subscription
 
-from autopilot_core import guard
+from autopilot_core import guard, rclpy_private
 
 ENV_VAR = 'AUTOPILOT_INTRA_PROCESS'
 #: How long a local delivery waits for its DDS copy (to drop it). The copy comes within microseconds
@@ -74,23 +78,24 @@ DUPLICATE_WINDOW_S = 2.0
 MAX_DRAINS_BEFORE_FLUSH = 8
 
 
-def enabled() -> bool:
+def switched_on() -> bool:
     """False when ``$AUTOPILOT_INTRA_PROCESS`` is 0/false/no/off."""
     return os.environ.get(ENV_VAR, '1').strip().lower() not in ('0', 'false', 'no', 'off')
 
 
-try:
-    from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
-    _EVENTS_EXECUTOR: type | None = _rclpy_impl.EventsExecutor
-except AttributeError:  # an rclpy without it
-    _EVENTS_EXECUTOR = None
+def enabled() -> bool:
+    """Whether endpoints created now deliver in-process: switched on and this rclpy is a tested one."""
+    return switched_on() and rclpy_private.SUPPORTED
+
+
+_EVENTS_EXECUTOR = rclpy_private.EVENTS_EXECUTOR
 
 
 def _usable(executor: Executor | None) -> bool:
-    """A single-threaded executor that still runs tasks (a shut-down rclpy Executor has no guard left)."""
+    """A single-threaded executor that still runs tasks."""
     if type(executor) is _EVENTS_EXECUTOR:
         return True
-    return isinstance(executor, SingleThreadedExecutor) and getattr(executor, '_guard', None) is not None
+    return isinstance(executor, SingleThreadedExecutor) and rclpy_private.executor_runs_tasks(executor)
 
 
 class _Topic:
@@ -155,7 +160,7 @@ def _compatible(pub: QoSProfile, sub: QoSProfile) -> bool:
 
 
 def _alive(entity: Publisher | Subscription) -> bool:
-    return entity.handle.pointer != 0  # 0 once destroyed (also by Node.destroy_node)
+    return not rclpy_private.destroyed(entity)
 
 
 class IntraPublisher:
@@ -445,13 +450,17 @@ _told_off = False
 
 
 def _off(node: Node) -> bool:
-    """True when switched off; says so once per process."""
+    """True when switched off or on an untested rclpy; says so once per process."""
     global _told_off
     if enabled():
         return False
     if not _told_off:
         _told_off = True
-        node.get_logger().info(f'intra-process delivery off ({ENV_VAR}=0): nodes of this process talk over DDS')
+        if not switched_on():
+            node.get_logger().info(f'intra-process delivery off ({ENV_VAR}=0): nodes of this process talk over DDS')
+        else:
+            node.get_logger().warning(f'intra-process delivery off: {rclpy_private.unsupported_reason()}; nodes of '
+                                      f'this process talk over DDS')
     return True
 
 

@@ -34,6 +34,8 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from autopilot_core import rclpy_private
+
 Type = Parameter.Type
 
 _TYPE_NAMES = {
@@ -177,7 +179,7 @@ def declare(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
     specs = list(specs)
     by_name = {s.name: s for s in specs}
     # Overrides from params files and -p; rclpy has no public getter before declaration.
-    overrides: dict[str, Parameter] = getattr(node, '_parameter_overrides', {})
+    overrides: dict[str, Parameter] = rclpy_private.parameter_overrides(node)
     values: dict[str, Any] = {}
     for spec in specs:
         value = spec.default
@@ -233,8 +235,8 @@ def unknown_parameters(node: Node, known: Iterable[str] = ()) -> dict[str, str |
     ``known``: names to accept besides the declared ones. rclpy's own parameters are ignored.
     """
     # rclpy has no public getter for the overrides (allow_undeclared_parameters=False keeps them all the same):
-    # this private dict is the one declare() reads; test_core fails if a new rclpy moves it.
-    overrides: Mapping[str, Parameter] = getattr(node, '_parameter_overrides', {})
+    # the private dict declare() reads, through autopilot_core.rclpy_private (pinned to the tested rclpy).
+    overrides: Mapping[str, Parameter] = rclpy_private.parameter_overrides(node)
     declared = set(node.list_parameters([], ListParameters.Request.DEPTH_RECURSIVE).names) | set(known)
     unknown: dict[str, str | None] = {}
     for key in sorted(overrides):

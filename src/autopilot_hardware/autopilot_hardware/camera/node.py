@@ -32,7 +32,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
-from autopilot_core import qos
+from autopilot_core import qos, rclpy_private
 from autopilot_core.executors import run_node
 from autopilot_core.params import ParamSpec, check_unknown, declare
 from autopilot_core.transport import use_large_shm_profile
@@ -71,7 +71,7 @@ class CameraNode(Node):
     def __init__(self) -> None:
         super().__init__('camera')
         # `-p source:=0` arrives as an integer; a camera index is what it means, so take it as text.
-        overrides = getattr(self, '_parameter_overrides', {})
+        overrides = rclpy_private.parameter_overrides(self)
         if 'source' in overrides and overrides['source'].type_ == Parameter.Type.INTEGER:
             overrides['source'] = Parameter('source', Parameter.Type.STRING, str(overrides['source'].value))
         p = declare(self, PARAMS)

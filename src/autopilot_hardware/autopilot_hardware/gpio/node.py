@@ -30,7 +30,6 @@ from typing import Any
 from autopilot_msgs.msg import DigitalOutput, GpioEvent, PilotStatus, Reward, SimInput
 from autopilot_msgs.srv import CalibrateValve, RecordCalibration, SetDigitalOutput, SimulateInput
 from rclpy.duration import Duration
-from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -82,28 +81,26 @@ LISTS = ('inputs', 'outputs')
 
 
 def declare_string_list(node: Node, spec: ParamSpec) -> list[str]:
-    """Declare a string-array parameter whose default is empty.
+    """Declare a string-array parameter whose default is empty; an absent or empty value means no devices.
 
-    autopilot_core.params.declare cannot take an empty-list default: rclpy types ``[]`` as a byte array,
-    so its type check refuses it. Declared by type instead; an absent or empty value means no devices.
+    Declared dynamically typed and writable first: rclpy would type an absent value's ``[]`` as a byte array and
+    refuse a given value of another type with a message that names no fix. The value is checked here, then the
+    parameter gets its own descriptor (string array, read-only), so it reads ``[]`` (not "not set") over the
+    parameter services when not given.
     """
     fix = f'write it as {spec.name}: [name1, name2] (command line: -p "{spec.name}:=[name1, name2]")'
-    if spec.name not in getattr(node, '_parameter_overrides', {}):
-        # Not given: declared with its empty default, so it reads [] (not "not set") over the parameter services.
-        return list(declare(node, [spec])[spec.name])
-    try:
-        param = node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, spec.descriptor())
-    except InvalidParameterTypeException:
-        # rclpy's message names no fix; the given value is in the overrides (as params.declare reads it).
-        given = getattr(node, '_parameter_overrides', {}).get(spec.name)
-        raise ConfigError(f"{node.get_name()}: parameter '{spec.name}': {getattr(given, 'value', '?')!r} is not "
-                          f'a list of device names; {fix}') from None
+    loose = spec.descriptor()
+    loose.dynamic_typing, loose.read_only = True, False
+    param = node.declare_parameter(spec.name, None, loose)
     value = param.value
     if value is None or (isinstance(value, (list, tuple)) and not value):
-        return []
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        value = []
+    elif not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{node.get_name()}: parameter '{spec.name}': {value!r} is not a list of device names; "
                           f'{fix}')
+    if param.type_ != Parameter.Type.STRING_ARRAY:  # absent, or an empty list rclpy typed otherwise
+        node.set_parameters([Parameter(spec.name, Parameter.Type.STRING_ARRAY, list(value))])
+    node.set_descriptor(spec.name, spec.descriptor())
     return list(value)
 
 
@@ -113,8 +110,9 @@ def default_calibration_path(namespace: str) -> Path:
 
 
 class GpioNode(Node):
-    def __init__(self) -> None:
-        super().__init__('gpio')
+    def __init__(self, **node_options: Any) -> None:
+        """``node_options``: rclpy Node keywords (``context``, ``namespace``, ``parameter_overrides``...)."""
+        super().__init__('gpio', **node_options)
         p = declare(self, [s for s in PARAMS if s.name not in LISTS])
         inputs, outputs = (declare_string_list(self, s) for s in PARAMS if s.name in LISTS)
         try:
@@ -151,8 +149,10 @@ class GpioNode(Node):
             raise ConfigError(f'{self.get_name()}: {exc}') from None
 
         self.guard = guard.of(self)
+        # Every command topic intra (guarded, as guard.create_subscription): a composed pilot's outputs and
+        # rewards arrive in the order it sent them, never one over DDS overtaken by another in-process.
         intra.create_subscription(self, DigitalOutput, 'gpio/output', self.on_output, qos.EVENTS)
-        guard.create_subscription(self, Reward, 'gpio/reward', self.on_reward, qos.EVENTS)
+        intra.create_subscription(self, Reward, 'gpio/reward', self.on_reward, qos.EVENTS)
         # Intra too: a virtual subject composed into the process pokes without DDS, and a poke's local chain
         # (event -> pilot -> output) runs right after this callback (autopilot_core.intra).
         intra.create_subscription(self, SimInput, 'gpio/sim_input', self.on_sim_input, qos.EVENTS)

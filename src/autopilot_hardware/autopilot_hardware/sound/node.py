@@ -23,6 +23,7 @@ import queue
 import sys
 import threading
 import time
+from typing import Any
 
 from autopilot_msgs.msg import SoundOnset, SoundPlay
 from autopilot_msgs.srv import LoadSound, PlaySound
@@ -65,8 +66,9 @@ DEVICE = DeviceInfo(
 
 
 class SoundServer(Node):
-    def __init__(self) -> None:
-        super().__init__('sound')
+    def __init__(self, **node_options: Any) -> None:
+        """``node_options``: rclpy Node keywords (``context``, ``namespace``, ``parameter_overrides``...)."""
+        super().__init__('sound', **node_options)
         p = declare(self, PARAMS)
         check_unknown(self)  # a misspelt params-file key is an error, not silently ignored
         self.cache = SoundCache(Limits(samplerate=p['samplerate'], max_amplitude=p['max_amplitude'],
@@ -80,8 +82,9 @@ class SoundServer(Node):
         # Guarded (autopilot_core.guard): a malformed request or message is refused and counted, never fatal.
         guard.create_service(self, LoadSound, 'sound/load', self.on_load)
         guard.create_service(self, PlaySound, 'sound/play_sound', self.on_play_sound)
+        # Both command topics intra (guarded too): a composed pilot's stop never overtakes its plays, nor they it.
         intra.create_subscription(self, SoundPlay, 'sound/play', self.on_play, qos.EVENTS)
-        guard.create_subscription(self, Empty, 'sound/stop', self.on_stop, qos.EVENTS)
+        intra.create_subscription(self, Empty, 'sound/stop', self.on_stop, qos.EVENTS)
         self._dispatcher = threading.Thread(target=self._dispatch, name='sound-onsets', daemon=True)
         self._dispatcher.start()
         self.backend.start()
