@@ -91,7 +91,7 @@ def spin(nodes: Node | Iterable[Node], executor: Executor | None = None, *,
     deadline = None if timeout_sec is None else time.monotonic() + timeout_sec
     ctx = node_list[0].context if node_list else None
     future = until if isinstance(until, Future) else None
-    condition = None if future is not None else until
+    condition = until if not isinstance(until, Future) else None
     native = _is_events_executor(ex) and condition is None
 
     def held_now() -> bool:

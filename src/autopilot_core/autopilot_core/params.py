@@ -275,7 +275,8 @@ def composed() -> Iterator[None]:
     params-file section that only another node declares slip through there: give such settings per node.
     """
     global _deferred
-    _deferred = entries = []
+    entries: list[tuple[Node, tuple[str, ...]]] = []
+    _deferred = entries
     try:
         yield
     finally:

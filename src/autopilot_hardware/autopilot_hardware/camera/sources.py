@@ -155,8 +155,8 @@ class OpenCVSource(FrameSource):
 
     @property
     def native_size(self) -> tuple[int, int]:
-        assert self._pending is not None or self._raw is not None
         f = self._pending if self._pending is not None else self._raw
+        assert f is not None
         return f.shape[1], f.shape[0]
 
     def read_into(self, buf: np.ndarray) -> Frame | None:
