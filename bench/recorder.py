@@ -35,7 +35,7 @@ Receivers (rows):
                        the pilot by its ``status`` topic, subscribes raw to its record topics, begins the session
                        on the RUNNING heartbeat (the publisher starts only after ``/terminal/pilots`` shows the
                        session) and ends it on IDLE. Counted afterwards in the file with
-                       ``autopilot_terminal.reader.SubjectReader``: bag count, unique sequence numbers, rows of
+                       ``autopilot_terminal.storage.SubjectReader``: bag count, unique sequence numbers, rows of
                        ``events/gpio``.
 ``terminal-nodecode``  the same, publishing on ``bench/raw`` (bag only).
 ``terminal-video``     frames only: the terminal as configured by default for cameras (``video_topics:=[camera/image]``):
@@ -389,7 +389,7 @@ def child_writer(a: argparse.Namespace) -> int:
     from autopilot_runtime_py.messages import interface_text
     from autopilot_terminal.node import DECODERS
     from autopilot_terminal.recorder import Recorder
-    from autopilot_terminal.store import TopicSpec
+    from autopilot_terminal.storage import TopicSpec
 
     class ProfiledRecorder(Recorder):
         profile: cProfile.Profile | None = None
@@ -534,7 +534,7 @@ def line_ns(line: str | None) -> int | None:
 def bag_count(path: Path, session: str, topic: str, video: bool = False) -> tuple[int | None, str | None]:
     """(messages of ``topic`` in the session's bag, or rows of its video tables, and the session state) read live
     (SWMR); (None, None) if unreadable."""
-    from autopilot_terminal.reader import SubjectReader
+    from autopilot_terminal.storage import SubjectReader
 
     try:
         with SubjectReader(path, timeout=0.5) as r:
@@ -552,7 +552,7 @@ def read_bag(path: Path, session: str, topic: str, stream: str, a: argparse.Name
     lag) and its events/gpio table."""
     import numpy as np
 
-    from autopilot_terminal.reader import SubjectReader
+    from autopilot_terminal.storage import SubjectReader
 
     t = make_template(stream, a.width, a.height)
     out: dict[str, Any] = {}
@@ -605,7 +605,7 @@ def known_session(data_dir: Path, session: str) -> None:
     """The bench's session in a subject file, as a terminal that started it would have left it: the terminal
     records only sessions it started or finds in a file (records change only through their owners), and the
     bench's publisher plays a pilot without the session action."""
-    from autopilot_terminal.store import SubjectFile
+    from autopilot_terminal.storage import SubjectFile
 
     with SubjectFile.create(data_dir / f'{SUBJECT}.h5', SUBJECT) as f:
         f.begin_session(session, {'pilot': PILOT, 'task': 'bench', 'started_ns': time.time_ns()})

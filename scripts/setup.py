@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / '.venv'
 REQ = ROOT / 'requirements'
 SUPPORTED_PYTHONS = ((3, 10), (3, 11), (3, 12), (3, 13))
-# Debian/Ubuntu packages: build tools for rosidl/colcon, audio and git for provenance.
+# Debian/Ubuntu packages: build tools for rosidl/colcon, audio, git for provenance, h5clear to repair subject files.
 APT_BUILD = ['cmake', 'g++', 'make', 'git']
-APT_RUNTIME = ['libportaudio2']
+APT_RUNTIME = ['libportaudio2', 'hdf5-tools']
 # Only for the tests (--test): JACK's dummy driver gives the sound server a real audio device.
 APT_TEST = ['jackd2']
 ACTIVATE_MARK = '# >>> autopilot-ros >>>'

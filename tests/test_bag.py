@@ -25,8 +25,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from autopilot_terminal import bag
-from autopilot_terminal.reader import BagMessage
-from autopilot_terminal.store import SubjectFile, TopicSpec
+from autopilot_terminal.storage import BagMessage, SubjectFile, TopicSpec
 
 T0 = 1_700_000_000 * 10**9  # Nov 14 2023 22:13:20 UTC
 SEC = 10**9

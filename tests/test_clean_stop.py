@@ -15,7 +15,7 @@ from autopilot_msgs.msg import GpioEvent, PilotStatus
 from test_terminal import Lab, journal_of, launch_rig, launch_terminal, one_rig, stored_trials_match
 
 from autopilot_core import qos
-from autopilot_terminal.reader import SubjectReader
+from autopilot_terminal.storage import SubjectReader
 
 
 def test_ctrl_c_of_the_whole_lab_mid_session_ends_it_as_interrupted_everywhere(procs, node, tmp_path):

@@ -18,8 +18,7 @@ import pytest
 from conftest import cli, cli_many, error_line, ok
 
 from autopilot_terminal.nwb import ExportError, export_nwb, nwb_file_name, trial_times
-from autopilot_terminal.reader import SubjectReader
-from autopilot_terminal.store import TYPE_BOOL, TYPE_FLOAT64, TYPE_INT64, TYPE_STRING, SubjectFile
+from autopilot_terminal.storage import TYPE_BOOL, TYPE_FLOAT64, TYPE_INT64, TYPE_STRING, SubjectFile, SubjectReader
 
 TWO_AFC_FIELDS = [('target', TYPE_STRING, ''), ('response', TYPE_STRING, ''), ('correct', TYPE_BOOL, ''),
                   ('correction', TYPE_BOOL, ''), ('rt_ms', TYPE_FLOAT64, 'ms'), ('hold_ms', TYPE_FLOAT64, 'ms'),

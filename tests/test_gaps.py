@@ -29,7 +29,7 @@ from test_terminal import FAST_PROTOCOL, TERMINAL, one_rig
 from autopilot_core import qos
 from autopilot_pilot.journal import Journal
 from autopilot_terminal.gaps import END, EventGaps
-from autopilot_terminal.reader import SubjectReader
+from autopilot_terminal.storage import SubjectReader
 
 KEY = ('mouse1', 'S1', '/rig1/gpio/events')
 

@@ -25,9 +25,16 @@ from sensor_msgs.msg import Image
 
 from autopilot_runtime_py.messages import interface_text
 from autopilot_terminal.node import DECODERS, EVENT_TOPICS, SessionTable
-from autopilot_terminal.reader import SubjectReader
 from autopilot_terminal.recorder import Recorder
-from autopilot_terminal.store import TYPE_BOOL, TYPE_FLOAT64, TYPE_STRING, StoreError, SubjectFile, TopicSpec
+from autopilot_terminal.storage import (
+    TYPE_BOOL,
+    TYPE_FLOAT64,
+    TYPE_STRING,
+    StoreError,
+    SubjectFile,
+    SubjectReader,
+    TopicSpec,
+)
 from autopilot_terminal.subjects import (
     ProtocolFileError,
     check_step,
@@ -494,9 +501,31 @@ def test_call_hands_the_stores_error_to_the_caller(rec: Recorder) -> None:
     assert rec.stats().errors == 4
 
 
+def test_a_file_a_killed_writer_left_open_is_repaired_on_open_and_keeps_its_trials(tmp_path: Path, log: Log) -> None:
+    from test_store import mark_open_by_dead_writer
+
+    path = tmp_path / 'data' / 'mouse1.h5'
+    path.parent.mkdir()
+    with SubjectFile.create(path, 'mouse1') as f:
+        f.begin_session(SID, {**META, 'fields': FIELDS})
+        f.add_trials(SID, [trial(n) for n in range(1, 4)])
+    mark_open_by_dead_writer(path)  # as a recorder killed mid-write leaves it
+    r = Recorder(tmp_path / 'data', log=log)
+    try:
+        assert r.call(lambda r: r.open_file('mouse1').recovered).result(TIMEOUT)
+        assert 'was left open by a writer that stopped; repaired' in log.text('warn')
+        acks = Acks(r, 'mouse1')
+        r.trials('mouse1', SID, META, FIELDS, [trial(3), trial(4)], acks)
+        assert acks.event.wait(TIMEOUT) and acks.acked == [[3, 4]]
+    finally:
+        r.close()
+    with SubjectReader(path) as reader:
+        assert reader.trials(SID)['trial_number'].tolist() == [1, 2, 3, 4]
+
+
 _HOLDER = textwrap.dedent('''
     import sys
-    from autopilot_terminal.store import SubjectFile
+    from autopilot_terminal.storage import SubjectFile
     f = SubjectFile.open(sys.argv[1])
     print('holding', flush=True)
     sys.stdin.readline()

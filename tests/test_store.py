@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import signal
@@ -21,8 +22,7 @@ from autopilot_msgs.msg import GpioEvent, TrialData, TrialField
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autopilot_terminal.reader import SubjectReader
-from autopilot_terminal.store import (
+from autopilot_terminal.storage import (
     FIELD_STRING_BYTES,
     MAX_STRING_BYTES,
     TYPE_BOOL,
@@ -31,9 +31,10 @@ from autopilot_terminal.store import (
     TYPE_STRING,
     StoreError,
     SubjectFile,
+    SubjectReader,
     TopicSpec,
     clear_open_flag,
-    open_flags,
+    marked_open,
 )
 
 FIELDS = [('correct', TYPE_BOOL, 'bool'), ('response_time', TYPE_INT64, 'us'), ('volume', TYPE_FLOAT64, 'uL'),
@@ -215,8 +216,8 @@ def test_trial_start_is_stored_and_may_be_missing_from_rows_and_from_tables_writ
     _begin(subject)
     assert subject.add_trials(SID, [trial(1, start_ns=900), trial(2)]) == [1, 2]  # 2: a pilot without starts
     # A session whose table was made before trials had a start (an older terminal): rows with one still go in.
-    import autopilot_terminal.store as store
-    monkeypatch.setattr(store, 'TRIAL_COLUMNS', tuple(c for c in store.TRIAL_COLUMNS if c[0] != 'start_ns'))
+    from autopilot_terminal.storage import schema
+    monkeypatch.setattr(schema, 'TRIAL_COLUMNS', tuple(c for c in schema.TRIAL_COLUMNS if c[0] != 'start_ns'))
     _begin(subject, 'old-session')
     monkeypatch.undo()
     assert subject.add_trials('old-session', [trial(1, start_ns=900), trial(2)]) == [1, 2]
@@ -385,7 +386,7 @@ def test_bad_rows_are_refused_with_the_column_named(subject: SubjectFile) -> Non
 
 _LIVE_READER = textwrap.dedent('''
     import json, sys, time
-    from autopilot_terminal.reader import SubjectReader
+    from autopilot_terminal.storage import SubjectReader
     path, total = sys.argv[1], int(sys.argv[2])
     r = SubjectReader(path)
     deadline = time.monotonic() + 60
@@ -457,7 +458,7 @@ _KILLED_WRITER = textwrap.dedent('''
     import sys
     import rclpy.serialization as ser
     from autopilot_msgs.msg import GpioEvent
-    from autopilot_terminal.store import SubjectFile, TYPE_INT64, TYPE_STRING
+    from autopilot_terminal.storage import SubjectFile, TYPE_INT64, TYPE_STRING
     s = SubjectFile.create(sys.argv[1], 'mouse1')
     s.begin_session('S', {'fields': [('response_time', TYPE_INT64, 'us'), ('side', TYPE_STRING, '')],
                           'topics': [{'topic': '/gpio', 'type': 'autopilot_msgs/msg/GpioEvent', 'interface_text': '',
@@ -515,7 +516,7 @@ def test_sigkill_mid_write_keeps_every_flushed_row(tmp_path: Path, lines: int) -
     print(f'\nkilled after {trials} reported trials / {msgs} messages: {len(stored)} / {len(stored_msgs)} '
           f'readable, holes {holes}')
 
-    assert open_flags(path) != 0  # still marked open: writing needs the recovery step
+    assert marked_open(path)  # still marked open: writing needs the recovery step
     with pytest.raises(StoreError, match='recover=True') as err:
         SubjectFile.open(path)
     assert 'h5clear -s' in str(err.value) and str(path) in str(err.value)
@@ -524,32 +525,66 @@ def test_sigkill_mid_write_keeps_every_flushed_row(tmp_path: Path, lines: int) -
                    'response_time': 10 * n, 'side': 'LR'[n % 2] * (n % 50)} for n in range(1, trials + 51)]
         assert s.add_trials('S', resent) == sorted(set(range(1, trials + 51)) - stored)
         s.end_session('S')
-    assert open_flags(path) == 0
+    assert not marked_open(path)
     assert _check_killed_file(path, trials + 50, msgs) == (stored | set(range(1, trials + 51)), stored_msgs)
 
 
-def test_recovery_repairs_a_lagging_end_of_allocation(path: Path) -> None:
-    """What a killed SWMR writer can leave: flags set and a stored end-of-allocation behind the data."""
-    from autopilot_terminal.store import _lookup3
-
+@pytest.mark.parametrize('eoa_offset', [-20_000, 30_000])
+def test_recovery_repairs_a_lagging_end_of_allocation(path: Path, eoa_offset: int) -> None:
+    """What a killed SWMR writer can leave: flags set and a stored end-of-allocation behind the data (-) or
+    beyond the file's end (+: space its metadata promised, never written). h5clear repairs both."""
     with SubjectFile.create(path, 'mouse1') as s:
         _begin(s)
         s.add_trials(SID, [trial(n) for n in range(1, 301)])
-    head = bytearray(path.read_bytes()[:48])
-    assert head[8] == 3 and head[9] == 8  # superblock v3, 8-byte addresses: eoa at 28, checksum at 44
-    head[11] = 0b101  # write + SWMR write access
-    head[28:36] = (path.stat().st_size - 20_000).to_bytes(8, 'little')
-    head[44:48] = _lookup3(bytes(head[:44])).to_bytes(4, 'little')
-    with open(path, 'r+b') as fh:
-        fh.write(head)
+    mark_open_by_dead_writer(path, eoa=path.stat().st_size + eoa_offset)
+    assert marked_open(path)
     with pytest.raises(StoreError, match='recover=True'):
         SubjectFile.open(path)
     with SubjectFile.open(path, recover=True) as s:  # without raising the eoa: "addr overflow" on this write
+        assert s.recovered
         assert s.add_trials(SID, [trial(n) for n in range(295, 400)]) == list(range(301, 400))
-    assert open_flags(path) == 0
+    assert not marked_open(path)
     with SubjectReader(path) as r:
         assert r.trials(SID)['trial_number'].tolist() == list(range(1, 400))
         assert r.trials(SID)['response_time'].tolist() == [10 * n for n in range(1, 400)]
+
+
+def test_recovery_without_h5clear_names_the_fix(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with SubjectFile.create(path, 'mouse1') as s:
+        _begin(s)
+        s.add_trials(SID, [trial(1)])
+    mark_open_by_dead_writer(path)
+    before = path.read_bytes()
+    monkeypatch.setenv('PATH', str(tmp_path))  # no h5clear on it
+    with pytest.raises(StoreError, match='needs h5clear, which is not installed: apt install hdf5-tools') as err:
+        SubjectFile.open(path, recover=True)
+    assert str(path) in str(err.value) and path.read_bytes() == before
+    monkeypatch.undo()
+    with SubjectFile.open(path, recover=True) as s:
+        assert s.recovered and s.add_trials(SID, [trial(1), trial(2)]) == [2]
+
+
+def mark_open_by_dead_writer(path: Path, eoa: int | None = None) -> None:
+    """Put in ``path``'s superblock what a SWMR writer killed mid-write leaves: its write and SWMR-write flags
+    and, if given, a stored end-of-allocation ``eoa`` (one that lags behind the data, say). The product never
+    writes superblock bytes (it repairs them with h5clear); this test fixture does, checksummed by HDF5."""
+    head = bytearray(path.read_bytes()[:48])
+    assert head[8] == 3 and head[9] == 8  # superblock v3, 8-byte addresses: eoa at 28, checksum at 44
+    head[11] = 0b101  # write + SWMR write access
+    if eoa is not None:
+        head[28:36] = eoa.to_bytes(8, 'little')
+    head[44:48] = _hdf5_checksum(bytes(head[:44])).to_bytes(4, 'little')
+    with open(path, 'r+b') as fh:
+        fh.write(head)
+
+
+def _hdf5_checksum(data: bytes) -> int:
+    """HDF5's metadata checksum (Jenkins' lookup3), computed by the HDF5 library h5py loaded."""
+    paths = sorted({line.split()[-1] for line in Path('/proc/self/maps').read_text().splitlines()
+                    if '/libhdf5' in line and '_hl' not in line})
+    fn = next(lib.H5_checksum_metadata for lib in map(ctypes.CDLL, paths) if hasattr(lib, 'H5_checksum_metadata'))
+    fn.restype, fn.argtypes = ctypes.c_uint32, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32]
+    return int(fn(data, len(data), 0))
 
 
 _STRUCTURE_KILL = textwrap.dedent('''
@@ -585,7 +620,7 @@ def test_writer_killed_while_changing_structure(path: Path) -> None:
 
 _HOLDER = textwrap.dedent('''
     import sys
-    from autopilot_terminal.store import SubjectFile
+    from autopilot_terminal.storage import SubjectFile
     s = SubjectFile.open(sys.argv[1])
     s.add_trials('S', [{'trial_number': 9, 'stamp_ns': 1, 'recv_ns': 1, 'step': 0, 'step_name': '', 'n': 9}])
     print('ready', flush=True)

@@ -17,8 +17,7 @@ import pytest
 from conftest import cli, cli_many, error_line, ok
 from test_export_nwb import make_subject
 
-from autopilot_terminal.reader import SubjectReader
-from autopilot_terminal.store import SubjectFile
+from autopilot_terminal.storage import SubjectFile, SubjectReader
 from autopilot_terminal.summary import DPI, FIGSIZE, WINDOW, summary_figure, summary_png
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'

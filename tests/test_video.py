@@ -16,8 +16,7 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
 from autopilot_core.video import Mp4Writer, RowBuffer, VideoError, cv2
-from autopilot_terminal.reader import SubjectReader
-from autopilot_terminal.store import StoreError, SubjectFile
+from autopilot_terminal.storage import StoreError, SubjectFile, SubjectReader
 from autopilot_terminal.video import (
     COMPRESSED_TYPE,
     IMAGE_TYPE,
@@ -367,8 +366,7 @@ def test_store_video_errors(tmp_path: Path) -> None:
 
 def test_recover_trims_frame_rows_a_crash_left_unwritten(tmp_path: Path) -> None:
     import h5py
-
-    from autopilot_terminal.store import _lookup3
+    from test_store import mark_open_by_dead_writer
 
     path = tmp_path / 'm.h5'
     with SubjectFile.create(path, 'm') as f:
@@ -377,11 +375,7 @@ def test_recover_trims_frame_rows_a_crash_left_unwritten(tmp_path: Path) -> None
         f.add_frames(SID, 'v', [{'frame': i, 'stamp_ns': i, 'recv_ns': 10 + i} for i in range(3)])
     with h5py.File(path, 'r+') as raw:  # what a kill mid-batch leaves: rows allocated, never written (zeros)
         raw[f'sessions/{SID}/video/v'].resize((7,))
-    head = bytearray(path.read_bytes()[:48])
-    head[11] = 0b101  # marked open by a (dead) SWMR writer
-    head[44:48] = _lookup3(bytes(head[:44])).to_bytes(4, 'little')
-    with open(path, 'r+b') as fh:
-        fh.write(head)
+    mark_open_by_dead_writer(path)
     with SubjectReader(path) as r:
         assert r.video(SID, 'v').rows == 3, 'readers skip the zero rows'
     with SubjectFile.open(path, recover=True) as f:

@@ -13,7 +13,7 @@ needs no rclpy; the ROS side of ``play`` (publishers) lives in :mod:`.cli.bag`.
 * :func:`parse_qos`: the stored QoS JSON as a :class:`Qos`, lenient about how policies are spelt.
 
 Bad input (unknown session or topic, an output that exists) raises :class:`BagError`; a file that cannot be
-read raises the reader's :class:`.store.StoreError`. Both messages name the problem and the fix.
+read raises the reader's :class:`.storage.StoreError`. Both messages name the problem and the fix.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from typing import Any
 
 import yaml
 
-from .reader import BagMessage, SubjectReader, TopicInfo
-from .store import StoreError
+from .storage import BagMessage, StoreError, SubjectReader, TopicInfo
 
 #: What ``bag info`` reports as the storage id (rosbag2 prints its storage plugin's name there).
 STORAGE_ID = 'hdf5 (autopilot-ros subject)'

@@ -92,10 +92,10 @@ from autopilot_core.params import ParamSpec, declare
 
 from .cdr import EVENT_DECODERS
 from .fetch import EventFetcher
-from .reader import SubjectReader, history_rows
+from .storage import SubjectReader, history_rows
 from .receiver import Receiver
 from .recorder import Received, Recorder, subject_error
-from .store import FIELD_TYPES, TRIAL_COLUMNS, StoreError, TopicSpec
+from .storage import FIELD_TYPES, TRIAL_COLUMNS, StoreError, TopicSpec
 from .streams import StreamDecoder
 from .subjects import (
     MAX_PATH,

@@ -67,8 +67,7 @@ from pynwb.event import DurationVectorData, EventsTable, TimestampVectorData
 from pynwb.file import Subject
 from pynwb.image import ImageSeries
 
-from .reader import SubjectReader
-from .store import FIELD_TYPES, Field
+from .storage import FIELD_TYPES, Field, SubjectReader
 
 __all__ = ['ExportError', 'ExportedSession', 'OutputExists', 'export_nwb', 'nwb_file_name', 'session_nwbfile', 'trial_times']
 
@@ -129,7 +128,7 @@ def export_nwb(path: Path | str, out: Path | str, session: str | None = None, *,
     or a ``.nwb`` file path when exactly one session is exported. Existing NWB files are not replaced
     unless ``overwrite``; every target is checked before anything is written, and each file is written
     under a temporary name and renamed into place, so a failed export leaves no half-written file.
-    Raises :class:`ExportError` (bad request) or :class:`~.store.StoreError` (unreadable subject file).
+    Raises :class:`ExportError` (bad request) or :class:`~.storage.StoreError` (unreadable subject file).
     """
     path, out = Path(path), Path(out)
     with SubjectReader(path) as reader:

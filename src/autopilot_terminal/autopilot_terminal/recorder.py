@@ -7,11 +7,11 @@ topics (when the writer is not busy; completed at the session's end and by :meth
 topics as MP4 files with a per-frame table (:mod:`.video`; not in the bag; a frame that reaches an ended
 session is counted in :attr:`Stats.frames_late`, never written), session begin/end, provenance, and
 subject administration (:meth:`Recorder.call`). One thread owns
-every open :class:`~.store.SubjectFile`, as DESIGN.md requires (one writer per file; Autopilot lost sessions
+every open :class:`~.storage.SubjectFile`, as DESIGN.md requires (one writer per file; Autopilot lost sessions
 to several threads sharing a file). Items are processed in the order they were queued, so a session is
 always begun before its messages are appended and ended after them.
 
-Plain Python over :mod:`.store` (:mod:`.cdr` for the event topics), so unit tests and the
+Plain Python over :mod:`.storage` (:mod:`.cdr` for the event topics), so unit tests and the
 benchmark drive it without a node. Failures never stop the thread: the item is logged with the store's
 message and counted (:meth:`Recorder.stats`); trials that failed are simply not acknowledged, so the pilot
 resends them. A session's begin and provenance, which nobody resends, are kept and applied once the subject's
@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from .cdr import CdrError, ColumnDecoder, Columns, Sample, gpio_columns
 from .gaps import END, EventGaps
-from .store import StoreError, SubjectFile, TopicSpec, open_flags
+from .storage import StoreError, SubjectFile, TopicSpec
 from .streams import stream_name
 from .video import VIDEO_TYPES, Frame, FrameFormatError, VideoSink, decode_frame, next_video_path
 
@@ -222,7 +222,7 @@ class Recorder:
 
     def begin_session(self, subject: str, session_id: str, meta: Mapping[str, Any],
                       create_reason: str = '') -> None:
-        """Begin a session (meta as :meth:`.store.SubjectFile.begin_session`; topics are added as they come).
+        """Begin a session (meta as :meth:`.storage.SubjectFile.begin_session`; topics are added as they come).
 
         ``create_reason``: create the subject's file if missing (trials must never be dropped), saying why.
         """
@@ -287,12 +287,8 @@ class Recorder:
         if not path.exists():
             raise StoreError(f'unknown subject {subject!r}: no file {path}; create it first '
                              f'(`autopilot subject create {subject}`)')
-        try:
-            stale = open_flags(path) != 0  # a writer was killed with it open: open() repairs it
-        except Exception:  # noqa: BLE001 - not readable as HDF5: SubjectFile.open says why
-            stale = False
-        f = SubjectFile.open(path, recover=True)
-        if stale:
+        f = SubjectFile.open(path, recover=True)  # a writer killed with it open: repaired
+        if f.recovered:
             self._log('warn', f'{path}: was left open by a writer that stopped; repaired (rows it had flushed are '
                               'kept, half-written ones trimmed)')
         self._files[subject] = _Open(f)
@@ -455,8 +451,8 @@ class Recorder:
         """Apply a session's begin and provenance that failed earlier (its file could not be opened then, e.g.
         another writer held it): trials are resent by the pilot, these would be lost. What still fails is kept
         for the next try (the caller's own write then says why)."""
-        items = self._retry.pop((subject, session_id), None)
-        for i, item in enumerate(items or ()):
+        items = self._retry.pop((subject, session_id), [])
+        for i, item in enumerate(items):
             try:
                 getattr(self, f'_do_{item.kind}')(item)
             except Exception:  # noqa: BLE001 - logged when it first failed

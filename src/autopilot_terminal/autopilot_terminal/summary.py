@@ -36,7 +36,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .reader import SubjectReader
+from .storage import SubjectReader
 
 __all__ = ['WINDOW', 'summary_figure', 'summary_png']
 

@@ -19,8 +19,7 @@ from typing import Any, TypeVar
 from autopilot_cli.base import CommandError, CommandExtension, VerbExtension
 from autopilot_cli.graph import nonnegative_int, positive_float
 from autopilot_terminal import bag
-from autopilot_terminal.reader import SubjectReader, TopicInfo
-from autopilot_terminal.store import StoreError
+from autopilot_terminal.storage import StoreError, SubjectReader, TopicInfo
 
 T = TypeVar('T')
 

@@ -44,7 +44,7 @@ class ExportCommand(CommandExtension):
         path = subject_path(args.file)
         out = Path(args.output) if args.output else path.with_name(f'{path.stem}_nwb')
         from autopilot_terminal.nwb import ExportError, OutputExists, export_nwb
-        from autopilot_terminal.store import StoreError
+        from autopilot_terminal.storage import StoreError
 
         try:
             written = export_nwb(path, out, args.session, overwrite=args.force)

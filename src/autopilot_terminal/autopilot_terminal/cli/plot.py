@@ -26,8 +26,7 @@ class PlotCommand(CommandExtension):
 
     def main(self, *, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         path = subject_path(args.file)
-        from autopilot_terminal.reader import SubjectReader
-        from autopilot_terminal.store import StoreError
+        from autopilot_terminal.storage import StoreError, SubjectReader
 
         try:
             if args.output:

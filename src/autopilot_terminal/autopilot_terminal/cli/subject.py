@@ -1,7 +1,7 @@
 """``autopilot subject list|show|create|assign|step|params``: the subjects of a lab, read from their files and
 changed through the running terminal.
 
-Reading (``list``, ``show``) opens the subject files in SWMR mode (:class:`~autopilot_terminal.reader.SubjectReader`),
+Reading (``list``, ``show``) opens the subject files in SWMR mode (:class:`~autopilot_terminal.storage.SubjectReader`),
 safe while the terminal writes them, and needs no ROS graph when ``--data-dir`` is given. Otherwise the data
 directory is the running terminal's ``data_dir`` parameter (asked on ``/terminal/get_parameters``), else
 ``$AUTOPILOT_DATA_DIR``, else ``~/autopilot/data``.
@@ -64,8 +64,8 @@ def no_terminal(waited: float) -> CommandError:
 def _call(node: Any, srv_type: Any, service: str, request: Any, *, wait_s: float, settle_s: float,
           answer_s: float) -> Any | None:
     """The response of ``service``, or None when no server was discovered within ``wait_s``."""
-    from autopilot_core import executors
     from autopilot_cli.graph import cli_executor, wait_until
+    from autopilot_core import executors
 
     client = node.create_client(srv_type, service)
     if not wait_until(client.service_is_ready, wait_s):
@@ -319,8 +319,7 @@ class ListVerb(VerbExtension):
         add_read_arguments(parser)
 
     def main(self, *, args: argparse.Namespace) -> int:
-        from autopilot_terminal.reader import SubjectReader
-        from autopilot_terminal.store import StoreError
+        from autopilot_terminal.storage import StoreError, SubjectReader
 
         data_dir = resolve_data_dir(args)
         rows = []
@@ -346,8 +345,7 @@ class ShowVerb(VerbExtension):
         add_read_arguments(parser)
 
     def main(self, *, args: argparse.Namespace) -> int:
-        from autopilot_terminal.reader import SubjectReader
-        from autopilot_terminal.store import StoreError
+        from autopilot_terminal.storage import StoreError, SubjectReader
 
         path = subject_file(resolve_data_dir(args), args.subject)
         try:

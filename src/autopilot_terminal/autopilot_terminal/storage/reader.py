@@ -9,10 +9,10 @@ Live reading: every call refreshes the datasets it reads, so rows appended since
 change by the writer (new session or topic, widened table; each appends a row to ``/structure``) is seen
 by reopening the file, which every call does by itself when ``/structure`` grew, and once more if a read
 fails midway (the writer was changing the structure at that moment). Rows a crashed writer left
-half-written (key column zero, see :mod:`.store`) are skipped.
+half-written (key column zero, see :mod:`.recovery`) are skipped.
 
 HDF5 keeps one open file per process, so all readers of one file in a process share one handle, and
-the process that writes a file (an open :class:`.store.SubjectFile`) cannot also read it this way.
+the process that writes a file (an open :class:`.SubjectFile`) cannot also read it this way (:mod:`.locking`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
-from . import store
-from .store import KEY_COLUMNS, Field, StoreError, check_format, fields_from_json, open_error
+from . import locking
+from .errors import StoreError, open_error
+from .schema import KEY_COLUMNS, VIDEO_KEY, Field, check_format, fields_from_json
 
 #: Bytes read from a topic's byte stream at a time while iterating messages.
 _BLOCK_BYTES = 1 << 20
@@ -157,7 +158,6 @@ def _fapl() -> h5py.h5p.PropFAID:
 
 def _open(path: Path, timeout: float) -> h5py.File:
     deadline = time.monotonic() + timeout
-    store.check_superblock(path)  # fail fast on a damaged superblock (a SWMR open would retry it for long)
     while True:
         try:
             fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=_fapl())
@@ -195,12 +195,12 @@ class SubjectReader:
     def __init__(self, path: Path | str, *, timeout: float = 2.0) -> None:
         self.path = Path(path)
         self.timeout = timeout
-        if store.written_here(self.path):
+        if locking.written_here(self.path):
             raise StoreError(f'{self.path}: this process writes it (an open SubjectFile); HDF5 shares one open file '
                              'per process, so a reader here would stop the writer changing its structure. Read it '
                              'from another process, or after SubjectFile.close()')
         try:
-            self._key = store.file_key(self.path)
+            self._key = locking.file_key(self.path)
         except OSError as exc:
             raise open_error(self.path, exc) from exc
         handle = _HANDLES.get(self._key)
@@ -208,7 +208,7 @@ class SubjectReader:
             f = _open(self.path, timeout)
             handle = _HANDLES[self._key] = _Handle(f, _structure_rows(f), users=0)
         handle.users += 1
-        store._READING[self._key] = handle.users
+        locking.reading(self._key, handle.users)
         self._closed = False
 
     def refresh(self) -> None:
@@ -228,12 +228,11 @@ class SubjectReader:
         if handle is None:
             return
         handle.users -= 1
-        store._READING[self._key] = handle.users
+        locking.reading(self._key, handle.users)
         if handle.users <= 0:
             if handle.file is not None:
                 handle.file.close()
             del _HANDLES[self._key]
-            store._READING.pop(self._key, None)
 
     def __enter__(self) -> SubjectReader:
         return self
@@ -457,7 +456,7 @@ class SubjectReader:
     def video_frames(self, session_id: str, name: str) -> dict[str, np.ndarray]:
         """A video's frame table as columns: frame (index in the MP4), stamp_ns (header stamp), recv_ns."""
         return self._call(f'video {name!r} of session {session_id!r}',
-                          lambda f: _columns(_table(_group(f, session_id)['video'][name], store.VIDEO_KEY)))
+                          lambda f: _columns(_table(_group(f, session_id)['video'][name], VIDEO_KEY)))
 
     def video_path(self, session_id: str, name: str) -> Path:
         """Where the video's MP4 is: its stored path, relative to the subject file's directory, resolved."""
@@ -469,7 +468,7 @@ def _video_info(h5: Path, name: str, ds: h5py.Dataset) -> VideoInfo:
     rel = str(a['path'])
     return VideoInfo(name, str(a['topic']), h5.parent / rel, rel, str(a.get('codec', '')), int(a.get('width', 0)),
                      int(a.get('height', 0)), str(a.get('encoding', '')), float(a.get('fps', 0.0)),
-                     str(a.get('state', '')), int(_table(ds, store.VIDEO_KEY).size), int(a.get('frames', 0)),
+                     str(a.get('state', '')), int(_table(ds, VIDEO_KEY).size), int(a.get('frames', 0)),
                      int(a.get('bytes', 0)), str(a.get('sha256', '')), int(a.get('dropped', 0)),
                      int(a.get('rejected', 0)))
 
