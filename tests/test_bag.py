@@ -24,7 +24,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from autopilot_terminal import bag
+from autopilot_terminal import bag, qos_record
 from autopilot_terminal.storage import BagMessage, SubjectFile, TopicSpec
 
 T0 = 1_700_000_000 * 10**9  # Nov 14 2023 22:13:20 UTC
@@ -104,26 +104,36 @@ def subject(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- plain logic --------------------------------------------------------------------------------
 
 def test_qos_json_is_read_leniently() -> None:
-    assert bag.parse_qos(json.dumps(QOS_EVENTS)) == bag.Qos(history='keep_all', depth=0)
-    assert bag.parse_qos('{}') == bag.Qos()  # rclpy's defaults: keep-last 10, reliable, volatile
-    q = bag.parse_qos(json.dumps([{'history': 1, 'depth': 3, 'reliability': 'BEST_EFFORT',
+    assert qos_record.parse(json.dumps(QOS_EVENTS)) == qos_record.Qos(history='keep_all', depth=0)
+    assert qos_record.parse('{}') == qos_record.Qos()  # rclpy's defaults: keep-last 10, reliable, volatile
+    q = qos_record.parse(json.dumps([{'history': 1, 'depth': 3, 'reliability': 'BEST_EFFORT',
                                    'durability': 'QoSDurabilityPolicy.TRANSIENT_LOCAL',
                                    'deadline': {'sec': 1, 'nsec': 5}, 'lifespan_ns': 7}]))
-    assert q == bag.Qos(history='keep_last', depth=3, reliability='best_effort', durability='transient_local',
+    assert q == qos_record.Qos(history='keep_last', depth=3, reliability='best_effort', durability='transient_local',
                         deadline_ns=1_000_000_005, lifespan_ns=7)
     assert q.rosbag2()['reliability'] == 2 and q.rosbag2()['deadline'] == {'sec': 1, 'nsec': 5}
     infinite = 2**63 - 1  # what rclpy reports for an unbounded duration; rosbag2 spells it {9223372036, 854775807}
     recorded = {'history': 'keep_last', 'depth': 1, 'reliability': 'reliable', 'durability': 'transient_local',
                 'deadline_ns': infinite, 'lifespan_ns': infinite, 'liveliness': 'automatic',
-                'liveliness_lease_ns': infinite}  # the Terminal's recorder (receiver.qos_dict)
-    q = bag.parse_qos(json.dumps(recorded))
+                'liveliness_lease_ns': infinite}  # the Terminal's recorder (qos_record.describe)
+    q = qos_record.parse(json.dumps(recorded))
     assert (q.depth, q.durability, q.liveliness, q.liveliness_lease_duration_ns) == (
         1, 'transient_local', 'automatic', infinite)
     assert q.rosbag2()['lifespan'] == {'sec': 9223372036, 'nsec': 854775807} and q.rosbag2()['liveliness'] == 1
     for bad, message in (('{"reliability": "sometimes"}', 'reliability .* is not one of'), ('[1]', 'JSON object'),
                          ('{"depth": -1}', 'depth'), ('nope', 'not JSON')):
-        with pytest.raises(bag.BagError, match=message):
-            bag.parse_qos(bad, '/x')
+        with pytest.raises(qos_record.QosError, match=message):
+            qos_record.parse(bad, '/x')
+
+
+def test_recorded_qos_round_trips_through_the_one_module() -> None:
+    from autopilot_core import qos
+
+    for name, profile in qos.PROFILES.items():
+        back = qos_record.parse(qos_record.describe(profile), name).to_rclpy()
+        assert (back.history, back.reliability, back.durability) == (
+            profile.history, profile.reliability, profile.durability), name
+        assert back.depth == profile.depth or profile.history.name == 'KEEP_ALL', name
 
 
 def test_schema_is_flattened_for_mcap() -> None:

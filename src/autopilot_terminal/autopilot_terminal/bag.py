@@ -10,7 +10,6 @@ needs no rclpy; the ROS side of ``play`` (publishers) lives in :mod:`.cli.bag`.
   channels with ``offered_qos_profiles``), the stored CDR bytes copied as they are, for ``ros2 bag`` (with
   rosbag2's MCAP plugin), Foxglove, ``rosbags`` and ``mcap-ros2-support`` (the last two are tested).
 * :func:`pace`: yields messages at their recorded rhythm (scaled), for ``play``.
-* :func:`parse_qos`: the stored QoS JSON as a :class:`Qos`, lenient about how policies are spelt.
 
 Bad input (unknown session or topic, an output that exists) raises :class:`BagError`; a file that cannot be
 read raises the reader's :class:`.storage.StoreError`. Both messages name the problem and the fix.
@@ -23,12 +22,13 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import qos_record
+from .qos_record import Qos, offered_qos_profiles
 from .storage import BagMessage, StoreError, SubjectReader, TopicInfo
 
 #: What ``bag info`` reports as the storage id (rosbag2 prints its storage plugin's name there).
@@ -49,116 +49,12 @@ class BagError(ValueError):
     """Bad input to a bag command (unknown session or topic, output exists, ...); the message names the fix."""
 
 
-# ------------------------------------------------------------------------------------------------ QoS
-
-#: rmw enum values, by policy: rosbag2 metadata version <= 8 stores these integers.
-_POLICIES: dict[str, tuple[str, ...]] = {
-    'history': ('system_default', 'keep_last', 'keep_all', 'unknown'),
-    'reliability': ('system_default', 'reliable', 'best_effort', 'unknown', 'best_available'),
-    'durability': ('system_default', 'transient_local', 'volatile', 'unknown', 'best_available'),
-    'liveliness': ('system_default', 'automatic', 'manual_by_node', 'manual_by_topic', 'unknown',
-                   'best_available'),
-}
-#: Depth when a keep-last profile does not say (rclpy's usual default).
-DEFAULT_DEPTH = 10
-
-
-@dataclass(frozen=True)
-class Qos:
-    """A recorded publisher's QoS profile: policies by their rmw short names, durations in nanoseconds
-    (0: unspecified, the rmw default)."""
-
-    history: str = 'keep_last'
-    depth: int = DEFAULT_DEPTH
-    reliability: str = 'reliable'
-    durability: str = 'volatile'
-    liveliness: str = 'system_default'
-    deadline_ns: int = 0
-    lifespan_ns: int = 0
-    liveliness_lease_duration_ns: int = 0
-    avoid_ros_namespace_conventions: bool = False
-
-    def rosbag2(self) -> dict[str, Any]:
-        """This profile as one entry of rosbag2's ``offered_qos_profiles`` (metadata version 8: enums as ints)."""
-        def duration(ns: int) -> dict[str, int]:
-            return {'sec': ns // 1_000_000_000, 'nsec': ns % 1_000_000_000}
-
-        return {'history': _POLICIES['history'].index(self.history), 'depth': self.depth,
-                'reliability': _POLICIES['reliability'].index(self.reliability),
-                'durability': _POLICIES['durability'].index(self.durability),
-                'deadline': duration(self.deadline_ns), 'lifespan': duration(self.lifespan_ns),
-                'liveliness': _POLICIES['liveliness'].index(self.liveliness),
-                'liveliness_lease_duration': duration(self.liveliness_lease_duration_ns),
-                'avoid_ros_namespace_conventions': self.avoid_ros_namespace_conventions}
-
-
-def _policy(kind: str, value: Any, where: str) -> str:
-    names = _POLICIES[kind]
-    if isinstance(value, bool):
-        raise BagError(f'{where}: QoS {kind} {value!r} is not a policy')
-    if isinstance(value, int):
-        if 0 <= value < len(names):
-            return names[value]
-    elif isinstance(value, str):
-        # 'reliable', 'RELIABLE', 'QoSReliabilityPolicy.RELIABLE', 'RMW_QOS_POLICY_RELIABILITY_RELIABLE', ...
-        name = value.rsplit('.', 1)[-1].lower().removeprefix(f'rmw_qos_policy_{kind}_')
-        if name in names:
-            return name
-    raise BagError(f'{where}: QoS {kind} {value!r} is not one of {", ".join(names)}')
-
-
-def _nanoseconds(value: Any, what: str, where: str) -> int:
-    if isinstance(value, Mapping):  # {sec, nsec}, as rosbag2 and `ros2 topic info -v` write it
-        try:
-            return int(value.get('sec', 0)) * 1_000_000_000 + int(value.get('nsec', value.get('nanosec', 0)))
-        except (TypeError, ValueError):
-            pass
-    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise BagError(f'{where}: QoS {what} {value!r} is not a duration (nanoseconds or {{sec, nsec}})')
-
-
-def parse_qos(text: str, where: str = 'QoS') -> Qos:
-    """The recorded QoS (JSON text) as a :class:`Qos`.
-
-    Accepts one profile (an object) or rosbag2's list of offered profiles (the first is used, as rosbag2
-    does when they agree on what matters for matching); policies as rmw short names in any case, enum
-    names or rmw integers; durations as nanoseconds (``deadline_ns``, ... as the Terminal records them) or
-    ``{sec, nsec}``. Missing keys take rclpy's defaults
-    (keep-last 10, reliable, volatile); an empty object is the default profile.
-    """
+def topic_qos(text: str, where: str) -> Qos:
+    """A recorded topic's QoS (:func:`.qos_record.parse`); BagError naming the topic if it is not one."""
     try:
-        data = json.loads(text) if text else {}
-    except ValueError as exc:
-        raise BagError(f'{where}: QoS is not JSON ({exc})') from None
-    if isinstance(data, list):
-        data = data[0] if data else {}
-    if not isinstance(data, Mapping):
-        raise BagError(f'{where}: QoS must be a JSON object, got {type(data).__name__}')
-    kw: dict[str, Any] = {}
-    for kind in _POLICIES:
-        if data.get(kind) is not None:
-            kw[kind] = _policy(kind, data[kind], where)
-    if data.get('depth') is not None:
-        depth = data['depth']
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise BagError(f'{where}: QoS depth {depth!r} is not an integer >= 0')
-        kw['depth'] = depth
-    elif kw.get('history') in ('keep_all', 'system_default'):
-        kw['depth'] = 0
-    for key, *aliases in (('deadline', 'deadline_ns'), ('lifespan', 'lifespan_ns'),
-                          ('liveliness_lease_duration', 'liveliness_lease_duration_ns', 'liveliness_lease_ns')):
-        value = next((data[k] for k in (key, *aliases) if data.get(k) is not None), None)
-        if value is not None:
-            kw[f'{key}_ns'] = _nanoseconds(value, key, where)
-    if data.get('avoid_ros_namespace_conventions') is not None:
-        kw['avoid_ros_namespace_conventions'] = bool(data['avoid_ros_namespace_conventions'])
-    return Qos(**kw)
-
-
-def offered_qos_profiles(qos: Qos) -> str:
-    """rosbag2's ``offered_qos_profiles`` text (a YAML list of one profile) for MCAP channel metadata."""
-    return yaml.safe_dump([qos.rosbag2()], sort_keys=False).strip()
+        return qos_record.parse(text, where)
+    except qos_record.QosError as exc:
+        raise BagError(str(exc)) from None
 
 
 # -------------------------------------------------------------------------------------------- types
@@ -322,8 +218,8 @@ def info(path: Path | str, session: str | None = None) -> dict[str, Any]:
     path = Path(path)
     with SubjectReader(path) as reader:
         sessions = [select_session(reader, session)] if session is not None else reader.sessions()
-        out = {'path': str(path), 'size': path.stat().st_size, 'storage_id': STORAGE_ID,
-               'subject': reader.subject, 'sessions': []}
+        out: dict[str, Any] = {'path': str(path), 'size': path.stat().st_size, 'storage_id': STORAGE_ID,
+                               'subject': reader.subject, 'sessions': []}
         for sid in sessions:
             attrs = reader.session(sid)
             topics = reader.topics(sid)
@@ -453,7 +349,7 @@ def export_mcap(path: Path | str, out: Path | str | None = None, session: str | 
         attrs = reader.session(sid)
         provenance = _provenance(reader, sid, warn)
         distro = _ros_distro(reader, sid, provenance)
-        qos = {t.topic: parse_qos(t.qos, f'{path}: session {sid}: topic {t.topic}') for t in chosen}
+        qos = {t.topic: topic_qos(t.qos, f'{path}: session {sid}: topic {t.topic}') for t in chosen}
         # Not mkstemp: its 0600 mode would stay on the output; this name is unique per process and call.
         tmp = target.parent / f'.{target.name}.{os.getpid()}.{time.monotonic_ns()}.partial'
         try:

@@ -40,6 +40,8 @@ from typing import Any, BinaryIO
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from autopilot_terminal import qos_record
+
 #: How often the child ships what it received (bounds the added latency; batches stay large under load).
 SEND_INTERVAL_S = 0.005
 #: How often the child looks for new record topics in the graph.
@@ -51,16 +53,6 @@ _F_SETPIPE_SZ = 1031
 #: (topic, run): consecutive messages of one topic as (topic, recv_ns, data), in receive order.
 Handler = Callable[[str, Sequence[tuple[str, int, bytes]]], None]
 Log = Callable[[str, str], None]
-
-
-def qos_dict(profile: QoSProfile) -> dict[str, Any]:
-    """A publisher's QoS as the bag stores it (JSON-able; enum names in lower case, durations in ns)."""
-    def ns(d: Any) -> int:
-        return int(d.nanoseconds)
-    return {'history': profile.history.name.lower(), 'depth': int(profile.depth),
-            'reliability': profile.reliability.name.lower(), 'durability': profile.durability.name.lower(),
-            'deadline_ns': ns(profile.deadline), 'lifespan_ns': ns(profile.lifespan),
-            'liveliness': profile.liveliness.name.lower(), 'liveliness_lease_ns': ns(profile.liveliness_lease_duration)}
 
 
 def subscription_qos(profiles: list[QoSProfile]) -> QoSProfile:
@@ -317,11 +309,15 @@ class _Child:
             self._subs[topic] = None
             self._control(('refused', topic, str(exc)))
             return
-        self._control(('topic', topic, type_name, str(infos[0].topic_type_hash), json.dumps(qos_dict(infos[0].qos_profile))))
+        self._control(('topic', topic, type_name, str(infos[0].topic_type_hash), qos_record.describe(infos[0].qos_profile)))
         msgs, now = self._msgs, time.time_ns
-        events = self._events(
-            message_lost=lambda info: self._control(('lost', topic, info.total_count_change)),
-            matched=lambda info: self._matched(topic, info.current_count))
+        def lost(info: Any) -> None:
+            self._control(('lost', topic, info.total_count_change))
+
+        def matched(info: Any) -> None:
+            self._matched(topic, info.current_count)
+
+        events = self._events(message_lost=lost, matched=matched)
         sub = self.node.create_subscription(cls, topic, lambda data: msgs.append((topic, now(), data)),
                                             subscription_qos([i.qos_profile for i in infos]), raw=True,
                                             event_callbacks=events)

@@ -140,13 +140,13 @@ def play(path: Path, session: str | None, topics: Sequence[str] | None, rate: fl
         if not playable:
             raise CommandError(f'{path}: session {sid}: nothing to play (no topic recorded, or none of the '
                                'recorded types can be imported: see the warnings above)')
-        qos = {t.topic: bag.parse_qos(t.qos, f'{path}: session {sid}: topic {t.topic}') for t, _ in playable}
+        qos = {t.topic: bag.topic_qos(t.qos, f'{path}: session {sid}: topic {t.topic}') for t, _ in playable}
         with ExitStack() as stack:
             node = stack.enter_context(cli_node('bag_play'))
             publishers = {}
             for t, cls in playable:
                 name = expand_name(node, remaps.get(t.topic, t.topic))
-                publishers[t.topic] = node.create_publisher(cls, name, _rclpy_qos(qos[t.topic]))
+                publishers[t.topic] = node.create_publisher(cls, name, qos[t.topic].to_rclpy())
             count = sum(t.count for t, _ in playable)
             _out(f'Playing session {sid} of {path}: {count} messages on {len(playable)} topics at rate {rate:g} '
                  '(Ctrl-C stops)')
@@ -165,19 +165,6 @@ def play(path: Path, session: str | None, topics: Sequence[str] | None, rate: fl
                 pub.wait_for_all_acked(Duration(seconds=2.0))
             _out(f'Published {sent} messages in {time.monotonic() - t0:.3f} s')
     return 0
-
-
-def _rclpy_qos(qos: bag.Qos) -> Any:
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-    def policy(cls: Any, name: str) -> Any:
-        # 'unknown' is what rmw reports when it could not tell; play it as the system default.
-        return cls.get_from_short_key('system_default' if name == 'unknown' else name)
-
-    history = policy(HistoryPolicy, qos.history)
-    depth = qos.depth if qos.depth or history != HistoryPolicy.KEEP_LAST else bag.DEFAULT_DEPTH
-    return QoSProfile(history=history, depth=depth, reliability=policy(ReliabilityPolicy, qos.reliability),
-                      durability=policy(DurabilityPolicy, qos.durability))
 
 
 def _wait_for_subscriptions(publishers: dict[str, Any], wanted: int, max_wait: float | None) -> str | None:
