@@ -387,8 +387,8 @@ def child_writer(a: argparse.Namespace) -> int:
     import pstats
 
     from autopilot_runtime_py.messages import interface_text
-    from autopilot_terminal.node import DECODERS
     from autopilot_terminal.recorder import Recorder
+    from autopilot_terminal.routing import DECODERS
     from autopilot_terminal.storage import TopicSpec
 
     class ProfiledRecorder(Recorder):

@@ -24,8 +24,8 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 
 from autopilot_runtime_py.messages import interface_text
-from autopilot_terminal.node import DECODERS, EVENT_TOPICS, SessionTable
 from autopilot_terminal.recorder import Recorder
+from autopilot_terminal.routing import DECODERS, EVENT_TOPICS, SessionTable
 from autopilot_terminal.storage import (
     TYPE_BOOL,
     TYPE_FLOAT64,

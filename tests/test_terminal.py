@@ -35,12 +35,10 @@ from std_msgs.msg import Float64
 from test_camera import camera
 from test_pilot import CALIBRATION, FAST_SUBJECT, GPIO, PILOT, RIG_PARAMS, SOUND, SUBJECT, ros_args, take_trial
 
-from autopilot_core import qos
+from autopilot_core import qos, trial_fields
 from autopilot_core.executors import spin
 from autopilot_pilot.journal import Journal
-from autopilot_pilot.trials import from_trial_fields
-from autopilot_terminal.reader import SubjectReader
-from autopilot_terminal.store import SubjectFile
+from autopilot_terminal.storage import SubjectFile, SubjectReader
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = str(ROOT / 'install' / 'autopilot_terminal' / 'lib' / 'autopilot_terminal' / 'terminal')
@@ -199,7 +197,7 @@ def stored_trials_match(reader: SubjectReader, session_id: str, lab: Lab) -> lis
         assert row['start_ns'] == msg.start.sec * 10**9 + msg.start.nanosec
         assert 0 < row['start_ns'] <= row['stamp_ns'], row  # the pilot's start of the trial, before its end
         assert (row['step'], row['step_name']) == (msg.step, msg.step_name)
-        fields = from_trial_fields(msg.fields)
+        fields = trial_fields.to_dict(msg.fields)
         assert {k: row[k] for k in fields} == fields, row['trial_number']
     return rows
 

@@ -35,8 +35,8 @@ from test_terminal import FAST_PROTOCOL, Lab, launch_terminal
 from autopilot_core import guard, qos
 from autopilot_core.checks import InputError
 from autopilot_core.executors import spin
-from autopilot_terminal.reader import SubjectReader
 from autopilot_terminal.recorder import SUBJECT_RE, subject_error
+from autopilot_terminal.storage import SubjectReader
 from autopilot_terminal.subjects import (
     MAX_BIOGRAPHY,
     MAX_JSON_DEPTH,
@@ -140,7 +140,7 @@ def test_deep_or_huge_biographies_are_refused_at_once() -> None:
 
 def test_the_recorder_keeps_a_contradicting_copy_apart_and_creates_no_file_when_told(tmp_path: Path) -> None:
     from autopilot_terminal.recorder import Received, Recorder
-    from autopilot_terminal.store import TYPE_BOOL, TYPE_STRING
+    from autopilot_terminal.storage import TYPE_BOOL, TYPE_STRING
 
     fields = [('correct', TYPE_BOOL, 'bool'), ('side', TYPE_STRING, '')]
     meta = {'pilot': 'rig1', 'task': '2afc', 'protocol': 'fast', 'step': 0, 'step_name': STEPS[0], 'steps': STEPS}

@@ -3,6 +3,12 @@
 rclpy runs an ``async`` callback as a task on the node's executor: ``await`` on an rclpy Future yields to
 the other callbacks. These helpers wait on a one-shot timer or on a future with a deadline; nothing here
 sleeps a thread or polls a future, so a node keeps serving while one of its callbacks waits.
+
+Two rclpy 7.1 facts decide where such a callback can run. The executor holds the callback's group for as long
+as the coroutine runs, awaits included: in the node's default (mutually exclusive) group, the timers and
+clients it awaits never run, so an async service belongs in a ``ReentrantCallbackGroup``. And the
+EventsExecutor cannot run coroutine service callbacks at all (it sends the coroutine back as the response):
+a node with them spins on the SingleThreadedExecutor (``run_nodes(..., executor_kind='single')``).
 """
 
 from __future__ import annotations

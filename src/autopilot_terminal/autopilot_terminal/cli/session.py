@@ -18,7 +18,6 @@ from autopilot_cli.base import CommandError, CommandExtension
 from autopilot_cli.graph import cli_node, nonnegative_float, nonnegative_int
 from autopilot_terminal.cli.subject import TERMINAL, TerminalVerb, call_terminal, no_terminal, table
 
-STATES = {0: 'idle', 1: 'running', 2: 'paused', 3: 'error'}
 UINT32_MAX = 2 ** 32 - 1
 
 
@@ -88,10 +87,12 @@ def _last_seen(seconds: float) -> str:
 
 def registry_rows(msg: Any) -> list[tuple[str, ...]]:
     """The registry's entries as ``pilots`` prints them (the terminal sorts them by name)."""
-    rows = []
+    from autopilot_core import pilot_states  # (imports the messages: not at the CLI's start)
+
+    rows: list[tuple[str, ...]] = []
     for e in sorted(msg.pilots, key=lambda e: e.pilot):
         s = e.last_status
-        rows.append((e.pilot, 'yes' if e.online else 'no', STATES.get(s.state, str(s.state)), s.subject or '-',
+        rows.append((e.pilot, 'yes' if e.online else 'no', pilot_states.name(s.state), s.subject or '-',
                      str(s.trial_count), s.host or '-', _last_seen(e.last_seen_s)))
     return rows
 
@@ -102,8 +103,8 @@ class PilotsVerb(TerminalVerb):
     def run(self, args: argparse.Namespace) -> int:
         from autopilot_msgs.msg import PilotRegistry
 
-        from autopilot_core import executors, qos
         from autopilot_cli.graph import cli_executor
+        from autopilot_core import executors, qos
 
         got: list[Any] = []
         topic = f'{TERMINAL}/pilots'
