@@ -26,12 +26,11 @@ from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
 from std_srvs.srv import Trigger
 
-from autopilot_core import qos
+from autopilot_core import qos, trial_fields
 from autopilot_core.executors import spin, spin_until_future
 from autopilot_core.names import host_namespace
 from autopilot_pilot.journal import Journal
 from autopilot_pilot.subject import SubjectParams, binomial_tolerance, expected_accuracy
-from autopilot_pilot.trials import from_trial_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / 'install'
@@ -150,7 +149,7 @@ class Terminal:
     def session(self, session_id: str) -> list[dict[str, Any]]:
         """The stored trials of one session as field dicts (plus number and step), in order."""
         rows = sorted((k[1], m) for k, m in self.trials.items() if k[0] == session_id)
-        return [{'number': n, 'step': m.step, **from_trial_fields(m.fields)} for n, m in rows]
+        return [{'number': n, 'step': m.step, **trial_fields.to_dict(m.fields)} for n, m in rows]
 
 
 def journal_of(rig: dict[str, Any]) -> Journal:
@@ -325,8 +324,8 @@ def test_pause_resume_and_parameter_changes_between_trials(procs, node, tmp_path
     future = handle.get_result_async()
     assert spin_until_future(node, future, 20, node.executor_)
     assert future.result().result.success
-    rewarded = [from_trial_fields(m.fields)['reward_given_ul'] for (_, n), m in sorted(term.trials.items())
-                if from_trial_fields(m.fields)['correct']]
+    rewarded = [trial_fields.to_dict(m.fields)['reward_given_ul'] for (_, n), m in sorted(term.trials.items())
+                if trial_fields.to_dict(m.fields)['correct']]
     assert rewarded[-1] == 3.0 and rewarded[0] == 5.0
     status = term.statuses[-1]
     assert status.state == PilotStatus.STATE_IDLE and status.pilot == 'rig1' and status.ros_distro
@@ -420,3 +419,58 @@ def test_only_an_ack_naming_this_pilot_and_its_session_counts(procs, node, tmp_p
     journal = journal_of(rig)
     assert journal.stats(sid).unacked_trials == 0
     journal.close()
+
+
+def test_a_composed_pilot_sends_every_hardware_command_in_process(rclpy_context, tmp_path):
+    """The task's hardware in a pilot composed with gpio and sound (the rig process): outputs, rewards, plays and
+    sound stops all reach those nodes in-process, none over DDS (so none overtakes another)."""
+    from autopilot_core import intra, rclpy_private
+
+    if not rclpy_private.SUPPORTED:
+        pytest.skip(f'intra-process delivery is off: {rclpy_private.unsupported_reason()}')
+    from autopilot_msgs.msg import DigitalOutput, Reward, SoundPlay
+    from std_msgs.msg import Empty
+
+    from autopilot_core.executors import make_executor
+    from autopilot_hardware.gpio.node import GpioNode
+    from autopilot_hardware.sound.node import SoundServer
+    from autopilot_pilot.hardware import RosHardware
+    from autopilot_pilot.node import PilotNode
+
+    ns = '/composed_rig'
+    gpio = GpioNode(context=rclpy_context, namespace=ns, parameter_overrides=[
+        Parameter('outputs', Parameter.Type.STRING_ARRAY, ['valve_left', 'led_center']),
+        Parameter('devices.valve_left.pin', value=17), Parameter('devices.valve_left.kind', value='valve'),
+        Parameter('devices.led_center.pin', value=18), Parameter('devices.led_center.kind', value='led'),
+        Parameter('calibration_file', value=str(tmp_path / 'calibration.jsonl')),
+        Parameter('pilot_status_topic', value='')])
+    sound = SoundServer(context=rclpy_context, namespace=ns, parameter_overrides=[Parameter('backend', value='null')])
+    pilot = PilotNode(context=rclpy_context, namespace=ns, parameter_overrides=[
+        Parameter('journal_path', value=str(tmp_path / 'journal.sqlite3'))])
+    nodes = [gpio, sound, pilot]
+    ex = make_executor(context=rclpy_context)
+    try:
+        topics = {'gpio/output': DigitalOutput, 'gpio/reward': Reward, 'sound/play': SoundPlay, 'sound/stop': Empty}
+        subs = {}
+        for topic, msg_type in topics.items():
+            [sub] = intra._registry[rclpy_context][(f'{ns}/{topic}', msg_type)].subscriptions
+            assert sub.node is (sound if topic.startswith('sound') else gpio), topic
+            subs[topic] = sub
+        for n in nodes:
+            ex.add_node(n)
+        errors: list[str] = []
+        hw = RosHardware({'valve': 'valve_left', 'led': 'led_center'}, pilot.commands, errors.append)
+        hw.pulse('led', 1.0)
+        hw.reward('valve', 1.0)
+        hw.play('never_loaded')
+        hw.stop_sound()
+        assert spin(nodes, ex, until=lambda: all(s.n_local == 1 for s in subs.values()), timeout_sec=10), \
+            {t: (s.n_local, s.n_dds) for t, s in subs.items()}
+        spin(nodes, ex, until=lambda: False, timeout_sec=0.3)  # DDS copies come (and are dropped) now
+        assert {t: (s.n_local, s.n_dds) for t, s in subs.items()} == {t: (1, 0) for t in topics}
+        assert errors == []
+    finally:
+        ex.shutdown(timeout_sec=1.0)
+        sound.close()
+        for n in reversed(nodes):
+            n.destroy_node()

@@ -18,9 +18,8 @@ from demo_logic import SyntheticTrials
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.node import Node
-from rclpy.task import Future
 
-from autopilot_core import qos
+from autopilot_core import aio, qos
 from autopilot_core.executors import run_node
 from autopilot_core.names import node_label
 from autopilot_core.params import ParamSpec, check_unknown, declare
@@ -67,18 +66,6 @@ class SessionServer(Node):
         self.busy = True
         return GoalResponse.ACCEPT
 
-    async def sleep(self, seconds: float) -> None:
-        """Wait without blocking the executor: a one-shot timer completes a future."""
-        done = Future()
-
-        def fire() -> None:
-            timer.cancel()
-            done.set_result(None)
-
-        timer = self.create_timer(seconds, fire)
-        await done
-        self.destroy_timer(timer)
-
     async def execute(self, goal_handle: ServerGoalHandle) -> RunSession.Result:
         goal: RunSession.Goal = goal_handle.request
         session_id = str(uuid.uuid4())
@@ -104,7 +91,7 @@ class SessionServer(Node):
                     goal_handle.succeed()
                     break
                 trial_start = self.get_clock().now().to_msg()
-                await self.sleep(self.get_parameter('trial_interval_s').value)
+                await aio.sleep(self, self.get_parameter('trial_interval_s').value)
                 n += 1
                 fields = self.trials.next()
                 correct += any(f.name == 'correct' and f.bool_value for f in fields)

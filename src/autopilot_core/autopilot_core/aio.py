@@ -14,6 +14,7 @@ a node with them spins on the SingleThreadedExecutor (``run_nodes(..., executor_
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from typing import Any
 
 from rclpy.node import Node
@@ -83,10 +84,9 @@ async def call(node: Node, client: Any, request: Any, timeout_s: float) -> Any |
 
 async def wait_for_service(node: Node, client: Any, timeout_s: float, poll_s: float = 0.05) -> bool:
     """True once ``client``'s service is available; rclpy tells no event for that, so it checks every ``poll_s``."""
-    waited = 0.0
+    deadline = time.monotonic() + timeout_s  # wall time: a loaded executor fires the poll timer late
     while not client.service_is_ready():
-        if waited >= timeout_s:
+        if time.monotonic() >= deadline:
             return False
         await sleep(node, poll_s)
-        waited += poll_s
     return True

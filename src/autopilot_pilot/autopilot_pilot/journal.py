@@ -604,12 +604,12 @@ class Journal:
     def add_events(self, session_id: str, rows: Iterable[tuple[int, int, int, bytes]]) -> int:
         """Journal GPIO events ``(run_id, seq, stamp_ns, payload)`` of a session (repeats ignored); returns how
         many were new."""
-        rows = [(session_id, int(r), int(q), int(t), bytes(p)) for r, q, t, p in rows]
+        values = [(session_id, int(r), int(q), int(t), bytes(p)) for r, q, t, p in rows]
 
         def run(db: sqlite3.Connection) -> int:
-            return db.executemany('INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)', rows).rowcount
+            return db.executemany('INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)', values).rowcount
 
-        return self._write('journal GPIO events', run) if rows else 0
+        return self._write('journal GPIO events', run) if values else 0
 
     def events(self, session_id: str, run_id: int, first_seq: int, last_seq: int, limit: int) -> list[tuple[int, bytes]]:
         """``(seq, payload)`` of a session's journalled GPIO events of one gpio run in [first_seq, last_seq]."""

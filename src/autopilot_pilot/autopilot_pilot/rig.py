@@ -34,7 +34,8 @@ def factories(virtual_subject: bool) -> list[Callable[[], Node]]:
     from autopilot_pilot.node import PilotNode
     from autopilot_pilot.subject_node import SubjectNode
 
-    return [GpioNode, SoundServer, PilotNode] + ([SubjectNode] if virtual_subject else [])
+    nodes: list[Callable[[], Node]] = [GpioNode, SoundServer, PilotNode]
+    return nodes + ([SubjectNode] if virtual_subject else [])
 
 
 def main(args: list[str] | None = None) -> int:

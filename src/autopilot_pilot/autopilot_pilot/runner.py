@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from autopilot_tasks.task import Event, Hardware, Input, Output, Sound, Task, TaskError
 
-__all__ = ['Clock', 'TaskRunner', 'TrialRecord']
+__all__ = ['Clock', 'TaskRunner', 'TrialRecord', 'resolve_devices']
 
 
 class Clock(Protocol):
@@ -66,6 +66,23 @@ class TrialRecord:
     started_ns: int
     ended_ns: int
     stage_log: list[tuple[str, int]] = field(default_factory=list)
+
+
+def resolve_devices(task_cls: type[Task], overrides: Mapping[str, str]) -> dict[str, str]:
+    """Every hardware role of ``task_cls`` -> its device: ``overrides`` (a device map) over the task's defaults.
+
+    TaskError names a role the task does not have or an empty device; the pilot checks the rig against the
+    result before the runner exists, and the runner uses the same map.
+    """
+    hardware = task_cls.hardware()
+    for role, device in overrides.items():
+        if role not in hardware:
+            raise TaskError(f'{task_cls.__name__}: no hardware role {role!r} to map to device {device!r}; '
+                            f'roles: {", ".join(hardware) or "(none)"}')
+        if not isinstance(device, str) or not device:
+            raise TaskError(f'{task_cls.__name__}: hardware role {role!r}: device must be a non-empty '
+                            f'name, got {device!r}')
+    return {role: overrides.get(role, decl.device) for role, decl in hardware.items()}
 
 
 class _Timer:
@@ -100,7 +117,7 @@ class TaskRunner:
         self.on_error = on_error
         self.on_log = on_log
         self.error: TaskError | None = None
-        self.devices = self._resolve_devices(task_cls, devices or {})
+        self.devices = resolve_devices(task_cls, devices or {})
         # device -> (event when it goes to its active level, event on the other edge, active level)
         self._gpio: dict[str, tuple[str, str, bool]] = {}
         for role, decl in task_cls.hardware().items():
@@ -128,18 +145,6 @@ class TaskRunner:
         self._timers: dict[str, _Timer] = {}
         self._started_ns = 0
         self._stage_log: list[tuple[str, int]] = []
-
-    @staticmethod
-    def _resolve_devices(task_cls: type[Task], overrides: Mapping[str, str]) -> dict[str, str]:
-        hardware = task_cls.hardware()
-        for role, device in overrides.items():
-            if role not in hardware:
-                raise TaskError(f'{task_cls.__name__}: no hardware role {role!r} to map to device {device!r}; '
-                                f'roles: {", ".join(hardware) or "(none)"}')
-            if not isinstance(device, str) or not device:
-                raise TaskError(f'{task_cls.__name__}: hardware role {role!r}: device must be a non-empty '
-                                f'name, got {device!r}')
-        return {role: overrides.get(role, decl.device) for role, decl in hardware.items()}
 
     # ---- properties ---------------------------------------------------------------------------
 

@@ -34,10 +34,9 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.time import Time
 from rclpy.timer import Timer
 
-from autopilot_core import intra, qos
+from autopilot_core import intra, qos, stamps
 from autopilot_core.executors import run_node
 from autopilot_core.params import ParameterError, ParamSpec, check_unknown, declare
 from autopilot_pilot.subject import MODES, ParamsError, Response, SubjectParams, VirtualSubject
@@ -194,7 +193,7 @@ class SubjectNode(Node):
     def poke(self, port: str) -> None:
         device = self.port_devices[port]
         msg = SimInput(device=device, level=self.active_level, hold_us=self.hold_us)
-        msg.header.stamp = self.get_clock().now().to_msg()
+        stamps.stamp(msg.header.stamp, self.get_clock().now().nanoseconds)
         self.sim_pub.publish(msg)
         self.sent += 1
         self.unconfirmed[device].append(time.monotonic())
@@ -212,7 +211,7 @@ class SubjectNode(Node):
         x = self.stimuli.get(msg.sound_id)
         if x is None or not msg.ok:
             return
-        onset_ns = Time.from_msg(msg.header.stamp).nanoseconds
+        onset_ns = stamps.to_ns(msg.header.stamp)
         if self.subject.on_stimulus(x, onset_ns=onset_ns or None, label=msg.sound_id) is None:
             self.get_logger().debug(f'stimulus {msg.sound_id} (play {msg.play_id}) ignored in state '
                                     f'{self.subject.state}')

@@ -18,6 +18,7 @@ from typing import Any
 
 from rclpy.serialization import serialize_message
 
+from autopilot_core import stamps
 from autopilot_pilot.journal import Journal, JournalError
 
 
@@ -86,8 +87,8 @@ class TrialWriter:
 
     def _journal_events(self, session_id: str, events: list[Any]) -> None:
         try:
-            self.journal.add_events(session_id, [(m.run_id, m.seq, m.header.stamp.sec * 1_000_000_000 +
-                                                  m.header.stamp.nanosec, serialize_message(m)) for m in events])
+            self.journal.add_events(session_id, [(m.run_id, m.seq, stamps.to_ns(m.header.stamp), serialize_message(m))
+                                                 for m in events])
         except JournalError as exc:  # the events are in the terminal's recording unless the link was down too
             self._report(f'{len(events)} GPIO events could not be journalled: {exc}', False)
         finally:

@@ -255,11 +255,12 @@ class _Parser:
         description = ''
         if 'description' in top:
             node = top['description'][1]
-            description = self.value(node, 'description') if isinstance(node, yaml.ScalarNode) else None
-            if description is None:
-                description = ''
-            if not isinstance(description, str):
+            given = self.value(node, 'description') if isinstance(node, yaml.ScalarNode) else None
+            if given is None:
+                given = ''
+            if not isinstance(given, str):
                 raise self.error(f'must be a string, got {_kind(node)}', node, 'description')
+            description = given
         if 'steps' not in top:
             raise self.error('a protocol needs steps: a list of {name, task, parameters, graduation}', root)
         steps_node = top['steps'][1]

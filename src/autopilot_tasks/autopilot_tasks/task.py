@@ -32,7 +32,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 __all__ = [
-    'Event', 'Field', 'Hardware', 'Input', 'Output', 'Param', 'Sound', 'Task', 'TaskError', 'type_name',
+    'Event', 'Field', 'Hardware', 'Input', 'Output', 'Param', 'Sound', 'Task', 'TaskError', 'ms_between',
+    'type_name',
 ]
 
 _TYPES = (bool, int, float, str)
@@ -255,6 +256,14 @@ class Event(str):
         return f'Event({str(self)!r}{extra})'
 
 
+def ms_between(start: int | None, end: int | None, per_ms: float = 1e6) -> float:
+    """Milliseconds from ``start`` to ``end``: event stamps in ns (``per_ms`` 1e6) or ticks in µs (``per_ms``
+    1e3); NaN when either is unknown (None: a timer has no tick, a fake onset no stamp)."""
+    if start is None or end is None:
+        return math.nan
+    return (end - start) / per_ms
+
+
 @runtime_checkable
 class Hardware(Protocol):
     """What ``self.hw`` offers a task. Roles are task role names; the pilot resolves them to devices."""
@@ -422,7 +431,7 @@ class Task:
     def __init__(self, params: Mapping[str, object] | None = None, *, seed: int | None = None) -> None:
         self._param_values: dict[str, Any] = self.validate(params)
         self._runner: Any = _Unbound()
-        self.hw: Hardware = _Unbound()  # type: ignore[assignment]
+        self.hw: Hardware = _Unbound()
         self.random = random.Random(seed)
         self.trial_number = 0
         self.history: list[dict[str, Any]] = []

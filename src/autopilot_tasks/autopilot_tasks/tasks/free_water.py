@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from autopilot_tasks.task import Event, Field, Input, Output, Param, Task
+from autopilot_tasks.task import Event, Field, Input, Output, Param, Task, ms_between
 
 
 class FreeWater(Task):
@@ -60,7 +60,7 @@ class FreeWater(Task):
                 self.set_timer('give_up', self.max_wait_s)
         elif event == self.active + '_in':
             self.hw.reward(self.active + '_valve', self.reward_ul)
-            self.latency = (event.stamp_ns - self.active_ns) / 1e6
+            self.latency = ms_between(self.active_ns, event.stamp_ns)
             self.goto('drinking')
         elif event in ('left_in', 'right_in'):
             self.wrong += 1

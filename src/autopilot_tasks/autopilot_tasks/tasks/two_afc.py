@@ -25,8 +25,9 @@ forced (1.0 or 0.0).
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from autopilot_tasks.task import Event, Field, Input, Output, Param, Sound, Task
+from autopilot_tasks.task import Event, Field, Input, Output, Param, Sound, Task, ms_between
 
 RAMP_MS = 5.0  # on/off ramp of every sound, so onsets do not click
 
@@ -81,7 +82,9 @@ class TwoAFC(Task):
         return None
 
     def setup(self) -> None:
-        self.loaded = None
+        self.loaded: dict[str, dict[str, Any]] | None = None
+        self.center_in: Event | None = None
+        self.center_out: Event | None = None
         self.load_sounds()
 
     def load_sounds(self) -> None:
@@ -113,7 +116,7 @@ class TwoAFC(Task):
         last = self.history[-1] if self.history else None
         correction = bool(self.correction_trials and last and not last['correct']
                           and (last['response'] != 'none' or last['correction']))
-        if correction:
+        if correction and last is not None:
             target = last['target']
             p_left = 1.0 if target == 'left' else 0.0
         else:
@@ -139,17 +142,19 @@ class TwoAFC(Task):
             self.set_timer('no_response', self.response_window_s)
         elif event == 'sound_onset' and event.data['play_id'] == self.play_id:
             if event.data['ok']:
-                self.data['onset_ms'] = (event.stamp_ns - self.center_in.stamp_ns) / 1e6
+                self.data['onset_ms'] = ms_between(self.center_in.stamp_ns if self.center_in else None,
+                                                   event.stamp_ns)
             else:
                 self.log(f"sound {event.data['sound_id']} did not play")
         elif event == 'center_out' and self.center_out is None:
             self.center_out = event
-            self.data['hold_ms'] = (event.tick_us - self.center_in.tick_us) / 1e3
+            self.data['hold_ms'] = ms_between(self.center_in.tick_us if self.center_in else None, event.tick_us,
+                                              1e3)
         elif event in ('left_in', 'right_in'):
             side = event[:-3]
             self.data.update(response=side, correct=side == self.data['target'])
             if self.center_out is not None:
-                self.data['rt_ms'] = (event.tick_us - self.center_out.tick_us) / 1e3
+                self.data['rt_ms'] = ms_between(self.center_out.tick_us, event.tick_us, 1e3)
             if self.data['correct']:
                 self.hw.reward(side + '_valve', self.reward_ul)
                 self.data['reward_given_ul'] = self.reward_ul
