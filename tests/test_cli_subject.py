@@ -118,7 +118,7 @@ def test_subject_admin_and_errors(procs, ros_env, tmp_path):
     assert "unknown subject 'ghost'" in error_line(ghost_assign)
     assert 'the subject has no protocol' in error_line(no_proto)
     line = error_line(unknown_proto)
-    assert "protocol 'no_such_protocol' not found" in line and 'known: 2afc_demo, 2afc_training' in line
+    assert "unknown protocol 'no_such_protocol'" in line and 'available: 2afc_demo, 2afc_training' in line
     assert f'{bad_protocol}:4: not valid YAML' in error_line(yaml_error)
     assert f"{no_task}:6: steps[1].task: unknown task 'nope'" in error_line(pilot_refuses)
     assert "unknown pilot 'ghost_rig'" in error_line(no_pilot)

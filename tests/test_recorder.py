@@ -38,7 +38,6 @@ from autopilot_terminal.storage import (
 from autopilot_terminal.subjects import (
     ProtocolFileError,
     check_step,
-    find_protocol_file,
     read_protocol,
     state_from_history,
 )
@@ -661,11 +660,13 @@ def test_protocol_files_are_found_and_their_errors_named(tmp_path: Path) -> None
         read_protocol('flat', tmp_path)
     with pytest.raises(ProtocolFileError, match=r'nameless.yaml: steps\[0\]: each step is a mapping with a `task`'):
         read_protocol('nameless', tmp_path)
-    with pytest.raises(ProtocolFileError, match=rf"protocol 'nope' not found in {tmp_path}; known: broken, flat, "
+    with pytest.raises(ProtocolFileError, match=rf"^{tmp_path}: unknown protocol 'nope': available: broken, flat, "
                                                 r'good, nameless$'):
-        find_protocol_file('nope', tmp_path)
-    with pytest.raises(ProtocolFileError, match="is not a directory: set the terminal's protocol_dir"):
-        find_protocol_file('good', tmp_path / 'missing')
+        read_protocol('nope', tmp_path)
+    with pytest.raises(ProtocolFileError, match=r"unknown protocol 'good': .*missing is not a directory \(set protocol_dir\)"):
+        read_protocol('good', tmp_path / 'missing')
+    with pytest.raises(ProtocolFileError, match=r"invalid protocol name '\.\./x': .* or the path of a \.yaml file"):
+        read_protocol('../x', tmp_path)
 
 
 def test_dds_losses_count_as_lost_but_samples_a_keep_last_publisher_replaced_do_not(rec: Recorder, log: Log) -> None:

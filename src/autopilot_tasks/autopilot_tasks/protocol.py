@@ -46,7 +46,7 @@ from autopilot_tasks.task import Task, TaskError
 
 __all__ = [
     'AccuracyGraduation', 'Graduation', 'Protocol', 'ProtocolError', 'SessionsGraduation', 'Step',
-    'TrialsGraduation', 'find_protocol', 'list_protocols', 'load_protocol', 'load_protocol_file',
+    'TrialsGraduation', 'find_protocol', 'list_protocols', 'load_protocol', 'load_protocol_file', 'protocol_path',
 ]
 
 #: File name endings of protocol files in a protocol directory.
@@ -407,12 +407,15 @@ def load_protocol_file(path: str | Path, *, lookup_task: TaskLookup | None = Non
     return load_protocol(text, source=str(path), lookup_task=lookup_task, name=path.stem)
 
 
-_NAME = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]*')
+#: A protocol's name: its file name without .yaml.
+_NAME = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}')
+#: Longest path accepted for a protocol file.
+MAX_PATH = 4096
 
 
 def list_protocols(directory: str | Path) -> dict[str, Path]:
     """``{name: path}`` of the protocol files (``<name>.yaml`` / ``.yml``) in ``directory``, sorted by name."""
-    directory = Path(directory)
+    directory = Path(directory).expanduser()
     if not directory.is_dir():
         return {}
     found: dict[str, Path] = {}
@@ -422,16 +425,39 @@ def list_protocols(directory: str | Path) -> dict[str, Path]:
     return found
 
 
-def find_protocol(name: str, directory: str | Path, *, lookup_task: TaskLookup | None = None) -> Protocol:
-    """Load the protocol ``name`` from ``directory`` (``<directory>/<name>.yaml``); an unknown name is a
-    ProtocolError listing the ones there."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ProtocolError(f'invalid protocol name {name!r}: use letters, digits, _ . - (the file name without '
-                            '.yaml)', source=str(directory))
+def protocol_path(name: str, directory: str | Path, *, allow_path: bool = False) -> Path:
+    """The file of protocol ``name`` in ``directory`` (``<name>.yaml`` or ``.yml``); with ``allow_path``, ``name``
+    may also be the path of a .yaml file. ProtocolError naming the protocols there (and the closest) if none.
+
+    The one lookup of protocol files: pilots take names only (``allow_path`` is for the operator's terminal).
+    """
+    where = str(directory)
+    if not isinstance(name, str) or not name or len(name) > MAX_PATH or '\0' in name:
+        raise ProtocolError(f'invalid protocol name {str(name)[:80]!r}: give the file name without .yaml'
+                            + (' or the path of a .yaml file' if allow_path else ''), source=where)
+    if allow_path:
+        try:
+            direct = Path(name).expanduser()
+            if direct.suffix in SUFFIXES and direct.is_file():
+                return direct
+        except (OSError, RuntimeError) as exc:  # a path the OS refuses; ~user of no user
+            raise ProtocolError(f'protocol file {name[:80]!r}: {getattr(exc, "strerror", None) or exc}',
+                                source=where) from None
+    if not _NAME.fullmatch(name):
+        raise ProtocolError(f'invalid protocol name {name[:80]!r}: use 1-64 letters, digits, _ . - (the file name '
+                            'without .yaml)' + (' or the path of a .yaml file' if allow_path else ''), source=where)
+    if not Path(directory).expanduser().is_dir():
+        raise ProtocolError(f'unknown protocol {name!r}: {directory} is not a directory (set protocol_dir)',
+                            source=where)
     available = list_protocols(directory)
     if name not in available:
         close = difflib.get_close_matches(name, available, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ''
-        listing = ', '.join(available) or f'none (no *.yaml files in {directory})'
-        raise ProtocolError(f'unknown protocol {name!r}: {hint}available: {listing}', source=str(directory))
-    return load_protocol_file(available[name], lookup_task=lookup_task)
+        listing = ', '.join(available) or 'none (no *.yaml files)'
+        raise ProtocolError(f'unknown protocol {name!r}: {hint}available: {listing}', source=where)
+    return available[name]
+
+
+def find_protocol(name: str, directory: str | Path, *, lookup_task: TaskLookup | None = None) -> Protocol:
+    """Load the protocol ``name`` from ``directory`` (:func:`protocol_path`)."""
+    return load_protocol_file(protocol_path(name, directory), lookup_task=lookup_task)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,10 +30,7 @@ import yaml
 
 from autopilot_core.checks import InputError, text
 
-SUFFIXES = ('.yaml', '.yml')
-#: A protocol given by name: a file stem in protocol_dir (as the pilot's own protocol_dir lookup allows).
-PROTOCOL_NAME_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}')
-#: A protocol given by path: at most this long (the OS refuses longer paths with an OSError).
+#: Paths in requests (data directories, protocol files): at most this long (the OS refuses longer ones).
 MAX_PATH = 4096
 #: Protocol files larger than this are refused unread (a path may name any file on the terminal's host).
 MAX_PROTOCOL_BYTES = 1 << 20
@@ -108,39 +104,18 @@ def _shown(value: str, limit: int = 80) -> str:
     return shown if len(shown) <= limit else f'{shown[:limit - 20]}... ({len(value)} characters)'
 
 
-def find_protocol_file(name: str, protocol_dir: Path | str) -> Path:
-    """The file of protocol ``name`` (a file stem in ``protocol_dir``, or a path); ProtocolFileError if none."""
-    try:
-        text('protocol', name, MAX_PATH, empty=False)
-    except InputError as exc:
-        raise ProtocolFileError(f'{exc}: give a protocol name (the file name in the terminal\'s protocol_dir '
-                                'without .yaml) or the path of a .yaml file') from None
-    if '\0' in name:
-        raise ProtocolFileError(f'protocol {_shown(name)} contains a NUL character')
-    try:
-        direct = Path(name).expanduser()
-        if direct.suffix in SUFFIXES and direct.is_file():
-            return direct
-    except OSError as exc:  # a path the OS refuses (too long a component, no permission)
-        raise ProtocolFileError(f'protocol file {_shown(name)}: {exc.strerror or exc}') from None
-    except RuntimeError as exc:  # ~user of no user
-        raise ProtocolFileError(f'protocol file {_shown(name)}: {exc}') from None
-    if not PROTOCOL_NAME_RE.fullmatch(name):
-        raise ProtocolFileError(f'protocol {_shown(name)} not found: it is no .yaml file, and a protocol name is '
-                                '1-64 letters, digits, "_", "." or "-" (the file name in protocol_dir without .yaml)')
-    base = Path(protocol_dir).expanduser()
-    for suffix in SUFFIXES:
-        path = base / f'{name}{suffix}'
-        if path.is_file():
-            return path
-    known = sorted(p.stem for p in base.glob('*') if p.suffix in SUFFIXES) if base.is_dir() else []
-    where = f'in {base}' if base.is_dir() else f'({base} is not a directory: set the terminal\'s protocol_dir)'
-    raise ProtocolFileError(f'protocol {name!r} not found {where}; known: {", ".join(known) or "none"}')
-
-
 def read_protocol(name: str, protocol_dir: Path | str) -> ProtocolFile:
-    """Read a protocol file: its name (``name:`` key or file stem), text, SHA-256 and step names."""
-    path = find_protocol_file(name, protocol_dir)
+    """Read a protocol file: its name (``name:`` key or file stem), text, SHA-256 and step names.
+
+    ``name`` is a protocol name in ``protocol_dir`` or the path of a .yaml file, found by the pilots' own lookup
+    (:func:`autopilot_tasks.protocol.protocol_path`).
+    """
+    from autopilot_tasks.protocol import ProtocolError, protocol_path
+
+    try:
+        path = protocol_path(name, protocol_dir, allow_path=True)
+    except ProtocolError as exc:
+        raise ProtocolFileError(str(exc)) from None
     try:
         size = path.stat().st_size
         if size > MAX_PROTOCOL_BYTES:
