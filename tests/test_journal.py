@@ -171,7 +171,7 @@ def test_second_thread_may_append(journal: Journal) -> None:
         try:
             for n in range(1, 101):
                 journal.append(sid, n, f'{sid}{n}'.encode())
-        except BaseException as exc:  # noqa: B036 - reported to the main thread below
+        except BaseException as exc:  # noqa: B036, BLE001 - reported to the main thread below
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(sid,)) for sid in 'ab']

@@ -288,7 +288,7 @@ class _Parser:
             task = self.lookup_task(task_name)
         except TaskError as exc:
             raise self.error(str(exc), task_node, f'{path}.task') from None
-        except Exception as exc:  # a task package that fails to import: say so, not a traceback
+        except Exception as exc:  # noqa: BLE001 - a task package that fails to import: say so, not a traceback
             raise self.error(f'cannot load task {task_name!r}: {type(exc).__name__}: {exc}', task_node,
                              f'{path}.task') from None
         parameters = self.parameters(task, task_name, keys.get('parameters'), f'{path}.parameters', node)

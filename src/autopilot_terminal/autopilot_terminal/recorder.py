@@ -364,7 +364,7 @@ class Recorder:
         for opened in self._files.values():
             try:
                 opened.file.close()
-            except Exception as exc:  # closing must go on for the other files
+            except Exception as exc:  # noqa: BLE001 - closing must go on for the other files
                 self._log('error', f'{opened.file.path}: close failed: {exc}')
         self._files.clear()
 

@@ -22,7 +22,7 @@ import numpy as np
 # OpenCV prints multi-line warnings when a device is missing; we report one line of our own instead.
 os.environ.setdefault('OPENCV_LOG_LEVEL', 'ERROR')
 os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')  # AV_LOG_QUIET: no "moov atom not found" lines
-import cv2  # noqa: E402 - after the log-level variable, which OpenCV reads on import
+import cv2  # after the log-level variables, which OpenCV reads on import
 
 COUNTER_BYTES = 8
 

@@ -144,7 +144,7 @@ class GpioNode(Node):
             self.pins = {d.pin: d.name for d in table.values()}
             self.tick_clock = TickClock(backend.now_us, lambda: self.get_clock().now().nanoseconds)
             self.ctl.claim_all()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: release the pins, then one line naming it
             backend.close()
             raise ConfigError(f'{self.get_name()}: {exc}') from None
 
