@@ -76,10 +76,8 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,12 +89,12 @@ from common import (
     ROOT,
     Child,
     ChildError,
-    die_with_parent,
-    dist_version,
     emit,
     fmt,
     machine_info,
     print_table,
+    ros_versions,
+    run,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -495,13 +493,6 @@ def child_bare(a: argparse.Namespace) -> int:
     return code
 
 
-def child_exec(a: argparse.Namespace) -> int:
-    """Run an executable (the installed nodes) so that it, too, gets SIGINT when the orchestrator dies."""
-    die_with_parent(a.parent)
-    os.execv(a.cmd[0], a.cmd)
-    return 1  # not reached
-
-
 # --------------------------------------------------------------------------------------------------
 # Orchestrator
 # --------------------------------------------------------------------------------------------------
@@ -723,12 +714,7 @@ def print_report(rows: list[dict[str, Any]], results: dict[str, dict[str, Any]],
 
 
 def versions() -> dict[str, Any]:
-    out: dict[str, Any] = {n: dist_version(n) for n in ('ros-rclpy', 'ros-jazzy-rclpy', 'ros-rmw-fastrtps-cpp',
-                                                         'ros-fastrtps', 'autopilot-pilot', 'autopilot-hardware')}
-    for var in ('ROS_DISTRO', 'RMW_IMPLEMENTATION', 'FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_BUILTIN_TRANSPORTS',
-                'RMW_FASTRTPS_PUBLICATION_MODE', 'AUTOPILOT_EXECUTOR'):
-        out[var] = os.environ.get(var)
-    return out
+    return ros_versions('autopilot-pilot', 'autopilot-hardware')
 
 
 def orchestrate(a: argparse.Namespace) -> int:
@@ -833,24 +819,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
-    if a.child:
-        if a.child == 'exec':
-            return child_exec(a)
-        die_with_parent(a.parent)
-        try:
-            return {'driver': child_driver, 'rig': child_rig, 'bare-echo': child_bare, 'bare-tap': child_bare,
-                    'bare-ping': child_bare, 'bare-one': child_bare}[a.child](a)
-        except Exception as exc:  # noqa: BLE001 - reported to the orchestrator as one line
-            emit('error', message=f'{type(exc).__name__}: {exc}', traceback=traceback.format_exc())
-            return 1
-    a.log_dir = a.log_dir or Path(tempfile.mkdtemp(prefix='bench-closed-loop-'))
-    a.log_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return orchestrate(a)
-    except KeyboardInterrupt:  # children were stopped on the way out
-        print('interrupted', file=sys.stderr)
-        return 130
+    return run(parse_args(argv), {'driver': child_driver, 'rig': child_rig, 'bare-echo': child_bare, 'bare-tap': child_bare,
+                    'bare-ping': child_bare, 'bare-one': child_bare}, orchestrate, 'bench-closed-loop-')
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 """What the benchmarks share: the child-process protocol, child processes, machine and version facts.
 
-``closed_loop.py``, ``hardware.py`` and ``transport.py`` are run as scripts (``python bench/x.py``), so
+``closed_loop.py``, ``hardware.py``, ``recorder.py`` and ``transport.py`` are run as scripts (``python bench/x.py``), so
 this directory is first on ``sys.path`` and they ``import common``; their child processes are the same
 scripts, so the same holds there.
 
@@ -12,6 +12,7 @@ other line, and stderr, goes to the child's log file. The orchestrator waits for
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -20,9 +21,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,45 @@ def die_with_parent(parent: int) -> None:
         pass
     if os.getppid() != parent:  # the parent died before prctl took effect
         os.kill(os.getpid(), signal.SIGINT)
+
+
+def child_exec(a: argparse.Namespace) -> int:
+    """Run an executable (an installed node) so that it, too, gets SIGINT when the orchestrator dies."""
+    die_with_parent(a.parent)
+    os.execv(a.cmd[0], a.cmd)
+    return 1  # not reached
+
+
+def run(a: argparse.Namespace, children: Mapping[str, Callable[[argparse.Namespace], int]],
+        orchestrate: Callable[[argparse.Namespace], int], log_prefix: str) -> int:
+    """A benchmark's ``main`` after parsing: a child runs its role (an error is one protocol line), the
+    orchestrator runs with a log directory (a fresh temporary one unless ``--log-dir`` was given)."""
+    if a.child:
+        if a.child == 'exec':
+            return child_exec(a)
+        die_with_parent(a.parent)
+        try:
+            return children[a.child](a)
+        except Exception as exc:  # noqa: BLE001 - reported to the orchestrator as one line
+            emit('error', message=f'{type(exc).__name__}: {exc}', traceback=traceback.format_exc())
+            return 1
+    a.log_dir = a.log_dir or Path(tempfile.mkdtemp(prefix=log_prefix))
+    a.log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return orchestrate(a)
+    except KeyboardInterrupt:  # children were stopped on the way out
+        print('interrupted', file=sys.stderr)
+        return 130
+
+
+def ros_versions(*dists: str) -> dict[str, Any]:
+    """Versions of the ROS 2 wheels and of ``dists``, and the environment settings that change what DDS does."""
+    out: dict[str, Any] = {n: dist_version(n) for n in ('ros-rclpy', 'ros-jazzy-rclpy', 'ros-rmw-fastrtps-cpp',
+                                                         'ros-fastrtps', *dists)}
+    for var in ('ROS_DISTRO', 'RMW_IMPLEMENTATION', 'FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_BUILTIN_TRANSPORTS',
+                'RMW_FASTRTPS_PUBLICATION_MODE', 'AUTOPILOT_EXECUTOR'):
+        out[var] = os.environ.get(var)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -87,14 +87,13 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, Child, ChildError, die_with_parent, dist_version, emit, fmt, machine_info, print_table
+from common import ROOT, Child, ChildError, emit, fmt, machine_info, print_table, ros_versions, run
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / 'results' / 'recorder.json'
@@ -444,13 +443,6 @@ def child_writer(a: argparse.Namespace) -> int:
         results.append(res)
     emit('result', results=results)
     return 0
-
-
-def child_exec(a: argparse.Namespace) -> int:
-    """Run an executable (the terminal) so that it, too, gets SIGINT when the orchestrator dies."""
-    die_with_parent(a.parent)
-    os.execv(a.cmd[0], a.cmd)
-    return 1  # not reached
 
 
 # --------------------------------------------------------------------------------------------------
@@ -886,11 +878,7 @@ def print_report(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> N
 
 
 def versions() -> dict[str, Any]:
-    out: dict[str, Any] = {n: dist_version(n) for n in ('ros-rclpy', 'ros-jazzy-rclpy', 'ros-rmw-fastrtps-cpp',
-                                                         'ros-fastrtps', 'h5py', 'numpy', 'autopilot-terminal')}
-    for var in ('ROS_DISTRO', 'RMW_IMPLEMENTATION', 'FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_BUILTIN_TRANSPORTS',
-                'RMW_FASTRTPS_PUBLICATION_MODE', 'AUTOPILOT_EXECUTOR'):
-        out[var] = os.environ.get(var)
+    out = ros_versions('h5py', 'numpy', 'autopilot-terminal')
     # The code measured: the commit, and whether the recorder's package differs from it (read-only git calls).
     for key, cmd in (('git_head', ['git', 'rev-parse', '--short', 'HEAD']),
                      ('git_changed_terminal', ['git', 'status', '--porcelain', '--', 'src/autopilot_terminal'])):
@@ -1073,23 +1061,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
-    if a.child:
-        if a.child == 'exec':
-            return child_exec(a)
-        die_with_parent(a.parent)
-        try:
-            return {'pub': child_pub, 'bare': child_bare, 'writer': child_writer}[a.child](a)
-        except Exception as exc:  # noqa: BLE001 - reported to the orchestrator as one line
-            emit('error', message=f'{type(exc).__name__}: {exc}', traceback=traceback.format_exc())
-            return 1
-    a.log_dir = a.log_dir or Path(tempfile.mkdtemp(prefix='bench-recorder-'))
-    a.log_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return orchestrate(a)
-    except KeyboardInterrupt:  # children were stopped on the way out
-        print('interrupted', file=sys.stderr)
-        return 130
+    return run(parse_args(argv), {'pub': child_pub, 'bare': child_bare, 'writer': child_writer}, orchestrate, 'bench-recorder-')
 
 
 if __name__ == '__main__':
