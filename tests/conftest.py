@@ -59,6 +59,10 @@ def domain_id() -> Iterator[int]:
     try:
         yield lease.domain
     finally:
+        # A graph verb of this test may have started this domain's CLI daemon: stop it with the test (a
+        # socket connect when there is none).
+        from autopilot_cli import daemon
+        daemon.stop(timeout=5.0)
         if old is None:
             os.environ.pop('ROS_DOMAIN_ID', None)
         else:

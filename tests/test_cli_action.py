@@ -50,6 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield Server(env, proc)
     finally:
         proc.stop()
+        cli(env, 'daemon', 'stop')  # the graph daemon the verbs started for this domain
         lease.release()
 
 

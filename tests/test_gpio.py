@@ -20,7 +20,7 @@ from autopilot_msgs.srv import CalibrateValve, RecordCalibration, SetDigitalOutp
 from conftest import call as call_service
 from rclpy.node import Node
 
-from autopilot_core import qos
+from autopilot_core import qos, stamps
 from autopilot_core.executors import spin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def test_inputs_outputs_calibration_and_sigint(procs, node, tmp_path):
     assert (down.pin, down.level, down.tick_us, down.backend) == (17, False, res.tick_us, 'sim')
     assert up.level and 80_000 <= up.tick_us - down.tick_us <= 80_000 + LATE_US
     # stamp is ROS time mapped from the tick: its differences follow tick_us, and it is "now" to < 1 s.
-    stamp_ns = lambda m: m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec  # noqa: E731
+    stamp_ns = lambda m: stamps.to_ns(m.header.stamp)  # noqa: E731
     assert abs((stamp_ns(up) - stamp_ns(down)) - (up.tick_us - down.tick_us) * 1000) < 2000
     assert abs(stamp_ns(up) - node.get_clock().now().nanoseconds) < 1e9
     # Pokes by topic (pulled-up sensors: active low); poke_right reports falling edges only (pokes in).

@@ -85,7 +85,8 @@ def in_prefix(prefix: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def launch_env(ros_env: dict[str, str], prefix: Path, tmp_path: Path) -> dict[str, str]:
     env = prefixed_env(ros_env, prefix, tmp_path / 'ros_log')
-    env['TMPDIR'] = str(tmp_path)  # --print writes its parameter files there
+    (tmp_path / 'tmp').mkdir()
+    env['TMPDIR'] = str(tmp_path / 'tmp')  # a temp dir of its own: tests check that launch leaves it empty
     return env
 
 
@@ -580,6 +581,10 @@ def test_cli_show_args_print_and_package_mode(launch_env: dict[str, str], prefix
     assert '# [launch_probe-1] node /r2/probe_a' in res.stdout
     exe = prefix / 'lib' / 'probe_pkg' / 'launch_probe'
     assert f"{exe} --ros-args -r __node:=inc_r2 -r __ns:=/inc\n" in res.stdout
+    # Its parameter files are shown, not written: nothing is left in the temp dir nor the log dir.
+    assert '.params-0.yaml:' in res.stdout
+    assert list(Path(launch_env['TMPDIR']).iterdir()) == []
+    assert not Path(launch_env['ROS_LOG_DIR']).exists() or not any(Path(launch_env['ROS_LOG_DIR']).rglob('*.yaml'))
 
 
 def test_process_that_dies_at_start_is_reported(launch_env: dict[str, str], tmp_path: Path) -> None:
@@ -609,8 +614,9 @@ def rig_run(prefix: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     lease = DomainLease()
     tmp = tmp_path_factory.mktemp('rig')
     env = prefixed_env(dict(os.environ), prefix, tmp / 'ros_log')
+    (tmp / 'tmp').mkdir()
     env.update(ROS_DOMAIN_ID=str(lease.domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               RCUTILS_COLORIZED_OUTPUT='0')
+               RCUTILS_COLORIZED_OUTPUT='0', TMPDIR=str(tmp / 'tmp'))
     proc = Proc([*LAUNCH, str(FILES / 'rig.launch.yaml')], env, tmp / 'launch.log')
     try:
         wait_until(lambda: len(probes(proc.output())) == 6, 60, proc.output)
@@ -618,6 +624,7 @@ def rig_run(prefix: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         proc.signal(signal.SIGINT)
         rc = proc.wait(timeout=30)
         assert not [p for p in pids.values() if alive(p)], 'children outlived the launcher'
+        assert list((tmp / 'tmp').iterdir()) == [], 'the run left files in the temp dir'
         yield proc.output(), rc, probes(proc.output())
     finally:
         proc.stop()

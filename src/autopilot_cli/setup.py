@@ -30,6 +30,7 @@ setup(
             'param = autopilot_cli.param:ParamCommand',
             'interface = autopilot_cli.interface:InterfaceCommand',
             'run = autopilot_cli.run:RunCommand',
+            'daemon = autopilot_cli.daemon:DaemonCommand',
         ],
     },
 )

@@ -20,26 +20,29 @@ from typing import Any
 from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
 from rclpy.action.client import ClientGoalHandle
-from rclpy.action.graph import (
-    get_action_client_names_and_types_by_node,
-    get_action_names_and_types,
-    get_action_server_names_and_types_by_node,
-)
 from rclpy.executors import Executor
 from rclpy.node import Node
 from rclpy.task import Future
 
 from autopilot_cli.base import CommandError, CommandExtension
 from autopilot_cli.graph import (
+    DEFAULT_SPIN_TIME,
+    Graph,
     GraphVerb,
+    action_clients_by_node,
+    action_names_and_types,
+    action_servers_by_node,
     cli_executor,
     cli_node,
     expand_name,
+    graph_node,
     join_name,
     listing,
     positive_float,
     remote_nodes,
+    settle_time,
     settled,
+    uses_daemon,
     wait_until,
 )
 from autopilot_core import executors
@@ -73,22 +76,22 @@ def _block(title: str, yaml_text: str, prefix: str) -> str:
     return f'{title}:\n' + textwrap.indent(yaml_text, prefix, lambda _line: True)
 
 
-def _action_names_and_types(node: Node) -> Endpoints:
-    return sorted((name, tuple(types)) for name, types in get_action_names_and_types(node))
+def _action_names_and_types(node: Graph) -> Endpoints:
+    return sorted((name, tuple(types)) for name, types in action_names_and_types(node))
 
 
-def _action_types(node: Node, action: str) -> list[str]:
+def _action_types(node: Graph, action: str) -> list[str]:
     return next((list(t) for n, t in _action_names_and_types(node) if n == action), [])
 
 
-def _endpoints_by_node(node: Node, action: str) -> tuple[Endpoints, Endpoints]:
+def _endpoints_by_node(node: Graph, action: str) -> tuple[Endpoints, Endpoints]:
     """(clients, servers) of ``action``: full node name and the types it uses, sorted; this CLI node left out."""
     clients: Endpoints = []
     servers: Endpoints = []
     for name, namespace in remote_nodes(node):
         try:
-            client_actions = get_action_client_names_and_types_by_node(node, name, namespace)
-            server_actions = get_action_server_names_and_types_by_node(node, name, namespace)
+            client_actions = action_clients_by_node(node, name, namespace)
+            server_actions = action_servers_by_node(node, name, namespace)
         except Exception:  # noqa: BLE001 - the node left the graph between the two queries
             continue
         full = join_name(namespace, name)
@@ -101,6 +104,7 @@ class ListVerb(GraphVerb):
     """Output a list of action names."""
 
     lists = True
+    daemon_ok = True
 
     def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
         parser.add_argument('-t', '--show-types', action='store_true', help='Additionally show the action type')
@@ -108,7 +112,7 @@ class ListVerb(GraphVerb):
                             help='Only display the number of actions discovered')
 
     def run(self, args: argparse.Namespace) -> int:
-        with cli_node('action') as node:
+        with graph_node('action', args) as node:
             actions = listing(node, lambda: _action_names_and_types(node), args)
         if args.count_actions:
             _out(str(len(actions)))
@@ -121,6 +125,8 @@ class ListVerb(GraphVerb):
 class InfoVerb(GraphVerb):
     """Print information about an action."""
 
+    daemon_ok = True
+
     def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
         parser.add_argument('action_name', help="Name of the ROS action to get info (e.g. '/fibonacci')")
         parser.add_argument('-t', '--show-types', action='store_true', help='Additionally show the action type')
@@ -128,13 +134,18 @@ class InfoVerb(GraphVerb):
                             help='Only display the number of action clients and action servers')
 
     def run(self, args: argparse.Namespace) -> int:
-        with cli_node('action') as node:
+        with graph_node('action', args) as node:
+            start = time.monotonic()
             action = expand_name(node, args.action_name, 'action')
             # Wait for the action to appear, then for its endpoints to settle: an action is five topics and
             # services per node, discovered one by one. An action nobody uses gives 0 and 0, as in ros2.
             snapshot = lambda: _endpoints_by_node(node, action)  # noqa: E731
             if wait_until(lambda: any(snapshot()), args.spin_time):
-                clients, servers = settled(node, snapshot, settle=args.settle)
+                # A node of this command hears of clients and servers in other processes up to one
+                # announcement period apart; the daemon has heard of them all.
+                listen = 0.0 if uses_daemon(node) else min(args.spin_time, DEFAULT_SPIN_TIME)
+                clients, servers = settled(node, snapshot, settle=settle_time(node, args),
+                                           min_time=max(0.0, start + listen - time.monotonic()))
             else:
                 clients, servers = [], []
         _out(f'Action: {action}')
@@ -149,11 +160,13 @@ class InfoVerb(GraphVerb):
 class TypeVerb(GraphVerb):
     """Print an action's type."""
 
+    daemon_ok = True
+
     def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
         parser.add_argument('action_name', help="Name of the ROS action (e.g. '/fibonacci')")
 
     def run(self, args: argparse.Namespace) -> int | str:
-        with cli_node('action') as node:
+        with graph_node('action', args) as node:
             action = expand_name(node, args.action_name, 'action')
             types = wait_until(lambda: _action_types(node, action), args.spin_time)
         if not types:

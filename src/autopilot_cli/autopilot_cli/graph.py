@@ -1,17 +1,19 @@
-"""Graph plumbing shared by the CLI verbs: a hidden rclpy node per command, waiting for discovery, names, QoS.
+"""Graph plumbing shared by the CLI verbs: the graph daemon or a hidden rclpy node per command, names, QoS.
 
-There is no daemon (ros2cli's daemon is not on PyPI): every command starts its own DDS participant and must
-wait for discovery. Measured here (Fast DDS 2.14 from the wheels, LOCALHOST or SUBNET): the peers do not
-answer a new participant's initial announcements; each is discovered at its own next periodic announcement
-(every 3 s), i.e. at a random time 0-3 s after start, then its whole graph arrives within ~0.1 s. So:
+Graph verbs ask the graph daemon (autopilot_cli.daemon) by default, as ros2 does: a command with its own DDS
+participant must wait for discovery. Measured here (Fast DDS 2.14 from the wheels, LOCALHOST or SUBNET):
+the peers do not answer a new participant's initial announcements; each is discovered at its own next
+periodic announcement (every 3 s), i.e. at a random time 0-3 s after start, then its whole graph arrives
+within ~0.1 s. The daemon, up for longer than that, has the whole graph; a command answers from it at once,
+after a short settle for endpoints still arriving. With ``--no-daemon`` (or when no daemon can be had):
 
 * verbs about one thing (``node info X``, ``param get X``, ``topic echo X``) poll until X appears (bounded by
   ``--spin-time``, default 10 s: under load discovery was seen to take more than 3.5 s), then wait until its
-  endpoints have not changed for ``--settle``;
+  endpoints have not changed for ``--settle``; counts over several nodes (``topic info``) listen for one
+  announcement period first;
 * list verbs listen for ``--spin-time`` (default 3.5 s: one announcement period plus a margin) and answer once
   the listing has not changed for ``--settle`` (0.5 s). Returning at the first 0.5 s of quiet instead is fast
   but was seen to list one peer of two: peers announce in different phases.
-  ``--spin-time 1`` trades completeness for speed.
 
 Graph queries read rmw's graph cache, which DDS threads fill, so they need no spinning; only subscriptions
 and clients are spun (with autopilot_core.executors, always with timeouts).
@@ -30,6 +32,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import rclpy
+from rclpy.action import graph as action_graph
 from rclpy.context import Context
 from rclpy.exceptions import NameValidationException
 from rclpy.executors import Executor
@@ -48,6 +51,7 @@ from rclpy.validate_full_topic_name import validate_full_topic_name
 from rclpy.validate_namespace import validate_namespace
 from rclpy.validate_node_name import validate_node_name
 
+from autopilot_cli import daemon
 from autopilot_cli.base import CommandError, VerbExtension
 from autopilot_core import executors
 from autopilot_core import qos as named_qos
@@ -58,20 +62,31 @@ T = TypeVar('T')
 DEFAULT_SPIN_TIME = 3.5  # > Fast DDS's 3 s announcement period: every peer that exists announces itself
 DEFAULT_WAIT_TIME = 10.0  # for one named thing: returned from as soon as it appears, so generous
 SETTLE_S = 0.5
+DAEMON_SETTLE_S = 0.2  # the daemon's view is complete; only endpoints of a node being born still arrive
+DAEMON_WAIT_S = 1.0  # what the daemon has not seen is not there: wait only for a node being born
 POLL_S = 0.05
+
+#: What a graph verb reads the graph from: its own node, or the daemon's view (the same query methods).
+Graph = Node | daemon.DaemonGraph
 
 
 class GraphVerb(VerbExtension):
     """A verb that talks to the graph: adds ``--spin-time``/``--settle`` and turns expected errors into one line.
 
     ``lists`` verbs listen for ``--spin-time`` (default 3.5 s); the others wait up to ``--spin-time`` (default
-    10 s, returned from as soon as the thing named appears) before saying it is not there.
+    10 s, returned from as soon as the thing named appears) before saying it is not there. Verbs that only
+    read the graph (``daemon_ok``) ask the graph daemon instead unless ``--no-daemon``.
     """
 
     lists = False
+    #: Reads only the graph: may answer from the daemon (``--no-daemon`` to not).
+    daemon_ok = False
 
     def add_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
         add_graph_arguments(parser, DEFAULT_SPIN_TIME if self.lists else DEFAULT_WAIT_TIME, self.lists)
+        if self.daemon_ok:
+            parser.add_argument('--no-daemon', action='store_true',
+                                help='Do not spawn nor use an already running daemon')
         self.add_verb_arguments(parser, cli_name)
 
     def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
@@ -95,8 +110,9 @@ def add_graph_arguments(parser: argparse.ArgumentParser, default: float, lists: 
     what = ('how long to listen for the graph before answering' if lists else
             'longest wait for the node/topic/service named to be discovered')
     parser.add_argument('--spin-time', type=positive_float, default=default, metavar='SECONDS',
-                        help=f'{what} (default: %(default)s); there is no daemon, so each command discovers the '
-                             f'graph anew, and DDS peers announce themselves every 3 s')
+                        help=f'{what} (default: %(default)s): a node of this command discovers the graph anew, '
+                             f'and DDS peers announce themselves every 3 s; answers from the graph daemon, whose '
+                             f'view is complete, wait {DAEMON_WAIT_S:g} s at most')
     parser.add_argument('--settle', type=positive_float, default=SETTLE_S, metavar='SECONDS',
                         help='the graph is taken as complete once it has not changed for this long '
                              '(default: %(default)s)')
@@ -153,7 +169,7 @@ def cli_node(purpose: str, node_name: str | None = None) -> Iterator[Node]:
     try:
         # args=[]: rclpy would read sys.argv, where rcl takes any `a:=b` argument of a command for a global remap.
         rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
-    except Exception as exc:  # e.g. an invalid ROS_DOMAIN_ID
+    except Exception as exc:  # noqa: BLE001 - e.g. an invalid ROS_DOMAIN_ID: one line, not a traceback
         raise CommandError(f'cannot initialise ROS: {str(exc).splitlines()[0]}') from None
     try:
         try:
@@ -170,6 +186,30 @@ def cli_node(purpose: str, node_name: str | None = None) -> Iterator[Node]:
         rclpy.try_shutdown(context=context)
 
 
+@contextmanager
+def graph_node(purpose: str, args: argparse.Namespace) -> Iterator[Graph]:
+    """The warm graph daemon (started if none runs), or with ``--no-daemon`` or no daemon to be had, a
+    :func:`cli_node` of this command."""
+    graph = None if getattr(args, 'no_daemon', True) else daemon.connect()
+    if graph is not None:
+        # The verb's waits for the thing named (bounded by --spin-time) need not be long: as ros2 with its
+        # daemon, a name the graph does not have is reported at once (a node started this instant, within 1 s).
+        args.spin_time = min(args.spin_time, DAEMON_WAIT_S)
+        yield graph
+        return
+    with cli_node(purpose) as node:
+        yield node
+
+
+def uses_daemon(node: Graph) -> bool:
+    return isinstance(node, daemon.DaemonGraph)
+
+
+def settle_time(node: Graph, args: argparse.Namespace) -> float:
+    """``--settle``, shorter from the daemon unless given: its view of the graph is already complete."""
+    return DAEMON_SETTLE_S if uses_daemon(node) and args.settle == SETTLE_S else args.settle
+
+
 def cli_executor(node: Node) -> Executor:
     """The executor the CLI spins its node with: the SingleThreadedExecutor unless $AUTOPILOT_CLI_EXECUTOR says.
 
@@ -180,7 +220,7 @@ def cli_executor(node: Node) -> Executor:
     return executors.make_executor(os.environ.get('AUTOPILOT_CLI_EXECUTOR') or 'single', context=node.context)
 
 
-def remote_nodes(node: Node) -> list[tuple[str, str]]:
+def remote_nodes(node: Graph) -> list[tuple[str, str]]:
     own = (node.get_name(), node.get_namespace())
     return [n for n in node.get_node_names_and_namespaces() if n != own]
 
@@ -195,7 +235,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float) -> Any:
         time.sleep(POLL_S)
 
 
-def settled(node: Node, snapshot: Callable[[], T], *, settle: float = SETTLE_S, min_time: float = 0.0,
+def settled(node: Graph, snapshot: Callable[[], T], *, settle: float = SETTLE_S, min_time: float = 0.0,
             max_time: float | None = None) -> T:
     """Poll ``snapshot()`` until at least ``min_time`` has passed and it has not changed for ``settle`` seconds,
     or ``max_time`` (default: ``min_time`` + 4 x ``settle``) passed; return the last snapshot."""
@@ -213,13 +253,16 @@ def settled(node: Node, snapshot: Callable[[], T], *, settle: float = SETTLE_S, 
             last, changed = current, time.monotonic()
 
 
-def listing(node: Node, snapshot: Callable[[], T], args: argparse.Namespace) -> T:
-    """A list verb's snapshot of the graph: listen ``--spin-time``, then until quiet for ``--settle``."""
+def listing(node: Graph, snapshot: Callable[[], T], args: argparse.Namespace) -> T:
+    """A list verb's snapshot of the graph: listen ``--spin-time``, then until quiet for ``--settle``; from the
+    daemon, only until quiet."""
+    if uses_daemon(node):
+        return settled(node, snapshot, settle=settle_time(node, args), max_time=2.0)
     return settled(node, snapshot, settle=args.settle, min_time=args.spin_time,
                    max_time=args.spin_time + max(2.0, 4 * args.settle))
 
 
-def node_names(node: Node, include_hidden: bool = False) -> list[str]:
+def node_names(node: Graph, include_hidden: bool = False) -> list[str]:
     """Full names (``/ns/name``) of the nodes in the graph, this CLI node excluded, hidden ones on request."""
     return [join_name(ns, name) for name, ns in remote_nodes(node)
             if include_hidden or not name.startswith(HIDDEN_NODE_PREFIX)]
@@ -251,7 +294,7 @@ def _one_line(exc: Exception, kind: str, name: str) -> str:
     return f"invalid {kind} name '{name}': {reason}{where}"
 
 
-def expand_name(node: Node, name: str, kind: str = 'topic') -> str:
+def expand_name(node: Graph, name: str, kind: str = 'topic') -> str:
     """``name`` expanded against the CLI node (relative names resolve under ``/``) and validated."""
     if not name:
         raise CommandError(f'invalid {kind} name: it is empty')
@@ -282,7 +325,7 @@ def full_node_name(name: str) -> tuple[str, str, str]:
     return full, namespace, base
 
 
-def wait_for_node(node: Node, name: str, spin_time: float, include_hidden: bool = True) -> str:
+def wait_for_node(node: Graph, name: str, spin_time: float, include_hidden: bool = True) -> str:
     """Wait until the node ``name`` is in the graph; its full name, or CommandError listing the nodes seen."""
     full, _, _ = full_node_name(name)
     if wait_until(lambda: full in node_names(node, include_hidden=True), spin_time):
@@ -293,8 +336,26 @@ def wait_for_node(node: Node, name: str, spin_time: float, include_hidden: bool 
                        f"{os.environ.get('ROS_DOMAIN_ID', '0')} ({listing})")
 
 
-def topic_types(node: Node, topic: str) -> list[str]:
+def topic_types(node: Graph, topic: str) -> list[str]:
     return next((types for name, types in node.get_topic_names_and_types() if name == topic), [])
+
+
+def action_names_and_types(node: Graph) -> list[tuple[str, list[str]]]:
+    if isinstance(node, daemon.DaemonGraph):
+        return node.get_action_names_and_types()
+    return action_graph.get_action_names_and_types(node)
+
+
+def action_servers_by_node(node: Graph, name: str, namespace: str) -> list[tuple[str, list[str]]]:
+    if isinstance(node, daemon.DaemonGraph):
+        return node.get_action_server_names_and_types_by_node(name, namespace)
+    return action_graph.get_action_server_names_and_types_by_node(node, name, namespace)
+
+
+def action_clients_by_node(node: Graph, name: str, namespace: str) -> list[tuple[str, list[str]]]:
+    if isinstance(node, daemon.DaemonGraph):
+        return node.get_action_client_names_and_types_by_node(name, namespace)
+    return action_graph.get_action_client_names_and_types_by_node(node, name, namespace)
 
 
 # ------------------------------------------------------------------------------------------ QoS

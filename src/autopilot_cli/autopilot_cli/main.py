@@ -24,7 +24,7 @@ def load_commands() -> dict[str, type[CommandExtension]]:
             continue  # the first on the path wins, as for console scripts
         try:
             commands[ep.name] = ep.load()
-        except Exception as exc:  # a broken plugin must not take the whole CLI down
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the whole CLI down
             print(f'autopilot: cannot load command {ep.name!r} from {ep.value}: {exc}', file=sys.stderr)
     return dict(sorted(commands.items()))
 

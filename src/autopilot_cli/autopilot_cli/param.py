@@ -1,7 +1,8 @@
-"""``autopilot param``: list, get, set, describe and dump parameters of live nodes, as ``ros2 param`` does.
+"""``autopilot param``: list, get, set, delete, describe, dump and load parameters of live nodes, as ``ros2 param``.
 
 For the pip path without ros2cli. Talks to the node's standard parameter services through rclpy's
-AsyncParameterClient, so it works on any ROS 2 node. Unlike ``ros2 param set``, a refused set exits with 1.
+AsyncParameterClient, so it works on any ROS 2 node. As ``ros2 param``, a refused set, delete or load prints
+why on stderr and exits 0 (the call itself succeeded); a node or services not found exit 1.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import yaml
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rclpy.node import Node
-from rclpy.parameter import PARAMETER_SEPARATOR_STRING, parameter_value_to_python
+from rclpy.parameter import PARAMETER_SEPARATOR_STRING, parameter_dict_from_yaml_file, parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 
 from autopilot_cli.base import CommandError, CommandExtension
@@ -24,8 +25,10 @@ from autopilot_cli.graph import (
     GraphVerb,
     cli_executor,
     cli_node,
+    graph_node,
     listing,
     node_names,
+    uses_daemon,
     wait_for_node,
 )
 from autopilot_core import executors
@@ -60,7 +63,7 @@ class _Client:
             raise CommandError(f'Exception while calling service of node {self.target}: {future.exception()}')
         return future.result()
 
-    def list(self, prefixes: list[str] | None = None) -> list[str]:
+    def names(self, prefixes: list[str] | None = None) -> list[str]:
         return sorted(self.call(self.client.list_parameters(prefixes=prefixes)).result.names)
 
     def get(self, names: list[str]) -> list[ParameterValue]:
@@ -143,6 +146,7 @@ class ListVerb(_NodeVerb):
     """Output a list of available parameters (of one node, or of all nodes)."""
 
     lists = True
+    daemon_ok = True
 
     def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
         parser.add_argument('node_name', nargs='?', help='Name of the ROS node (default: all nodes)')
@@ -157,33 +161,44 @@ class ListVerb(_NodeVerb):
             regex = re.compile(args.filter) if args.filter else None
         except re.error as exc:
             raise CommandError(f'invalid --filter regex {args.filter!r}: {exc}') from None
-        with cli_node('param') as node:
+        with graph_node('param', args) as graph:
+            # The daemon (or this command's node) says which nodes there are; the calls need a node of ours.
             if args.node_name:
-                targets = [wait_for_node(node, args.node_name, max(args.spin_time, DEFAULT_WAIT_TIME))]
+                wait = args.spin_time if uses_daemon(graph) else max(args.spin_time, DEFAULT_WAIT_TIME)
+                targets = [wait_for_node(graph, args.node_name, wait)]
             else:
-                targets = listing(node, lambda: sorted(node_names(node, args.include_hidden_nodes)), args)
-            for target in targets:
-                try:
-                    client = _Client(node, target)
-                except CommandError as exc:
-                    if args.node_name:
-                        raise
-                    print(exc)  # ros2 reports the node without parameter services and goes on
-                    continue
-                try:
-                    names = client.list(args.param_prefixes or None)
-                    if regex is not None:
-                        names = [n for n in names if regex.match(n)]
-                    types = {}
-                    if args.param_type and names:
-                        types = {d.name: TYPE_NAMES.get(d.type, str(d.type)) for d in client.describe(names)}
-                finally:
-                    client.close()
-                if not args.node_name and names:
-                    print(f'{target}:')
-                for name in names:
-                    print(f'  {name} (type: {types.get(name)})' if args.param_type else f'  {name}')
+                targets = listing(graph, lambda: sorted(node_names(graph, args.include_hidden_nodes)), args)
+            self._list(graph if isinstance(graph, Node) else None, targets, args, regex)
         return 0
+
+    @staticmethod
+    def _list(own: Node | None, targets: list[str], args: argparse.Namespace, regex: re.Pattern | None) -> None:
+        if own is None:
+            with cli_node('param') as node:
+                ListVerb._list(node, targets, args, regex)
+            return
+        node = own
+        for target in targets:
+            try:
+                client = _Client(node, target)
+            except CommandError as exc:
+                if args.node_name:
+                    raise
+                print(exc)  # ros2 reports the node without parameter services and goes on
+                continue
+            try:
+                names = client.names(args.param_prefixes or None)
+                if regex is not None:
+                    names = [n for n in names if regex.match(n)]
+                types = {}
+                if args.param_type and names:
+                    types = {d.name: TYPE_NAMES.get(d.type, str(d.type)) for d in client.describe(names)}
+            finally:
+                client.close()
+            if not args.node_name and names:
+                print(f'{target}:')
+            for name in names:
+                print(f'  {name} (type: {types.get(name)})' if args.param_type else f'  {name}')
 
 
 class GetVerb(_NodeVerb):
@@ -236,9 +251,65 @@ class SetVerb(_NodeVerb):
         result = response.results[0]
         if result.successful:
             print('Set parameter successful' + (f': {result.reason}' if result.reason else ''))
-            return 0
-        print('Setting parameter failed' + (f': {result.reason}' if result.reason else ''), file=sys.stderr)
-        return 1
+        else:  # ros2 param set exits 0 here too: the node answered, and said no
+            print('Setting parameter failed' + (f': {result.reason}' if result.reason else ''), file=sys.stderr)
+        return 0
+
+
+class DeleteVerb(_NodeVerb):
+    """Delete parameter."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        self.add_node_argument(parser)
+        parser.add_argument('parameter_name', help='Name of the parameter')
+
+    def run(self, args: argparse.Namespace) -> int:
+        with cli_node('param') as node:
+            target = wait_for_node(node, args.node_name, args.spin_time)
+            client = _Client(node, target)
+            try:
+                # Setting a parameter to "not set" undeclares it (refused unless the node allows undeclared).
+                response = client.call(client.client.set_parameters(
+                    [ParameterMsg(name=args.parameter_name, value=ParameterValue(type=ParameterType.PARAMETER_NOT_SET))]))
+            finally:
+                client.close()
+        result = response.results[0]
+        if result.successful:
+            print('Deleted parameter successfully' + (f': {result.reason}' if result.reason else ''))
+        else:
+            print('Deleting parameter failed' + (f': {result.reason}' if result.reason else ''), file=sys.stderr)
+        return 0
+
+
+class LoadVerb(_NodeVerb):
+    """Load parameter file for a node."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        self.add_node_argument(parser)
+        parser.add_argument('parameter_file', help='Parameter file')
+        parser.add_argument('--no-use-wildcard', action='store_true',
+                            help="Do not load parameters in the '/**' namespace into the node")
+
+    def run(self, args: argparse.Namespace) -> int:
+        # As ros2: every node's section of the file (and '/**' unless --no-use-wildcard), in file order.
+        try:
+            params = list(parameter_dict_from_yaml_file(args.parameter_file, not args.no_use_wildcard).values())
+        except (OSError, RuntimeError, yaml.YAMLError, AttributeError, TypeError) as exc:
+            raise CommandError(f'cannot load parameter file {args.parameter_file!r}: {exc}') from None
+        with cli_node('param') as node:
+            target = wait_for_node(node, args.node_name, args.spin_time)
+            client = _Client(node, target)
+            try:
+                response = client.call(client.client.set_parameters(params))
+            finally:
+                client.close()
+        for param, result in zip(params, response.results, strict=False):
+            reason = f': {result.reason}' if result.reason else ''
+            if result.successful:
+                print(f'Set parameter {param.name} successful{reason}')
+            else:
+                print(f'Set parameter {param.name} failed{reason}', file=sys.stderr)
+        return 0
 
 
 class DescribeVerb(_NodeVerb):
@@ -285,12 +356,16 @@ class DumpVerb(_NodeVerb):
     def run(self, args: argparse.Namespace) -> int:
         with cli_node('param') as node:
             target = wait_for_node(node, args.node_name, args.spin_time)
-            client = _Client(node, target)
             try:
-                names = client.list()
-                values = client.get(names) if names else []
-            finally:
-                client.close()
+                client = _Client(node, target)
+                try:
+                    names = client.names()
+                    values = client.get(names) if names else []
+                finally:
+                    client.close()
+            except CommandError as exc:  # ros2 param dump says why on stderr and exits 0 here
+                print(exc, file=sys.stderr)
+                return 0
         params: dict[str, Any] = {}
         for name, pv in zip(names, values, strict=True):
             _insert(params, name, parameter_value_to_python(pv))
@@ -311,4 +386,5 @@ def _insert(tree: dict, dotted: str, value: Any) -> None:
 class ParamCommand(CommandExtension):
     """Various param related sub-commands (as `ros2 param`, for the pip path without ros2cli)."""
 
-    verbs = {'list': ListVerb, 'get': GetVerb, 'set': SetVerb, 'describe': DescribeVerb, 'dump': DumpVerb}
+    verbs = {'list': ListVerb, 'get': GetVerb, 'set': SetVerb, 'delete': DeleteVerb, 'describe': DescribeVerb,
+             'dump': DumpVerb, 'load': LoadVerb}

@@ -4,30 +4,55 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from typing import Any
 
 from rclpy.node import Node
+from rclpy.qos import qos_profile_services_default
+from service_msgs.msg import ServiceEventInfo
 
 from autopilot_cli.base import CommandError, CommandExtension
 from autopilot_cli.graph import (
+    DEFAULT_SPIN_TIME,
+    Graph,
     GraphVerb,
     cli_executor,
     cli_node,
     expand_name,
+    graph_node,
     is_hidden_name,
     listing,
+    nonnegative_int,
     positive_float,
+    settle_time,
+    settled,
+    uses_daemon,
     wait_until,
 )
 from autopilot_core import executors
-from autopilot_runtime_py.messages import get_service, parse_yaml_mapping, set_message_fields, type_name
+from autopilot_runtime_py.messages import (
+    get_service,
+    message_to_csv,
+    message_to_dict,
+    parse_yaml_mapping,
+    set_message_fields,
+    to_yaml,
+    type_name,
+)
+
+#: The topic rclpy publishes a service's introspection events on, under the service name.
+EVENT_TOPIC_SUFFIX = '/_service_event'
+EVENT_NAMES = {ServiceEventInfo.REQUEST_SENT: 'REQUEST_SENT', ServiceEventInfo.REQUEST_RECEIVED: 'REQUEST_RECEIVED',
+               ServiceEventInfo.RESPONSE_SENT: 'RESPONSE_SENT',
+               ServiceEventInfo.RESPONSE_RECEIVED: 'RESPONSE_RECEIVED'}
 
 
 class ListVerb(GraphVerb):
     """Output a list of available services."""
 
     lists = True
+    daemon_ok = True
 
     def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
         parser.add_argument('-t', '--show-types', action='store_true', help='Additionally show the service type')
@@ -36,7 +61,7 @@ class ListVerb(GraphVerb):
         parser.add_argument('--include-hidden-services', action='store_true', help='Consider hidden services as well')
 
     def run(self, args: argparse.Namespace) -> int:
-        with cli_node('service') as node:
+        with graph_node('service', args) as node:
             services = listing(node, lambda: sorted(
                 (n, tuple(t)) for n, t in node.get_service_names_and_types()
                 if args.include_hidden_services or not is_hidden_name(n)), args)
@@ -48,23 +73,145 @@ class ListVerb(GraphVerb):
         return 0
 
 
-def _service_types(node: Node, service: str) -> list[str]:
+def _service_types(node: Graph, service: str) -> list[str]:
     return next((t for n, t in node.get_service_names_and_types() if n == service), [])
 
 
 class TypeVerb(GraphVerb):
     """Output a service's type."""
 
+    daemon_ok = True
+
     def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
         parser.add_argument('service_name', help="Name of the ROS service (e.g. '/add_two_ints')")
 
     def run(self, args: argparse.Namespace) -> int | str:
-        with cli_node('service') as node:
+        with graph_node('service', args) as node:
             service = expand_name(node, args.service_name, 'service')
             types = wait_until(lambda: _service_types(node, service), args.spin_time)
         if not types:
             return f"Unknown service '{service}' (not discovered within {args.spin_time:g} s)"
         print(*types, sep='\n')
+        return 0
+
+
+class FindVerb(GraphVerb):
+    """Output a list of available services of a given type."""
+
+    lists = True
+    daemon_ok = True
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('service_type', help='Name of the ROS service type to filter for '
+                                                 "(e.g. 'rcl_interfaces/srv/ListParameters')")
+        parser.add_argument('-c', '--count-services', action='store_true',
+                            help='Only display the number of services discovered')
+        parser.add_argument('--include-hidden-services', action='store_true', help='Consider hidden services as well')
+
+    def run(self, args: argparse.Namespace) -> int:
+        with graph_node('service', args) as node:
+            services = listing(node, lambda: sorted(
+                n for n, t in node.get_service_names_and_types()
+                if args.service_type in t and (args.include_hidden_services or not is_hidden_name(n))), args)
+        if args.count_services:
+            print(len(services))
+        else:
+            for name in services:
+                print(name)
+        return 0
+
+
+class InfoVerb(GraphVerb):
+    """Print information about a service."""
+
+    daemon_ok = True
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('service_name', help="Name of the ROS service to get info (e.g. '/add_two_ints')")
+
+    def run(self, args: argparse.Namespace) -> int | str:
+        with graph_node('service', args) as node:
+            service = expand_name(node, args.service_name, 'service')
+            if not wait_until(lambda: _service_types(node, service), args.spin_time):
+                return f"Unknown service '{service}'"
+            # Clients and servers of other participants arrive up to one announcement period apart.
+            listen = 0.0 if uses_daemon(node) else min(args.spin_time, DEFAULT_SPIN_TIME)
+            types, clients, servers = settled(node, lambda: (_service_types(node, service),
+                                                             node.count_clients(service),
+                                                             node.count_services(service)),
+                                              settle=settle_time(node, args), min_time=listen)
+        print(f'Type: {types[0] if len(types) == 1 else types}')
+        print(f'Clients count: {clients}')
+        print(f'Services count: {servers}')
+        return 0
+
+
+class EchoVerb(GraphVerb):
+    """Echo a service (its requests and responses, where service introspection is on)."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('service_name', help="Name of the ROS service to echo (e.g. '/add_two_ints')")
+        parser.add_argument('service_type', nargs='?',
+                            help="Type of the ROS service (e.g. 'example_interfaces/srv/AddTwoInts'); default: "
+                                 'from the graph')
+        parser.add_argument('--csv', action='store_true',
+                            help='Output all recursive fields separated by commas (e.g. for plotting).')
+        parser.add_argument('--full-length', '-f', action='store_true',
+                            help='Output all elements for arrays, bytes, and strings longer than --truncate-length')
+        parser.add_argument('--truncate-length', '-l', type=nonnegative_int, default=128,
+                            help='The length to truncate arrays, bytes, and string to (default: %(default)s)')
+        parser.add_argument('--no-arr', action='store_true', help="Don't print array fields of messages")
+        parser.add_argument('--no-str', action='store_true', help="Don't print string fields of messages")
+        parser.add_argument('--flow-style', action='store_true', help='Print collections in the flow style')
+        parser.add_argument('--once', action='store_true',
+                            help='Print the first event received and then exit (autopilot addition)')
+        parser.add_argument('--timeout', metavar='SECONDS', type=positive_float, default=None,
+                            help='Exit after this many seconds (autopilot addition; ros2 runs until Ctrl-C)')
+
+    def run(self, args: argparse.Namespace) -> int:
+        srv = get_service(args.service_type) if args.service_type else None
+        truncate = None if args.full_length else args.truncate_length
+        with cli_node('service_echo') as node:
+            service = expand_name(node, args.service_name, 'service')
+            if srv is None:
+                types = wait_until(lambda: _service_types(node, service), args.spin_time)
+                if not types:
+                    raise CommandError(f"could not determine the type of service '{service}': it was not "
+                                       f'discovered within {args.spin_time:g} s (give the type as an argument)')
+                srv = get_service(types[0])
+            topic = service + EVENT_TOPIC_SUFFIX
+            done = threading.Event()
+
+            def on_event(msg: Any) -> None:
+                if done.is_set():
+                    return
+                if args.csv:
+                    text = message_to_csv(msg, truncate_length=truncate, no_arr=args.no_arr, no_str=args.no_str)
+                else:
+                    plain = message_to_dict(msg, truncate_length=truncate, no_arr=args.no_arr, no_str=args.no_str)
+                    info = plain.get('info', {})
+                    info['event_type'] = EVENT_NAMES.get(info.get('event_type'), info.get('event_type'))
+                    text = to_yaml(plain, flow_style=args.flow_style) + '---'
+                print(text, flush=True)
+                if args.once:
+                    done.set()
+
+            sub = node.create_subscription(srv.Event, topic, on_event, qos_profile_services_default)
+            executor = cli_executor(node)
+            warned = False
+            start = time.monotonic()
+            deadline = None if args.timeout is None else start + args.timeout
+            try:
+                executor.add_node(node)
+                while not done.is_set() and (deadline is None or time.monotonic() < deadline):
+                    # Publishers are discovered up to one announcement period after this node starts.
+                    if not warned and time.monotonic() - start >= DEFAULT_SPIN_TIME and sub.get_publisher_count() < 1:
+                        print(f"No publishers on topic '{topic}'; is service introspection on the client or "
+                              f'server enabled?', flush=True)
+                        warned = True
+                    executors.spin(node, executor, timeout_sec=0.1)
+            finally:
+                executor.shutdown(timeout_sec=1.0)
         return 0
 
 
@@ -150,4 +297,5 @@ _PARAM_SERVICES = ('/describe_parameters', '/get_parameter_types', '/get_paramet
 class ServiceCommand(CommandExtension):
     """Various service related sub-commands (as `ros2 service`, for the pip path without ros2cli)."""
 
-    verbs = {'list': ListVerb, 'type': TypeVerb, 'call': CallVerb}
+    verbs = {'list': ListVerb, 'type': TypeVerb, 'find': FindVerb, 'info': InfoVerb, 'call': CallVerb,
+             'echo': EchoVerb}

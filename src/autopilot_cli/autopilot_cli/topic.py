@@ -20,12 +20,14 @@ from rclpy.qos import qos_profile_sensor_data
 from autopilot_cli.base import CommandError, CommandExtension
 from autopilot_cli.graph import (
     DEFAULT_SPIN_TIME,
+    Graph,
     GraphVerb,
     add_qos_arguments,
     cli_executor,
     cli_node,
     compatible_qos,
     expand_name,
+    graph_node,
     is_hidden_name,
     listing,
     nonnegative_int,
@@ -33,8 +35,10 @@ from autopilot_cli.graph import (
     positive_int,
     qos_from_args,
     qos_overridden,
+    settle_time,
     settled,
     topic_types,
+    uses_daemon,
     wait_until,
 )
 from autopilot_core import executors
@@ -71,6 +75,7 @@ class ListVerb(GraphVerb):
     """Output a list of available topics."""
 
     lists = True
+    daemon_ok = True
 
     def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
         parser.add_argument('-t', '--show-types', action='store_true', help='Additionally show the topic type')
@@ -80,7 +85,7 @@ class ListVerb(GraphVerb):
         parser.add_argument('-v', '--verbose', action='store_true', help='List full details about each topic')
 
     def run(self, args: argparse.Namespace) -> int:
-        with cli_node('topic') as node:
+        with graph_node('topic', args) as node:
             def snapshot() -> list[tuple[str, tuple[str, ...], int, int]]:
                 return sorted((n, tuple(t), len(node.get_publishers_info_by_topic(n)),
                                len(node.get_subscriptions_info_by_topic(n)))
@@ -104,12 +109,15 @@ class ListVerb(GraphVerb):
         return 0
 
 
-def _wait_topic(node: Node, topic: str, spin_time: float, settle: float, publishers: bool = False) -> list[str]:
+def _wait_topic(node: Graph, topic: str, spin_time: float, settle: float, publishers: bool = False,
+                complete: bool = False) -> list[str]:
     """Types of ``topic`` once it is in the graph and its endpoints stopped changing ([] when not found).
 
     With ``publishers``, wait for a publisher too (echo and hz need one; a topic seen only through
     subscriptions, perhaps another CLI's that is about to leave, is waited on for up to one announcement
     period more). Types seen while waiting are kept if the endpoints carrying them leave during the settle.
+    With ``complete`` (counts that must be right), a command's own node listens one announcement period first:
+    the endpoints of other participants arrive up to 3 s after the first.
     """
     start = time.monotonic()
 
@@ -123,15 +131,18 @@ def _wait_topic(node: Node, topic: str, spin_time: float, settle: float, publish
     seen = wait_until(found, spin_time)
     if not seen:
         return topic_types(node, topic) if publishers else []
+    listen = 0.0 if not complete or uses_daemon(node) else min(spin_time, DEFAULT_SPIN_TIME)
+    min_time = max(0.0, start + listen - time.monotonic())
     final = settled(node, lambda: (topic_types(node, topic), node.count_publishers(topic),
-                                   node.count_subscribers(topic)), settle=settle)[0]
+                                   node.count_subscribers(topic)), settle=settle, min_time=min_time,
+                    max_time=min_time + 4 * settle)[0]
     return final or seen
 
 
-def _lookup_topic(node: Any, args: argparse.Namespace) -> tuple[str, list[str]]:
+def _lookup_topic(node: Graph, args: argparse.Namespace, complete: bool = False) -> tuple[str, list[str]]:
     """The expanded ``args.topic_name`` and its types once discovered (empty if it never appears)."""
     topic = expand_name(node, args.topic_name)
-    return topic, _wait_topic(node, topic, args.spin_time, args.settle)
+    return topic, _wait_topic(node, topic, args.spin_time, settle_time(node, args), complete=complete)
 
 
 def _unknown_topic(topic: str, args: argparse.Namespace) -> str:
@@ -141,6 +152,8 @@ def _unknown_topic(topic: str, args: argparse.Namespace) -> str:
 class InfoVerb(GraphVerb):
     """Print information about a topic."""
 
+    daemon_ok = True
+
     def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
         parser.add_argument('topic_name', help="Name of the ROS topic to get info (e.g. '/chatter')")
         parser.add_argument('-v', '--verbose', action='store_true',
@@ -148,8 +161,8 @@ class InfoVerb(GraphVerb):
                                  'topic type hash, GUID, and QoS Profile of the publishers and subscribers')
 
     def run(self, args: argparse.Namespace) -> int | str:
-        with cli_node('topic') as node:
-            topic, types = _lookup_topic(node, args)
+        with graph_node('topic', args) as node:
+            topic, types = _lookup_topic(node, args, complete=True)
             if not types:
                 return _unknown_topic(topic, args)
             end = '\n\n' if args.verbose else '\n'
@@ -170,11 +183,13 @@ class InfoVerb(GraphVerb):
 class TypeVerb(GraphVerb):
     """Print a topic's type."""
 
+    daemon_ok = True
+
     def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
         parser.add_argument('topic_name', help="Name of the ROS topic (e.g. '/chatter')")
 
     def run(self, args: argparse.Namespace) -> int | str:
-        with cli_node('topic') as node:
+        with graph_node('topic', args) as node:
             topic, types = _lookup_topic(node, args)
         if not types:
             return _unknown_topic(topic, args)
@@ -349,6 +364,171 @@ class HzVerb(GraphVerb):
         return 0
 
 
+class FindVerb(GraphVerb):
+    """Output a list of available topics of a given type."""
+
+    lists = True
+    daemon_ok = True
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('topic_type', help="Name of the ROS topic type to filter for (e.g. 'std_msgs/msg/String')")
+        parser.add_argument('-c', '--count-topics', action='store_true',
+                            help='Only display the number of topics discovered')
+        parser.add_argument('--include-hidden-topics', action='store_true', help='Consider hidden topics as well')
+
+    def run(self, args: argparse.Namespace) -> int:
+        with graph_node('topic', args) as node:
+            topics = listing(node, lambda: sorted(
+                n for n, t in node.get_topic_names_and_types()
+                if args.topic_type in t and (args.include_hidden_topics or not is_hidden_name(n))), args)
+        if args.count_topics:
+            _out(str(len(topics)))
+        for name in [] if args.count_topics else topics:
+            _out(name)
+        return 0
+
+
+def _measure(node: Node, topic: str, cls: Any, on_message: Any, report: Any, duration: float | None,
+             raw: bool) -> None:
+    """Subscribe ``topic`` (sensor-data QoS, as ros2's hz/bw/delay), print ``report()`` every second until
+    ``duration`` passes (or Ctrl-C)."""
+    node.create_subscription(cls, topic, on_message, qos_profile_sensor_data, raw=raw)
+    deadline = None if duration is None else time.monotonic() + duration
+    next_report = time.monotonic() + 1.0
+    executor = cli_executor(node)
+    executor.add_node(node)
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            executors.spin(node, executor, timeout_sec=0.1)
+            if time.monotonic() >= next_report:
+                next_report += 1.0
+                text = report()
+                if text:
+                    _out(text)
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+
+
+def _published_class(node: Node, args: argparse.Namespace) -> tuple[str, Any]:
+    """The topic named and its message class, once it has a publisher (waits like ros2: until Ctrl-C,
+    or ``--duration``); (topic, None) if it never appeared."""
+    topic = expand_name(node, args.topic_name)
+    types = _wait_topic(node, topic, args.spin_time, args.settle, publishers=True)
+    if not types:
+        types = wait_until(lambda: topic_types(node, topic), args.duration or math.inf)
+    return topic, get_message(types[0]) if types else None
+
+
+def _add_measure_arguments(parser: argparse.ArgumentParser, what: str, window: int) -> None:
+    parser.add_argument('topic_name', metavar='topic', help=f'Topic name to {what}')
+    parser.add_argument('--window', '-w', type=positive_int, default=window, metavar='WINDOW',
+                        help=f'maximum window size, in # of messages, for calculating rate (default: {window})')
+    parser.add_argument('--duration', type=positive_float, default=None, metavar='SECONDS',
+                        help='stop after this many seconds (autopilot addition; ros2 runs until Ctrl-C)')
+
+
+def _size(num_bytes: float, unit: str) -> str:
+    if unit == 'B':
+        return f'{num_bytes:.0f} B'
+    return f'{num_bytes / (1000 if unit == "KB" else 1_000_000):.2f} {unit}'
+
+
+class BandwidthStats:
+    """Sizes and arrival times of the last ``window`` messages, reported as ``ros2 topic bw`` does."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.samples: list[tuple[int, int]] = []  # (arrival ns, bytes)
+
+    def add(self, now_ns: int, size: int) -> None:
+        self.samples.append((now_ns, size))
+        del self.samples[:-self.window]
+
+    def report(self, now_ns: int) -> str | None:
+        if len(self.samples) < 2 or now_ns <= self.samples[0][0]:
+            return None
+        sizes = [size for _, size in self.samples]
+        per_s = sum(sizes) / ((now_ns - self.samples[0][0]) * 1e-9)
+        unit = 'B' if per_s < 1000 else 'KB' if per_s < 1_000_000 else 'MB'
+        bw, mean, low, high = (_size(v, unit) for v in (per_s, sum(sizes) / len(sizes), min(sizes), max(sizes)))
+        return f'{bw}/s from {len(sizes)} messages\n\tMessage size mean: {mean} min: {low} max: {high}'
+
+
+class BwVerb(GraphVerb):
+    """Display bandwidth used by topic."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        _add_measure_arguments(parser, 'monitor for bandwidth utilization', 100)
+
+    def run(self, args: argparse.Namespace) -> int:
+        with cli_node('bw') as node:
+            topic, cls = _published_class(node, args)
+            if cls is None:
+                return 0
+            stats = BandwidthStats(args.window)
+            clock = node.get_clock()
+            _out(f'Subscribed to [{topic}]')
+            _measure(node, topic, cls, lambda data: stats.add(clock.now().nanoseconds, len(data)),
+                     lambda: stats.report(clock.now().nanoseconds), args.duration, raw=True)
+        return 0
+
+
+class DelayStats:
+    """Delays between a message's header stamp and its arrival, reported as ``ros2 topic delay`` does
+    (the first message only starts the count)."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.delays: list[int] = []
+        self.started = False
+        self.new = False
+
+    def add(self, now_ns: int, stamp_ns: int) -> None:
+        if not self.started:
+            self.started = True
+            return
+        self.delays.append(now_ns - stamp_ns)
+        del self.delays[:-self.window]
+        self.new = True
+
+    def report(self) -> str | None:
+        if not self.delays:
+            return None
+        if not self.new:
+            return 'no new messages'
+        self.new = False
+        n = len(self.delays)
+        mean = sum(self.delays) / n
+        std = math.sqrt(sum((d - mean) ** 2 for d in self.delays) / n)
+        return (f'average delay: {mean * 1e-9:.3f}\n\tmin: {min(self.delays) * 1e-9:.3f}s '
+                f'max: {max(self.delays) * 1e-9:.3f}s std dev: {std * 1e-9:.5f}s window: {n}')
+
+
+class DelayVerb(GraphVerb):
+    """Display delay of topic from timestamp in header."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        _add_measure_arguments(parser, 'calculate the delay for', 10000)
+
+    def run(self, args: argparse.Namespace) -> int:
+        with cli_node('delay') as node:
+            topic, cls = _published_class(node, args)
+            if cls is None:
+                return 0
+            if 'header' not in cls.get_fields_and_field_types():
+                raise CommandError(f"topic '{topic}' has type {type_name(cls)}, which has no header: no delay "
+                                   f"to measure")
+            stats = DelayStats(args.window)
+            clock = node.get_clock()
+
+            def on_message(msg: Any) -> None:
+                stamp = msg.header.stamp
+                stats.add(clock.now().nanoseconds, stamp.sec * 1_000_000_000 + stamp.nanosec)
+
+            _measure(node, topic, cls, on_message, stats.report, args.duration, raw=False)
+        return 0
+
+
 class RateStats:
     """Intervals between messages over a window, reported about once a second, formatted as ros2 topic hz."""
 
@@ -466,6 +646,6 @@ class PubVerb(GraphVerb):
 class TopicCommand(CommandExtension):
     """Various topic related sub-commands (as `ros2 topic`, for the pip path without ros2cli)."""
 
-    verbs = {'list': ListVerb, 'info': InfoVerb, 'type': TypeVerb, 'echo': EchoVerb, 'hz': HzVerb,
-             'pub': PubVerb}
+    verbs = {'list': ListVerb, 'info': InfoVerb, 'type': TypeVerb, 'find': FindVerb, 'echo': EchoVerb,
+             'hz': HzVerb, 'bw': BwVerb, 'delay': DelayVerb, 'pub': PubVerb}
 

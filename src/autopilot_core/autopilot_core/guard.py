@@ -32,7 +32,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
-from autopilot_core.checks import MAX_ITEMS, MAX_TEXT, InputError, finite, sequence, short, text  # noqa: F401 - re-exported
+from autopilot_core.checks import InputError, short
 
 #: Longest a node stays quiet about refusals on one endpoint (the first is logged at once).
 LOG_INTERVAL_S = 5.0

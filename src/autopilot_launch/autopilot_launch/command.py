@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 from autopilot_cli.base import CommandError, CommandExtension
 from autopilot_launch.errors import LaunchError
@@ -72,8 +71,10 @@ class LaunchCommand(CommandExtension):
                 sys.stdout.write(format_args(collect_args(path)))
                 return 0
             if args.print:
-                params_dir = tempfile.mkdtemp(prefix='autopilot_launch_params_')
-                evaluator = Evaluator(configs, params_dir=params_dir, output_override=override)
+                # The parameter files a run would write are shown with their text, not written: --print
+                # leaves nothing behind.
+                params_dir = os.path.join(new_log_dir_name(log_base_dir()), 'params')
+                evaluator = Evaluator(configs, params_dir=params_dir, output_override=override, write_files=False)
                 plan = evaluator.evaluate(path)
                 _warn_undeclared(evaluator.undeclared())
                 sys.stdout.write(describe_plan(plan))

@@ -162,13 +162,16 @@ def yaml_scalar(value: Any) -> str:
 class Evaluator:
     """Walks the actions in order and builds the :class:`Plan`.
 
-    ``params_dir``: where generated parameter files are written (created on demand).
+    ``params_dir``: where generated parameter files are written (created on demand); with ``write_files``
+    false, only their paths and text are kept in the plan (``--print``).
     ``output_override``: an output mode forced on every process (``-a`` / OVERRIDE_LAUNCH_PROCESS_OUTPUT).
     """
 
     def __init__(self, launch_args: Mapping[str, str], *, env: Mapping[str, str] | None = None,
-                 params_dir: str, log_dir: str = '', output_override: str | None = None) -> None:
+                 params_dir: str, log_dir: str = '', output_override: str | None = None,
+                 write_files: bool = True) -> None:
         self.base_env = dict(os.environ if env is None else env)
+        self.write_files = write_files
         self.scope = Scope(dict(launch_args), dict(self.base_env))
         self.params_dir = params_dir
         self.log_dir = log_dir
@@ -458,11 +461,12 @@ class Evaluator:
         return paths
 
     def write_params(self, spec: ProcessSpec, data: dict[str, Any] | str) -> str:
-        os.makedirs(self.params_dir, exist_ok=True)
         path = os.path.join(self.params_dir, f'{spec.label}.params-{len(spec.params_files)}.yaml')
         text = data if isinstance(data, str) else yaml.safe_dump(data, default_flow_style=False)
-        with open(path, 'w', encoding='utf-8') as f:
-            f.write(text)
+        if self.write_files:
+            os.makedirs(self.params_dir, exist_ok=True)
+            with open(path, 'w', encoding='utf-8') as f:
+                f.write(text)
         spec.params_files.append((path, text))
         return path
 
@@ -473,10 +477,11 @@ class Evaluator:
                            'ros2 launch would warn and start the node without it; fix the path')
         allow = entry.allow_substs
         if isinstance(allow, d.Val):
+            given = allow
             try:
-                allow = to_bool(self.perf(allow))
+                allow = to_bool(self.perf(given))
             except SubstitutionError as exc:
-                raise self.err(exc.message, allow.where) from None
+                raise self.err(exc.message, given.where) from None
         if not allow:
             return path
         with open(path, encoding='utf-8') as f:

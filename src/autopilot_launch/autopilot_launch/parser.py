@@ -75,6 +75,11 @@ _Loader.add_constructor('tag:yaml.org,2002:map', _construct_map)
 _Loader.add_constructor('tag:yaml.org,2002:seq', _construct_seq)
 
 
+def _key_line(mapping: dict, key: Any) -> int:
+    """The line of ``key`` in a mapping load_yaml read (1 for a mapping made in code)."""
+    return mapping.key_lines[key] if isinstance(mapping, _Map) else 1
+
+
 def load_yaml(path: str) -> Any:
     """Load a YAML file with line numbers; errors give ``file:line`` from PyYAML's marks."""
     try:
@@ -306,7 +311,7 @@ class FileParser:
             raise LaunchError(f"a launch file has exactly one top-level key, 'launch' (found: {keys})",
                               self.where(line), 'start the file with\nlaunch:\n- node: {pkg: ..., exec: ...}')
         root = tree['launch']
-        line = tree.key_lines['launch']
+        line = _key_line(tree, 'launch')
         if isinstance(root, dict):  # launch: {children: [...]} is allowed by launch_yaml too
             attrs = _Attrs(self, 'launch', root, line, 'launch', ({'children': KIDS, 'deprecated': STR}, {'children'}))
             if attrs.has('deprecated'):
@@ -331,7 +336,7 @@ class FileParser:
                               self.where(line, key),
                               'indent the attributes under the action: \n- node:\n    pkg: ...\n    exec: ...')
         kind = next(iter(item))
-        kline = item.key_lines[kind]
+        kline = _key_line(item, kind)
         if kind in UNSUPPORTED:
             raise LaunchError(f"'{kind}' is a ros2 launch action that autopilot launch does not support: "
                               f'{UNSUPPORTED[kind]}', self.where(kline, str(kind)))

@@ -53,6 +53,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -89,7 +90,7 @@ def new_log_dir_name(base: str) -> str:
         time.sleep(1e-6)
 
 
-def _pdeathsig_setter() -> object:
+def _pdeathsig_setter() -> Callable[[], None] | None:
     # Resolved in the parent: the child only makes one FFI call between fork and exec.
     libc_name = ctypes.util.find_library('c')
     try:
@@ -243,7 +244,7 @@ class Runner:
             c.popen = subprocess.Popen(
                 ' '.join(spec.cmd) if spec.shell else spec.cmd, shell=spec.shell, env=spec.env, cwd=spec.cwd,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                start_new_session=True, preexec_fn=self._preexec)  # type: ignore[arg-type]
+                start_new_session=True, preexec_fn=self._preexec)
         except OSError as exc:
             c.popen = None
             c.respawn_at = None

@@ -374,7 +374,7 @@ def _eval(ctx: SubContext, args: tuple[Template, ...]) -> str:
         scope[name] = module
     try:
         return str(eval(expression, {}, scope))  # noqa: S307 - the launch file is the user's own code
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any error of the user's expression is told as a substitution error
         raise SubstitutionError(f'$(eval) of {expression!r} failed: {type(exc).__name__}: {exc}') from None
 
 

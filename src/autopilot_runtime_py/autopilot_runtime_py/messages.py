@@ -293,10 +293,11 @@ def set_message_fields(msg: Any, values: Mapping[str, Any], *, expand_header_aut
     return stampers
 
 
-def message_from_dict(cls: Any, values: Mapping[str, Any] | None, **kwargs: bool) -> Any:
+def message_from_dict(cls: Any, values: Mapping[str, Any] | None, *, expand_header_auto: bool = False,
+                      expand_time_now: bool = False) -> Any:
     """A new ``cls`` message filled from ``values`` (see set_message_fields)."""
     msg = cls()
-    set_message_fields(msg, values or {}, **kwargs)
+    set_message_fields(msg, values or {}, expand_header_auto=expand_header_auto, expand_time_now=expand_time_now)
     return msg
 
 
@@ -395,7 +396,7 @@ def _convert_nested_message(value: Any, t: NamespacedType, path: str, stampers: 
         header = cls()
         stampers.append(partial(setattr, header, 'stamp'))
         return header
-    if now and name == 'builtin_interfaces/msg/Time' and value == 'now' and owner is not None:
+    if now and name == 'builtin_interfaces/msg/Time' and value == 'now' and owner is not None and field is not None:
         stampers.append(partial(setattr, owner, field))
         return cls()
     if name in _TIME_TYPES and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -545,10 +546,10 @@ def _csv_value(value: Any, t: Any, truncate: int | None, no_arr: bool, no_str: b
         return ','.join(parts)
     if isinstance(value, str) and no_str:
         return f'<string length: <{len(value)}>>'
-    if isinstance(value, (str, bytes)):
-        if truncate is not None and len(value) > truncate:
-            value = value[:truncate] + (b'...' if isinstance(value, bytes) else '...')
-        return str(value)
+    if isinstance(value, bytes):
+        return str(value[:truncate] + b'...' if truncate is not None and len(value) > truncate else value)
+    if isinstance(value, str):
+        return value[:truncate] + '...' if truncate is not None and len(value) > truncate else value
     if isinstance(value, (numpy.number, numpy.bool_)):
         return str(value.item())
     if isinstance(value, (bool, int, float)):
