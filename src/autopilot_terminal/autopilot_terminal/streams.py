@@ -21,10 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from rclpy.serialization import deserialize_message
 
+from autopilot_core import stamps
 from autopilot_runtime_py.messages import get_message
 
 from .cdr import CdrError
@@ -51,11 +53,15 @@ class Column:
     time: bool = False  # a builtin_interfaces Time/Duration in ns
 
 
-def _time_ns(t: Any) -> int:
-    return t.sec * 1_000_000_000 + t.nanosec
+def _item(get: Callable[[Any], Any], i: int, m: Any) -> Any:
+    return get(m)[i]
 
 
-def _walk(cls: type, prefix: str, get: Callable[[Any], Any], cols: list[Column], skipped: list[str]) -> None:
+def _ns(get: Callable[[Any], Any], m: Any) -> int:
+    return stamps.to_ns(get(m))
+
+
+def _walk(cls: Any, prefix: str, get: Callable[[Any], Any], cols: list[Column], skipped: list[str]) -> None:
     for field, type_name in cls.get_fields_and_field_types().items():
         path = f'{prefix}{field}'
 
@@ -64,18 +70,18 @@ def _walk(cls: type, prefix: str, get: Callable[[Any], Any], cols: list[Column],
         base = type_name.split('<')[0]  # bounded strings: string<=10
         array = _ARRAY.match(type_name)
         if type_name in ('byte', 'octet'):  # bytes of length 1 in Python
-            cols.append(Column(path, 'u1', lambda m, child=child: child(m)[0]))
+            cols.append(Column(path, 'u1', partial(_item, child, 0)))
         elif type_name in _NUMBERS:
             cols.append(Column(path, _NUMBERS[type_name], child))
         elif base in ('string', 'wstring'):
             cols.append(Column(path, f'S{STRING_BYTES}', child))
         elif type_name in _TIMES:
-            cols.append(Column(path, 'i8', lambda m, child=child: _time_ns(child(m)), time=True))
+            cols.append(Column(path, 'i8', partial(_ns, child), time=True))
         elif array and array['base'] in _NUMBERS and array['base'] not in ('byte', 'octet') \
                 and int(array['n']) <= MAX_ARRAY:
             code = _NUMBERS[array['base']]
             for i in range(int(array['n'])):
-                cols.append(Column(f'{path}.{i}', code, lambda m, child=child, i=i: child(m)[i]))
+                cols.append(Column(f'{path}.{i}', code, partial(_item, child, i)))
         elif '/' in type_name and not array and not type_name.startswith('sequence'):
             _walk(get_message(type_name), f'{path}.', child, cols, skipped)
         else:

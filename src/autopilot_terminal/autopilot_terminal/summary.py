@@ -29,6 +29,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib as mpl
 import numpy as np
@@ -48,7 +49,7 @@ DPI = 120
 _STEP_COLOURS = ('#4C72B0', '#DD8452', '#55A868', '#C44E52', '#8172B3', '#937860', '#DA8BC3', '#8C8C8C',
                  '#CCB974', '#64B5CD')
 _ACCURACY = '#1f3b73'
-_STYLE = {'font.size': 10, 'axes.titlesize': 11, 'axes.labelsize': 10, 'xtick.labelsize': 9, 'ytick.labelsize': 9,
+_STYLE: dict[str, Any] = {'font.size': 10, 'axes.titlesize': 11, 'axes.labelsize': 10, 'xtick.labelsize': 9, 'ytick.labelsize': 9,
           'legend.fontsize': 9, 'axes.spines.top': False, 'axes.spines.right': False}
 _BIAS_RIGHT, _BIAS_LEFT = '#d1495b', '#2e86ab'
 
@@ -77,7 +78,7 @@ class _Session:
     @property
     def accuracy(self) -> float:
         mask = self.scored
-        if mask is None or not mask.any():
+        if mask is None or self.correct is None or not mask.any():
             return float('nan')
         return float(self.correct[mask].mean())
 
@@ -95,7 +96,8 @@ def summary_figure(path: Path | str) -> Figure:
     subject, biography, sessions = _load(path)
     if not sessions:
         raise ValueError(f'{path}: subject {subject} has no sessions yet; nothing to plot (run a session first)')
-    with mpl.rc_context(_STYLE):  # styles are read when artists are made: build the whole figure inside
+    with mpl.rc_context():  # styles are read when artists are made: build the whole figure inside
+        mpl.rcParams.update(_STYLE)
         return _figure(subject, biography, sessions)
 
 
@@ -212,7 +214,7 @@ def _session_bands(ax: Axes, sessions: Sequence[_Session]) -> None:
 
 def _accuracy_series(s: _Session) -> tuple[np.ndarray, np.ndarray] | None:
     mask = s.scored
-    return None if mask is None or not mask.any() else (mask, s.correct[mask])
+    return None if mask is None or s.correct is None or not mask.any() else (mask, s.correct[mask])
 
 
 def _reward_series(s: _Session) -> tuple[np.ndarray, np.ndarray] | None:
