@@ -36,6 +36,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.typing import RcKeyType
 
 from .storage import SubjectReader
 
@@ -49,7 +50,7 @@ DPI = 120
 _STEP_COLOURS = ('#4C72B0', '#DD8452', '#55A868', '#C44E52', '#8172B3', '#937860', '#DA8BC3', '#8C8C8C',
                  '#CCB974', '#64B5CD')
 _ACCURACY = '#1f3b73'
-_STYLE: dict[str, Any] = {'font.size': 10, 'axes.titlesize': 11, 'axes.labelsize': 10, 'xtick.labelsize': 9, 'ytick.labelsize': 9,
+_STYLE: dict[RcKeyType, Any] = {'font.size': 10, 'axes.titlesize': 11, 'axes.labelsize': 10, 'xtick.labelsize': 9, 'ytick.labelsize': 9,
           'legend.fontsize': 9, 'axes.spines.top': False, 'axes.spines.right': False}
 _BIAS_RIGHT, _BIAS_LEFT = '#d1495b', '#2e86ab'
 
@@ -96,8 +97,7 @@ def summary_figure(path: Path | str) -> Figure:
     subject, biography, sessions = _load(path)
     if not sessions:
         raise ValueError(f'{path}: subject {subject} has no sessions yet; nothing to plot (run a session first)')
-    with mpl.rc_context():  # styles are read when artists are made: build the whole figure inside
-        mpl.rcParams.update(_STYLE)
+    with mpl.rc_context(_STYLE):  # styles are read when artists are made: build the whole figure inside
         return _figure(subject, biography, sessions)
 
 
