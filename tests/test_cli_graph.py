@@ -210,3 +210,22 @@ def test_daemon_sees_a_new_node_at_once_and_stops(graph: Graph, tmp_path: Path) 
     assert ok(cli(graph.env, 'daemon', 'stop')) == 'The daemon has been stopped\n'
     assert ok(cli(graph.env, 'daemon', 'status')) == 'The daemon is not running\n'
     assert ok(cli(graph.env, 'daemon', 'stop')) == 'The daemon is not running\n'
+
+
+def test_graph_shows_who_publishes_and_subscribes(graph: Graph) -> None:
+    text, dot = cli_many(graph.env, ('graph',), ('graph', '--dot'))
+    assert ('/rig_1/trials [autopilot_msgs/msg/TrialData]\n  publishers: /rig_1/demo_talker\n'
+            '  subscribers: /rig_1/demo_listener /rig_1/listener_2\n') in ok(text)
+    assert '/rosout' not in ok(text) and '_autopilot_daemon' not in ok(text)
+    lines = ok(dot).splitlines()
+    assert lines[0] == 'digraph ros_graph {' and lines[-1] == '}'
+    assert '  "n:/rig_1/demo_talker" -> "t:/rig_1/trials";' in lines
+    assert '  "t:/rig_1/trials" -> "n:/rig_1/listener_2";' in lines
+
+
+def test_dot_quotes_names_and_labels_types() -> None:
+    from autopilot_cli.dot import TopicEdges, to_dot
+
+    dot = to_dot([TopicEdges('/a"b', ('pkg/msg/T',), ('/n',), ())])
+    assert '"t:/a\\"b" [label="/a\\"b\\nT", shape=ellipse];' in dot  # a quote in a label is escaped too
+    assert '"n:/n" -> "t:/a\\"b";' in dot

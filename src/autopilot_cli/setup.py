@@ -31,6 +31,7 @@ setup(
             'interface = autopilot_cli.interface:InterfaceCommand',
             'run = autopilot_cli.run:RunCommand',
             'daemon = autopilot_cli.daemon:DaemonCommand',
+            'graph = autopilot_cli.dot:GraphCommand',
         ],
     },
 )
