@@ -35,13 +35,12 @@ from test_terminal import FAST_PROTOCOL, Lab, launch_terminal
 from autopilot_core import guard, qos
 from autopilot_core.checks import InputError
 from autopilot_core.executors import spin
+from autopilot_tasks.protocol import ProtocolError, protocol_path
 from autopilot_terminal.recorder import SUBJECT_RE, subject_error
 from autopilot_terminal.storage import SubjectReader
 from autopilot_terminal.subjects import (
     MAX_BIOGRAPHY,
     MAX_JSON_DEPTH,
-    ProtocolFileError,
-    find_protocol_file,
     json_depth,
     parse_biography,
 )
@@ -67,13 +66,13 @@ def test_a_huge_name_is_refused_in_a_short_message(tmp_path: Path) -> None:
     huge = 'x' * 1_000_000
     assert len(subject_error(huge)) < MAX_MESSAGE and '1000000 characters' in subject_error(huge)
     t0 = time.monotonic()
-    with pytest.raises(ProtocolFileError) as err:
-        find_protocol_file(huge, tmp_path)  # the OS would raise OSError (file name too long)
+    with pytest.raises(ProtocolError) as err:
+        protocol_path(huge, tmp_path, allow_path=True)  # the OS would raise OSError (file name too long)
     assert 'protocol is 1000000 characters long; at most 4096' in str(err.value) and len(str(err.value)) < MAX_MESSAGE
-    with pytest.raises(ProtocolFileError, match='a protocol name is 1-64 letters'):
-        find_protocol_file('y' * 300, tmp_path)
-    with pytest.raises(ProtocolFileError, match='cannot|File name too long'):
-        find_protocol_file('/tmp/' + 'z' * 3000 + '.yaml', tmp_path)
+    with pytest.raises(ProtocolError, match='use 1-64 letters'):
+        protocol_path('y' * 300, tmp_path, allow_path=True)
+    with pytest.raises(ProtocolError, match='cannot|File name too long'):
+        protocol_path('/tmp/' + 'z' * 3000 + '.yaml', tmp_path, allow_path=True)
     assert time.monotonic() - t0 < 1.0
 
 
@@ -84,8 +83,8 @@ def test_any_protocol_name_is_found_or_refused_with_a_protocol_error(tmp_path_fa
     base.mkdir(exist_ok=True)
     (base / 'fast.yaml').write_text(FAST_PROTOCOL)
     try:
-        path = find_protocol_file(name, base)
-    except ProtocolFileError as exc:
+        path = protocol_path(name, base, allow_path=True)
+    except ProtocolError as exc:
         assert len(str(exc)) < MAX_MESSAGE + 200  # may list the protocols there
     else:
         assert path.suffix in ('.yaml', '.yml') and path.is_file()

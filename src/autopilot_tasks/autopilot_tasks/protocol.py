@@ -432,9 +432,12 @@ def protocol_path(name: str, directory: str | Path, *, allow_path: bool = False)
     The one lookup of protocol files: pilots take names only (``allow_path`` is for the operator's terminal).
     """
     where = str(directory)
-    if not isinstance(name, str) or not name or len(name) > MAX_PATH or '\0' in name:
-        raise ProtocolError(f'invalid protocol name {str(name)[:80]!r}: give the file name without .yaml'
-                            + (' or the path of a .yaml file' if allow_path else ''), source=where)
+    given = 'the file name without .yaml' + (' or the path of a .yaml file' if allow_path else '')
+    if not isinstance(name, str) or not name or '\0' in name:
+        raise ProtocolError(f'invalid protocol name {str(name)[:80]!r}: give {given}', source=where)
+    if len(name) > MAX_PATH:
+        raise ProtocolError(f'the protocol is {len(name)} characters long; at most {MAX_PATH}: give {given}',
+                            source=where)
     if allow_path:
         try:
             direct = Path(name).expanduser()
