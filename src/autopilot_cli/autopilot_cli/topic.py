@@ -41,7 +41,7 @@ from autopilot_cli.graph import (
     uses_daemon,
     wait_until,
 )
-from autopilot_core import executors
+from autopilot_core import executors, stamps
 from autopilot_runtime_py.messages import (
     get_message,
     message_to_csv,
@@ -523,7 +523,7 @@ class DelayVerb(GraphVerb):
 
             def on_message(msg: Any) -> None:
                 stamp = msg.header.stamp
-                stats.add(clock.now().nanoseconds, stamp.sec * 1_000_000_000 + stamp.nanosec)
+                stats.add(clock.now().nanoseconds, stamps.to_ns(stamp))
 
             _measure(node, topic, cls, on_message, stats.report, args.duration, raw=False)
         return 0

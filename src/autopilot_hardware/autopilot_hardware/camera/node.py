@@ -32,7 +32,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
-from autopilot_core import qos, rclpy_private
+from autopilot_core import qos, rclpy_private, stamps
 from autopilot_core.executors import run_node
 from autopilot_core.params import ParamSpec, check_unknown, declare
 from autopilot_core.transport import use_large_shm_profile
@@ -139,7 +139,7 @@ class CameraNode(Node):
                 self.frames += 1
                 self.dropped += f.missed
                 stamp = msg.header.stamp
-                stamp.sec, stamp.nanosec = divmod(f.wall_ns, 1_000_000_000)
+                stamps.stamp(stamp, f.wall_ns)
                 msg.header.frame_id = self.frame_id
                 self.image_pub.publish(msg)
                 if self.jpeg_pub is not None:

@@ -33,7 +33,7 @@ from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from autopilot_core import guard, intra, qos
+from autopilot_core import guard, intra, qos, stamps
 from autopilot_core.executors import run_node
 from autopilot_core.params import ParamSpec, check_unknown, declare
 from autopilot_hardware.gpio.backends import Backend, Edge, make_backend
@@ -183,7 +183,7 @@ class GpioNode(Node):
         # Straight into the header: an rclpy Time + to_msg() costs 5 us warm, several times that on a CPU
         # woken by the edge, and this is the closed loop's path (bench/closed_loop.py).
         stamp = msg.header.stamp
-        stamp.sec, stamp.nanosec = divmod(self.tick_clock.to_ros_ns(edge.tick_us), 1_000_000_000)
+        stamps.stamp(stamp, self.tick_clock.to_ros_ns(edge.tick_us))
         self.event_pub.publish(msg)
 
     # -- commands ----------------------------------------------------------------------------------

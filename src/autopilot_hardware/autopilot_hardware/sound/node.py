@@ -31,7 +31,7 @@ from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Empty
 
-from autopilot_core import guard, intra, qos
+from autopilot_core import guard, intra, qos, stamps
 from autopilot_core.executors import run_node
 from autopilot_core.params import ParamSpec, check_unknown, declare
 from autopilot_hardware.plugins import DeviceInfo
@@ -188,7 +188,7 @@ class SoundServer(Node):
             stamp_ns = ros_now + round(onset.time * 1e9) - (m1 + m2) // 2
             msg = SoundOnset(sound_id=req.sound_id, play_id=req.play_id, duration_ms=len(req.samples) * 1000 / sr,
                              latency_ms=onset.latency_s * 1000, source=onset.source, ok=True)
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+            stamps.stamp(msg.header.stamp, stamp_ns)
             req.onset_msg = msg
             req.done.set()
             try:
