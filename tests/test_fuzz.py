@@ -115,7 +115,10 @@ class Fuzzer:
             if f'{ns.rstrip("/")}/{n}' not in expected_nodes:
                 continue
             for topic, types in g.get_subscriber_names_and_types_by_node(n, ns):
-                if topic in SKIP_TOPICS or topic in self.pubs or not types[0].startswith(FUZZED_PACKAGES):
+                # An action's hidden topics (the terminal's session-action clients read feedback and status)
+                # are rclpy's action code, whose messages no generated module names: fuzzed as services are not.
+                if (topic in SKIP_TOPICS or topic in self.pubs or '/_action/' in topic
+                        or not types[0].startswith(FUZZED_PACKAGES)):
                     continue
                 cls = resolve(types[0])
                 self.pubs[topic] = (g.create_publisher(cls, topic, PUB_QOS), cls)
