@@ -243,6 +243,8 @@ def test_run_passes_ros_args(graph: Graph, tmp_path: Path) -> None:
     proc = Proc([*AUTOPILOT, 'run', 'autopilot_pilot', 'subject_sim', '--ros-args', '-r', '__node:=ran_subject',
                  '-r', '__ns:=/viarun'], graph.env, tmp_path / 'run.log')
     try:
+        # As with ros2 and its daemon, `node info` answers at once: ask once the node is up.
+        proc.wait_for_output('subject_sim ready')
         ok(cli(graph.env, 'node', 'info', '/viarun/ran_subject'))
     finally:
         proc.stop()

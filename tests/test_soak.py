@@ -55,7 +55,10 @@ def run_soak(procs, node, tmp_path, n: int) -> dict:
     start = dict(pilot())
     start_trials = trials()
     assert spin(node, node.executor_, until=result_future, timeout_sec=n * 2.0 + 60), f'{trials()} of {n} trials'
+    # A wait in flight holds a one-shot timer for a moment (a service answered, a coroutine's deadline): what the
+    # session leaked stays, so wait up to a few diagnostics periods for the idle count.
     spin(node, node.executor_, timeout_sec=2.5)
+    spin(node, node.executor_, timeout_sec=10, until=lambda: pilot().get('timers') == idle['timers'])
     end = dict(pilot())
     result = result_future.result().result
     assert result.success and result.n_trials == n, result.message
