@@ -70,13 +70,18 @@ def domain_id() -> Iterator[int]:
         lease.release()
 
 
+def child_env(domain: int) -> dict[str, str]:
+    """Environment for child processes on ``domain``: this machine only, unbuffered, uncoloured logs."""
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+               PYTHONUNBUFFERED='1', RCUTILS_COLORIZED_OUTPUT='0')
+    return env
+
+
 @pytest.fixture
 def ros_env(domain_id: int) -> dict[str, str]:
     """Environment for child processes of this test."""
-    env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               PYTHONUNBUFFERED='1', RCUTILS_COLORIZED_OUTPUT='0')
-    return env
+    return child_env(domain_id)
 
 
 class Proc:
@@ -222,9 +227,26 @@ AUTOPILOT = [_INSTALLED] if _INSTALLED else [sys.executable, '-m', 'autopilot_cl
 
 def cli(env: dict[str, str] | None, *args: str, timeout: float = 60.0, stdin: str | None = None
         ) -> subprocess.CompletedProcess[str]:
-    """Run `autopilot ARGS` (as the installed entry point does) and return what it printed."""
-    return subprocess.run([*AUTOPILOT, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          input=stdin, cwd=ROOT)
+    """Run `autopilot ARGS` (as the installed entry point does) and return what it printed.
+
+    A call that outlives ``timeout`` is a hang to find, not a slow answer: it gets SIGABRT with Python's
+    faulthandler on, so the failure shows where every thread of the command was.
+    """
+    env = dict(os.environ if env is None else env, PYTHONFAULTHANDLER='1')
+    with subprocess.Popen([*AUTOPILOT, *args], env=env, stdin=subprocess.PIPE if stdin is not None else None,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT) as proc:
+        try:
+            out, err = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            try:
+                out, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            raise AssertionError(f'`autopilot {" ".join(args)}` hung for {timeout} s; stdout:\n{out}\n'
+                                 f'stderr (faulthandler):\n{err[-8000:]}') from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def cli_many(env: dict[str, str] | None, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:

@@ -9,7 +9,6 @@ run concurrently for the same reason.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import AUTOPILOT, DomainLease, Proc, cli, cli_many, error_line, ok
+from conftest import AUTOPILOT, DomainLease, Proc, child_env, cli, cli_many, error_line, ok
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / 'tests' / 'nodes' / 'plain_peer.py'
@@ -38,9 +37,7 @@ class Graph:
 @pytest.fixture(scope='module')
 def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
     lease = DomainLease()
-    env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(lease.domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1',
-               RCUTILS_COLORIZED_OUTPUT='0')
+    env = child_env(lease.domain)
     log = tmp_path_factory.mktemp('cli') / 'plain_peer.log'
     peer = Proc([sys.executable, str(PEER), '--ros-args', '-r', '__ns:=/rig1'], env, log)
     try:

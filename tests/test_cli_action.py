@@ -7,7 +7,6 @@ another; graph queries, which mostly wait for discovery, run concurrently.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import AUTOPILOT, DomainLease, Proc, cli, cli_many, error_line, ok
+from conftest import AUTOPILOT, DomainLease, Proc, child_env, cli, cli_many, error_line, ok
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / 'tests' / 'nodes' / 'demo_session.py'
@@ -41,9 +40,7 @@ class Server:
 @pytest.fixture(scope='module')
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     lease = DomainLease()
-    env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(lease.domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1',
-               RCUTILS_COLORIZED_OUTPUT='0')
+    env = child_env(lease.domain)
     log = tmp_path_factory.mktemp('cli_action') / 'demo_session.log'
     proc = Proc([sys.executable, str(SERVER), '--ros-args', '-r', '__ns:=/rig1', '-p', 'trial_interval_s:=0.05'], env, log)
     try:
@@ -87,7 +84,7 @@ def test_list_info_type(server: Server) -> None:
     assert ok(type_) == f'{TYPE}\n'
     # ros2 reports an action nobody uses as 0 clients and 0 servers, and exits 0.
     assert ok(unknown_info) == 'Action: /rig1/nothing\nAction clients: 0\nAction servers: 0\n'
-    assert error_line(unknown_type) == "Unknown action '/rig1/nothing' (not discovered within 1 s)"
+    assert error_line(unknown_type) == "Unknown action '/rig1/nothing' (not discovered within 3.5 s)"
 
 
 # ------------------------------------------------------------------------------------------ goals

@@ -8,14 +8,13 @@ and answers given sooner were wrong (issue "The house", item 7).
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import AUTOPILOT, DomainLease, Proc, cli, cli_many, ok
+from conftest import AUTOPILOT, DomainLease, Proc, child_env, cli, cli_many, ok
 
 ROOT = Path(__file__).resolve().parent.parent
 NODES = ROOT / 'tests' / 'nodes'
@@ -62,9 +61,7 @@ class Graph:
 @pytest.fixture(scope='module')
 def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
     lease = DomainLease()
-    env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(lease.domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1',
-               RCUTILS_COLORIZED_OUTPUT='0')
+    env = child_env(lease.domain)
     logs = tmp_path_factory.mktemp('cli_graph')
     ns = ['-r', '__ns:=/rig_1']
     commands = {

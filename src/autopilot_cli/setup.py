@@ -19,7 +19,7 @@ setup(
     description='The autopilot command and its ros2-style verbs.',
     license='MPL-2.0',
     entry_points={
-        'console_scripts': ['autopilot = autopilot_cli.main:main'],
+        'console_scripts': ['autopilot = autopilot_cli.main:run'],
         # Commands of the `autopilot` CLI (as ros2cli's `ros2cli.command` group): other packages add theirs
         # (`launch`, `task`, `bag`, `hardware`, ...), so this package never imports them.
         'autopilot.command': [
