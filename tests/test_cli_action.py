@@ -84,7 +84,7 @@ def test_list_info_type(server: Server) -> None:
     assert ok(type_) == f'{TYPE}\n'
     # ros2 reports an action nobody uses as 0 clients and 0 servers, and exits 0.
     assert ok(unknown_info) == 'Action: /rig1/nothing\nAction clients: 0\nAction servers: 0\n'
-    assert error_line(unknown_type) == "Unknown action '/rig1/nothing' (not discovered within 3.5 s)"
+    assert error_line(unknown_type) == "Unknown action '/rig1/nothing' (not discovered within 1 s)"
 
 
 # ------------------------------------------------------------------------------------------ goals

@@ -183,7 +183,7 @@ def test_without_terminal(ros_env, tmp_path):
         ('subject', 'list', '--spin-time', '1'))
     for r in (create, start, pilots):
         assert error_line(r) == (f'autopilot: error: no terminal is running on ROS_DOMAIN_ID={ros_env["ROS_DOMAIN_ID"]}'
-                                 f': start it with {START_HINT} (none discovered within 3.5 s)')
+                                 f': start it with {START_HINT} (none discovered within 1 s)')
     assert ok(listed) == '' and listed.stderr.strip() == f'no subject files in {empty}'
 
 
