@@ -209,6 +209,43 @@ def test_daemon_sees_a_new_node_at_once_and_stops(graph: Graph, tmp_path: Path) 
     assert ok(cli(graph.env, 'daemon', 'stop')) == 'The daemon is not running\n'
 
 
+def test_daemon_answers_hostile_requests_with_an_error_and_goes_on(graph: Graph, monkeypatch) -> None:
+    import json
+    import socket
+
+    from autopilot_cli import daemon
+
+    for key in daemon.GRAPH_ENV:  # the daemon's address is a hash of the graph's environment
+        if key in graph.env:
+            monkeypatch.setenv(key, graph.env[key])
+        else:
+            monkeypatch.delenv(key, raising=False)
+    ok(cli(graph.env, 'daemon', 'start'))
+
+    def ask(data: bytes) -> dict:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(daemon.address())
+            try:
+                sock.sendall(data)
+            except OSError:  # it stopped reading at its bound and answered
+                pass
+            reply = b''
+            while not reply.endswith(b'\n'):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        return json.loads(reply)
+
+    huge = ask(b'{"method": "' + b'x' * 1_000_000 + b'"}\n')
+    assert huge == {'error': f'request longer than {daemon.MAX_REQUEST_BYTES} bytes'}
+    assert 'unknown request' in ask(b'{"method": "get_parameters", "args": []}\n')['error']
+    assert 'error' in ask(b'{"method": "count_publishers", "args": [1e308, null]}\n')
+    state = daemon.status()
+    assert state is not None and state['warm']
+
+
 def test_graph_shows_who_publishes_and_subscribes(graph: Graph) -> None:
     text, dot = cli_many(graph.env, ('graph',), ('graph', '--dot'))
     assert ('/rig_1/trials [autopilot_msgs/msg/TrialData]\n  publishers: /rig_1/demo_talker\n'

@@ -37,6 +37,9 @@ IDLE_TIMEOUT_S = 7200.0
 #: ... and one a command started on its own, so that the daemons of short-lived graphs (tests) go too.
 AUTO_IDLE_TIMEOUT_S = 900.0
 NODE_NAME = '_autopilot_daemon'
+#: Longest request line read: a graph query is a method name and a few names (an abstract socket has no file
+#: permissions, so any local process can connect).
+MAX_REQUEST_BYTES = 65536
 GRAPH_ENV = ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_STATIC_PEERS', 'ROS_LOCALHOST_ONLY',
              'RMW_IMPLEMENTATION', 'ROS_DISCOVERY_SERVER', 'FASTRTPS_DEFAULT_PROFILES_FILE')
 
@@ -312,11 +315,15 @@ def serve(idle_timeout: float) -> int:
                 conn.settimeout(2.0)
                 try:
                     data = b''
-                    while not data.endswith(b'\n'):
+                    while not data.endswith(b'\n') and len(data) <= MAX_REQUEST_BYTES:
                         chunk = conn.recv(65536)
                         if not chunk:
                             break
                         data += chunk
+                    if len(data) > MAX_REQUEST_BYTES:
+                        conn.sendall(json.dumps({'error': f'request longer than {MAX_REQUEST_BYTES} bytes'}).encode()
+                                     + b'\n')
+                        continue
                     req = json.loads(data)
                     if req.get('method') == 'stop':
                         conn.sendall(b'{"result": true}\n')
