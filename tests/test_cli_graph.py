@@ -94,7 +94,8 @@ def repeated(env: dict[str, str], *args: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ graph answers
 
 def test_graph_answers_are_right_every_time(graph: Graph) -> None:
-    # The first call starts the daemon, which answers once it has listened for one announcement period.
+    # The first call starts the daemon, which answers once it has listened for one announcement period
+    # and its view has stopped changing.
     assert ok(cli(graph.env, 'node', 'list')) == NODE_LIST
     assert ok(cli(graph.env, 'daemon', 'status')) == 'The daemon is running\n'
     for args, truth in ((('node', 'list'), NODE_LIST), (('topic', 'info', '/rig_1/trials'), TOPIC_INFO),
@@ -262,3 +263,21 @@ def test_dot_quotes_names_and_labels_types() -> None:
     dot = to_dot([TopicEdges('/a"b', ('pkg/msg/T',), ('/n',), ())])
     assert '"t:/a\\"b" [label="/a\\"b\\nT", shape=ellipse];' in dot  # a quote in a label is escaped too
     assert '"n:/n" -> "t:/a\\"b";' in dot
+
+
+def test_daemon_is_warm_once_its_view_stops_changing() -> None:
+    from autopilot_cli.daemon import MAX_WARMUP_S, STABLE_S, WARMUP_S, Warmth
+
+    views = iter([0, 0, 1, 2, 2, 2, 2])  # what the graph looks like at each look: peers heard late
+    warmth = Warmth(0.0, lambda: next(views))
+    assert warmth.warm_in(1.0) == WARMUP_S - 1.0  # nothing changed yet: warm at the end of the warm-up
+    assert not warmth.look(3.0)  # a peer heard at 3.0 s ...
+    assert not warmth.look(3.4)  # ... and another at 3.4 s ...
+    assert warmth.warm_in(3.5) == pytest.approx(3.4 + STABLE_S - 3.5)  # ... so the view waits for stragglers
+    assert not warmth.look(3.4 + STABLE_S - 0.01)
+    assert warmth.look(3.4 + STABLE_S)
+    assert warmth.warm_in(100.0) == 0.0  # warm stays warm
+
+    restless = Warmth(0.0, iter(range(1000)).__next__)  # a graph that never stops changing
+    assert not restless.look(MAX_WARMUP_S - 0.1)
+    assert restless.look(MAX_WARMUP_S)

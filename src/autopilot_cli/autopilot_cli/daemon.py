@@ -5,7 +5,8 @@ Why: a new DDS participant learns of each existing peer only at that peer's next
 count or a listing is complete, and one that answers sooner is sometimes wrong. A participant that is
 already up hears a new peer's first announcements at once. So, as ros2cli does, the first command spawns a
 daemon per graph (domain id, discovery range, peers, rmw); it answers once it has listened for one
-announcement period plus a margin, and then every later command asks it and answers in well under a second.
+announcement period plus a margin and its view has then stopped changing, and every later command asks it and
+answers in well under a second.
 
 The daemon listens on a Linux abstract Unix socket (no file anywhere), speaks one JSON request and one JSON
 answer per connection, answers only graph queries (it never spins: rmw's graph cache is filled by DDS
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rclpy.qos import QoSProfile
@@ -30,8 +32,17 @@ from rclpy.topic_endpoint_info import TopicEndpointInfo, TopicEndpointTypeEnum
 from autopilot_cli.base import CommandError, CommandExtension, VerbExtension
 
 PROTOCOL = 1
-#: Listening time before the daemon's view is complete: one 3 s announcement period plus a margin.
+#: Listening time before the daemon's view can be complete: one 3 s announcement period plus a margin ...
 WARMUP_S = 3.5
+#: ... after which it must also have been unchanged this long: on a loaded machine the last peers of a graph
+#: were heard up to 3.0 s after a participant started (measured: 30 fresh participants among 4 peer nodes
+#: while the CLI tests ran), and once, past a fixed 3.5 s, not yet at all. Peers that arrive late arrive
+#: close together, so a view still changing at 3.5 s waits for the stragglers.
+STABLE_S = 1.5
+#: The longest warm-up, for a graph that never stops changing (nodes coming and going all the time).
+MAX_WARMUP_S = 10.0
+#: How often a daemon that is not yet warm looks at its graph.
+WARM_POLL_S = 0.1
 #: A daemon exits after this long without a request: ``autopilot daemon start``'s default (ros2's) ...
 IDLE_TIMEOUT_S = 7200.0
 #: ... and one a command started on its own, so that the daemons of short-lived graphs (tests) go too.
@@ -170,7 +181,7 @@ def spawn(timeout: float = IDLE_TIMEOUT_S) -> bool:
     return False
 
 
-def wait_warm(timeout: float = WARMUP_S + 5.0) -> bool:
+def wait_warm(timeout: float = MAX_WARMUP_S + 2.0) -> bool:
     """Wait until the daemon has listened long enough for its view to be complete; False if none answers."""
     deadline = time.monotonic() + timeout
     while True:
@@ -269,6 +280,46 @@ def connect() -> DaemonGraph | None:
 
 # ------------------------------------------------------------------------------------------ server
 
+class Warmth:
+    """When the daemon's view of the graph is complete: :data:`WARMUP_S` after it started and then
+    unchanged for :data:`STABLE_S`, or :data:`MAX_WARMUP_S` after it started, whichever comes first.
+
+    ``view`` returns a comparable snapshot of the graph; :meth:`look` is called every :data:`WARM_POLL_S`
+    until warm. Warm stays warm: after the warm-up, a change in the graph is a real one, not discovery lag.
+    """
+
+    def __init__(self, started: float, view: Callable[[], Any]) -> None:
+        self.started, self.view = started, view
+        self.last = view()
+        self.changed = started
+        self.warm = False
+
+    def look(self, now: float) -> bool:
+        if self.warm:
+            return True
+        current = self.view()
+        if current != self.last:
+            self.last, self.changed = current, now
+        self.warm = (now - self.started >= WARMUP_S and now - self.changed >= STABLE_S
+                     or now - self.started >= MAX_WARMUP_S)
+        return self.warm
+
+    def warm_in(self, now: float) -> float:
+        """0 once warm; else the earliest time left until it can be."""
+        if self.look(now):
+            return 0.0
+        soonest = max(self.started + WARMUP_S, self.changed + STABLE_S)
+        return max(WARM_POLL_S, min(soonest, self.started + MAX_WARMUP_S) - now)
+
+
+def _view(node: Any) -> Any:
+    """What a command can be asked about: nodes; topics with their types and endpoint counts; services."""
+    topics = [(name, tuple(types), node.count_publishers(name), node.count_subscribers(name))
+              for name, types in node.get_topic_names_and_types()]
+    services = [(name, tuple(types)) for name, types in node.get_service_names_and_types()]
+    return sorted(node.get_node_names_and_namespaces()), sorted(topics), sorted(services)
+
+
 def serve(idle_timeout: float) -> int:
     """Run the daemon until ``idle_timeout`` s pass without a request or a ``stop`` request."""
     import rclpy
@@ -284,16 +335,17 @@ def serve(idle_timeout: float) -> int:
     except OSError:
         return 1
     server.listen(16)
-    server.settimeout(1.0)
+    server.settimeout(WARM_POLL_S)
     context = Context()
     rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
     node = Node(f'{NODE_NAME}_{os.getpid()}', context=context, start_parameter_services=False,
                 enable_rosout=False, parameter_overrides=[Parameter('start_type_description_service', value=False)])
     started = last_request = time.monotonic()
+    warmth = Warmth(started, lambda: _view(node))
 
     def answer(method: str, args: list[Any]) -> Any:
         if method == 'status':
-            warm_in = max(0.0, started + WARMUP_S - time.monotonic())
+            warm_in = warmth.warm_in(time.monotonic())
             return {'pid': os.getpid(), 'uptime': time.monotonic() - started, 'warm': warm_in == 0.0,
                     'warm_in': warm_in, 'name': node.get_name(), 'namespace': node.get_namespace()}
         if method in NODE_QUERIES:
@@ -304,6 +356,9 @@ def serve(idle_timeout: float) -> int:
 
     try:
         while True:
+            if not warmth.warm:
+                warmth.look(time.monotonic())
+                server.settimeout(WARM_POLL_S if not warmth.warm else 1.0)
             try:
                 conn, _ = server.accept()
             except TimeoutError:
