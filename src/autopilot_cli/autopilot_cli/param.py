@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
+from rclpy.executors import Executor
 from rclpy.node import Node
 from rclpy.parameter import PARAMETER_SEPARATOR_STRING, parameter_dict_from_yaml_file, parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
@@ -30,6 +31,7 @@ from autopilot_cli.graph import (
     node_names,
     uses_daemon,
     wait_for_node,
+    wait_until,
 )
 from autopilot_core import executors
 
@@ -47,16 +49,27 @@ TYPE_NAMES = {
 class _Client:
     """Calls on one node's parameter services, spinning the CLI node until each answer (with timeouts)."""
 
-    def __init__(self, node: Node, target: str) -> None:
+    def __init__(self, node: Node, target: str, *, wait: bool = True) -> None:
+        """``wait``: until the services are there (CommandError after :data:`SERVICE_TIMEOUT_S`); else the
+        caller waits, as for many nodes at once (:meth:`ready`)."""
         self.node, self.target = node, target
         self.client = AsyncParameterClient(node, target)
-        if not self.client.wait_for_services(timeout_sec=SERVICE_TIMEOUT_S):
-            raise CommandError(f'Wait for service timed out waiting for parameter services for node {target} '
-                               f'(is it an rclpy/rclcpp node with parameter services?)')
-        self.executor = cli_executor(node)
+        self._executor: Executor | None = None
+        if wait and not wait_until(self.ready, SERVICE_TIMEOUT_S):
+            self.close()
+            raise CommandError(self.not_ready())
+
+    def ready(self) -> bool:
+        return bool(self.client.services_are_ready())
+
+    def not_ready(self) -> str:
+        return (f'Wait for service timed out waiting for parameter services for node {self.target} '
+                f'(is it an rclpy/rclcpp node with parameter services?)')
 
     def call(self, future: Any) -> Any:
-        if not executors.spin_until_future(self.node, future, SERVICE_TIMEOUT_S, self.executor):
+        if self._executor is None:
+            self._executor = cli_executor(self.node)
+        if not executors.spin_until_future(self.node, future, SERVICE_TIMEOUT_S, self._executor):
             raise CommandError(f'node {self.target} did not answer its parameter service within '
                                f'{SERVICE_TIMEOUT_S:g} s')
         if future.exception() is not None:
@@ -73,7 +86,8 @@ class _Client:
         return list(self.call(self.client.describe_parameters(names)).descriptors)
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=1.0)
+        if self._executor is not None:
+            self._executor.shutdown(timeout_sec=1.0)
 
 
 def value_from_text(text: str) -> ParameterValue:
@@ -177,28 +191,57 @@ class ListVerb(_NodeVerb):
             with cli_node('param') as node:
                 ListVerb._list(node, targets, args, regex)
             return
-        node = own
-        for target in targets:
-            try:
-                client = _Client(node, target)
-            except CommandError as exc:
-                if args.node_name:
-                    raise
-                print(exc)  # ros2 reports the node without parameter services and goes on
-                continue
-            try:
-                names = client.names(args.param_prefixes or None)
-                if regex is not None:
-                    names = [n for n in names if regex.match(n)]
-                types = {}
-                if args.param_type and names:
-                    types = {d.name: TYPE_NAMES.get(d.type, str(d.type)) for d in client.describe(names)}
-            finally:
+        # All nodes are asked at once: a node that has gone (killed, not yet timed out of the graph) or has no
+        # parameter services costs SERVICE_TIMEOUT_S once, not once per node.
+        clients = [_Client(own, target, wait=False) for target in targets]
+        executor = cli_executor(own)
+        try:
+            wait_until(lambda: all(c.ready() for c in clients), SERVICE_TIMEOUT_S)
+            ready = [c for c in clients if c.ready()]
+            listed = _gather(own, executor, {c: c.client.list_parameters(prefixes=args.param_prefixes or None)
+                                             for c in ready})
+            names_of = {c: sorted(n for n in answer.result.names if regex is None or regex.match(n))
+                        for c, answer in listed.items() if not isinstance(answer, str)}
+            types_of: dict[_Client, dict[str, str]] = {}
+            if args.param_type:
+                described = _gather(own, executor, {c: c.client.describe_parameters(names)
+                                                    for c, names in names_of.items() if names})
+                types_of = {c: {d.name: TYPE_NAMES.get(d.type, str(d.type)) for d in answer.descriptors}
+                            for c, answer in described.items() if not isinstance(answer, str)}
+            for client in clients:
+                problem = client.not_ready() if not client.ready() else listed.get(client)
+                if isinstance(problem, str):
+                    if args.node_name:
+                        raise CommandError(problem)
+                    print(problem)  # ros2 reports the node it could not ask and goes on
+                    continue
+                names = names_of[client]
+                if not args.node_name and names:
+                    print(f'{client.target}:')
+                types = types_of.get(client, {})
+                for name in names:
+                    print(f'  {name} (type: {types.get(name)})' if args.param_type else f'  {name}')
+        finally:
+            executor.shutdown(timeout_sec=1.0)
+            for client in clients:
                 client.close()
-            if not args.node_name and names:
-                print(f'{target}:')
-            for name in names:
-                print(f'  {name} (type: {types.get(name)})' if args.param_type else f'  {name}')
+
+
+def _gather(node: Node, executor: Executor, futures: dict[_Client, Any]) -> dict[_Client, Any]:
+    """Spin until every call answered or :data:`SERVICE_TIMEOUT_S` passed: each client's response, or a
+    one-line reason why there is none."""
+    executors.spin(node, executor, until=lambda: all(f.done() for f in futures.values()),
+                   timeout_sec=SERVICE_TIMEOUT_S)
+    answers: dict[_Client, Any] = {}
+    for client, future in futures.items():
+        if not future.done():
+            answers[client] = (f'node {client.target} did not answer its parameter service within '
+                               f'{SERVICE_TIMEOUT_S:g} s')
+        elif future.exception() is not None:
+            answers[client] = f'Exception while calling service of node {client.target}: {future.exception()}'
+        else:
+            answers[client] = future.result()
+    return answers
 
 
 class GetVerb(_NodeVerb):
