@@ -35,8 +35,9 @@ SUPPORTED_PYTHONS = ((3, 10), (3, 11), (3, 12), (3, 13))
 # Debian/Ubuntu packages: build tools for rosidl/colcon, audio, git for provenance, h5clear to repair subject files.
 APT_BUILD = ['cmake', 'g++', 'make', 'git']
 APT_RUNTIME = ['libportaudio2', 'hdf5-tools']
-# Only for the tests (--test): JACK's dummy driver gives the sound server a real audio device.
-APT_TEST = ['jackd2']
+# Only for the tests (--test): JACK's dummy driver gives the sound server a real audio device; gdb shows the
+# native stacks of a CLI call that hung, in the test's failure.
+APT_TEST = ['jackd2', 'gdb']
 ACTIVATE_MARK = '# >>> autopilot-ros >>>'
 
 PI_HELP = """\

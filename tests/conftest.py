@@ -238,6 +238,7 @@ def cli(env: dict[str, str] | None, *args: str, timeout: float = 60.0, stdin: st
         try:
             out, err = proc.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
+            native = native_stacks(proc.pid)
             proc.send_signal(signal.SIGABRT)
             try:
                 out, err = proc.communicate(timeout=10)
@@ -245,8 +246,23 @@ def cli(env: dict[str, str] | None, *args: str, timeout: float = 60.0, stdin: st
                 proc.kill()
                 out, err = proc.communicate()
             raise AssertionError(f'`autopilot {" ".join(args)}` hung for {timeout} s; stdout:\n{out}\n'
-                                 f'stderr (faulthandler):\n{err[-8000:]}') from None
+                                 f'stderr (faulthandler):\n{err[-8000:]}\nnative stacks:\n{native}') from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def native_stacks(pid: int, limit: int = 20000) -> str:
+    """Every thread's C stack of process ``pid`` (gdb), the frames of our libraries only: where a hang is
+    when Python's own stack ends in a call into rclpy or the DDS."""
+    if shutil.which('gdb') is None:
+        return '(gdb not installed)'
+    try:
+        bt = subprocess.run(['gdb', '-p', str(pid), '-batch', '-ex', 'thread apply all bt'],
+                            capture_output=True, text=True, timeout=60).stdout
+    except subprocess.TimeoutExpired:
+        return '(gdb timed out)'
+    keep = [line[:300] for line in bt.splitlines()
+            if line.startswith('Thread ') or any(k in line for k in ('rcl', 'rmw', 'fastrtps', 'fastdds', 'eprosima'))]
+    return '\n'.join(keep)[-limit:]
 
 
 def cli_many(env: dict[str, str] | None, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:

@@ -26,6 +26,7 @@ import copy
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -67,6 +68,7 @@ DAEMON_SETTLE_S = 0.2  # the daemon's view is complete; only endpoints of a node
 # be lost on a loaded machine (seen in CI: a node up for 1.8 s unknown to the daemon), the periodic one is not.
 DAEMON_WAIT_S = DEFAULT_SPIN_TIME
 POLL_S = 0.05
+TEARDOWN_S = 5.0  # a command's node and context take ~10 ms to tear down; see _tear_down
 
 #: What a graph verb reads the graph from: its own node, or the daemon's view (the same query methods).
 Graph = Node | daemon.DaemonGraph
@@ -180,12 +182,36 @@ def cli_node(purpose: str, node_name: str | None = None) -> Iterator[Node]:
                         parameter_overrides=[Parameter('start_type_description_service', value=False)])
         except NameValidationException as exc:
             raise CommandError(_one_line(exc, 'node', node_name or '')) from None
-        try:
-            yield node
-        finally:
-            node.destroy_node()
-    finally:
+    except BaseException:
         rclpy.try_shutdown(context=context)
+        raise
+    try:
+        yield node
+    finally:
+        _tear_down(node, context)
+
+
+def _tear_down(node: Node, context: Context) -> None:
+    """Destroy ``node`` and shut ``context`` down, waiting :data:`TEARDOWN_S` at most.
+
+    The command's answer is complete by now. Once in many hundred calls on a loaded machine, this teardown
+    (rcl/Fast DDS entity deletion) did not return (a `param list` that had printed its whole answer was killed
+    after 60 s); so it runs on a thread of its own, and a command whose teardown hangs says so in one line
+    and exits anyway (``run`` ends the process without joining threads; peers forget its participant when
+    its lease runs out).
+    """
+    def work() -> None:
+        try:
+            node.destroy_node()
+        finally:
+            rclpy.try_shutdown(context=context)
+
+    thread = threading.Thread(target=work, name='autopilot-teardown', daemon=True)
+    thread.start()
+    thread.join(TEARDOWN_S)
+    if thread.is_alive():
+        print(f'autopilot: warning: ROS teardown did not finish within {TEARDOWN_S:g} s; exiting without it',
+              file=sys.stderr)
 
 
 @contextmanager

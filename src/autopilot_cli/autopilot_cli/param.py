@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import yaml
@@ -19,6 +22,7 @@ from rclpy.executors import Executor
 from rclpy.node import Node
 from rclpy.parameter import PARAMETER_SEPARATOR_STRING, parameter_dict_from_yaml_file, parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
+from rclpy.task import Future
 
 from autopilot_cli.base import CommandError, CommandExtension
 from autopilot_cli.graph import (
@@ -36,6 +40,11 @@ from autopilot_cli.graph import (
 from autopilot_core import executors
 
 SERVICE_TIMEOUT_S = 5.0
+#: How long a parameter call may take once the services are there: a node on a loaded machine can take
+#: several seconds to discover a new caller, and its answers go nowhere before.
+CALL_TIMEOUT_S = 10.0
+#: An unanswered parameter call is sent again after this long (see :func:`_gather`).
+RESEND_S = 1.0
 
 TYPE_NAMES = {
     ParameterType.PARAMETER_BOOL: 'boolean', ParameterType.PARAMETER_INTEGER: 'integer',
@@ -66,24 +75,24 @@ class _Client:
         return (f'Wait for service timed out waiting for parameter services for node {self.target} '
                 f'(is it an rclpy/rclcpp node with parameter services?)')
 
-    def call(self, future: Any) -> Any:
+    def call(self, send: Callable[[], Future], *, resend: bool = True) -> Any:
+        """``send()``'s response; CommandError if none came within :data:`CALL_TIMEOUT_S`. ``resend``: the
+        request is sent again every :data:`RESEND_S` until answered (for calls that may be repeated)."""
         if self._executor is None:
             self._executor = cli_executor(self.node)
-        if not executors.spin_until_future(self.node, future, SERVICE_TIMEOUT_S, self._executor):
-            raise CommandError(f'node {self.target} did not answer its parameter service within '
-                               f'{SERVICE_TIMEOUT_S:g} s')
-        if future.exception() is not None:
-            raise CommandError(f'Exception while calling service of node {self.target}: {future.exception()}')
-        return future.result()
+        answer = _gather(self.node, self._executor, {self: send}, resend=resend)[self]
+        if isinstance(answer, str):
+            raise CommandError(answer)
+        return answer
 
     def names(self, prefixes: list[str] | None = None) -> list[str]:
-        return sorted(self.call(self.client.list_parameters(prefixes=prefixes)).result.names)
+        return sorted(self.call(lambda: self.client.list_parameters(prefixes=prefixes)).result.names)
 
     def get(self, names: list[str]) -> list[ParameterValue]:
-        return list(self.call(self.client.get_parameters(names)).values)
+        return list(self.call(lambda: self.client.get_parameters(names)).values)
 
     def describe(self, names: list[str]) -> list[Any]:
-        return list(self.call(self.client.describe_parameters(names)).descriptors)
+        return list(self.call(lambda: self.client.describe_parameters(names)).descriptors)
 
     def close(self) -> None:
         if self._executor is not None:
@@ -198,13 +207,14 @@ class ListVerb(_NodeVerb):
         try:
             wait_until(lambda: all(c.ready() for c in clients), SERVICE_TIMEOUT_S)
             ready = [c for c in clients if c.ready()]
-            listed = _gather(own, executor, {c: c.client.list_parameters(prefixes=args.param_prefixes or None)
+            prefixes = args.param_prefixes or None
+            listed = _gather(own, executor, {c: partial(c.client.list_parameters, prefixes=prefixes)
                                              for c in ready})
             names_of = {c: sorted(n for n in answer.result.names if regex is None or regex.match(n))
                         for c, answer in listed.items() if not isinstance(answer, str)}
             types_of: dict[_Client, dict[str, str]] = {}
             if args.param_type:
-                described = _gather(own, executor, {c: c.client.describe_parameters(names)
+                described = _gather(own, executor, {c: partial(c.client.describe_parameters, names)
                                                     for c, names in names_of.items() if names})
                 types_of = {c: {d.name: TYPE_NAMES.get(d.type, str(d.type)) for d in answer.descriptors}
                             for c, answer in described.items() if not isinstance(answer, str)}
@@ -227,21 +237,48 @@ class ListVerb(_NodeVerb):
                 client.close()
 
 
-def _gather(node: Node, executor: Executor, futures: dict[_Client, Any]) -> dict[_Client, Any]:
-    """Spin until every call answered or :data:`SERVICE_TIMEOUT_S` passed: each client's response, or a
-    one-line reason why there is none."""
-    executors.spin(node, executor, until=lambda: all(f.done() for f in futures.values()),
-                   timeout_sec=SERVICE_TIMEOUT_S)
+def _gather(node: Node, executor: Executor, calls: dict[_Client, Callable[[], Future]], *,
+            resend: bool = True) -> dict[_Client, Any]:
+    """Send each call and spin until all are answered or :data:`CALL_TIMEOUT_S` passed: each client's
+    response, or a one-line reason why there is none.
+
+    ``resend``: a call not answered within :data:`RESEND_S` is sent again (the first answer to any copy
+    counts). On a loaded machine a first request right after discovery can go unanswered for good (e.g.
+    rmw_fastrtps drops a response when the server has not yet matched the caller's response reader: "client
+    will not receive response"): 3 of ~260 `param list` calls did, 8 at a time on 2 busy cores.
+    """
+    sent = {client: [send()] for client, send in calls.items()}
+
+    def answered(client: _Client) -> Future | None:
+        return next((f for f in sent[client] if f.done()), None)
+
+    deadline = time.monotonic() + CALL_TIMEOUT_S
+    while True:
+        pending = [c for c in calls if answered(c) is None]
+        left = deadline - time.monotonic()
+        if not pending or left <= 0:
+            break
+        executors.spin(node, executor, until=partial(_all_answered, pending, answered),
+                       timeout_sec=min(RESEND_S, left) if resend else left)
+        if resend and time.monotonic() < deadline:
+            for client in pending:
+                if answered(client) is None:
+                    sent[client].append(calls[client]())
     answers: dict[_Client, Any] = {}
-    for client, future in futures.items():
-        if not future.done():
+    for client in calls:
+        future = answered(client)
+        if future is None:
             answers[client] = (f'node {client.target} did not answer its parameter service within '
-                               f'{SERVICE_TIMEOUT_S:g} s')
+                               f'{CALL_TIMEOUT_S:g} s')
         elif future.exception() is not None:
             answers[client] = f'Exception while calling service of node {client.target}: {future.exception()}'
         else:
             answers[client] = future.result()
     return answers
+
+
+def _all_answered(clients: list[_Client], answered: Callable[[_Client], Future | None]) -> bool:
+    return all(answered(c) is not None for c in clients)
 
 
 class GetVerb(_NodeVerb):
@@ -287,7 +324,8 @@ class SetVerb(_NodeVerb):
             target = wait_for_node(node, args.node_name, args.spin_time)
             client = _Client(node, target)
             try:
-                response = client.call(client.client.set_parameters(
+                # Setting the same value twice leaves the same state: resent if unanswered.
+                response = client.call(lambda: client.client.set_parameters(
                     [ParameterMsg(name=args.parameter_name, value=value)]))
             finally:
                 client.close()
@@ -312,8 +350,10 @@ class DeleteVerb(_NodeVerb):
             client = _Client(node, target)
             try:
                 # Setting a parameter to "not set" undeclares it (refused unless the node allows undeclared).
-                response = client.call(client.client.set_parameters(
-                    [ParameterMsg(name=args.parameter_name, value=ParameterValue(type=ParameterType.PARAMETER_NOT_SET))]))
+                # Not resent: a second delete of a deleted parameter is refused, which would hide the first.
+                response = client.call(lambda: client.client.set_parameters(
+                    [ParameterMsg(name=args.parameter_name, value=ParameterValue(type=ParameterType.PARAMETER_NOT_SET))]),
+                    resend=False)
             finally:
                 client.close()
         result = response.results[0]
@@ -343,7 +383,7 @@ class LoadVerb(_NodeVerb):
             target = wait_for_node(node, args.node_name, args.spin_time)
             client = _Client(node, target)
             try:
-                response = client.call(client.client.set_parameters(params))
+                response = client.call(lambda: client.client.set_parameters(params))
             finally:
                 client.close()
         for param, result in zip(params, response.results, strict=False):
