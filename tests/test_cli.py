@@ -177,6 +177,23 @@ def test_param_list_get_describe(graph: Graph) -> None:
     assert 'Parameter name: threshold\n  Type: integer\n' in text and '    Min value: 0\n    Max value: 100' in text
 
 
+def test_param_list_reports_a_node_it_cannot_ask_and_lists_the_others(graph: Graph, tmp_path: Path) -> None:
+    mute = Proc([sys.executable, str(ROOT / 'tests' / 'nodes' / 'mute_peer.py'), '--ros-args', '-r', '__ns:=/rig1'],
+                graph.env, tmp_path / 'mute_peer.log')
+    try:
+        mute.wait_for_output('READY')
+        every, one = cli_many(graph.env, ('param', 'list', '--spin-time', LISTEN), ('param', 'list', '/rig1/mute_peer'))
+    finally:
+        mute.stop()
+    lines = ok(every).splitlines()
+    assert f'{NODE}:' in lines and '  threshold' in lines, lines
+    assert [line for line in lines if 'mute_peer' in line] == [
+        'Wait for service timed out waiting for parameter services for node /rig1/mute_peer (is it an rclpy/rclcpp '
+        'node with parameter services?)'], lines
+    assert error_line(one) == ('autopilot: error: Wait for service timed out waiting for parameter services for node '
+                               '/rig1/mute_peer (is it an rclpy/rclcpp node with parameter services?)')
+
+
 def refused(result: subprocess.CompletedProcess[str]) -> str:
     """The reason line of a set the node refused: as ros2 param set, on stderr with exit code 0."""
     assert result.returncode == 0 and not result.stdout, result
