@@ -182,6 +182,9 @@ def test_param_list_reports_a_node_it_cannot_ask_and_lists_the_others(graph: Gra
                 graph.env, tmp_path / 'mute_peer.log')
     try:
         mute.wait_for_output('READY')
+        for _ in range(20):  # the daemon hears of a new node within about a second; the test asks once it has
+            if '/rig1/mute_peer\n' in ok(cli(graph.env, 'node', 'list')):
+                break
         every, one = cli_many(graph.env, ('param', 'list', '--spin-time', LISTEN), ('param', 'list', '/rig1/mute_peer'))
     finally:
         mute.stop()

@@ -107,6 +107,7 @@ def test_every_message_arrives_in_order_with_the_publishers_type_hash_and_qos(no
     try:
         rx.set_pilots([NS])
         wait_until(lambda: rx.publisher_count(f'{NS}/gpio/events') == 1, 20, 'the child to subscribe', node)
+        wait_until(lambda: pub.get_subscription_count() == 1, 20, 'our publisher to match the child', node)
         assert rx.subscribed(f'{NS}/gpio/events') is True
         assert rx.subscribed(f'{NS}/status') is False  # nobody publishes it: not subscribed
         sent = events(node, N)
@@ -134,6 +135,8 @@ def test_close_hands_on_what_the_child_holds_and_the_child_exits(node):
     proc = rx._proc
     rx.set_pilots([NS])
     wait_until(lambda: rx.publisher_count(f'{NS}/gpio/events') == 1, 20, 'the child to subscribe', node)
+    # Both sides matched: what our publisher sends before it knows the child goes to no one (volatile).
+    wait_until(lambda: node.rx_pub_.get_subscription_count() == 1, 20, 'our publisher to match the child', node)
     sent = events(node, N)
     node.rx_pub_.wait_for_all_acked()
     rx.close()  # right after the last publish: nothing may be left behind in the child
@@ -172,11 +175,17 @@ def test_a_child_that_dies_is_restarted_and_records_again(node):
         wait_until(lambda: rx.restarts == 1 and rx._proc is not first, 20, 'a restart')
         assert any(level == 'error' and 'restarting' in text for level, text in sink.logs), sink.logs
         wait_until(lambda: rx.publisher_count(f'{NS}/gpio/events') == 1, 20, 'the new child to subscribe', node)
+        # The child has matched our publisher; our publisher may not have matched the child yet, and what it
+        # sends before goes to no one (volatile, as a pilot's events): probe until one message arrives.
+        probes = iter(range(10_000, 20_000))
+        wait_until(lambda: bool(events(node, 1, first=next(probes))) and sink.count(f'{NS}/gpio/events') > 0, 20,
+                   'a first message to reach the new child', node)
         sent = events(node, 50, first=1000)
-        wait_until(lambda: sink.count(f'{NS}/gpio/events') >= 50, 20, 'messages after the restart', node)
+        wait_until(lambda: ticks(sink.msgs[f'{NS}/gpio/events'])[-1] == sent[-1], 20, 'messages after the restart',
+                   node)
     finally:
         rx.close()
-    assert ticks(sink.msgs[f'{NS}/gpio/events'])[-50:] == sent
+    assert ticks(sink.msgs[f'{NS}/gpio/events'])[-50:] == sent  # in order after the probes, none lost
 
 
 CRASHING_PARENT = r'''
