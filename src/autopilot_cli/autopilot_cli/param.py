@@ -243,9 +243,10 @@ def _gather(node: Node, executor: Executor, calls: dict[_Client, Callable[[], Fu
     response, or a one-line reason why there is none.
 
     ``resend``: a call not answered within :data:`RESEND_S` is sent again (the first answer to any copy
-    counts). On a loaded machine a first request right after discovery can go unanswered for good (e.g.
-    rmw_fastrtps drops a response when the server has not yet matched the caller's response reader: "client
-    will not receive response"): 3 of ~260 `param list` calls did, 8 at a time on 2 busy cores.
+    counts). A first request right after discovery can go unanswered for good: rmw_fastrtps drops a response
+    when the server has not yet matched the caller's response reader ("client will not receive response"), a
+    known race of ROS 2 services. (Calls to a server worn out by many killed peers went unanswered for every
+    copy, 8 at a time on 2 busy cores: that is not this race, and resending does not mend it.)
     """
     sent = {client: [send()] for client, send in calls.items()}
 
