@@ -356,9 +356,8 @@ def serve(idle_timeout: float) -> int:
 
     try:
         while True:
-            if not warmth.warm:
-                warmth.look(time.monotonic())
-                server.settimeout(WARM_POLL_S if not warmth.warm else 1.0)
+            # Until warm, wake often to look at the graph; a status request can make it warm too.
+            server.settimeout(1.0 if warmth.look(time.monotonic()) else WARM_POLL_S)
             try:
                 conn, _ = server.accept()
             except TimeoutError:
