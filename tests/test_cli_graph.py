@@ -231,13 +231,7 @@ def test_daemon_answers_hostile_requests_with_an_error_and_goes_on(graph: Graph,
                 sock.sendall(data)
             except OSError:  # it stopped reading at its bound and answered
                 pass
-            reply = b''
-            while not reply.endswith(b'\n'):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                reply += chunk
-        return json.loads(reply)
+            return json.loads(daemon.read_line(sock))
 
     huge = ask(b'{"method": "' + b'x' * 1_000_000 + b'"}\n')
     assert huge == {'error': f'request longer than {daemon.MAX_REQUEST_BYTES} bytes'}

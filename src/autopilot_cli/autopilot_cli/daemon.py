@@ -127,6 +127,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def read_line(sock: socket.socket, limit: int | None = None) -> bytes:
+    """What ``sock`` sends up to and including a newline (or until it closes); with ``limit``, reading stops
+    once more than ``limit`` bytes came, so the caller can refuse them."""
+    data = b''
+    while not data.endswith(b'\n') and (limit is None or len(data) <= limit):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 # ------------------------------------------------------------------------------------------ client
 
 def request(method: str, *args: Any, timeout: float = 5.0) -> Any:
@@ -136,12 +148,7 @@ def request(method: str, *args: Any, timeout: float = 5.0) -> Any:
     try:
         sock.connect(address())
         sock.sendall(json.dumps({'method': method, 'args': list(args)}).encode() + b'\n')
-        data = b''
-        while not data.endswith(b'\n'):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_line(sock)
     except OSError as exc:
         raise DaemonError(f'no daemon: {exc}') from None
     finally:
@@ -368,12 +375,7 @@ def serve(idle_timeout: float) -> int:
             with conn:
                 conn.settimeout(2.0)
                 try:
-                    data = b''
-                    while not data.endswith(b'\n') and len(data) <= MAX_REQUEST_BYTES:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
+                    data = read_line(conn, MAX_REQUEST_BYTES)
                     if len(data) > MAX_REQUEST_BYTES:
                         conn.sendall(json.dumps({'error': f'request longer than {MAX_REQUEST_BYTES} bytes'}).encode()
                                      + b'\n')
