@@ -219,7 +219,8 @@ class ListVerb(_NodeVerb):
                 types_of = {c: {d.name: TYPE_NAMES.get(d.type, str(d.type)) for d in answer.descriptors}
                             for c, answer in described.items() if not isinstance(answer, str)}
             for client in clients:
-                problem = client.not_ready() if not client.ready() else listed.get(client)
+                # Asked or not is decided once, above: a node whose services appear only now was not asked.
+                problem = listed[client] if client in listed else client.not_ready()
                 if isinstance(problem, str):
                     if args.node_name:
                         raise CommandError(problem)
