@@ -72,9 +72,10 @@ def _print_error(message: str) -> int:
 def run() -> None:
     """The ``autopilot`` executable: :func:`main`, then exit without Python's finalization.
 
-    Every command has shut its ROS context down and closed its files when ``main`` returns; what is left is
-    the interpreter tearing down rclpy and Fast DDS objects, where once in ~80 concurrent calls on a loaded
-    2-core machine a command that had printed its whole answer did not exit within 60 s (CI, test_cli_graph).
+    Every command has shut its ROS context down and closed its files when ``main`` returns, or has given up
+    on a teardown that hung (``graph._tear_down``, on a thread of its own); finalizing rclpy and Fast DDS
+    objects after that would wait on the same hang, which once in ~80 concurrent calls on a loaded 2-core
+    machine kept a command that had printed its whole answer from exiting (CI, test_cli_graph).
     """
     code = main()
     for stream in (sys.stdout, sys.stderr):
