@@ -188,6 +188,13 @@ def node(rclpy_context, request):
     n.executor_ = make_executor(context=rclpy_context)
     yield n
     n.executor_.shutdown()
+    # destroy_node leaves action clients and servers (waitables) to the garbage collector, which once finalized
+    # one after its participant was gone: the test process hung in Fast DDS (DataReaderImpl::stop waiting in
+    # ResourceEvent::unregister_timer) with the GIL held, so not even pytest's timeout could fire.
+    for waitable in list(n.waitables):
+        destroy = getattr(waitable, 'destroy', None)
+        if destroy is not None:
+            destroy()
     n.destroy_node()
 
 
