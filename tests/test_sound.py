@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autopilot_core import stamps
 from autopilot_hardware.sound.backends import DeviceError, NullBackend, SoundDeviceBackend, parse_device
 from autopilot_hardware.sound.mixer import SOURCE_NULL, ClockMap, Mixer, PlayRequest
 from autopilot_hardware.sound.render import (
@@ -226,3 +227,20 @@ def test_null_backend_late_thread_underruns_instead_of_stamping_the_past(tmp_pat
     with wave.open(str(tmp_path / 'late.wav'), 'rb') as w:
         data = np.frombuffer(w.readframes(w.getnframes()), '<i2') / 32767
     assert not data[:o.frame].any() and np.allclose(data[o.frame:o.frame + 240], 0.25, atol=1e-4)
+
+
+def test_clock_offset_keeps_the_tightest_bracket() -> None:
+    # The first read is "preempted" for 5 ms inside its bracket: its midpoint would be 2.5 ms off.
+    calls = [0]
+    true_offset = 1_000_000_000_000
+
+    def read() -> int:
+        calls[0] += 1
+        now = time.monotonic_ns() + true_offset
+        if calls[0] == 1:
+            time.sleep(0.005)
+        return now
+
+    got = stamps.offset_from_monotonic_ns(read)
+    assert calls[0] >= 2
+    assert abs(got - true_offset) < 1_000_000, got - true_offset

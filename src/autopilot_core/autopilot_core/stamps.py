@@ -6,6 +6,8 @@ HDF5 columns and SQLite hold) and turn them into messages only at the wire.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from builtin_interfaces.msg import Time
@@ -27,3 +29,22 @@ def to_msg(ns: int) -> Time:
 def stamp(target: Any, ns: int) -> None:
     """Sets ``target.sec``/``target.nanosec`` (a message's ``header.stamp``, say) to ``ns`` in place."""
     target.sec, target.nanosec = divmod(int(ns), NS_PER_S)
+
+
+def offset_from_monotonic_ns(read_ns: Callable[[], int], tries: int = 8, good_ns: int = 20_000) -> int:
+    """``read_ns() - time.monotonic_ns()`` for a clock read at the same instant, to some microseconds.
+
+    Each try brackets one ``read_ns()`` between two monotonic reads and takes their midpoint; a thread
+    preempted inside a bracket (a loaded machine: hundreds of us) would put the midpoint that far off, so
+    the tightest of up to ``tries`` brackets is kept, stopping at the first under ``good_ns``.
+    """
+    best_width, best = -1, 0
+    for _ in range(max(1, tries)):
+        m1 = time.monotonic_ns()
+        other = read_ns()
+        m2 = time.monotonic_ns()
+        if best_width < 0 or m2 - m1 < best_width:
+            best_width, best = m2 - m1, other - (m1 + m2) // 2
+        if best_width < good_ns:
+            break
+    return best

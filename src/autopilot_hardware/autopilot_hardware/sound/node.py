@@ -180,12 +180,9 @@ class SoundServer(Node):
             if onset is None:
                 return
             req = onset.request
-            # monotonic -> ROS time, both clocks read together now (see mixer's module doc); the ROS read is
-            # bracketed by two monotonic reads so its own duration does not bias the offset.
-            m1 = time.monotonic_ns()
-            ros_now = self.get_clock().now().nanoseconds
-            m2 = time.monotonic_ns()
-            stamp_ns = ros_now + round(onset.time * 1e9) - (m1 + m2) // 2
+            # monotonic -> ROS time, both clocks read together now (see mixer's module doc).
+            offset = stamps.offset_from_monotonic_ns(lambda: self.get_clock().now().nanoseconds)
+            stamp_ns = round(onset.time * 1e9) + offset
             msg = SoundOnset(sound_id=req.sound_id, play_id=req.play_id, duration_ms=len(req.samples) * 1000 / sr,
                              latency_ms=onset.latency_s * 1000, source=onset.source, ok=True)
             stamps.stamp(msg.header.stamp, stamp_ns)
