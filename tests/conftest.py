@@ -182,20 +182,13 @@ def node(rclpy_context, request):
     """An rclpy node in the test process with an executor of the suite's choice as ``node.executor_``."""
     from rclpy.node import Node
 
-    from autopilot_core.executors import make_executor
+    from autopilot_core.executors import destroy_node, make_executor
 
     n = Node(f'test_{request.node.name}'.translate(str.maketrans('[]-.:/', '______'))[:60], context=rclpy_context)
     n.executor_ = make_executor(context=rclpy_context)
     yield n
     n.executor_.shutdown()
-    # destroy_node leaves action clients and servers (waitables) to the garbage collector, which once finalized
-    # one after its participant was gone: the test process hung in Fast DDS (DataReaderImpl::stop waiting in
-    # ResourceEvent::unregister_timer) with the GIL held, so not even pytest's timeout could fire.
-    for waitable in list(n.waitables):
-        destroy = getattr(waitable, 'destroy', None)
-        if destroy is not None:
-            destroy()
-    n.destroy_node()
+    destroy_node(n)  # with its action clients and servers: see its docstring
 
 
 def settle(node, client, seconds: float = 0.5) -> None:

@@ -107,3 +107,22 @@ def test_outputs_go_low_when_a_session_stops_and_when_its_pilot_dies(procs, node
     print({'led_low_after_stop_s': round(after_stop, 3), 'led_low_after_pilot_death_s': round(after_death, 3)})
     # The gpio node's own timing: pilot_timeout_s 1.5 s after the last 2 Hz beat, checked every 0.1 s.
     assert after_death < 2.0, after_death
+
+
+def test_sigint_stops_the_terminal_and_the_pilot_every_time(procs, node, tmp_path):
+    """The pilot's session action server and the terminal's per-pilot action clients are destroyed before their
+    node: left to the garbage collector, one finalized after its participant was gone hung a process for good."""
+    rig, terminal, lab = one_rig(procs, node, tmp_path)
+    assert lab.start('mouse1', 'rig1', max_trials=2).success  # goal handles on both sides, then none left
+    lab.spin_until(lambda: len(lab.by_pilot['rig1']) >= 2 and lab.state('rig1') == PilotStatus.STATE_IDLE, 60,
+                   'the two-trial session did not end')
+    for cycle in range(3):
+        if cycle:
+            terminal = launch_terminal(procs, tmp_path, name=f'terminal-{cycle}')
+            rig['pilot'] = procs(rig['pilot_cmd'], name=f'rig1-pilot-{cycle}')
+            lab.registry = None
+            lab.wait_online('rig1')  # the new terminal has found the pilot: it holds an action client for it
+        terminal.signal(signal.SIGINT)
+        rig['pilot'].signal(signal.SIGINT)
+        assert terminal.wait(20) == 0, terminal.output()
+        assert rig['pilot'].wait(20) == 0, rig['pilot'].output()

@@ -270,3 +270,16 @@ def test_spin_until_future_completes_from_a_callback(rclpy_context, kind):
     finally:
         ex.shutdown()
         node.destroy_node()
+
+
+def test_destroy_node_destroys_its_action_servers_and_clients_first(rclpy_context):
+    from autopilot_msgs.action import RunSession
+    from rclpy.action import ActionClient, ActionServer
+
+    n = Node('destroy_waitables', context=rclpy_context)
+    server = ActionServer(n, RunSession, 'session', execute_callback=lambda goal: RunSession.Result())
+    client = ActionClient(n, RunSession, 'session')
+    assert {id(server), id(client)} <= {id(w) for w in n.waitables}
+    executors.destroy_node(n)
+    # Each destroyed itself and left the node (rclpy's destroy_node alone leaves both).
+    assert not {id(server), id(client)} & {id(w) for w in n.waitables}

@@ -202,7 +202,7 @@ def _tear_down(node: Node, context: Context) -> None:
     """
     def work() -> None:
         try:
-            node.destroy_node()
+            executors.destroy_node(node)  # its action clients too
         finally:
             rclpy.try_shutdown(context=context)
 
