@@ -22,6 +22,9 @@ Two additions to the contract in docs/pilot-internals.md, both optional for a ta
   is what accuracy (graduation, "fraction correct") should count: True/False, or None = not scored.
 * :meth:`Task.check_params`: rules between parameters (2AFC's two tones must differ), applied by
   :meth:`Task.validate` after the per-parameter checks, so protocols fail at load time too.
+
+And ``plot``: the live plot the Terminal draws (:mod:`autopilot_tasks.plot`), checked against the fields
+at class creation; :meth:`Task.plot_spec` is it, or the default built from the fields.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import math
 import random
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from autopilot_tasks.plot import Plot, default_plot
 
 __all__ = [
     'Event', 'Field', 'Hardware', 'Input', 'Output', 'Param', 'Sound', 'Task', 'TaskError', 'ms_between',
@@ -309,6 +314,8 @@ class Task:
     score_field: ClassVar[str | None] = 'correct'
     # Bool fields that take a trial out of scoring when True (2AFC: 'correction'); see Task.score().
     score_excludes: ClassVar[tuple[str, ...]] = ()
+    # The live plot (autopilot_tasks.plot.Plot); None: default_plot of the fields.
+    plot: ClassVar[Plot | None] = None
 
     _params: ClassVar[dict[str, Param]] = {}
     _hardware: ClassVar[dict[str, _Role]] = {}
@@ -353,6 +360,12 @@ class Task:
         for name in cls.score_excludes:
             if name not in fields or fields[name].type is not bool:
                 raise TypeError(f"{where}: score_excludes entry '{name}' must name a bool Field")
+        if cls.plot is not None:
+            if not isinstance(cls.plot, Plot):
+                raise TypeError(f'{where}: plot must be a Plot(...) of autopilot_tasks.plot, got {cls.plot!r}')
+            problem = cls.plot.check({name: f.type for name, f in fields.items()})
+            if problem:
+                raise TypeError(f'{where}: plot element {problem}')
 
     # ---- declarations -------------------------------------------------------------------------
 
@@ -370,6 +383,13 @@ class Task:
     def fields(cls) -> dict[str, Field]:
         """``{name: Field}`` in declaration order (the order of every trial's data)."""
         return dict(cls._fields)
+
+    @classmethod
+    def plot_spec(cls) -> Plot:
+        """The declared ``plot``, or :func:`~autopilot_tasks.plot.default_plot` of the trial fields."""
+        if cls.plot is not None:
+            return cls.plot
+        return default_plot(((name, f.type, f.unit) for name, f in cls._fields.items()), title=cls.__name__)
 
     @classmethod
     def description(cls) -> str:

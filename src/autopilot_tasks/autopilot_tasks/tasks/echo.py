@@ -8,6 +8,7 @@ the output is low again when a trial ends.
 
 from __future__ import annotations
 
+from autopilot_tasks.plot import Line, Plot, TrialTimes
 from autopilot_tasks.task import Event, Field, Input, Output, Param, Task
 
 
@@ -26,6 +27,8 @@ class Echo(Task):
 
     score_field = None
     stages = ('mirror',)
+
+    plot = Plot(Line('n_pokes'), TrialTimes(), title='Echo')
 
     def start_trial(self) -> None:
         self.pokes = 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+from autopilot_tasks.plot import Line, Plot, Points, TrialTimes
 from autopilot_tasks.task import Event, Field, Input, Output, Param, Task, ms_between
 
 
@@ -42,6 +43,9 @@ class FreeWater(Task):
 
     score_field = None
     stages = ('available', 'drinking')
+
+    plot = Plot(Points('port', y={'left': 0, 'right': 1}, color_by='rewarded'), Line('latency_ms'),
+                Line('wrong_pokes'), TrialTimes(), title='Free water')
 
     def start_trial(self) -> None:
         if self.mode in ('left', 'right'):

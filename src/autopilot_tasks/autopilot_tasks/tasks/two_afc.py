@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from autopilot_tasks.plot import Line, Plot, Points, RollingMean, Shade
 from autopilot_tasks.task import Event, Field, Input, Output, Param, Sound, Task, ms_between
 
 RAMP_MS = 5.0  # on/off ramp of every sound, so onsets do not click
@@ -74,6 +75,15 @@ class TwoAFC(Task):
 
     score_excludes = ('correction',)
     stages = ('wait_center', 'wait_response', 'punish', 'iti')
+
+    # Live plot: responses by side, accuracy as graduation counts it, correction trials shaded
+    plot = Plot(
+        Points('response', y={'left': 0, 'none': 0.5, 'right': 1}, color_by='correct'),
+        RollingMean('correct', window=20, chance=0.5, skip='correction'),
+        Shade('correction'),
+        Line('rt_ms'),
+        title='2AFC',
+    )
 
     @classmethod
     def check_params(cls, values: dict) -> str | None:
