@@ -38,6 +38,12 @@ APT_RUNTIME = ['libportaudio2', 'hdf5-tools']
 # Only for the tests (--test): JACK's dummy driver gives the sound server a real audio device; gdb shows the
 # native stacks of a CLI call that hung, in the test's failure.
 APT_TEST = ['jackd2', 'gdb']
+# The GUI's Qt (PyQt5's wheel brings Qt itself, not these): shared library -> Debian package names, newest first
+# (Ubuntu 24.04 and Debian 13 renamed glib's for the 64-bit time_t transition). Looked up by library, so a
+# machine that has them under another package name is not asked again.
+APT_GUI_LIBS = {'GL': ['libgl1'], 'glib-2.0': ['libglib2.0-0t64', 'libglib2.0-0'], 'fontconfig': ['libfontconfig1'],
+                'freetype': ['libfreetype6'], 'X11': ['libx11-6'], 'Xext': ['libxext6'], 'xcb': ['libxcb1'],
+                'xkbcommon-x11': ['libxkbcommon-x11-0'], 'dbus-1': ['libdbus-1-3']}
 ACTIVATE_MARK = '# >>> autopilot-ros >>>'
 
 PI_HELP = """\
@@ -166,6 +172,23 @@ def ensure_apt(packages: list[str], required: bool) -> None:
         # A fresh machine or container usually has no package lists yet.
         run(prefix + ['apt-get', 'update'], env=env, quiet=True)
         run(prefix + ['apt-get', 'install', '-y', '--no-install-recommends', *missing], env=env, quiet=True)
+
+
+def apt_has(package: str) -> bool:
+    """Whether apt can install ``package`` here (it has a candidate version)."""
+    if not shutil.which('apt-cache'):
+        return False
+    out = subprocess.run(['apt-cache', 'policy', package], text=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL).stdout
+    return bool(out.strip()) and 'Candidate: (none)' not in out
+
+
+def gui_apt_packages() -> list[str]:
+    """Debian packages of the Qt libraries this machine lacks (see APT_GUI_LIBS)."""
+    import ctypes.util
+
+    missing = [names for lib, names in APT_GUI_LIBS.items() if not ctypes.util.find_library(lib)]
+    return [next((n for n in names if apt_has(n)), names[-1]) for names in missing]
 
 
 def venv_apt_package(python: str) -> list[str]:
@@ -310,14 +333,15 @@ def main(argv: list[str] | None = None) -> int:
         if ros_distro is None and arch not in ('x86_64', 'AMD64'):
             raise SetupError(PI_HELP.format(arch=arch))
         python = sys.executable if ros_distro else pick_python()
-        apt = APT_BUILD + APT_RUNTIME + venv_apt_package(python) + (APT_TEST if args.test else [])
+        runtime = APT_RUNTIME + gui_apt_packages()
+        apt = APT_BUILD + runtime + venv_apt_package(python) + (APT_TEST if args.test else [])
         if args.no_apt:
             missing = missing_apt(apt)
             if missing:
                 log(f'missing system packages: {" ".join(missing)} (sudo apt-get install {" ".join(missing)})')
         else:
             ensure_apt(APT_BUILD + venv_apt_package(python), required=True)
-            ensure_apt(APT_RUNTIME + (APT_TEST if args.test else []), required=False)
+            ensure_apt(runtime + (APT_TEST if args.test else []), required=False)
         ensure_venv(python, system_site=ros_distro is not None)
         if ros_distro:
             log(f'using the sourced ROS 2 {ros_distro}')

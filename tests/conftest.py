@@ -23,6 +23,8 @@ import pytest
 
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.pop('ROS_STATIC_PEERS', None)
+# The GUI tests draw real Qt windows without a screen (pytest-qt); a display the user has is not used.
+os.environ['QT_QPA_PLATFORM'] = 'offscreen'
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK_DIR = Path(tempfile.gettempdir()) / 'autopilot-ros-domains'

@@ -1,0 +1,199 @@
+"""What the window shows, as plain Python: a row per pilot, the subjects, and each pilot's recent trials.
+
+:class:`Lab` takes the bridge's events (registry, subject list, trials) and keeps the state the widgets draw;
+the widgets hold none of their own. No Qt and no ROS calls here, so unit tests drive it with plain messages.
+Everything from the wire is hostile: bounded per pilot, deduplicated by trial number, and a trial whose
+fields cannot be read is counted, not trusted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from autopilot_core import trial_fields
+
+STATES = {0: 'idle', 1: 'running', 2: 'paused', 3: 'error'}
+#: Trials kept per pilot for the plots (the subject file has them all).
+MAX_TRIALS = 5000
+#: GPIO events kept per pilot for the raster of the current trial.
+MAX_GPIO = 2000
+#: Pilots shown at most: a registry listing more is cut (and says so) rather than growing the window for ever.
+MAX_PILOTS = 500
+COLUMNS = ('pilot', 'state', 'task', 'subject', 'step', 'trials', 'accuracy', 'last trial')
+
+
+@dataclass
+class Trial:
+    """One received trial: where it belongs and its task's field values."""
+
+    index: int        # the pilot's count of received trials: its x in the plots (sessions follow each other)
+    session_id: str
+    number: int
+    start_ns: int
+    stamp_ns: int
+    step: int
+    step_name: str
+    values: dict[str, Any]
+    received: float  # time.monotonic() when the window got it
+
+
+@dataclass
+class PilotRow:
+    """A pilot as its row shows it (from the terminal's registry and its trials)."""
+
+    pilot: str
+    online: bool = False
+    last_seen_s: float = math.inf
+    state: str = 'idle'
+    task: str = ''
+    subject: str = ''
+    session_id: str = ''
+    protocol: str = ''
+    step: int = 0
+    trial_count: int = 0
+    host: str = ''
+    message: str = ''
+    last_session_id: str = ''
+    last_session_state: str = ''
+    trials: deque[Trial] = field(default_factory=deque)
+    fields: list[tuple[str, int, str]] = field(default_factory=list)  # the newest trial's (name, type, unit)
+    gpio: deque[tuple[int, str, bool]] = field(default_factory=deque)  # (stamp ns, device, level), newest last
+    received: int = 0
+    trial_task: str = ''  # the task of the newest trial (the plots follow it)
+    active_low: set[str] = field(default_factory=set)  # inputs pulled up: a poke is the low level
+    _numbers: set[tuple[str, int]] = field(default_factory=set)
+
+    def session_trials(self, session_id: str | None = None) -> list[Trial]:
+        sid = self.session_id if session_id is None else session_id
+        return [t for t in self.trials if t.session_id == sid]
+
+    def accuracy(self, session_id: str | None = None) -> float | None:
+        """Fraction correct of the session's scored trials (correction trials left out); None when not scored."""
+        scored = [t.values['correct'] for t in self.session_trials(session_id)
+                  if isinstance(t.values.get('correct'), bool) and not t.values.get('correction', False)]
+        return sum(scored) / len(scored) if scored else None
+
+    def last_trial_age(self, now: float) -> float | None:
+        mine = self.session_trials()
+        return now - mine[-1].received if mine else None
+
+
+class Lab:
+    """The window's state; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.pilots: OrderedDict[str, PilotRow] = OrderedDict()
+        self.subjects: dict[str, Any] = {}
+        self.subject_problems: list[str] = []
+        self.bad_trials = 0
+        self.registry_stamp_ns = 0
+
+    # -- events ----------------------------------------------------------------------------------------------
+    def registry(self, msg: Any) -> None:
+        """A PilotRegistry: rows appear by themselves; a pilot the terminal forgot stays, offline."""
+        seen = set()
+        for entry in list(msg.pilots)[:MAX_PILOTS]:
+            name = str(entry.pilot)
+            if not name:
+                continue
+            seen.add(name)
+            row = self.pilots.get(name)
+            if row is None:
+                if len(self.pilots) >= MAX_PILOTS:
+                    continue
+                row = self.pilots[name] = PilotRow(name)
+            st = entry.last_status
+            row.online, row.last_seen_s = bool(entry.online), float(entry.last_seen_s)
+            row.state = STATES.get(int(st.state), 'unknown')
+            row.task, row.subject, row.session_id = st.task, st.subject, st.session_id
+            row.protocol, row.step, row.trial_count = st.protocol, int(st.step), int(st.trial_count)
+            row.host, row.message = st.host, st.message
+            row.last_session_id, row.last_session_state = st.last_session_id, st.last_session_state
+        for name, row in self.pilots.items():
+            if name not in seen:
+                row.online = False
+        self.pilots = OrderedDict(sorted(self.pilots.items()))
+        self.registry_stamp_ns = _ns(msg.header.stamp)
+
+    def subject_list(self, msg: Any) -> None:
+        self.subjects = {s.subject: s for s in msg.subjects}
+        self.subject_problems = list(msg.problems)
+
+    def trial(self, pilot: str, msg: Any, now: float | None = None) -> Trial | None:
+        """A TrialData heard on ``pilot``'s topic: stored once (a resent trial is not a second one); None when
+        not new, or not that pilot's (another rig's name in it is a misconfiguration or a forgery)."""
+        row = self.pilots.get(pilot)
+        if row is None:
+            return None  # a pilot the terminal does not know: not shown
+        if msg.pilot != pilot:
+            self.bad_trials += 1
+            return None
+        key = (msg.session_id, int(msg.trial_number))
+        if key in row._numbers:
+            return None
+        try:
+            values = trial_fields.to_dict(msg.fields)
+        except Exception:  # noqa: BLE001 - a malformed trial is counted, never drawn
+            self.bad_trials += 1
+            return None
+        t = Trial(row.received, msg.session_id, int(msg.trial_number), _ns(msg.start), _ns(msg.header.stamp),
+                  int(msg.step), msg.step_name, values, time.monotonic() if now is None else now)
+        row.received += 1
+        row.fields = [(f.name, int(f.type), f.unit) for f in msg.fields]
+        row.trial_task = str(msg.task)
+        row.trials.append(t)
+        row._numbers.add(key)
+        if len(row.trials) > MAX_TRIALS:
+            old = row.trials.popleft()
+            row._numbers.discard((old.session_id, old.number))
+        return t
+
+    def gpio(self, pilot: str, msg: Any) -> None:
+        """A GpioEvent of ``pilot``: kept (the newest :data:`MAX_GPIO`) for the current trial's raster."""
+        row = self.pilots.get(pilot)
+        if row is None:
+            return
+        row.gpio.append((_ns(msg.header.stamp), str(msg.device)[:64], bool(msg.level)))
+        if len(row.gpio) > MAX_GPIO:
+            row.gpio.popleft()
+
+    # -- what rows show --------------------------------------------------------------------------------------
+    def roster(self, pilot: str) -> list[str]:
+        """Subjects the terminal's roster puts on ``pilot``, then every other subject (all sorted)."""
+        mine = sorted(s for s, summary in self.subjects.items() if summary.pilot == pilot)
+        return mine + sorted(s for s in self.subjects if s not in mine)
+
+    def cells(self, pilot: str, now: float | None = None) -> list[str]:
+        """The row's texts, in :data:`COLUMNS` order."""
+        row = self.pilots[pilot]
+        now = time.monotonic() if now is None else now
+        state = row.state if row.online else f'offline ({_age(row.last_seen_s)} ago)'
+        summary = self.subjects.get(row.subject)
+        step = ''
+        if row.protocol:
+            names = list(summary.step_names) if summary is not None and summary.protocol == row.protocol else []
+            step = f'{row.step}: {names[row.step]}' if row.step < len(names) else str(row.step)
+        acc = row.accuracy()
+        age = row.last_trial_age(now)
+        return [row.pilot, state, row.task or '-', row.subject or '-', step or '-',
+                str(row.trial_count) if row.session_id else '-',
+                '-' if acc is None else f'{acc:.0%}', '-' if age is None else f'{_age(age)} ago']
+
+
+def _ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _age(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return 'never'
+    s = int(max(seconds, 0))
+    if s < 60:
+        return f'{s} s'
+    if s < 3600:
+        return f'{s // 60} min'
+    return f'{s // 3600} h {s // 60 % 60} min'

@@ -1,0 +1,265 @@
+"""The Terminal window: the pilot table on top, each pilot's live plots below, the log at the bottom.
+
+It drains the :class:`~.bridge.Bridge` every 30 ms on the UI thread (a cheap, non-blocking take of what the ROS
+thread queued) and hands each event to the :class:`~.model.Lab`; widgets redraw from the model. Every request
+goes out as a queued service call whose reply comes back as an event: a click never waits. Errors land in the
+message bar, naming the fix. While the terminal is not heard, the window is greyed and says so; it comes back
+by itself when the terminal's registry does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from autopilot_msgs.srv import PilotCommand, RecordWeight, StartSession
+from PyQt5 import QtCore, QtWidgets
+from rcl_interfaces.srv import GetParameters
+from rclpy.parameter import parameter_value_to_python
+
+from .bridge import Bridge, Event, Reply
+from .model import Lab
+from .plots import PilotPlots, spec_for
+from .widgets import MessageBar, PilotTable, WeightDialog
+
+DRAIN_MS = 30
+#: Table cells (ages, offline times) are redrawn this often even without events.
+TICK_S = 0.5
+#: A pilot's plots are redrawn at most this often (new trials within it are drawn together).
+PLOT_S = 0.2
+WEIGH_AT = ('none', 'start', 'stop', 'both')
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """See the module docstring."""
+
+    def __init__(self, bridge: Bridge, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bridge, self.lab = bridge, Lab()
+        self.setWindowTitle(f'autopilot-ros terminal ({bridge.terminal})')
+        self._pending: dict[int, Callable[[Reply], None]] = {}
+        self._dialogs: list[QtWidgets.QDialog] = []
+        self.weigh_at = 'both'
+        self.connected = False
+        self._ticked = 0.0
+        self.events_handled = 0
+        self.longest_drain_s = 0.0
+
+        central = QtWidgets.QWidget(self)
+        lay = QtWidgets.QVBoxLayout(central)
+        self.bar = MessageBar(central)
+        lay.addWidget(self.bar)
+        self.status_label = QtWidgets.QLabel('waiting for the terminal…', central)
+        self.status_label.setObjectName('connection')
+        lay.addWidget(self.status_label)
+        self.table = PilotTable(self.lab, self.on_action, central)
+        self.table.setObjectName('pilots')
+        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical, central)
+        split.addWidget(self.table)
+        scroll = QtWidgets.QScrollArea(split)
+        scroll.setWidgetResizable(True)
+        holder = QtWidgets.QWidget(scroll)
+        self.plot_layout = QtWidgets.QVBoxLayout(holder)
+        self.plot_layout.addStretch(1)
+        scroll.setWidget(holder)
+        split.addWidget(scroll)
+        split.setSizes([220, 600])
+        lay.addWidget(split, 1)
+        self.setCentralWidget(central)
+        self.resize(1200, 900)
+        self.plots: dict[str, PilotPlots] = {}
+        self._stale: set[str] = set()
+        self._drawn: dict[str, float] = {}
+        self.trial_latency_s: list[float] = []  # received -> drawn, per trial (bench/gui.py)
+
+        self.timer = QtCore.QTimer(self)
+        self.timer.timeout.connect(self.drain)
+        self.timer.start(DRAIN_MS)
+        self._ask_settings()
+
+    # -- the bridge's events -----------------------------------------------------------------------------------
+    def drain(self) -> None:
+        t0 = time.perf_counter()
+        events = self.bridge.drain()
+        changed = False
+        for ev in events:
+            changed |= self.handle(ev)
+        self.events_handled += len(events)
+        now = time.monotonic()
+        online = self.bridge.terminal_online()
+        if online != self.connected:
+            self._set_connected(online)
+            changed = True
+        if changed or now - self._ticked > TICK_S:
+            self._ticked = now
+            self.table.refresh(now)
+        for pilot in list(self._stale):
+            if now - self._drawn.get(pilot, 0.0) >= PLOT_S:
+                self._draw(pilot, now)
+        self.longest_drain_s = max(self.longest_drain_s, time.perf_counter() - t0)
+
+    def handle(self, ev: Event) -> bool:
+        """One event into the model; True when the table should be redrawn."""
+        if ev.kind == 'registry':
+            known = set(self.lab.pilots)
+            self.lab.registry(ev.payload)
+            for pilot in set(self.lab.pilots) - known:
+                self._ask_gpio_layout(pilot)
+            return True
+        if ev.kind == 'subjects':
+            self.lab.subject_list(ev.payload)
+            return True
+        if ev.kind == 'trial':
+            if self.lab.trial(ev.pilot, ev.payload) is None:
+                return False
+            self._stale.add(ev.pilot)
+            return True
+        if ev.kind == 'gpio':
+            self.lab.gpio(ev.pilot, ev.payload)
+            if ev.pilot in self.plots:
+                self._stale.add(ev.pilot)
+            return False
+        if ev.kind == 'reply':
+            done = self._pending.pop(ev.payload.token, None)
+            if done is not None:
+                done(ev.payload)
+            return True
+        if ev.kind == 'error':
+            self.bar.show_message(f'internal error in the window\'s ROS thread: {ev.payload}')
+        return False
+
+    def _draw(self, pilot: str, now: float) -> None:
+        """Redraw ``pilot``'s plots (made on its first trial, from its task's declared plot)."""
+        self._stale.discard(pilot)
+        self._drawn[pilot] = now
+        row = self.lab.pilots.get(pilot)
+        if row is None or not row.trials:
+            return
+        spec = spec_for(row.trial_task, row.fields)
+        plots = self.plots.get(pilot)
+        if plots is not None and plots.spec != spec:  # another task now: its own plot
+            plots.setParent(None)
+            plots.deleteLater()
+            plots = None
+        if plots is None:
+            plots = self.plots[pilot] = PilotPlots(pilot, spec, {n: u for n, _, u in row.fields})
+            plots.setObjectName(f'plots_{pilot}')
+            names = sorted(self.plots)
+            self.plot_layout.insertWidget(names.index(pilot), plots)
+        seen = row.trials[-1].received
+        plots.draw(row)
+        self.trial_latency_s.append(time.monotonic() - seen)
+
+    def _set_connected(self, online: bool) -> None:
+        self.connected = online
+        self.table.setEnabled(online)
+        if online:
+            self.status_label.setText(f'terminal {self.bridge.terminal}: connected')
+            self._ask_settings()
+        else:
+            self.status_label.setText(f'terminal {self.bridge.terminal} not heard: reconnecting… (is it running? '
+                                      '`autopilot launch terminal.launch.yaml`)')
+
+    # -- requests -----------------------------------------------------------------------------------------------
+    def request(self, srv_type: Any, name: str, req: Any, done: Callable[[Reply], None], *,
+                idempotent: bool = False) -> int:
+        token = self.bridge.call(srv_type, name, req, idempotent=idempotent)
+        self._pending[token] = done
+        return token
+
+    def answered(self, what: str, then: Callable[[Any], None] | None = None) -> Callable[[Reply], None]:
+        """A reply handler: an error or ``success = false`` goes to the message bar, else ``then(response)``."""
+        def done(reply: Reply) -> None:
+            if reply.error:
+                self.bar.show_message(f'{what}: {reply.error}')
+            elif hasattr(reply.response, 'success') and not reply.response.success:
+                self.bar.show_message(f'{what}: {reply.response.message}')
+            elif then is not None:
+                then(reply.response)
+        return done
+
+    def _ask_settings(self) -> None:
+        def got(reply: Reply) -> None:
+            if reply.error or not reply.response.values:
+                return
+            value = parameter_value_to_python(reply.response.values[0])
+            if value in WEIGH_AT:
+                self.weigh_at = value
+        self.request(GetParameters, 'get_parameters', GetParameters.Request(names=['weigh_at']), got,
+                     idempotent=True)
+
+    def _ask_gpio_layout(self, pilot: str) -> None:
+        """Which inputs of ``pilot``'s gpio node are pulled up (active low), for the raster."""
+        base = f'/{pilot}/gpio/get_parameters'
+
+        def pulls(reply: Reply, inputs: list[str]) -> None:
+            if reply.error:
+                return
+            row = self.lab.pilots.get(pilot)
+            values = [parameter_value_to_python(v) for v in reply.response.values]
+            if row is not None:
+                row.active_low = {d for d, pull in zip(inputs, values, strict=False) if pull == 'up'}
+
+        def got(reply: Reply) -> None:
+            if reply.error or not reply.response.values:
+                return  # no gpio node (yet): the raster shows raw levels
+            inputs = [str(d) for d in (parameter_value_to_python(reply.response.values[0]) or [])][:64]
+            self.request(GetParameters, base, GetParameters.Request(names=[f'devices.{d}.pull' for d in inputs]),
+                         lambda r: pulls(r, inputs), idempotent=True)
+        self.request(GetParameters, base, GetParameters.Request(names=['inputs']), got, idempotent=True)
+
+    def on_action(self, action: str, pilot: str, subject: str) -> None:
+        """A row's button: start (after the weight, if the lab weighs at start), pause/resume, stop."""
+        row = self.lab.pilots.get(pilot)
+        if row is None:
+            return
+        if action == 'start':
+            if not subject:
+                self.bar.show_message(f'{pilot}: choose a subject to start (create one under Subjects)')
+                return
+            if self.weigh_at in ('start', 'both'):
+                self.ask_weight(subject, 'start', '', lambda: self.start(subject, pilot))
+            else:
+                self.start(subject, pilot)
+        elif action == 'pause':
+            what = 'resume' if row.state == 'paused' else 'pause'
+            self.request(PilotCommand, f'{what}_session', PilotCommand.Request(pilot=pilot),
+                         self.answered(f'{what} {pilot}'))
+        elif action == 'stop':
+            sid, running = row.session_id, row.subject
+
+            def stopped(_resp: Any) -> None:
+                if self.weigh_at in ('stop', 'both') and running:
+                    self.ask_weight(running, 'stop', sid, None)
+            self.request(PilotCommand, 'stop_session', PilotCommand.Request(pilot=pilot),
+                         self.answered(f'stop {pilot}', stopped))
+
+    def start(self, subject: str, pilot: str) -> None:
+        self.request(StartSession, 'start_session', StartSession.Request(subject=subject, pilot=pilot),
+                     self.answered(f'start {subject} on {pilot}',
+                                   lambda r: self.bar.show_message(f'{subject} started on {pilot}', 'info')))
+
+    def ask_weight(self, subject: str, when: str, session_id: str, then: Callable[[], None] | None) -> WeightDialog:
+        """The weight prompt; OK stores it (then ``then``), Skip goes on without, Cancel stops there."""
+        summary = self.lab.subjects.get(subject)
+        baseline = float(summary.baseline_weight_g) if summary is not None else math.nan
+        dlg = WeightDialog(subject, when, baseline, self)
+        dlg.setObjectName(f'weight_{subject}_{when}')
+
+        def finished(code: int) -> None:
+            self._dialogs.remove(dlg)
+            if code == QtWidgets.QDialog.Accepted:
+                req = RecordWeight.Request(subject=subject, grams=dlg.grams.value(), when=when, session_id=session_id)
+                self.request(RecordWeight, 'record_weight', req, self.answered(f'weight of {subject}'))
+            if code != QtWidgets.QDialog.Rejected and then is not None:
+                then()
+        dlg.finished.connect(finished)
+        self._dialogs.append(dlg)
+        dlg.open()
+        return dlg
+
+    def closeEvent(self, event: Any) -> None:
+        self.timer.stop()
+        super().closeEvent(event)

@@ -1,0 +1,174 @@
+"""The Terminal window (issue 19) against a real terminal and two simulated rigs, on Qt's offscreen platform.
+
+Each rig is the ``rig`` executable (gpio, sound, pilot and a virtual subject in one process); the terminal is
+its installed executable; the window is the real one, its ROS side on its own thread, driven by clicks
+(pytest-qt). Screenshots go to the test's directory, and to ``$AUTOPILOT_SCREENSHOTS`` when set (that is how
+docs/screenshots/ is made: ``AUTOPILOT_SCREENSHOTS=docs/screenshots pytest tests/test_gui.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from PyQt5 import QtCore, QtWidgets
+from test_pilot import CALIBRATION, FAST_SUBJECT, RIG_PARAMS
+from test_terminal import RIG, Lab, launch_terminal
+
+from autopilot_gui.bridge import Bridge
+from autopilot_gui.window import MainWindow
+
+
+def launch_rigs(procs, tmp_path: Path, names: list[str]) -> dict[str, object]:
+    rigs = {}
+    for i, ns in enumerate(names):
+        calibration = tmp_path / f'{ns}-calibration.jsonl'
+        shutil.copy(CALIBRATION, calibration)
+        own = tmp_path / f'{ns}.yaml'
+        own.write_text(yaml.safe_dump({
+            '/**/gpio': {'ros__parameters': {'calibration_file': str(calibration)}},
+            '/**/sound': {'ros__parameters': {'backend': 'null'}},
+            '/**/pilot': {'ros__parameters': {'journal_path': str(tmp_path / f'{ns}-journal.sqlite3'),
+                                              'seed': 7 + i, 'resend_interval_s': 0.5}},
+            '/**/subject_sim': {'ros__parameters': {'seed': 5 + i, **FAST_SUBJECT}}}))
+        rigs[ns] = procs([RIG, '--virtual-subject', '--ros-args', '-r', f'__ns:=/{ns}', '--params-file',
+                          str(RIG_PARAMS), '--params-file', str(own)], name=ns)
+    return rigs
+
+
+def screenshot(widget: QtWidgets.QWidget, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f'{name}.png'
+    assert widget.grab().save(str(path)), f'could not save {path}'
+    if os.environ.get('AUTOPILOT_SCREENSHOTS'):
+        out = Path(os.environ['AUTOPILOT_SCREENSHOTS'])
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, out / path.name)
+    return path
+
+
+@pytest.fixture
+def window(qtbot, domain_id):
+    """A window with its bridge (closed and stopped after the test)."""
+    made = []
+
+    def make() -> MainWindow:
+        bridge = Bridge()
+        bridge.start()
+        w = MainWindow(bridge)
+        qtbot.addWidget(w)
+        w.show()
+        made.append(w)
+        return w
+    yield make
+    for w in made:
+        w.close()
+        w.bridge.stop()
+
+
+def row_text(w: MainWindow, pilot: str, column: str) -> str:
+    from autopilot_gui.model import COLUMNS
+
+    r = w.table.rows[pilot]
+    item = w.table.item(r, COLUMNS.index(column))
+    return item.text() if item is not None else ''
+
+
+def trials_shown(w: MainWindow, pilot: str) -> int:
+    text = row_text(w, pilot, 'trials')
+    return int(text) if text.isdigit() else 0
+
+
+def answer_weight(qtbot, w: MainWindow, subject: str, when: str, grams: float) -> None:
+    qtbot.waitUntil(lambda: w.findChild(QtWidgets.QDialog, f'weight_{subject}_{when}') is not None, timeout=10_000)
+    dlg = w.findChild(QtWidgets.QDialog, f'weight_{subject}_{when}')
+    dlg.grams.setValue(grams)
+    dlg.accept()
+
+
+def test_control_panel_runs_a_session_from_clicks(procs, node, tmp_path, qtbot, window):
+    launch_rigs(procs, tmp_path, ['rig1', 'rig2'])
+    launch_terminal(procs, tmp_path)
+    lab = Lab(node, ['rig1', 'rig2'])
+    lab.wait_online('rig1', 'rig2')
+    assert lab.create('mouse1').success and lab.assign('mouse1').success
+    w = window()
+    # Pilots appear by themselves, online; the subject is offered on every idle rig.
+    qtbot.waitUntil(lambda: set(w.table.rows) == {'rig1', 'rig2'} and w.connected, timeout=20_000)
+    qtbot.waitUntil(lambda: w.table.combos['rig1'].findText('mouse1') >= 0, timeout=20_000)
+    assert row_text(w, 'rig1', 'state') == 'idle'
+    w.table.combos['rig1'].setCurrentText('mouse1')
+    w.table.refresh()
+    assert w.table.buttons['rig1']['start'].isEnabled()
+    assert not w.table.buttons['rig1']['stop'].isEnabled()
+
+    qtbot.mouseClick(w.table.buttons['rig1']['start'], QtCore.Qt.MouseButton.LeftButton)
+    answer_weight(qtbot, w, 'mouse1', 'start', 24.5)
+    qtbot.waitUntil(lambda: row_text(w, 'rig1', 'state') == 'running', timeout=30_000)
+    qtbot.waitUntil(lambda: trials_shown(w, 'rig1') >= 6, timeout=60_000)
+    # The row's accuracy comes from the trials the window heard; the plots were made from the task's declaration.
+    qtbot.waitUntil(lambda: row_text(w, 'rig1', 'accuracy').endswith('%'), timeout=10_000)
+    qtbot.waitUntil(lambda: 'rig1' in w.plots, timeout=10_000)
+    assert w.plots['rig1'].spec.title == '2AFC'
+    assert not w.bar.text() or 'started' in w.bar.text(), w.bar.text()
+    # Every trial the pilot counted reached the plots (the heartbeat may run ahead by the trials in flight).
+    qtbot.waitUntil(lambda: len(w.lab.pilots['rig1'].trials) >= trials_shown(w, 'rig1') >= 6, timeout=10_000)
+    qtbot.waitUntil(lambda: 'rig1' not in w._stale, timeout=5_000)
+    screenshot(w, tmp_path, 'gui-control-panel')
+
+    qtbot.mouseClick(w.table.buttons['rig1']['pause'], QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: row_text(w, 'rig1', 'state') == 'paused', timeout=20_000)
+    assert w.table.buttons['rig1']['pause'].text() == 'Resume'
+    qtbot.mouseClick(w.table.buttons['rig1']['pause'], QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: row_text(w, 'rig1', 'state') == 'running', timeout=20_000)
+    qtbot.mouseClick(w.table.buttons['rig1']['stop'], QtCore.Qt.MouseButton.LeftButton)
+    answer_weight(qtbot, w, 'mouse1', 'stop', 24.1)
+    qtbot.waitUntil(lambda: row_text(w, 'rig1', 'state') == 'idle', timeout=20_000)
+    # Errors from services land in the window with the fix: starting a subject with no protocol.
+    assert lab.create('mouse9').success
+    qtbot.waitUntil(lambda: w.table.combos['rig2'].findText('mouse9') >= 0, timeout=20_000)
+    w.weigh_at = 'none'
+    w.on_action('start', 'rig2', 'mouse9')
+    qtbot.waitUntil(lambda: 'mouse9' in w.bar.text(), timeout=20_000)
+    assert 'protocol' in w.bar.text(), w.bar.text()
+
+
+def test_two_windows_agree_and_reconnect_when_the_terminal_comes_back(procs, node, tmp_path, qtbot, window):
+    launch_rigs(procs, tmp_path, ['rig1'])
+    terminal = launch_terminal(procs, tmp_path)
+    lab = Lab(node, ['rig1'])
+    lab.wait_online('rig1')
+    assert lab.create('mouse1').success and lab.assign('mouse1').success
+    a, b = window(), window()
+    for w in (a, b):
+        qtbot.waitUntil(lambda w=w: 'rig1' in w.table.rows and w.connected
+                        and w.table.combos['rig1'].findText('mouse1') >= 0, timeout=20_000)
+    a.weigh_at = 'none'
+    a.on_action('start', 'rig1', 'mouse1')
+    # What one window starts, the other shows: state, subject, trials, from the same registry and topics.
+    for w in (a, b):
+        qtbot.waitUntil(lambda w=w: row_text(w, 'rig1', 'state') == 'running'
+                        and trials_shown(w, 'rig1') >= 3, timeout=60_000)
+        assert w.table.combos['rig1'].currentText() == 'mouse1'
+    b.on_action('stop', 'rig1', '')
+    for w in (a, b):
+        qtbot.waitUntil(lambda w=w: row_text(w, 'rig1', 'state') == 'idle', timeout=20_000)
+    # b asked for the stop weight (its lab weighs at both ends, the terminal's default); a did not stop anything.
+    answer_weight(qtbot, b, 'mouse1', 'stop', 23.9)
+    assert a.findChild(QtWidgets.QDialog, 'weight_mouse1_stop') is None
+
+    assert terminal.stop() == 0, terminal.output()
+    for w in (a, b):
+        qtbot.waitUntil(lambda w=w: not w.connected and not w.table.isEnabled(), timeout=15_000)
+        assert 'reconnecting' in w.status_label.text()
+    screenshot(a, tmp_path, 'gui-terminal-lost')
+    launch_terminal(procs, tmp_path, 'terminal-2')
+    for w in (a, b):
+        qtbot.waitUntil(lambda w=w: w.connected and w.table.isEnabled() and lab_online(w, 'rig1'), timeout=30_000)
+
+
+def lab_online(w: MainWindow, pilot: str) -> bool:
+    row = w.lab.pilots.get(pilot)
+    return row is not None and row.online
