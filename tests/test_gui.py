@@ -172,3 +172,59 @@ def test_two_windows_agree_and_reconnect_when_the_terminal_comes_back(procs, nod
 def lab_online(w: MainWindow, pilot: str) -> bool:
     row = w.lab.pilots.get(pilot)
     return row is not None and row.online
+
+
+def test_subjects_window_creates_weighs_notes_and_shows_the_record(procs, node, tmp_path, qtbot, window):
+    launch_rigs(procs, tmp_path, ['rig1'])
+    launch_terminal(procs, tmp_path)
+    lab = Lab(node, ['rig1'])
+    lab.wait_online('rig1')
+    w = window()
+    qtbot.waitUntil(lambda: w.connected and 'rig1' in w.table.rows, timeout=20_000)
+    sw = w.open_subjects()
+    qtbot.addWidget(sw)
+    dlg = sw.new_subject()
+    qtbot.waitUntil(lambda: dlg.protocol.findText('fast') >= 0, timeout=15_000)  # the terminal's protocols
+    dlg.name.setText('mouse7')
+    dlg.genotype.setText('Pvalb-Cre')
+    dlg.sex.setCurrentText('F')
+    dlg.protocol.setCurrentText('fast')
+    screenshot(dlg, tmp_path, 'gui-new-subject')
+    dlg.submit()
+    qtbot.waitUntil(lambda: 'mouse7' in w.lab.subjects and w.lab.subjects['mouse7'].protocol == 'fast', timeout=20_000)
+    bio = w.lab.subjects['mouse7'].biography_json
+    assert '"genotype": "Pvalb-Cre"' in bio and '"sex": "F"' in bio, bio
+    qtbot.waitUntil(lambda: sw.table.rowCount() == 1, timeout=5_000)
+    sw.table.selectRow(0)
+    qtbot.waitUntil(lambda: sw.record is not None and sw.record.summary.subject == 'mouse7', timeout=15_000)
+
+    # The roster: on rig1, which then offers mouse7 first.
+    sw.rig.setCurrentText('rig1')
+    sw.set_rig()
+    qtbot.waitUntil(lambda: w.lab.subjects['mouse7'].pilot == 'rig1', timeout=15_000)
+    assert w.lab.roster('rig1')[0] == 'mouse7'
+    sw.grams.setValue(25.5)
+    sw.add_weight()
+    qtbot.waitUntil(lambda: sw.record is not None and len(sw.record.weights) == 1, timeout=15_000)
+    assert sw.record.weights[0].grams == pytest.approx(25.5) and sw.record.weights[0].when == 'check'
+    sw.note.setText('drank well, bright and alert')
+    sw.add_note()
+    qtbot.waitUntil(lambda: sw.notes.count() == 1 and 'bright' in sw.notes.item(0).text(), timeout=15_000)
+
+    # A session run elsewhere (the CLI, another window) shows up in the record with its accuracy.
+    assert lab.start('mouse7', 'rig1', max_trials=8).success
+    qtbot.waitUntil(lambda: sw.record is not None and len(sw.record.sessions) == 1
+                    and sw.record.sessions[0].state != 'running' and sw.record.sessions[0].trials == 8,
+                    timeout=60_000)
+    assert 0.0 <= sw.record.sessions[0].accuracy <= 1.0
+    assert sw.sessions.rowCount() == 1
+    sw.step.setCurrentIndex(1)
+    sw.reason.setText('ready for the hard version')
+    sw.set_step()
+    qtbot.waitUntil(lambda: w.lab.subjects['mouse7'].step == 1, timeout=15_000)
+    qtbot.waitUntil(lambda: any(h.kind == 'step' and 'ready for the hard' in h.detail_json
+                                for h in sw.record.history), timeout=15_000)
+    for i, name in enumerate(('overview', 'sessions', 'protocol-history', 'weights', 'notes')):
+        sw.tabs.setCurrentIndex(i)
+        qtbot.wait(50)
+        screenshot(sw, tmp_path, f'gui-subject-{name}')

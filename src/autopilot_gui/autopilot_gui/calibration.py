@@ -29,7 +29,7 @@ from .model import Lab
 
 #: Microlitres per gram of water (1 g = 1 mL = 1000 uL): the balance gives grams, the gpio node takes uL.
 UL_PER_GRAM = 1000.0
-COLUMNS = ('Valve', 'Openings', 'Open ms', 'Interval ms', '', 'Status', 'Water weighed (g)', '', 'Fit')
+COLUMNS = ('Valve', 'Openings', 'Open ms', 'Interval ms', '', 'Status', 'Water (g)', '', 'Fit: open ms =')
 COL = {name: i for i, name in enumerate(COLUMNS) if name}
 RUN_COL, RECORD_COL = 4, 7
 HISTORY = ('Recorded', 'Openings', 'Open ms', 'Total uL', 'uL / opening', 'In fit')
@@ -96,8 +96,8 @@ def to_ul(grams: float) -> float:
 
 
 def _short_fit(text: str) -> str:
-    """'valve_left: open_ms = 3 + 4 * v (v: uL per opening; 3 point(s))' -> 'open_ms = 3 + 4 * v (3 points)'."""
-    body = text.split(': ', 1)[-1]
+    """'valve_left: open_ms = 3 + 4 * v (v: uL per opening; 3 point(s))' -> '3 + 4 * v (3 points)'."""
+    body = text.split(': ', 1)[-1].removeprefix('open_ms = ')
     if '(v: uL per opening; ' in body:
         eq, rest = body.split(' (v: uL per opening; ', 1)
         rest = rest[:-1] if rest.endswith(')') else rest
@@ -118,6 +118,7 @@ class CalibrationDialog(QtWidgets.QDialog):
         self.order: list[tuple[str, str]] = []
         self.rig_items: dict[str, QtWidgets.QListWidgetItem] = {}
         self.selected: tuple[str, str] | None = None
+        self._colours: dict[tuple[str, str], tuple[int, int, int]] = {}
 
         lay = QtWidgets.QVBoxLayout(self)
         intro = QtWidgets.QLabel(
@@ -149,9 +150,12 @@ class CalibrationDialog(QtWidgets.QDialog):
         self.table = QtWidgets.QTableWidget(0, len(COLUMNS), self)
         self.table.setObjectName('valves')
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
-        header = self.table.horizontalHeaderItem(COL['Water weighed (g)'])
-        if header is not None:
-            header.setToolTip('Grams of water collected over the whole run; recorded as uL (1 g = 1000 uL)')
+        for col, tip in ((COL['Water (g)'], 'Grams of water collected over the whole run; recorded as uL '
+                                            '(1 g = 1000 uL)'),
+                         (COL['Fit: open ms ='], 'open_ms = c0 + c1 * v, v in uL per opening (the reward volume)')):
+            header = self.table.horizontalHeaderItem(col)
+            if header is not None:
+                header.setToolTip(tip)
         vertical, horizontal = self.table.verticalHeader(), self.table.horizontalHeader()
         assert vertical is not None and horizontal is not None
         vertical.setVisible(False)
@@ -187,7 +191,7 @@ class CalibrationDialog(QtWidgets.QDialog):
         lower = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal, self)
         lower.addWidget(self.plot)
         lower.addWidget(right)
-        lower.setSizes([560, 440])
+        lower.setSizes([520, 580])
         split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical, self)
         split.addWidget(self.table)
         split.addWidget(lower)
@@ -199,7 +203,7 @@ class CalibrationDialog(QtWidgets.QDialog):
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.status)
-        self.resize(1100, 720)
+        self.resize(1240, 760)
 
         self.rig_timer = QtCore.QTimer(self)
         self.rig_timer.timeout.connect(self.refresh_rigs)
@@ -302,7 +306,7 @@ class CalibrationDialog(QtWidgets.QDialog):
         row = self.rows[key]
         row.points, row.coefficients, row.fit, row.file = list(res.points), list(res.fit_coefficients), res.fit, \
             res.file
-        cell = self.table.item(self.order.index(key), COL['Fit'])
+        cell = self.table.item(self.order.index(key), COL['Fit: open ms ='])
         if cell is not None:
             cell.setText(_short_fit(row.fit) if row.coefficients else 'not calibrated yet')
             cell.setToolTip(f'{row.fit}\nfile on the rig: {row.file}')
@@ -315,7 +319,7 @@ class CalibrationDialog(QtWidgets.QDialog):
     # -- rows --------------------------------------------------------------------------------------------------
     def _add(self, rig: str, device: str) -> None:
         key = (rig, device)
-        r = self.table.rowCount()
+        r = sum(k < key for k in self.order)  # rows sorted by rig, then valve
         self.table.insertRow(r)
         name = QtWidgets.QTableWidgetItem(f'{rig} {device}')
         name.setFlags(name.flags() | QtCore.Qt.ItemFlag.ItemIsUserCheckable)
@@ -329,16 +333,20 @@ class CalibrationDialog(QtWidgets.QDialog):
             s.setDecimals(decimals)
             s.setValue(value)
             s.setSuffix(suffix)
+            s.setMaximumWidth(110 if suffix else 80)
             return s
         openings = QtWidgets.QSpinBox(self.table)
         openings.setRange(1, 100_000)
         openings.setValue(100)
+        openings.setMaximumWidth(80)
         open_ms = spin(0.5, 60_000.0, 20.0, 1)
         interval_ms = spin(1.0, 60_000.0, 200.0, 0)
         grams = spin(0.0, 1000.0, 0.0, 4, ' g')
         grams.setToolTip('Water collected over the whole run, in grams (0.1 mg = 0.1 uL); recorded as uL')
         run = QtWidgets.QPushButton('Run', self.table)
+        run.setMaximumWidth(60)
         record = QtWidgets.QPushButton('Record', self.table)
+        record.setMinimumWidth(record.fontMetrics().horizontalAdvance('Store anyway') + 24)  # its text may change
         record.setEnabled(False)
         timer = QtCore.QTimer(self)
         timer.setSingleShot(True)
@@ -351,11 +359,12 @@ class CalibrationDialog(QtWidgets.QDialog):
         self.table.setCellWidget(r, COL['Interval ms'], interval_ms)
         self.table.setCellWidget(r, RUN_COL, run)
         self.table.setItem(r, COL['Status'], QtWidgets.QTableWidgetItem('ready'))
-        self.table.setCellWidget(r, COL['Water weighed (g)'], grams)
+        self.table.setCellWidget(r, COL['Water (g)'], grams)
         self.table.setCellWidget(r, RECORD_COL, record)
-        self.table.setItem(r, COL['Fit'], QtWidgets.QTableWidgetItem('…'))
+        self.table.setItem(r, COL['Fit: open ms ='], QtWidgets.QTableWidgetItem('…'))
         self.rows[key] = row
-        self.order.append(key)
+        self.order.insert(r, key)
+        self._colours[key] = PALETTE[len(self._colours) % len(PALETTE)]  # kept while the dialog lives
         run.clicked.connect(lambda _=False: self.run(key))
         record.clicked.connect(lambda _=False: self.record(key, force=row.offer_force))
         grams.valueChanged.connect(lambda _v: self._weighed(key))
@@ -468,7 +477,7 @@ class CalibrationDialog(QtWidgets.QDialog):
             row.busy = False
             if not reply.error and not reply.response.success and 'force=True' in reply.response.message:
                 row.offer_force = True
-                self.set_status(key, 'refused: disagrees with the fit', RED)
+                self.set_status(key, 'refused: off the fit (below)', RED)
                 message = reply.response.message.replace(
                     'record the point with force=True or start a new calibration file (parameter calibration_file)',
                     'click "Store anyway"')
@@ -495,18 +504,17 @@ class CalibrationDialog(QtWidgets.QDialog):
         legend = self.plot.getPlotItem().legend
         if legend is not None:
             legend.clear()
-        for i, key in enumerate(self.order):
+        for key in self.order:
             row = self.rows[key]
-            colour = PALETTE[i % len(PALETTE)]
+            colour = self._colours[key]
             xs = [p.open_ms for p in row.points if p.n_openings]
             ys = [p.measured_volume_ul / p.n_openings for p in row.points if p.n_openings]
             brushes = [pg.mkBrush(*(colour if p.used else UNUSED)) for p in row.points if p.n_openings]
-            if xs:
-                self.plot.addItem(pg.ScatterPlotItem(xs, ys, brush=brushes, size=9, pen=pg.mkPen('w', width=0.5),
-                                                     name=f'{row.label} points'))
+            if xs:  # unnamed: the legend lists each valve once, by its fit line's colour
+                self.plot.addItem(pg.ScatterPlotItem(xs, ys, brush=brushes, size=9, pen=pg.mkPen('w', width=0.5)))
             ms, vol = fit_curve(row.coefficients, row.points)
             if len(ms):
-                self.plot.addItem(pg.PlotDataItem(ms, vol, pen=pg.mkPen(colour, width=2), name=f'{row.label} fit'))
+                self.plot.addItem(pg.PlotDataItem(ms, vol, pen=pg.mkPen(colour, width=2), name=row.label))
 
     def _fill_history(self) -> None:
         row = self.rows.get(self.selected) if self.selected else None
@@ -521,7 +529,7 @@ class CalibrationDialog(QtWidgets.QDialog):
         for r, p in enumerate(row.points):
             when = int(p.time.sec) + int(p.time.nanosec) * 1e-9
             per = p.measured_volume_ul / p.n_openings if p.n_openings else math.nan
-            texts = [time.strftime('%Y-%m-%d %H:%M', time.localtime(when)), str(p.n_openings), f'{p.open_ms:g}',
+            texts = [time.strftime('%y-%m-%d %H:%M', time.localtime(when)), str(p.n_openings), f'{p.open_ms:g}',
                      f'{p.measured_volume_ul:.4g}', f'{per:.3g}', 'yes' if p.used else 'no']
             for c, text in enumerate(texts):
                 item = QtWidgets.QTableWidgetItem(text)

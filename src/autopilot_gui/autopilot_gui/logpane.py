@@ -150,8 +150,9 @@ class LogPane(QtWidgets.QWidget):
         vertical.setDefaultSectionSize(20)
         vertical.setSectionResizeMode(QtWidgets.QHeaderView.Fixed)  # no per-row measuring: cheap for many rows
         horizontal.setStretchLastSection(True)
-        for col, width in enumerate((100, 60, 160)):
-            self.view.setColumnWidth(col, width)
+        metrics = self.view.fontMetrics()
+        for col, sample in enumerate(('00:00:00.000', 'Severity', 'rig_1.subject_sim')):
+            self.view.setColumnWidth(col, metrics.horizontalAdvance(sample) + 16)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(bar)

@@ -22,6 +22,7 @@ from rclpy.parameter import parameter_value_to_python
 from .bridge import Bridge, Event, Reply
 from .model import Lab
 from .plots import PilotPlots, spec_for
+from .subjects import SubjectsWindow
 from .widgets import MessageBar, PilotTable, WeightDialog
 
 DRAIN_MS = 30
@@ -74,6 +75,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self._drawn: dict[str, float] = {}
         self.trial_latency_s: list[float] = []  # received -> drawn, per trial (bench/gui.py)
 
+        self.subjects_window: SubjectsWindow | None = None
+        menu = self.menuBar()
+        assert menu is not None
+        lab_menu = menu.addMenu('&Lab')
+        assert lab_menu is not None
+        for text, slot in (('&Subjects…', lambda: None if self.open_subjects() else None),):
+            action = lab_menu.addAction(text)
+            assert action is not None
+            action.triggered.connect(slot)
+
         self.timer = QtCore.QTimer(self)
         self.timer.timeout.connect(self.drain)
         self.timer.start(DRAIN_MS)
@@ -110,6 +121,8 @@ class MainWindow(QtWidgets.QMainWindow):
             return True
         if ev.kind == 'subjects':
             self.lab.subject_list(ev.payload)
+            if self.subjects_window is not None:
+                self.subjects_window.refresh()
             return True
         if ev.kind == 'trial':
             if self.lab.trial(ev.pilot, ev.payload) is None:
@@ -189,6 +202,14 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.weigh_at = value
         self.request(GetParameters, 'get_parameters', GetParameters.Request(names=['weigh_at']), got,
                      idempotent=True)
+
+    def open_subjects(self) -> SubjectsWindow:
+        """The subjects window (one per main window), raised if open."""
+        if self.subjects_window is None:
+            self.subjects_window = SubjectsWindow(self)
+        self.subjects_window.show()
+        self.subjects_window.raise_()
+        return self.subjects_window
 
     def _ask_gpio_layout(self, pilot: str) -> None:
         """Which inputs of ``pilot``'s gpio node are pulled up (active low), for the raster."""
