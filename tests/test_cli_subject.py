@@ -231,3 +231,81 @@ def test_session_on_simulated_rig(procs, ros_env, tmp_path):
     assert [(r['subject'], r['protocol'], r['sessions'], r['trials']) for r in listing] == \
         [('mouse', '2afc_demo', '1', '5')], listing
     assert 'rig: no session to stop' in error_line(stop)
+
+
+def test_weigh_note_rig_protocols_and_reading_through_the_terminal(procs, ros_env, tmp_path):
+    """`subject list`/`show` ask the terminal (the same as reading the files); weights, notes, the roster and
+    protocols go through its services."""
+    data, protocols = tmp_path / 'data', tmp_path / 'protocols'
+    data.mkdir()
+    protocols.mkdir()
+    demo = (ROOT / 'protocols' / '2afc_demo.yaml').read_text()
+    (protocols / '2afc_demo.yaml').write_text(demo)
+    term = procs([TERMINAL, '--ros-args', '-p', f'data_dir:={data}', '-p', f'protocol_dir:={protocols}'],
+                 name='terminal')
+    term.wait_for_output('subject files in')
+    made, listed_protocols, shown_protocol = cli_many(
+        ros_env, ('subject', 'create', 'mouse'), ('protocol', 'list'), ('protocol', 'show', '2afc_demo'))
+    ok(made)
+    assert columns(ok(listed_protocols).splitlines()) == [
+        {'protocol': '2afc_demo', 'steps': '2', 'tasks': '2afc', 'valid': 'yes'}]
+    assert ok(shown_protocol) == demo and '0: 2afc with correction (2afc)' in shown_protocol.stderr
+    assert ok(cli(ros_env, 'subject', 'weigh', 'mouse', '25', '--when', 'start')).strip() == \
+        'mouse: 25 g (the baseline) (start)'
+    weighed, noted, unknown_rig, no_subject, assigned = cli_many(
+        ros_env,
+        ('subject', 'weigh', 'mouse', '23.75', '--when', 'stop', '--session', 's1'),
+        ('subject', 'note', 'mouse', 'left port sticky', '--session', 's1'),
+        ('subject', 'rig', 'mouse', 'rig9'),
+        ('subject', 'weigh', 'ghost', '20'),
+        ('subject', 'assign', 'mouse', '2afc_demo'))
+    assert ok(weighed).strip() == 'mouse: 23.75 g, 95% of the baseline 25 g (stop, session s1)'
+    assert ok(noted).strip() == 'mouse: note added (16 characters, session s1)'
+    assert "unknown pilot 'rig9' (known: none)" in error_line(unknown_rig)
+    assert "unknown subject 'ghost'" in error_line(no_subject)
+    ok(assigned)
+    assert ok(cli(ros_env, 'subject', 'rig', 'mouse', '--none')).strip() == 'mouse: on no rig (was none)'
+
+    # Through the terminal and from the files: the same, but for where the file is.
+    time.sleep(1.5)  # the terminal republishes its list at most once a second
+    listed, shown = cli_many(ros_env, ('subject', 'list'), ('subject', 'show', 'mouse'))
+    assert columns(ok(listed).splitlines()) == [{'subject': 'mouse', 'protocol': '2afc_demo',
+                                                 'step': '0: 2afc with correction', 'sessions': '0', 'trials': '0',
+                                                 'last session': '-'}]
+    assert ok(listed) == ok(local('subject', 'list', '--data-dir', str(data)))
+    text = ok(shown)
+    from_files = ok(local('subject', 'show', 'mouse', '--data-dir', str(data)))
+    assert text.splitlines()[1] == f'file: on the terminal of ROS_DOMAIN_ID={ros_env["ROS_DOMAIN_ID"]}'
+    assert from_files.splitlines()[1] == f'file: {data / "mouse.h5"}'
+    assert text.splitlines()[2:] == from_files.splitlines()[2:]
+    assert 'rig: none (`autopilot subject rig SUBJECT PILOT`)' in text.splitlines()
+    weights = columns(section(text, 'weights'))
+    assert [(w['grams'], w['baseline'], w['when'], w['session']) for w in weights] == \
+        [('25', '100%', 'start', '-'), ('23.75', '95%', 'stop', 's1')]
+    history = columns(section(text, 'history'))
+    # The note and the assignment were sent at once: either may be stored first.
+    assert {h['kind']: h['detail'] for h in history[1:3]}['note'] == 'left port sticky (session s1)', history
+    assert [h['kind'] for h in history[::3]] == ['created', 'roster'] and len(history) == 4, history
+    assert history[3]['detail'] == 'no rig (was none) (by terminal)'
+
+    # Protocols saved through the terminal: validated there, never over a file unless asked.
+    mine = tmp_path / 'mine.yaml'
+    mine.write_text(demo.replace('name: 2afc_demo', 'name: mine'))
+    assert ok(cli(ros_env, 'protocol', 'save', 'mine', str(mine))).strip() == \
+        f'saved protocol mine ({protocols / "mine.yaml"})'
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('name: mine\nsteps:\n  - name: one\n    task: nope\n')
+    again, broken, overwritten = cli_many(
+        ros_env, ('protocol', 'save', 'mine', str(mine)), ('protocol', 'save', 'mine', str(bad), '--overwrite'),
+        ('protocol', 'save', 'mine', str(mine), '--overwrite'))
+    assert f'{protocols / "mine.yaml"} exists already; save with overwrite' in error_line(again)
+    assert f"{protocols / 'mine.yaml'}:4: steps[0].task: unknown task 'nope'" in error_line(broken)
+    ok(overwritten)
+    assert (protocols / 'mine.yaml').read_text() == mine.read_text()
+    for args, message in {('subject', 'weigh', 'mouse', 'nan'): 'a weight is more than 0 and less than 100000',
+                          ('subject', 'weigh', 'mouse', 'heavy'): 'expected a weight in grams',
+                          ('subject', 'rig', 'mouse'): 'give a PILOT or --none',
+                          ('subject', 'note', 'mouse', ' '): 'a note is 1-1000 characters'}.items():
+        line = error_line(local(*args))
+        assert line.startswith('autopilot: error: ') and message in line, (args, line)
+    assert term.popen.poll() is None, term.output()

@@ -24,6 +24,7 @@ setup(
             'bag = autopilot_terminal.cli.bag:BagCommand',
             'export = autopilot_terminal.cli.export:ExportCommand',
             'plot = autopilot_terminal.cli.plot:PlotCommand',
+            'protocol = autopilot_terminal.cli.protocol:ProtocolCommand',
             'session = autopilot_terminal.cli.session:SessionCommand',
             'subject = autopilot_terminal.cli.subject:SubjectCommand',
         ],

@@ -6,7 +6,10 @@ says which it takes) and acknowledges it on ``<ns>/trial_acks`` once the file is
 session's group in the subject's file as the heartbeats show it (:mod:`.lifecycle`, with its provenance:
 :mod:`.provenance_collect`); serves the subject services (:mod:`.subject_services`) and ``~/start_session``,
 ``~/stop_session``, ``~/pause_session``, ``~/resume_session`` (:mod:`.sessions`) as coroutines: while one
-waits for a pilot or the recorder, the node serves everything else. Every endpoint goes through
+waits for a pilot or the recorder, the node serves everything else. The subjects (:mod:`.catalog`, read on the
+recorder's thread) are published on ``/terminal/subjects`` (latched) at start, within a second of a change (a
+service, a session begun or ended, a graduation) and every 10 s; ``weigh_at`` tells GUIs when to ask for
+weights. Every endpoint goes through
 :mod:`autopilot_core.guard` (a refusal is logged, counted on ``/diagnostics`` and answered with the reason).
 
 A child process, node ``/terminal/recorder`` (:mod:`.receiver`), subscribes raw to each pilot's record topics
@@ -22,19 +25,27 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from action_msgs.srv import CancelGoal
 from autopilot_msgs.action import RunSession
-from autopilot_msgs.msg import PilotRegistry, PilotStatus, StepChange, TrialAck, TrialData
+from autopilot_msgs.msg import PilotRegistry, PilotStatus, StepChange, SubjectList, TrialAck, TrialData
 from autopilot_msgs.srv import (
+    AddNote,
     AssignProtocol,
     CreateSubject,
     GetEvents,
+    GetProtocol,
+    GetSubject,
+    ListProtocols,
     LoadProtocol,
     PilotCommand,
+    RecordWeight,
+    SaveProtocol,
     SetSubjectParameters,
+    SetSubjectPilot,
     SetSubjectStep,
     StartSession,
 )
@@ -58,7 +69,7 @@ from .receiver import Receiver
 from .recorder import Recorder
 from .routing import PRE_SESSION_NS, SessionTable, TopicSetup
 from .sessions import SessionControl
-from .subject_services import SubjectServices
+from .subject_services import WEIGH_AT, SubjectServices
 
 RECORD_TOPICS = ['status', 'trials', 'step_changes', 'trial_acks', 'gpio/events', 'gpio/output', 'gpio/reward',
                  'sound/play', 'sound/onsets', 'sound/stop']
@@ -82,6 +93,8 @@ PARAMS = [
               'receiving (which throttles the pilots when behind) goes first and the writer catches up in batches',
               min=0, max=19, read_only=True),
     ParamSpec('launch_file', '', 'Launch file whose text is stored with every session ("": none)', read_only=True),
+    ParamSpec('weigh_at', 'both', 'When the GUI asks for a weight: before a session (start), after one (stop), both '
+              'or none', choices=WEIGH_AT, read_only=True),
     ParamSpec('stop_grace_s', 3.0, 'On Ctrl-C/SIGTERM, how long the terminal waits for running sessions to end (a '
               "launch stops its pilots at the same time: their last trials and end come within this); the launcher's "
               'SIGTERM follows 5 s after its SIGINT', unit='s', min=0.0, max=60.0, read_only=True),
@@ -97,6 +110,8 @@ STATUS_QUEUE = QoSProfile(history=qos.STATUS.history, depth=20, reliability=qos.
                           durability=qos.STATUS.durability)
 #: Longest the recorder's writer thread may take to answer a subject service.
 RECORDER_TIMEOUT_S = 10.0
+#: /terminal/subjects: at most once a second after a change, and at least this often.
+SUBJECTS_PERIOD_S = 10.0
 
 
 class TerminalNode(Node):
@@ -133,7 +148,16 @@ class TerminalNode(Node):
         self.recorder.on_gap = self.fetcher.request
         self.receiver = Receiver(self.topics.all(), self.topics.handler, self.recorder.count_lost, self._log)
         self.host_provenance = provenance.collect()
-        self.subjects = SubjectServices(self._on_recorder, self.data_dir, self.protocol_dir)
+        self.weigh_at = p['weigh_at']
+        # Protocol files (up to 1 MB of YAML each) are parsed and checked off the executor: it keeps serving.
+        self._protocol_pool = ThreadPoolExecutor(1, thread_name_prefix='protocols')
+        self.subjects = SubjectServices(self._on_recorder, self.data_dir, self.protocol_dir,
+                                        changed=self.subjects_changed, background=self._in_thread,
+                                        pilot_names=lambda: [link.name for link in self.pilots])
+        self._subjects_due = True  # a change since the last /terminal/subjects (and the first one)
+        self._subjects_busy = False
+        self._subjects_last = -SUBJECTS_PERIOD_S
+        self.subjects_pub = self.create_publisher(SubjectList, '~/subjects', qos.STATUS)
         self.control = SessionControl(self, self.pilots, self.subjects, self.protocol_dir, online=self.online,
                                       not_recorded=self._not_recorded, timeout_s=self.timeout_s, log=self._log)
         self.registry_pub = self.create_publisher(PilotRegistry, '~/pilots', qos.STATUS)
@@ -146,15 +170,18 @@ class TerminalNode(Node):
             ('set_subject_parameters', SetSubjectParameters, s.set_parameters),
             ('start_session', StartSession, self.control.start_session),
             *((f'{what}_session', PilotCommand, functools.partial(self.control.command_session, what))
-              for what in ('stop', 'pause', 'resume'))]
+              for what in ('stop', 'pause', 'resume')),
+            ('get_subject', GetSubject, s.get_subject), ('record_weight', RecordWeight, s.record_weight),
+            ('add_note', AddNote, s.add_note), ('set_subject_pilot', SetSubjectPilot, s.set_pilot),
+            ('list_protocols', ListProtocols, s.list_protocols), ('get_protocol', GetProtocol, s.get_protocol),
+            ('save_protocol', SaveProtocol, s.save_protocol)]
         # Reentrant: a coroutine callback holds its group while it awaits, and the default (mutually exclusive)
         # group holds the timers and clients it awaits.
         group = ReentrantCallbackGroup()
         for name, srv_type, serve in services:
             guard.create_service(self, srv_type, f'~/{name}', self._logged(name, serve), callback_group=group)
         self.create_timer(1.0, self.tick)
-        self.create_timer(max(min(p['end_grace_s'], 0.2), 0.01),
-                          lambda: self.lifecycle.poll(time.time_ns(), time.monotonic()))
+        self.create_timer(max(min(p['end_grace_s'], 0.2), 0.01), self._poll_lifecycle)
         self.receiver.start()
         t = self.topics
         self.get_logger().info(f'subject files in {self.data_dir}, protocols from {self.protocol_dir}; recording '
@@ -176,7 +203,8 @@ class TerminalNode(Node):
         """A service coroutine whose answer is logged (a malformed request goes to the guard instead)."""
         async def logged(req: Any, resp: Any) -> Any:
             resp = await serve(req, resp)
-            self._log('info' if resp.success else 'warn', f'{what}: {resp.message}')
+            if hasattr(resp, 'success'):  # list_protocols only lists
+                self._log('info' if resp.success else 'warn', f'{what}: {resp.message}')
             return resp
         return logged
 
@@ -186,6 +214,13 @@ class TerminalNode(Node):
         if not await aio.wait_for(self, future, RECORDER_TIMEOUT_S):
             raise TimeoutError(f'the recorder did not answer within {RECORDER_TIMEOUT_S:.0f} s (it is still writing; '
                                'see the terminal log); try again')
+        return future.result()
+
+    async def _in_thread(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` run on the protocol thread, awaited without holding the executor."""
+        future = aio.from_thread(self, self._protocol_pool.submit(fn))
+        if not await aio.wait_for(self, future, RECORDER_TIMEOUT_S):
+            raise TimeoutError(f'reading protocols took more than {RECORDER_TIMEOUT_S:.0f} s; try again')
         return future.result()
 
     def close(self) -> None:
@@ -206,6 +241,7 @@ class TerminalNode(Node):
                                           'as the terminal stops: left running in the file, closed when the terminal '
                                           'next sees the pilot (its trials are resent then)')
         self.fetcher.close()
+        self._protocol_pool.shutdown(wait=False)
         self.receiver.close()  # first: what it received still goes to the recorder
         self.recorder.close()
         st = self.recorder.stats()
@@ -215,6 +251,39 @@ class TerminalNode(Node):
                                   if st.superseded_messages else '')
                                + (f'; {st.frames} video frames, {st.frames_dropped} dropped'
                                   if st.frames or st.frames_dropped else ''))
+
+    # -- /terminal/subjects -------------------------------------------------------------------------
+
+    def subjects_changed(self) -> None:
+        """A subject changed (a service, a session begun or ended, a graduation): republish within a second."""
+        self._subjects_due = True
+
+    def _poll_lifecycle(self) -> None:
+        ending = len(self.lifecycle.ending)
+        self.lifecycle.poll(time.time_ns(), time.monotonic())
+        if len(self.lifecycle.ending) != ending:  # a session's end was written (queued before the next read)
+            self.subjects_changed()
+
+    def _subjects_tick(self) -> None:
+        """At most once a second: publish the subject list when something changed or it is due anyway."""
+        now = time.monotonic()
+        if self._subjects_busy or self.executor is None or not (
+                self._subjects_due or now - self._subjects_last >= SUBJECTS_PERIOD_S):
+            return
+        self._subjects_due, self._subjects_busy, self._subjects_last = False, True, now
+        self.executor.create_task(self._publish_subjects)
+
+    async def _publish_subjects(self) -> None:
+        try:
+            msg = await self.subjects.subject_list()
+        except TimeoutError as exc:
+            self._log('warn', f'/terminal/subjects not published: {exc}')
+            self._subjects_due = True
+            return
+        finally:
+            self._subjects_busy = False
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.subjects_pub.publish(msg)
 
     def _not_recorded(self, link: PilotLink) -> list[str]:
         graph = {name for name, _ in self.get_topic_names_and_types()}
@@ -233,6 +302,7 @@ class TerminalNode(Node):
         for endpoint, pilot, reason in self.intake.conflicts():  # told by the recorder's thread
             guard.of(self).refuse(endpoint, reason, pilot)
         self.publish_registry()
+        self._subjects_tick()
 
     def _add_pilot(self, ns: str) -> None:
         base = ns.rstrip('/')
@@ -249,11 +319,15 @@ class TerminalNode(Node):
                                       STATUS_QUEUE, sender=lambda m: m.pilot),
             guard.create_subscription(self, TrialData, f'{base}/trials', lambda m: self.intake.trial(
                 link, m, time.time_ns()), qos.TRIALS, sender=lambda m: m.pilot),
-            guard.create_subscription(self, StepChange, f'{base}/step_changes', lambda m: self.intake.step_change(
-                link, m, time.time_ns()), qos.TRIALS, sender=lambda m: m.pilot)]
+            guard.create_subscription(self, StepChange, f'{base}/step_changes', lambda m: self._step_change(link, m),
+                                      qos.TRIALS, sender=lambda m: m.pilot)]
         self.pilots.add(link)
         self.receiver.set_pilots(self.pilots.namespaces())
         self.get_logger().info(f'pilot found at {ns}')
+
+    def _step_change(self, link: PilotLink, msg: StepChange) -> None:
+        self.intake.step_change(link, msg, time.time_ns())
+        self.subjects_changed()  # a graduation: stored (queued) before the list is next read
 
     def online(self, link: PilotLink) -> bool:
         if link.status is None or time.monotonic() - link.seen > self.timeout_s:
@@ -281,6 +355,7 @@ class TerminalNode(Node):
         self.lifecycle.heartbeat(link, msg, running, time.time_ns(), time.monotonic())
         if old is None or old.state != msg.state:
             self.publish_registry()
+            self.subjects_changed()  # a session may have begun or ended
 
     def _on_begin(self, link: PilotLink, msg: PilotStatus, planned: dict[str, Any]) -> None:
         """A session began: its provenance now, and its nodes' parameters once fetched (a task on the executor)."""

@@ -1,8 +1,8 @@
 """Subjects on the terminal: what protocol, step and parameter overrides each one is at, from its history.
 
 A subject's state is never kept anywhere but its file's ``/subject/history`` (kinds ``created``,
-``biography``, ``assign``, ``step``, ``parameters``; see docs/hdf5-layout.md): :func:`state_from_history`
-replays it, so the file alone says what the subject was doing at any time. Graduations the pilots report
+``biography``, ``assign``, ``step``, ``parameters``, ``roster``; ``note`` changes nothing; see
+docs/hdf5-layout.md): :func:`state_from_history` replays it, so the file alone says what the subject was doing at any time. Graduations the pilots report
 arrive as ``step`` rows through the recorder; a person's decisions come through the terminal's services.
 
 Protocols are files on the terminal (``protocol_dir/<name>.yaml``). :func:`read_protocol` reads what the
@@ -70,6 +70,7 @@ class SubjectState:
     parameters: dict[str, Any] = field(default_factory=dict)
     assigned_ns: int = 0
     changed_ns: int = 0
+    pilot: str = ''  # the rig the lab's roster trains it on (history kind roster)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -93,6 +94,8 @@ def state_from_history(subject: str, rows: Sequence[Mapping[str, Any]]) -> Subje
             st.parameters.update(detail.get('set', {}))
             for name in detail.get('removed', []):
                 st.parameters.pop(name, None)
+        elif kind == 'roster':
+            st.pilot = str(detail.get('pilot', ''))
         else:
             continue
         st.changed_ns = int(row['time_ns'])
@@ -124,6 +127,12 @@ def read_protocol(name: str, protocol_dir: Path | str) -> ProtocolFile:
         content = path.read_text(encoding='utf-8')
     except (OSError, UnicodeDecodeError) as exc:
         raise ProtocolFileError(f'{path}: cannot read: {exc}') from exc
+    return parse_protocol(content, path)
+
+
+def parse_protocol(content: str, path: Path) -> ProtocolFile:
+    """``content`` read as the protocol file ``path`` (step names checked, not the tasks: :func:`check_protocol`);
+    ProtocolFileError naming the file and line otherwise."""
     try:
         doc = yaml.safe_load(content)
     except yaml.MarkedYAMLError as exc:

@@ -1,15 +1,17 @@
-"""``autopilot subject list|show|create|assign|step|params``: the subjects of a lab, read from their files and
-changed through the running terminal.
+"""``autopilot subject list|show|create|assign|step|params|weigh|note|rig``: the subjects of a lab, as the
+running terminal tells them (or read from their files), changed through the terminal.
 
-Reading (``list``, ``show``) opens the subject files in SWMR mode (:class:`~autopilot_terminal.storage.SubjectReader`),
-safe while the terminal writes them, and needs no ROS graph when ``--data-dir`` is given. Otherwise the data
-directory is the running terminal's ``data_dir`` parameter (asked on ``/terminal/get_parameters``), else
-``$AUTOPILOT_DATA_DIR``, else ``~/autopilot/data``.
+Reading (``list``, ``show``) asks the running terminal (``/terminal/subjects``, a latched list republished
+within a second of a change, and ``/terminal/get_subject``), so it works from any host of the ROS domain.
+With ``--data-dir``, or when no terminal is discovered, it opens the subject files in SWMR mode
+(:class:`~autopilot_terminal.storage.SubjectReader`), safe while the terminal writes them, from ``--data-dir``,
+else ``$AUTOPILOT_DATA_DIR``, else ``~/autopilot/data``. Both read through :mod:`autopilot_terminal.catalog`.
 
 Writing goes through the terminal's services (``/terminal/create_subject``, ``assign_protocol``,
-``set_subject_step``, ``set_subject_parameters``): the terminal's recorder is the one writer of every subject
-file (DESIGN.md, "Data"), so these commands never open a file for writing. A refused request exits 1 with
-the terminal's message, which names what is wrong and the fix.
+``set_subject_step``, ``set_subject_parameters``, ``record_weight``, ``add_note``, ``set_subject_pilot``):
+the terminal's recorder is the one writer of every subject file (DESIGN.md, "Data"), so these commands never
+open a file for writing. A refused request exits 1 with the terminal's message, which names what is wrong and
+the fix.
 
 Output is stable, as ``ros2 ... list`` is: ``list`` prints a header line and one line per subject sorted by
 name, columns two spaces apart; nothing else goes to stdout.
@@ -20,12 +22,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,11 +134,12 @@ def terminal_data_dir(wait_s: float, settle_s: float) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def resolve_data_dir(args: argparse.Namespace) -> Path:
-    """--data-dir, else the terminal's data_dir, else $AUTOPILOT_DATA_DIR, else ~/autopilot/data; must exist."""
+def resolve_data_dir(args: argparse.Namespace, *, ask: bool = True) -> Path:
+    """--data-dir, else the terminal's data_dir (``ask``), else $AUTOPILOT_DATA_DIR, else ~/autopilot/data; must
+    exist."""
     if args.data_dir:
         text, source = args.data_dir, '--data-dir'
-    elif (asked := terminal_data_dir(args.spin_time, args.settle)) is not None:
+    elif ask and (asked := terminal_data_dir(args.spin_time, args.settle)) is not None:
         text, source = asked, f"the data_dir parameter of the terminal on ROS_DOMAIN_ID={domain_id()}"
     elif os.environ.get(DATA_DIR_ENV):
         text, source = os.environ[DATA_DIR_ENV], f'${DATA_DIR_ENV}'
@@ -151,8 +154,8 @@ def resolve_data_dir(args: argparse.Namespace) -> Path:
 
 def add_read_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--data-dir', metavar='DIR',
-                        help='directory of the subject files (<subject>.h5); default: the running terminal\'s '
-                             f'data_dir parameter, else ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}')
+                        help='read the subject files (<subject>.h5) of this directory instead of asking the running '
+                             f'terminal; without a terminal: ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}')
     parser.add_argument('--spin-time', type=positive_float, default=DEFAULT_SPIN_TIME, metavar='SECONDS',
                         help='without --data-dir: longest wait for a running terminal to be discovered (default: '
                              '%(default)s; DDS peers announce themselves every 3 s)')
@@ -160,42 +163,45 @@ def add_read_arguments(parser: argparse.ArgumentParser) -> None:
                         help='pause between discovering the terminal and asking it (default: %(default)s)')
 
 
-# ------------------------------------------------------------------------------------------ reading files
+# ------------------------------------------------------------------------------------------ reading
 
-@dataclass
-class SessionSummary:
-    """One session as ``show`` prints it."""
+def terminal_subjects(wait_s: float) -> Any | None:
+    """The running terminal's latest ``/terminal/subjects`` (SubjectList), or None when none comes within
+    ``wait_s`` (it is latched: a terminal that runs sends it as soon as it is discovered)."""
+    from autopilot_msgs.msg import SubjectList
+    from rclpy.task import Future
 
-    session_id: str
-    pilot: str
-    task: str
-    started_ns: int
-    ended_ns: int
-    state: str
-    trials: int
-    correct: float | None  # fraction of scored trials (correction trials left out); None: not scored
+    from autopilot_cli.graph import cli_executor
+    from autopilot_core import executors, qos
+
+    with cli_node('subject') as node:
+        got: Future = Future()
+        node.create_subscription(SubjectList, f'{TERMINAL}/subjects',
+                                 lambda m: got.done() or got.set_result(m), qos.STATUS)
+        executor = cli_executor(node)
+        try:
+            executors.spin_until_future(node, got, wait_s, executor)
+        finally:
+            executor.shutdown(timeout_sec=1.0)
+        return got.result() if got.done() else None
 
 
-def session_summaries(reader: Any) -> list[SessionSummary]:
-    """Every session of a subject file (oldest first), with trial counts and the fraction correct."""
-    import numpy as np
+def info_from_response(resp: Any) -> Any:
+    """A GetSubject response as :class:`autopilot_terminal.catalog.SubjectInfo` (what the files give)."""
+    from autopilot_core.stamps import to_ns
+    from autopilot_terminal.catalog import SessionInfo, SubjectInfo
+    from autopilot_terminal.subjects import state_from_history
 
-    out = []
-    for sid in reader.sessions():
-        attrs = reader.session(sid)
-        cols = reader.trials(sid)
-        n = len(next(iter(cols.values()))) if cols else 0
-        correct = None
-        if 'correct' in cols and cols['correct'].dtype == np.bool_:
-            # As the tasks score (score_excludes) and the summary plot does: correction trials never count.
-            scored = ~cols['correction'] if 'correction' in cols and cols['correction'].dtype == np.bool_ \
-                else np.ones(n, dtype=bool)
-            if scored.any():
-                correct = float(cols['correct'][scored].mean())
-        out.append(SessionSummary(sid, str(attrs.get('pilot', '')), str(attrs.get('task', '')),
-                                  int(attrs.get('started_ns', 0)), int(attrs.get('ended_ns', 0)),
-                                  str(attrs.get('state', '')), n, correct))
-    return out
+    s = resp.summary
+    history = [{'time_ns': to_ns(h.time), 'kind': h.kind, 'protocol': h.protocol, 'step': h.step,
+                'step_name': h.step_name, 'detail': json.loads(h.detail_json or '{}')} for h in resp.history]
+    sessions = [SessionInfo(x.session_id, x.pilot, x.task, x.protocol, x.step, x.step_name, x.state,
+                            to_ns(x.start), to_ns(x.end), x.trials, None if math.isnan(x.accuracy) else x.accuracy)
+                for x in resp.sessions]
+    weights = [{'time_ns': to_ns(w.time), 'grams': w.grams, 'when': w.when, 'session_id': w.session_id}
+               for w in resp.weights]
+    return SubjectInfo(s.subject, json.loads(s.biography_json or '{}'), state_from_history(s.subject, history),
+                       history, sessions, weights)
 
 
 def subject_file(data_dir: Path, subject: str) -> Path:
@@ -218,7 +224,7 @@ def _when(ns: int, seconds: bool = True) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9).strftime('%Y-%m-%d %H:%M:%S' if seconds else '%Y-%m-%d %H:%M')
 
 
-def _duration(s: SessionSummary) -> str:
+def _duration(s: Any) -> str:
     end = s.ended_ns if s.ended_ns > 0 else (time.time_ns() if s.state == 'running' else 0)
     if s.started_ns <= 0 or end < s.started_ns:
         return '-'
@@ -265,18 +271,19 @@ def history_detail(row: Mapping[str, Any]) -> str:
         if d.get('removed'):
             parts.append('removed ' + ', '.join(d['removed']))
         return '; '.join(parts or ['no change']) + by
+    if kind == 'roster':
+        return f'{"rig " + d["pilot"] if d.get("pilot") else "no rig"} (was {d.get("from_pilot") or "none"}){by}'
+    if kind == 'note':
+        return str(d.get('text', '')).replace('\n', ' ') + (f' (session {d["session_id"]})'
+                                                             if d.get('session_id') else '')
     return json.dumps(d, sort_keys=True)
 
 
-def format_show(path: Path, reader: Any) -> list[str]:
-    """What ``subject show`` prints."""
-    from autopilot_terminal.subjects import state_from_history
-
-    subject = reader.subject
-    history = reader.history()
-    st = state_from_history(subject, history)
-    lines = [f'subject: {subject}', f'file: {path}', f'created: {_when(reader.created_ns)}']
-    bio = reader.biography
+def format_show(header: Sequence[str], info: Any) -> list[str]:
+    """What ``subject show`` prints of a :class:`autopilot_terminal.catalog.SubjectInfo` after ``header``."""
+    st = info.state
+    lines = list(header)
+    bio = info.biography
     lines.append('biography:' if bio else 'biography: none')
     lines += [f'  {k}: {v if isinstance(v, str) else json.dumps(v)}' for k, v in sorted(bio.items())]
     if st.protocol:
@@ -286,31 +293,53 @@ def format_show(path: Path, reader: Any) -> list[str]:
         lines.append(f'step: {st.step}: {st.step_name}' + (f' (steps {steps})' if steps else ''))
     else:
         lines += ['protocol: none (assign one: `autopilot subject assign SUBJECT PROTOCOL`)', 'step: -']
+    lines.append(f'rig: {st.pilot}' if st.pilot else 'rig: none (`autopilot subject rig SUBJECT PILOT`)')
     lines.append('parameters:' if st.parameters else 'parameters: none (the protocol step\'s values)')
     lines += [f'  {k}: {_value(v)}' for k, v in sorted(st.parameters.items())]
+    weights = info.weights
+    lines.append('weights:' if weights else 'weights: none')
+    if weights:
+        base = weights[0]['grams']
+        lines += table([('time', 'grams', 'baseline', 'when', 'session')] + [
+            (_when(w['time_ns']), f'{w["grams"]:g}', f'{w["grams"] / base:.0%}', w['when'], w['session_id'] or '-')
+            for w in weights], indent='  ')
     lines.append('history:')
     lines += table([('time', 'kind', 'detail')] +
-                   [(_when(r['time_ns']), r['kind'], history_detail(r)) for r in history], indent='  ')
-    sessions = session_summaries(reader)
+                   [(_when(r['time_ns']), r['kind'], history_detail(r)) for r in info.history], indent='  ')
+    sessions = info.sessions
     lines.append('sessions:' if sessions else 'sessions: none')
     if sessions:
         lines += table([('id', 'pilot', 'task', 'start', 'duration', 'trials', 'correct', 'state')] + [
             (s.session_id, s.pilot or '-', s.task or '-', _when(s.started_ns), _duration(s), str(s.trials),
-             '-' if s.correct is None else f'{s.correct:.2f}', s.state or '-') for s in sessions], indent='  ')
+             '-' if s.accuracy is None else f'{s.accuracy:.2f}', s.state or '-') for s in sessions], indent='  ')
     return lines
 
 
-def list_row(path: Path, reader: Any) -> tuple[str, ...]:
-    from autopilot_terminal.subjects import state_from_history
+def list_row(info: Any) -> tuple[str, ...]:
+    """A ``list`` line of a :class:`autopilot_terminal.catalog.SubjectInfo`."""
+    st = info.state
+    last = max((s.started_ns for s in info.sessions), default=0)
+    return (info.subject, st.protocol or '-', f'{st.step}: {st.step_name}' if st.protocol else '-',
+            str(len(info.sessions)), str(info.trials), _when(last, seconds=False))
 
-    st = state_from_history(path.stem, reader.history())
-    sessions = session_summaries(reader)
-    last = max((s.started_ns for s in sessions), default=0)
-    return (path.stem, st.protocol or '-', f'{st.step}: {st.step_name}' if st.protocol else '-', str(len(sessions)),
-            str(sum(s.trials for s in sessions)), _when(last, seconds=False))
+
+def summary_row(s: Any) -> tuple[str, ...]:
+    """A ``list`` line of a SubjectSummary (the terminal's list)."""
+    from autopilot_core.stamps import to_ns
+
+    return (s.subject, s.protocol or '-', f'{s.step}: {s.step_name}' if s.protocol else '-', str(s.sessions),
+            str(s.trials), _when(to_ns(s.last_session_start), seconds=False))
+
+
+LIST_HEADER = ('subject', 'protocol', 'step', 'sessions', 'trials', 'last session')
 
 
 # ------------------------------------------------------------------------------------------ verbs
+
+def files_data_dir(args: argparse.Namespace) -> Path:
+    """--data-dir, else $AUTOPILOT_DATA_DIR, else ~/autopilot/data (no terminal answered); must exist."""
+    return resolve_data_dir(args, ask=False)
+
 
 class ListVerb(VerbExtension):
     """List the subjects: protocol, step, sessions, trials and last session, one line each, sorted by name."""
@@ -319,41 +348,67 @@ class ListVerb(VerbExtension):
         add_read_arguments(parser)
 
     def main(self, *, args: argparse.Namespace) -> int:
+        from autopilot_terminal.catalog import Catalog
         from autopilot_terminal.storage import StoreError, SubjectReader
 
-        data_dir = resolve_data_dir(args)
-        rows = []
-        for path in sorted(data_dir.glob('*.h5'), key=lambda p: p.stem):
-            try:
-                with SubjectReader(path) as reader:
-                    rows.append(list_row(path, reader))
-            except StoreError as exc:  # one bad file must not hide the others
-                print(f'WARNING: skipped {path}: {exc}', file=sys.stderr)
+        listed = None if args.data_dir else terminal_subjects(args.spin_time)
+        if listed is not None:
+            for problem in listed.problems:  # one bad file must not hide the others
+                print(f'WARNING: {problem}', file=sys.stderr)
+            rows = [summary_row(s) for s in listed.subjects]
+            where = f'the terminal on ROS_DOMAIN_ID={domain_id()}'
+        else:
+            data_dir = files_data_dir(args)
+            rows = []
+            for path in sorted(data_dir.glob('*.h5'), key=lambda p: p.stem):
+                try:
+                    with SubjectReader(path) as reader:
+                        rows.append(list_row(Catalog().subject(reader.file, path.stem)))
+                except (StoreError, OSError, KeyError, ValueError) as exc:  # one bad file must not hide the others
+                    print(f'WARNING: skipped {path}: {exc}', file=sys.stderr)
+            where = str(data_dir)
         if not rows:
-            print(f'no subject files in {data_dir}', file=sys.stderr)
+            print(f'no subject files in {where}', file=sys.stderr)
             return 0
-        header = ('subject', 'protocol', 'step', 'sessions', 'trials', 'last session')
-        print('\n'.join(table([header, *rows])))
+        print('\n'.join(table([LIST_HEADER, *rows])))
         return 0
 
 
 class ShowVerb(VerbExtension):
-    """Show a subject: biography, protocol, step, parameter overrides, history and sessions."""
+    """Show a subject: biography, protocol, step, rig, parameter overrides, weights, history and sessions."""
 
     def add_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
         parser.add_argument('subject', help='subject name (its file is <data dir>/<subject>.h5)')
         add_read_arguments(parser)
 
     def main(self, *, args: argparse.Namespace) -> int:
+        from autopilot_msgs.srv import GetSubject
+
+        from autopilot_terminal.catalog import Catalog
         from autopilot_terminal.storage import StoreError, SubjectReader
 
-        path = subject_file(resolve_data_dir(args), args.subject)
+        _check_subject(args.subject)
+        if not args.data_dir:
+            with cli_node('subject') as node:
+                resp = _call(node, GetSubject, f'{TERMINAL}/get_subject', GetSubject.Request(subject=args.subject),
+                             wait_s=args.spin_time, settle_s=args.settle, answer_s=ANSWER_TIMEOUT_S)
+            if resp is not None:
+                if not resp.success:
+                    raise CommandError(resp.message or 'the terminal could not read the subject (no reason given)')
+                info = info_from_response(resp)
+                created = next((r['time_ns'] for r in info.history if r['kind'] == 'created'), 0)
+                header = [f'subject: {info.subject}', f'file: on the terminal of ROS_DOMAIN_ID={domain_id()}',
+                          f'created: {_when(created)}']
+                print('\n'.join(format_show(header, info)))
+                return 0
+        path = subject_file(files_data_dir(args), args.subject)
         try:
             with SubjectReader(path) as reader:
-                lines = format_show(path, reader)
-        except StoreError as exc:
-            raise CommandError(str(exc)) from None
-        print('\n'.join(lines))
+                info = Catalog().subject(reader.file, args.subject)
+                header = [f'subject: {reader.subject}', f'file: {path}', f'created: {_when(reader.created_ns)}']
+        except (StoreError, OSError, KeyError, ValueError) as exc:
+            raise CommandError(f'{path}: {exc}' if str(path) not in str(exc) else str(exc)) from None
+        print('\n'.join(format_show(header, info)))
         return 0
 
 
@@ -528,8 +583,80 @@ class ParamsVerb(TerminalVerb):
         return 0
 
 
+def _grams(text: str) -> float:
+    """A weight from the command line (the terminal checks too; this answers without waiting for discovery)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise CommandError(f'expected a weight in grams, e.g. 23.5, got {text!r}') from None
+    if not math.isfinite(value) or not 0 < value < 100000:
+        raise CommandError(f'a weight is more than 0 and less than 100000 grams, got {text!r}')
+    return value
+
+
+class WeighVerb(TerminalVerb):
+    """Record a subject's weight (grams); the answer gives it as a fraction of the first (baseline) weight."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('subject', help='subject name')
+        parser.add_argument('grams', help='the weight in grams')
+        parser.add_argument('--when', choices=('start', 'stop', 'check'), default='check',
+                            help='before a session (start), after one (stop) or any other time (check, the default)')
+        parser.add_argument('--session', default='', metavar='ID', help='the session it belongs to')
+
+    def run(self, args: argparse.Namespace) -> int:
+        from autopilot_msgs.srv import RecordWeight
+
+        _check_subject(args.subject)
+        resp = call_terminal(RecordWeight, 'record_weight', RecordWeight.Request(
+            subject=args.subject, grams=_grams(args.grams), when=args.when, session_id=args.session), args)
+        print(resp.message)
+        return 0
+
+
+class NoteVerb(TerminalVerb):
+    """Add a note (at most 1000 characters) to a subject's history."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('subject', help='subject name')
+        parser.add_argument('text', help='the note (quote it)')
+        parser.add_argument('--session', default='', metavar='ID', help='the session it is about')
+
+    def run(self, args: argparse.Namespace) -> int:
+        from autopilot_msgs.srv import AddNote
+
+        _check_subject(args.subject)
+        if not args.text.strip() or len(args.text) > 1000:
+            raise CommandError(f'a note is 1-1000 characters, got {len(args.text.strip())}')
+        resp = call_terminal(AddNote, 'add_note', AddNote.Request(
+            subject=args.subject, text=args.text, session_id=args.session), args)
+        print(resp.message)
+        return 0
+
+
+class RigVerb(TerminalVerb):
+    """Put a subject on a rig (a pilot) in the lab's roster, or on none ("" or --none)."""
+
+    def add_verb_arguments(self, parser: argparse.ArgumentParser, cli_name: str) -> None:
+        parser.add_argument('subject', help='subject name')
+        parser.add_argument('pilot', nargs='?', help='pilot name ("" for none)')
+        parser.add_argument('--none', action='store_true', help='take the subject off every rig')
+
+    def run(self, args: argparse.Namespace) -> int:
+        from autopilot_msgs.srv import SetSubjectPilot
+
+        _check_subject(args.subject)
+        if args.none == (args.pilot is not None):
+            raise CommandError('give a PILOT or --none (one of them)')
+        resp = call_terminal(SetSubjectPilot, 'set_subject_pilot', SetSubjectPilot.Request(
+            subject=args.subject, pilot='' if args.none else args.pilot), args)
+        print(resp.message)
+        return 0
+
+
 class SubjectCommand(CommandExtension):
-    """List, show, create subjects; assign protocols, set steps and parameters (through the terminal)."""
+    """List, show, create subjects; assign protocols, set steps and parameters, weigh, note, put on a rig (through
+    the terminal)."""
 
     verbs = {'list': ListVerb, 'show': ShowVerb, 'create': CreateVerb, 'assign': AssignVerb, 'step': StepVerb,
-             'params': ParamsVerb}
+             'params': ParamsVerb, 'weigh': WeighVerb, 'note': NoteVerb, 'rig': RigVerb}

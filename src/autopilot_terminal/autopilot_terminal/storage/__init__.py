@@ -7,7 +7,7 @@ docs/hdf5-layout.md.
 """
 
 from .errors import StoreError
-from .reader import BagMessage, Conflict, SubjectReader, TopicInfo, VideoInfo, history_rows
+from .reader import BagMessage, Conflict, SubjectReader, TopicInfo, VideoInfo, history_rows, weight_rows
 from .recovery import clear_open_flag, marked_open
 from .schema import (
     EVENT_COLUMNS,
@@ -18,6 +18,7 @@ from .schema import (
     FORMAT_VERSION,
     HISTORY_KINDS,
     KEY_COLUMNS,
+    MAX_NOTE,
     MAX_STRING_BYTES,
     SESSION_STATES,
     TRIAL_COLUMNS,
@@ -26,6 +27,9 @@ from .schema import (
     TYPE_INT64,
     TYPE_STRING,
     VIDEO_COLUMNS,
+    WEIGHT_COLUMNS,
+    WEIGHT_RANGE_G,
+    WEIGHT_WHEN,
     Field,
     fields_from_json,
 )
@@ -33,8 +37,8 @@ from .subject_file import SubjectFile, TopicSpec
 
 __all__ = [
     'EVENT_COLUMNS', 'EVENT_KINDS', 'FIELD_STRING_BYTES', 'FIELD_TYPES', 'FORMAT', 'FORMAT_VERSION', 'HISTORY_KINDS',
-    'KEY_COLUMNS', 'MAX_STRING_BYTES', 'SESSION_STATES', 'TRIAL_COLUMNS', 'TYPE_BOOL', 'TYPE_FLOAT64', 'TYPE_INT64',
-    'TYPE_STRING', 'VIDEO_COLUMNS', 'BagMessage', 'Conflict', 'Field', 'StoreError', 'SubjectFile',
-    'SubjectReader', 'TopicInfo', 'TopicSpec', 'VideoInfo', 'clear_open_flag', 'fields_from_json',
-    'history_rows', 'marked_open',
+    'KEY_COLUMNS', 'MAX_NOTE', 'MAX_STRING_BYTES', 'SESSION_STATES', 'TRIAL_COLUMNS', 'TYPE_BOOL', 'TYPE_FLOAT64',
+    'TYPE_INT64', 'TYPE_STRING', 'VIDEO_COLUMNS', 'WEIGHT_COLUMNS', 'WEIGHT_RANGE_G', 'WEIGHT_WHEN', 'BagMessage',
+    'Conflict', 'Field', 'StoreError', 'SubjectFile', 'SubjectReader', 'TopicInfo', 'TopicSpec', 'VideoInfo',
+    'clear_open_flag', 'fields_from_json', 'history_rows', 'marked_open', 'weight_rows',
 ]

@@ -294,6 +294,10 @@ class SubjectReader:
         """/subject/history rows, oldest first, ``detail`` parsed from JSON."""
         return self._call('history', history_rows)
 
+    def weights(self) -> list[dict[str, Any]]:
+        """/subject/weights rows (time_ns, grams, when, session_id), oldest first; [] when never weighed."""
+        return self._call('weights', weight_rows)
+
     def structure(self) -> list[dict[str, Any]]:
         """The writer's structure changes (time_ns, change), oldest first."""
         return self._call('structure', lambda f: _rows(_table(f['structure'], KEY_COLUMNS['structure'])))
@@ -479,6 +483,12 @@ def history_rows(f: h5py.File) -> list[dict[str, Any]]:
     for row in rows:
         row['detail'] = json.loads(row['detail']) if row['detail'] else {}
     return rows
+
+
+def weight_rows(f: h5py.File) -> list[dict[str, Any]]:
+    """/subject/weights of an open subject file (the writer's or a reader's), oldest first; [] without it."""
+    subject = f['subject']
+    return _rows(_table(subject['weights'], KEY_COLUMNS['weights'])) if 'weights' in subject else []
 
 
 class _Bytes:

@@ -79,6 +79,8 @@ def clear_open_flag(path: Path | str) -> bool:
 def trim_crashed(f: h5py.File) -> bool:
     """Trim rows a killed writer left unwritten (key column 0) from the ends of the running sessions' tables."""
     trimmed = _trim(f['subject/history'], KEY_COLUMNS['history'])
+    if 'weights' in f['subject']:
+        trimmed |= _trim(f['subject/weights'], KEY_COLUMNS['weights'])
     for g in f['sessions'].values():
         if g.attrs.get('state') != 'running':
             continue

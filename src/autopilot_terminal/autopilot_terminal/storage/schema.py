@@ -30,7 +30,7 @@ _FIELD_CODES = {BOOL: '?', INT64: 'i8', FLOAT64: 'f8', STRING: f'S{FIELD_STRING_
 #: No string column grows beyond this; a longer value raises StoreError (put such data in the bag).
 MAX_STRING_BYTES = 65536
 
-HISTORY_KINDS = ('created', 'biography', 'assign', 'step', 'parameters')
+HISTORY_KINDS = ('created', 'biography', 'assign', 'step', 'parameters', 'roster', 'note')
 EVENT_KINDS = ('gpio', 'sound')
 SESSION_STATES = ('running', 'ended', 'aborted', 'interrupted')  # interrupted: its pilot stopped or crashed
 
@@ -39,6 +39,13 @@ SESSION_STATES = ('running', 'ended', 'aborted', 'interrupted')  # interrupted: 
 STRUCTURE_COLUMNS = (('time_ns', 'i8'), ('change', 'S128'))
 HISTORY_COLUMNS = (('time_ns', 'i8'), ('kind', 'S16'), ('protocol', 'S64'), ('step', 'u2'),
                    ('step_name', 'S64'), ('detail', 'S1024'))
+#: /subject/weights: one row per weighing, created with the first (files without it read as never weighed).
+WEIGHT_COLUMNS = (('time_ns', 'i8'), ('grams', 'f8'), ('when', 'S8'), ('session_id', 'S64'))
+WEIGHT_WHEN = ('start', 'stop', 'check')  # before a session, after one, any other time
+#: A weight in grams is finite and strictly between these.
+WEIGHT_RANGE_G = (0.0, 100000.0)
+#: A note (history kind ``note``) is at most this many characters.
+MAX_NOTE = 1000
 TRIAL_COLUMNS = (('trial_number', 'u4'), ('start_ns', 'i8'), ('stamp_ns', 'i8'), ('recv_ns', 'i8'), ('step', 'u2'),
                  ('step_name', 'S64'))
 #: Trial columns added after files were first written: a row may leave them out (stored as the default), and
@@ -66,8 +73,8 @@ MAX_CONFLICTS = 1000
 #: A conflicting message larger than this is not kept (its index row says so with size 0).
 MAX_CONFLICT_BYTES = 1 << 20
 #: Per table (by its name in the session group, or 'history'/'index'): the column that is never 0 in a stored row.
-KEY_COLUMNS = {'structure': 'time_ns', 'history': 'time_ns', 'trials': 'trial_number', 'steps': 'seq',
-               'gpio': 'recv_ns', 'sound': 'recv_ns', 'index': 'recv_ns'}
+KEY_COLUMNS = {'structure': 'time_ns', 'history': 'time_ns', 'weights': 'time_ns', 'trials': 'trial_number',
+               'steps': 'seq', 'gpio': 'recv_ns', 'sound': 'recv_ns', 'index': 'recv_ns'}
 #: sessions/<id>/video/<name>: one row per frame of the MP4 the table describes (see SubjectFile.add_video);
 #: its key column (never 0 in a stored row) is :data:`VIDEO_KEY`.
 VIDEO_COLUMNS = (('frame', 'u4'), ('stamp_ns', 'i8'), ('recv_ns', 'i8'))

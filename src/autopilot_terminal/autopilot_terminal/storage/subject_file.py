@@ -45,6 +45,7 @@ from .schema import (
     LIBVER,
     MAX_CONFLICT_BYTES,
     MAX_CONFLICTS,
+    MAX_NOTE,
     REQUIRED,
     SESSION_STATES,
     STEP_COLUMNS,
@@ -54,6 +55,9 @@ from .schema import (
     VIDEO_KEY,
     VIDEO_START_ATTRS,
     VIDEO_STATES,
+    WEIGHT_COLUMNS,
+    WEIGHT_RANGE_G,
+    WEIGHT_WHEN,
     Field,
     check_fields,
     check_format,
@@ -285,6 +289,39 @@ class SubjectFile(SwmrWriter):
         row = {'time_ns': time_ns, 'kind': kind, 'protocol': protocol,
                'step': step, 'step_name': step_name, 'detail': _json(dict(detail or {}), 'history detail')}
         self._append('subject/history', [row], f'{self.path}: history', sync, positive='time_ns')
+
+    @h5_errors
+    def add_weight(self, grams: float, when: str = 'check', session_id: str = '', *, time_ns: int | None = None,
+                   sync: bool = True) -> None:
+        """Append a weighing to /subject/weights (made with the first one: a structure window).
+
+        ``grams``: finite, strictly inside :data:`WEIGHT_RANGE_G`; ``when``: one of :data:`WEIGHT_WHEN`;
+        ``session_id``: the session it belongs to ('' for none; not checked: a start weight precedes its session).
+        """
+        where = f'{self.path}: weight'
+        lo, hi = WEIGHT_RANGE_G
+        if isinstance(grams, (bool, np.bool_)) or not isinstance(grams, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(grams) or not lo < grams < hi:
+            raise StoreError(f'{where}: {grams!r:.40} g is not a weight: a finite number of grams in ({lo:g}, {hi:g})')
+        if when not in WEIGHT_WHEN:
+            raise StoreError(f'{where}: when {when!r:.40} is not one of {WEIGHT_WHEN}')
+        if not isinstance(session_id, str) or len(session_id.encode('utf-8', 'replace')) > 64 or '/' in session_id:
+            raise StoreError(f'{where}: session id {session_id!r:.80} is not one: at most 64 bytes, no "/"')
+        if 'weights' not in self.file['subject']:
+            with self._restructure('weights'):
+                create_table(self.file['subject'], 'weights', table_dtype(WEIGHT_COLUMNS))
+        row = {'time_ns': time.time_ns() if time_ns is None else time_ns, 'grams': float(grams), 'when': when,
+               'session_id': session_id}
+        self._append('subject/weights', [row], where, sync, positive='time_ns')
+
+    def add_note(self, text: str, session_id: str = '', *, protocol: str = '', step: int = 0, step_name: str = '',
+                 time_ns: int | None = None) -> None:
+        """A free-text note (at most :data:`MAX_NOTE` characters) as history kind ``note``."""
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_NOTE:
+            raise StoreError(f'{self.path}: a note is 1-{MAX_NOTE} characters of text, got '
+                             f'{len(text) if isinstance(text, str) else type(text).__name__}')
+        self.add_history('note', protocol=protocol, step=step, step_name=step_name,
+                         detail={'text': text, 'session_id': session_id}, time_ns=time_ns)
 
     # -- sessions ---------------------------------------------------------------------------
 
