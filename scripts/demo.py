@@ -11,6 +11,9 @@
    session's bag to MCAP and draws each subject's summary PNG, then prints where they are and a results
    table. Exit code 0 when every check passed.
 
+``--gui`` also opens the Terminal window on the demo rig (``gui:=true``): watch the rows and live plots; it
+closes with the launch.
+
 Run it through ``bash scripts/demo.sh`` (which sets the workspace up first).
 """
 
@@ -77,7 +80,14 @@ def main() -> int:
     parser.add_argument('--duration', type=float, default=60.0, help='session length in seconds (default 60)')
     parser.add_argument('--out', type=Path, default=None,
                         help='output directory (default: demo_output/<date-time> in the repository)')
+    parser.add_argument('--gui', action='store_true',
+                        help='open the Terminal window on the demo rig (needs a desktop, `ssh -X`, or '
+                             'QT_QPA_PLATFORM=offscreen)')
     args = parser.parse_args()
+    if args.gui and not any(os.environ.get(v) for v in ('DISPLAY', 'WAYLAND_DISPLAY', 'QT_QPA_PLATFORM')):
+        print('demo: --gui needs a display: run it on a desktop, over `ssh -X`, or with QT_QPA_PLATFORM=offscreen',
+              file=sys.stderr)
+        return 2
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')  # a demo on one machine
     out = (args.out or ROOT / 'demo_output' / time.strftime('%Y%m%d-%H%M%S')).resolve()
     (out / 'data').mkdir(parents=True, exist_ok=True)
@@ -86,7 +96,8 @@ def main() -> int:
 
     log = (out / 'launch.log').open('wb')
     launch = subprocess.Popen(['autopilot', 'launch', str(ROOT / 'launch' / 'demo.launch.yaml'),
-                               f'data_dir:={out / "data"}', f'journal_dir:={out / "journal"}'],
+                               f'data_dir:={out / "data"}', f'journal_dir:={out / "journal"}',
+                               f'gui:={"true" if args.gui else "false"}'],
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     rclpy.init()
     node = Node('demo_driver')

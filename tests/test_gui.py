@@ -228,3 +228,28 @@ def test_subjects_window_creates_weighs_notes_and_shows_the_record(procs, node, 
         sw.tabs.setCurrentIndex(i)
         qtbot.wait(50)
         screenshot(sw, tmp_path, f'gui-subject-{name}')
+
+
+def test_gui_from_the_launch_file_and_the_cli(procs, node, tmp_path, ros_env):
+    """`gui:=true` on terminal.launch.yaml opens the window next to the terminal; `autopilot gui` opens another
+    on any host; Ctrl-C of the launch closes both the terminal and its window."""
+    import signal
+
+    from conftest import AUTOPILOT, cli
+    from test_terminal import LAUNCH_FILE
+
+    from autopilot_core.executors import spin
+
+    (tmp_path / 'protocols').mkdir()
+    launch = procs([*AUTOPILOT, 'launch', str(LAUNCH_FILE), 'gui:=true', f'data_dir:={tmp_path / "data"}',
+                    f'protocol_dir:={tmp_path / "protocols"}'], name='launch')
+    assert spin(node, node.executor_, timeout_sec=40, until=lambda: any(
+        n.startswith('gui_') for n, _ in node.get_node_names_and_namespaces())), launch.output()
+    shot = tmp_path / 'cli-window.png'
+    result = cli(ros_env, 'gui', '--seconds', '4', '--screenshot', str(shot), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert shot.stat().st_size > 5000
+    launch.signal(signal.SIGINT)
+    assert launch.wait(30) == 0, launch.output()
+    out = launch.output()
+    assert 'Traceback' not in out, out

@@ -9,6 +9,8 @@ import argparse
 import os
 import signal
 import sys
+import traceback
+from typing import Any
 
 from autopilot_cli.base import CommandError, CommandExtension
 
@@ -39,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         window = MainWindow(bridge)
         window.show()
+
+        def on_error(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+            # PyQt aborts the process on an exception that leaves a slot; a bug is reported, the window stays.
+            traceback.print_exception(kind, exc, tb)
+            window.bar.show_message(f'internal error: {kind.__name__}: {exc} (details in the output of '
+                                    '`autopilot gui`; please report it)')
+        sys.excepthook = on_error
         # Qt's loop does not run Python's signal handlers: a short timer lets them in, and they quit the loop.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: app.quit())
