@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from autopilot_msgs.msg import DigitalOutput, GpioEvent, PilotStatus, Reward, SimInput
-from autopilot_msgs.srv import CalibrateValve, RecordCalibration, SetDigitalOutput, SimulateInput
+from autopilot_msgs.srv import CalibrateValve, GetCalibration, RecordCalibration, SetDigitalOutput, SimulateInput
 from conftest import call as call_service
 from rclpy.node import Node
 
@@ -169,6 +169,48 @@ def test_outputs_go_low_when_the_pilot_heartbeat_stops(procs, node, tmp_path):
     gpio.wait_for_output('pilot heartbeat silent for 1 s: all outputs driven low')
     gpio.signal(signal.SIGTERM)              # SIGTERM stops it like SIGINT: cleanly, outputs low
     assert gpio.wait(timeout=10) == 0 and 'gpio stopped: all outputs low' in gpio.output()
+
+
+def test_get_calibration_lists_points_and_fit_and_force_stores_a_disagreeing_point(procs, node, tmp_path):
+    cal_file = tmp_path / 'cal.jsonl'
+    gpio = procs(gpio_cmd('-p', f'calibration_file:={cal_file}', '-p', 'calibration_window:=3'), name='gpio')
+    gpio.wait_for_output('gpio ready')
+
+    def get(device: str) -> GetCalibration.Response:
+        return call(node, GetCalibration, f'{NS}/gpio/get_calibration', GetCalibration.Request(device=device))
+
+    def record(volume_ul: float, open_ms: float, force: bool = False) -> RecordCalibration.Response:
+        return call(node, RecordCalibration, f'{NS}/gpio/record_calibration', RecordCalibration.Request(
+            device='valve_left', n_openings=100, open_ms=open_ms, measured_volume_ul=volume_ul, force=force))
+
+    res = get('')
+    assert res.success and list(res.valves) == ['valve_left', 'valve_right'] and res.file == str(cal_file)
+    assert not res.points and not res.fit_coefficients
+    res = get('valve_left')
+    assert res.success and not res.points and not res.fit_coefficients and 'not calibrated yet' in res.fit
+    res = get('led_center')
+    assert not res.success and "'led_center' is not a valve of /rig_1/gpio (valves: valve_left, valve_right)" \
+        in res.message
+    # open_ms = 3 + 4 v: 1.75, 4.25 and 9.25 uL per opening at 10, 20 and 40 ms.
+    for volume, ms in ((175.0, 10.0), (425.0, 20.0), (925.0, 40.0)):
+        assert record(volume, ms).success
+    res = get('valve_left')
+    assert res.success and [(p.n_openings, p.open_ms, p.measured_volume_ul, p.used) for p in res.points] == [
+        (100, 10.0, 175.0, True), (100, 20.0, 425.0, True), (100, 40.0, 925.0, True)]
+    assert res.fit_coefficients == pytest.approx([3.0, 4.0]) and 'open_ms = 3 + 4 * v' in res.fit
+    assert res.points[0].time.sec > 1_700_000_000 and res.file == str(cal_file)
+    # Ten times the water the fit predicts: refused (nothing stored), then stored with force.
+    res = record(9250.0, 40.0)
+    assert not res.success and '10.0x off the current fit' in res.message and 'force=True' in res.message
+    assert len(get('valve_left').points) == 3 and len(cal_file.read_text().splitlines()) == 3
+    res = record(9250.0, 40.0, force=True)
+    assert res.success and res.n_points == 3, res.message
+    gpio.wait_for_output('(stored with force: the agreement check with the fit was skipped)')
+    # The window is 3 points: the oldest is kept in the history, no longer used.
+    res = get('valve_left')
+    assert [p.used for p in res.points] == [False, True, True, True] and res.points[-1].measured_volume_ul == 9250.0
+    assert len(cal_file.read_text().splitlines()) == 4
+    assert not get('valve_right').points
 
 
 @pytest.mark.parametrize('args, fragment', [

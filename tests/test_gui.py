@@ -89,7 +89,12 @@ def answer_weight(qtbot, w: MainWindow, subject: str, when: str, grams: float) -
 
 
 def test_control_panel_runs_a_session_from_clicks(procs, node, tmp_path, qtbot, window):
+    from test_camera import camera
+
     launch_rigs(procs, tmp_path, ['rig1', 'rig2'])
+    # rig1 has a camera (raw frames only): its picture shows next to rig1's plots.
+    procs(camera('backend:=synthetic', 'fps:=15.0', 'width:=320', 'height:=240') + ['-r', '__ns:=/rig1'],
+          name='camera')
     launch_terminal(procs, tmp_path)
     lab = Lab(node, ['rig1', 'rig2'])
     lab.wait_online('rig1', 'rig2')
@@ -116,6 +121,9 @@ def test_control_panel_runs_a_session_from_clicks(procs, node, tmp_path, qtbot, 
     # Every trial the pilot counted reached the plots (the heartbeat may run ahead by the trials in flight).
     qtbot.waitUntil(lambda: len(w.lab.pilots['rig1'].trials) >= trials_shown(w, 'rig1') >= 6, timeout=10_000)
     qtbot.waitUntil(lambda: 'rig1' not in w._stale, timeout=5_000)
+    qtbot.waitUntil(lambda: w.plots['rig1'].camera is not None, timeout=15_000)
+    frame = w.plots['rig1'].camera.image
+    assert frame.shape[:2] == (240, 320) and frame.std() > 0, frame.shape
     screenshot(w, tmp_path, 'gui-control-panel')
 
     qtbot.mouseClick(w.table.buttons['rig1']['pause'], QtCore.Qt.MouseButton.LeftButton)

@@ -28,6 +28,7 @@ from rcl_interfaces.msg import Log
 from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
 
 from autopilot_core import executors, qos
 
@@ -39,8 +40,9 @@ MAX_EVENTS = 200_000
 #: a response when the server has not matched the caller yet; a read sent again costs nothing).
 CALL_TIMEOUT_S = 10.0
 RESEND_S = 1.0
-#: How often the ROS thread looks at the queued calls.
+#: How often the ROS thread looks at the queued calls, and at the graph for pilots' cameras.
 POLL_S = 0.02
+GRAPH_S = 2.0
 
 # Listen-only profiles: best effort never makes a reliable writer wait for this reader.
 LISTEN = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=500, reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -94,6 +96,9 @@ class Bridge:
         self._tokens = itertools.count(1)
         self._pilots: dict[str, list[Any]] = {}
         self._clients: dict[tuple[Any, str], Any] = {}
+        self._cameras: dict[str, Any] = {}
+        self._images: dict[str, Any] = {}  # pilot -> newest frame (only the newest is ever drawn)
+        self._graph_at = 0.0
         self._registry_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -154,6 +159,12 @@ class Bridge:
         self._calls.append(_Call(token, srv_type, name, request, idempotent, time.monotonic() + timeout_s))
         return token
 
+    def images(self) -> dict[str, Any]:
+        """The newest camera frame (sensor_msgs Image or CompressedImage) of each pilot since the last call."""
+        with self._lock:
+            out, self._images = self._images, {}
+        return out
+
     def terminal_online(self) -> bool:
         """Whether the terminal's registry has been heard within :data:`TERMINAL_SILENT_S`."""
         return self._registry_at > 0 and time.monotonic() - self._registry_at < TERMINAL_SILENT_S
@@ -185,9 +196,30 @@ class Bridge:
         self._pilots[pilot] = [self.node.create_subscription(TrialData, f'{base}/trials', trial, LISTEN),
                                self.node.create_subscription(GpioEvent, f'{base}/gpio/events', gpio, LISTEN)]
 
+    def _find_cameras(self) -> None:
+        """Subscribe to a watched pilot's camera once it appears: JPEG when published, else raw frames."""
+        assert self.node is not None
+        topics = {name for name, _ in self.node.get_topic_names_and_types()}
+        for pilot in self._pilots:
+            if pilot in self._cameras:
+                continue
+            base = f'/{pilot}/camera/image'
+            kind = CompressedImage if f'{base}/compressed' in topics else Image if base in topics else None
+            if kind is None:
+                continue
+
+            def frame(msg: Any, pilot: str = pilot) -> None:
+                with self._lock:
+                    self._images[pilot] = msg
+            self._cameras[pilot] = self.node.create_subscription(
+                kind, f'{base}/compressed' if kind is CompressedImage else base, frame, qos.STREAM)
+
     def _poll(self) -> None:
         assert self.node is not None
         now = time.monotonic()
+        if now - self._graph_at > GRAPH_S:
+            self._graph_at = now
+            self._find_cameras()
         keep: list[_Call] = []
         clients = self._clients
         while self._calls:

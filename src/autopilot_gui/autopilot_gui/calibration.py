@@ -426,7 +426,8 @@ class CalibrationDialog(QtWidgets.QDialog):
                 self.set_status(key, 'not started', RED)
                 self.say(why)
             else:
-                seconds = (n * open_ms + (n - 1) * interval_ms) / 1000
+                # The node's own sum of the open times (what it commanded, rounded to its resolution) plus the gaps.
+                seconds = (reply.response.total_open_ms + (n - 1) * interval_ms) / 1000
                 row.running_until, row.ran = time.time() + seconds, (n, open_ms)
                 self.set_status(key, f'running… until {time.strftime("%H:%M:%S", time.localtime(row.running_until))}',
                                 '#1565c0')

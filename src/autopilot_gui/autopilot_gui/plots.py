@@ -49,6 +49,26 @@ def spec_for(task: str, fields: Sequence[tuple[str, int, str]]) -> Plot:
     return _specs[key]
 
 
+def decode_frame(msg: Any) -> np.ndarray | None:
+    """An RGB or grey uint8 array of a camera message, or None when it does not hold a frame it claims."""
+    if hasattr(msg, 'format'):  # CompressedImage
+        import cv2
+
+        buf = np.frombuffer(bytes(msg.data), np.uint8)
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+        if img is None:
+            return None
+        return img[:, :, ::-1].copy() if img.ndim == 3 else img
+    channels = {'mono8': 1, 'bgr8': 3, 'rgb8': 3}.get(msg.encoding)
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if channels is None or not 0 < h <= 8192 or not 0 < w <= 8192 or step < w * channels \
+            or len(msg.data) < step * h:
+        return None
+    rows = np.frombuffer(msg.data, np.uint8, count=step * h).reshape(h, step)[:, :w * channels]
+    img = rows.reshape(h, w, channels) if channels == 3 else rows
+    return img[:, :, ::-1].copy() if msg.encoding == 'bgr8' else img
+
+
 def _value(t: Trial, name: str) -> Any:
     return t.values.get(name)
 
@@ -89,6 +109,7 @@ class PilotPlots(pg.GraphicsLayoutWidget):
         if any(isinstance(e, Psychometric) for e in spec.elements):
             self.psycho = self.addPlot(row=0, col=1, title='psychometric')
             self.psycho.setYRange(0, 1)
+        self.camera: pg.ImageItem | None = None
         self.setMinimumHeight(ROW_HEIGHT * (len(self.plots) + 1))
         for p in self.plots[1:]:
             p.setXLink(self.main)
@@ -110,6 +131,21 @@ class PilotPlots(pg.GraphicsLayoutWidget):
     def _clicked(self, event: Any) -> None:
         if event.double():
             self.follow = True
+
+    def show_frame(self, msg: Any) -> bool:
+        """The rig camera's newest frame (sensor_msgs Image mono8/bgr8/rgb8, or CompressedImage JPEG/PNG), shown
+        right of the plots; False when it cannot be decoded (a wrong size or encoding is never trusted)."""
+        frame = decode_frame(msg)
+        if frame is None:
+            return False
+        if self.camera is None:
+            box = self.addViewBox(row=0, col=2, rowspan=len(self.plots) + 1, lockAspect=True, invertY=True,
+                                  enableMouse=False)
+            box.setMinimumWidth(240)
+            self.camera = pg.ImageItem(axisOrder='row-major')
+            box.addItem(self.camera)
+        self.camera.setImage(frame, autoLevels=False, levels=(0, 255))
+        return True
 
     # -- drawing ---------------------------------------------------------------------------------------------
     def draw(self, row: PilotRow) -> None:

@@ -9,6 +9,7 @@ by itself when the terminal's registry does.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from rcl_interfaces.srv import GetParameters
 from rclpy.parameter import parameter_value_to_python
 
 from .bridge import Bridge, Event, Reply
+from .calibration import CalibrationDialog
+from .logpane import LogPane
 from .model import Lab
 from .plots import PilotPlots, spec_for
 from .subjects import SubjectsWindow
@@ -30,6 +33,8 @@ DRAIN_MS = 30
 TICK_S = 0.5
 #: A pilot's plots are redrawn at most this often (new trials within it are drawn together).
 PLOT_S = 0.2
+#: Camera frames are shown at most this often (the newest one; the others are never decoded).
+FRAME_S = 0.2
 WEIGH_AT = ('none', 'start', 'stop', 'both')
 
 
@@ -45,6 +50,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.weigh_at = 'both'
         self.connected = False
         self._ticked = 0.0
+        self._framed = 0.0
         self.events_handled = 0
         self.longest_drain_s = 0.0
 
@@ -66,7 +72,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.plot_layout.addStretch(1)
         scroll.setWidget(holder)
         split.addWidget(scroll)
-        split.setSizes([220, 600])
+        self.log_pane = LogPane(split)
+        self.log_pane.setObjectName('log')
+        split.addWidget(self.log_pane)
+        split.setSizes([220, 600, 160])
         lay.addWidget(split, 1)
         self.setCentralWidget(central)
         self.resize(1200, 900)
@@ -76,14 +85,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.trial_latency_s: list[float] = []  # received -> drawn, per trial (bench/gui.py)
 
         self.subjects_window: SubjectsWindow | None = None
+        self.calibration: CalibrationDialog | None = None
         menu = self.menuBar()
         assert menu is not None
         lab_menu = menu.addMenu('&Lab')
         assert lab_menu is not None
-        for text, slot in (('&Subjects…', lambda: None if self.open_subjects() else None),):
+        for text, opener in (('&Subjects…', self.open_subjects), ('&Calibrate valves…', self.open_calibration)):
             action = lab_menu.addAction(text)
             assert action is not None
-            action.triggered.connect(slot)
+            action.triggered.connect(functools.partial(_opened, opener))
 
         self.timer = QtCore.QTimer(self)
         self.timer.timeout.connect(self.drain)
@@ -94,6 +104,9 @@ class MainWindow(QtWidgets.QMainWindow):
     def drain(self) -> None:
         t0 = time.perf_counter()
         events = self.bridge.drain()
+        logs = [ev.payload for ev in events if ev.kind == 'log']
+        if logs:
+            self.log_pane.add(logs)
         changed = False
         for ev in events:
             changed |= self.handle(ev)
@@ -109,6 +122,11 @@ class MainWindow(QtWidgets.QMainWindow):
         for pilot in list(self._stale):
             if now - self._drawn.get(pilot, 0.0) >= PLOT_S:
                 self._draw(pilot, now)
+        if now - self._framed >= FRAME_S:
+            self._framed = now
+            for pilot, msg in self.bridge.images().items():
+                if pilot in self.plots:
+                    self.plots[pilot].show_frame(msg)
         self.longest_drain_s = max(self.longest_drain_s, time.perf_counter() - t0)
 
     def handle(self, ev: Event) -> bool:
@@ -211,6 +229,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.subjects_window.raise_()
         return self.subjects_window
 
+    def open_calibration(self) -> CalibrationDialog:
+        """The valve calibration dialog (one per window, non-modal), raised if open."""
+        if self.calibration is None:
+            self.calibration = CalibrationDialog(self.request, self.lab, self)
+        self.calibration.show()
+        self.calibration.raise_()
+        return self.calibration
+
     def _ask_gpio_layout(self, pilot: str) -> None:
         """Which inputs of ``pilot``'s gpio node are pulled up (active low), for the raster."""
         base = f'/{pilot}/gpio/get_parameters'
@@ -284,3 +310,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def closeEvent(self, event: Any) -> None:
         self.timer.stop()
         super().closeEvent(event)
+
+
+def _opened(opener: Callable[[], Any], *_: Any) -> None:
+    """A menu action's slot: open the window or dialog (what ``opener`` returns is for tests)."""
+    opener()

@@ -216,6 +216,23 @@ class CalibrationStore:
             raise CalibrationError(f'{device} has no calibration: run `autopilot calibrate {device}` first')
         return fit(pts, self.degree)
 
+    def summary(self, device: str) -> tuple[list[float], int, str]:
+        """The valve's fit coefficients, the number of points it rests on and the fit in words (as recorded)."""
+        coefficients = self.fit(device)
+        n = len(self.used_points(device))
+        return coefficients, n, describe(device, coefficients, n)
+
+    def history(self, device: str) -> tuple[list[tuple[Point, bool]], list[float], str]:
+        """Every stored point of ``device`` oldest first, each with whether the fit rests on it; the fit's
+        coefficients and words (none and a hint when the valve has no point yet)."""
+        mine = [p for p in self.points if p.device == device]
+        first_used = max(0, len(mine) - self.window)
+        marked = [(p, i >= first_used) for i, p in enumerate(mine)]
+        if not mine:
+            return [], [], f'{device}: not calibrated yet (run it, weigh the water, record the point)'
+        coefficients, _n, text = self.summary(device)
+        return marked, coefficients, text
+
     def open_ms(self, device: str, volume_ul: float) -> float:
         """The open time giving ``volume_ul`` per opening; CalibrationError for an implausible volume or result."""
         v = _number(volume_ul)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from autopilot_core.checks import InputError, finite
 from autopilot_hardware.gpio.backends import Backend, BackendError
-from autopilot_hardware.gpio.calibration import CalibrationError, CalibrationStore, describe
+from autopilot_hardware.gpio.calibration import CalibrationError, CalibrationStore
 from autopilot_hardware.gpio.config import ConfigError, Device, check_high_time, lookup
 from autopilot_hardware.gpio.limits import LimitError, ValveLimit, check_train, train
 
@@ -172,13 +172,13 @@ class GpioController:
         return Done(start, f'{dev.name}: {n_openings} x {open_us / 1000:g} ms every {(open_us + off_us) / 1000:g} ms, '
                            f'done in {duration:.2f} s'), duration
 
-    def record(self, device: str, n_openings: int, open_ms: float, measured_volume_ul: float) -> tuple[list[float], int, str]:
+    def record(self, device: str, n_openings: int, open_ms: float, measured_volume_ul: float, *,
+               force: bool = False) -> tuple[list[float], int, str]:
+        """Store a weighed point (``force``: even one that disagrees with the fit) and return the new fit."""
         dev = self._valve(device)
         store = self._store()
-        store.record(dev.name, n_openings, open_ms, measured_volume_ul)
-        coefficients = store.fit(dev.name)
-        n = len(store.used_points(dev.name))
-        return coefficients, n, describe(dev.name, coefficients, n)
+        store.record(dev.name, n_openings, open_ms, measured_volume_ul, force=force)
+        return store.summary(dev.name)
 
     def close(self) -> None:
         with self._lock:

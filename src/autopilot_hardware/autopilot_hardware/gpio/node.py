@@ -8,7 +8,8 @@ Endpoints (relative, so the rig namespace places them: ``/rig_1/gpio/events``):
 * ``gpio/output`` (DigitalOutput) fast path and ``gpio/set_output`` (SetDigitalOutput) with an ack;
 * ``gpio/reward`` (Reward): volume -> valve open time through the valve's calibration;
 * ``gpio/sim_input`` (SimInput) and ``gpio/simulate_input`` (SimulateInput): drive sim inputs;
-* ``gpio/calibrate_valve`` and ``gpio/record_calibration``: valve calibration (``autopilot calibrate``).
+* ``gpio/calibrate_valve`` and ``gpio/record_calibration``: valve calibration (``autopilot calibrate``, the
+  window's calibration dialog); ``gpio/get_calibration``: the valves, and a valve's points and fit.
 
 Safety: a valve is never open longer than its ``max_open_ms`` in one opening, whatever commands arrive
 (:mod:`autopilot_hardware.gpio.limits`, applied by GpioController on every path); every output is driven
@@ -21,14 +22,15 @@ changes nothing. Device layout: :mod:`autopilot_hardware.gpio.config`.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from autopilot_msgs.msg import DigitalOutput, GpioEvent, PilotStatus, Reward, SimInput
-from autopilot_msgs.srv import CalibrateValve, RecordCalibration, SetDigitalOutput, SimulateInput
+from autopilot_msgs.msg import CalibrationPoint, DigitalOutput, GpioEvent, PilotStatus, Reward, SimInput
+from autopilot_msgs.srv import CalibrateValve, GetCalibration, RecordCalibration, SetDigitalOutput, SimulateInput
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -141,6 +143,8 @@ class GpioNode(Node):
             path = Path(p['calibration_file'] or default_calibration_path(self.get_namespace())).expanduser()
             store = CalibrationStore(path, degree=p['calibration_degree'], window=p['calibration_window'])
             self.ctl = GpioController(table, backend, store)
+            self.store = store
+            self.valves = [d.name for d in table.values() if d.kind == 'valve']
             self.pins = {d.pin: d.name for d in table.values()}
             self.tick_clock = TickClock(backend.now_us, lambda: self.get_clock().now().nanoseconds)
             self.ctl.claim_all()
@@ -160,6 +164,7 @@ class GpioNode(Node):
         guard.create_service(self, SimulateInput, 'gpio/simulate_input', self.srv_simulate)
         guard.create_service(self, CalibrateValve, 'gpio/calibrate_valve', self.srv_calibrate)
         guard.create_service(self, RecordCalibration, 'gpio/record_calibration', self.srv_record)
+        guard.create_service(self, GetCalibration, 'gpio/get_calibration', self.srv_get_calibration)
         # Re-sync also reads the tick regularly, which keeps pigpio's tick unwrapping valid (< 35 min).
         self.create_timer(p['clock_sync_s'], self.tick_clock.sync)
 
@@ -236,13 +241,44 @@ class GpioNode(Node):
             res.success, res.message = False, str(exc)
         return res
 
+    def valve(self, device: str) -> str:
+        """``device`` if it is one of this node's valves, else a ConfigError naming them."""
+        if device not in self.valves:
+            raise ConfigError(f'{device!r} is not a valve of {self.get_fully_qualified_name()} (valves: '
+                              f'{", ".join(self.valves) or "none"}); valves are outputs with kind: valve')
+        return device
+
     def srv_record(self, req: RecordCalibration.Request, res: RecordCalibration.Response) -> RecordCalibration.Response:
         try:
-            coefficients, n, text = self.ctl.record(req.device, req.n_openings, req.open_ms, req.measured_volume_ul)
+            coefficients, n, text = self.ctl.record(req.device, req.n_openings, req.open_ms, req.measured_volume_ul,
+                                                    force=req.force)
             res.success, res.message, res.fit_coefficients, res.n_points = True, text, coefficients, n
+            if req.force:
+                text += ' (stored with force: the agreement check with the fit was skipped)'
             self.get_logger().info(f'calibration: {text}')
         except COMMAND_ERRORS as exc:
             res.success, res.message = False, str(exc)
+        return res
+
+    def srv_get_calibration(self, req: GetCalibration.Request, res: GetCalibration.Response
+                            ) -> GetCalibration.Response:
+        res.valves, res.file = list(self.valves), str(self.store.path)
+        if not req.device:
+            res.success = True
+            return res
+        try:
+            marked, coefficients, text = self.store.history(self.valve(req.device))
+        except COMMAND_ERRORS as exc:
+            res.success, res.message = False, str(exc)
+            return res
+        for point, used in marked:
+            stamp = CalibrationPoint().time
+            t = point.time  # a hand-edited file may hold anything here: 0 rather than a failed answer
+            ok = isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and 0 <= t < 2**31
+            stamps.stamp(stamp, round(t * 1e9) if ok else 0)
+            res.points.append(CalibrationPoint(time=stamp, n_openings=point.n_openings, open_ms=point.open_ms,
+                                               measured_volume_ul=point.measured_volume_ul, used=used))
+        res.success, res.fit_coefficients, res.fit = True, coefficients, text
         return res
 
     # -- safety ------------------------------------------------------------------------------------
