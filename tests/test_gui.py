@@ -149,17 +149,21 @@ def test_two_windows_agree_and_reconnect_when_the_terminal_comes_back(procs, nod
     lab = Lab(node, ['rig1'])
     lab.wait_online('rig1')
     assert lab.create('mouse1').success and lab.assign('mouse1').success
-    a, b = window(), window()
-    for w in (a, b):
-        qtbot.waitUntil(lambda w=w: 'rig1' in w.table.rows and w.connected
-                        and w.table.combos['rig1'].findText('mouse1') >= 0, timeout=20_000)
+    a = window()
+    qtbot.waitUntil(lambda: 'rig1' in a.table.rows and a.connected
+                    and a.table.combos['rig1'].findText('mouse1') >= 0, timeout=20_000)
     a.weigh_at = 'none'
     a.on_action('start', 'rig1', 'mouse1')
-    # What one window starts, the other shows: state, subject, trials, from the same registry and topics.
+    qtbot.waitUntil(lambda: trials_shown(a, 'rig1') >= 4, timeout=60_000)
+    # A second window opened mid-session fills in the trials it missed from the terminal's file (get_trials).
+    b = window()
     for w in (a, b):
         qtbot.waitUntil(lambda w=w: row_text(w, 'rig1', 'state') == 'running'
-                        and trials_shown(w, 'rig1') >= 3, timeout=60_000)
+                        and trials_shown(w, 'rig1') >= 6, timeout=60_000)
         assert w.table.combos['rig1'].currentText() == 'mouse1'
+    qtbot.waitUntil(lambda: {t.number for t in b.lab.pilots['rig1'].trials} >= set(range(1, 6)), timeout=15_000)
+    numbers = [t.number for t in b.lab.pilots['rig1'].trials]
+    assert numbers == sorted(numbers) and [t.index for t in b.lab.pilots['rig1'].trials] == list(range(len(numbers)))
     b.on_action('stop', 'rig1', '')
     for w in (a, b):
         qtbot.waitUntil(lambda w=w: row_text(w, 'rig1', 'state') == 'idle', timeout=20_000)
@@ -236,6 +240,9 @@ def test_subjects_window_creates_weighs_notes_and_shows_the_record(procs, node, 
         sw.tabs.setCurrentIndex(i)
         qtbot.wait(50)
         screenshot(sw, tmp_path, f'gui-subject-{name}')
+    # 2AFC declares no stimulus level: the psychometric tab says so (its curve is tested in test_gui_model).
+    sw.tabs.setCurrentWidget(sw.psycho_tab)
+    qtbot.waitUntil(lambda: 'declares no stimulus level' in sw.psycho_note.text(), timeout=15_000)
 
 
 def test_gui_from_the_launch_file_and_the_cli(procs, node, tmp_path, ros_env):

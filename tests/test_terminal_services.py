@@ -12,6 +12,7 @@ from autopilot_msgs.srv import (
     AddNote,
     GetProtocol,
     GetSubject,
+    GetTrials,
     ListProtocols,
     RecordWeight,
     SaveProtocol,
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from rcl_interfaces.srv import GetParameters
 from test_terminal import FAST_PROTOCOL, Lab, launch_terminal
 
-from autopilot_core import qos
+from autopilot_core import qos, trial_fields
 from autopilot_terminal.storage import SubjectReader
 
 
@@ -201,6 +202,9 @@ def test_hostile_requests_to_the_new_services_are_answered_and_kill_nothing(proc
         st.builds(lambda s, p: ('set_subject_pilot', SetSubjectPilot, SetSubjectPilot.Request(subject=s, pilot=p)),
                   TEXT, TEXT),
         st.builds(lambda s: ('get_subject', GetSubject, GetSubject.Request(subject=s)), TEXT),
+        st.builds(lambda s, i, f, m: ('get_trials', GetTrials, GetTrials.Request(
+            subject=s, session_id=i, first_trial=f, max_trials=m)), st.one_of(TEXT, st.just('m1')), TEXT,
+            st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
         st.builds(lambda n: ('get_protocol', GetProtocol, GetProtocol.Request(name=n)), TEXT),
         st.builds(lambda n, t, o: ('save_protocol', SaveProtocol, SaveProtocol.Request(name=n, text=t, overwrite=o)),
                   TEXT, st.one_of(TEXT, st.sampled_from(['steps: [', 'name: x\nsteps: []\n', '{' * 500,
@@ -243,4 +247,25 @@ def test_the_subject_list_follows_a_session_and_its_graduation(procs, node, tmp_
     r = get_subject(lab, 'mouse1')
     assert [(x.state, x.trials, x.pilot, x.task) for x in r.sessions] == [('ended', 7, 'rig1', '2afc')]
     assert r.sessions[0].accuracy == s.last_session_accuracy and r.sessions[0].end.sec > 0
+
+    # get_trials gives back what the pilot published, value for value, in pages.
+    sid = r.sessions[0].session_id
+    got = lab.srv(GetTrials, 'get_trials', GetTrials.Request(subject='mouse1'))  # "": the newest session
+    assert got.success and got.session_id == sid and not got.more, got.message
+    assert [t.trial_number for t in got.trials] == list(range(1, 8))
+    for t in got.trials:
+        sent = lab.trials[(sid, t.trial_number)]
+        assert (t.pilot, t.subject, t.task, t.protocol, t.step, t.step_name) == \
+            (sent.pilot, sent.subject, sent.task, sent.protocol, sent.step, sent.step_name)
+        assert t.header.stamp == sent.header.stamp and t.start == sent.start
+        stored, published = trial_fields.to_dict(t.fields), trial_fields.to_dict(sent.fields)
+        assert stored.keys() == published.keys()
+        assert all(v == published[k] or (isinstance(v, float) and math.isnan(v) and math.isnan(published[k]))
+                   for k, v in stored.items()), (stored, published)
+        assert [(f.name, f.type, f.unit) for f in t.fields] == [(f.name, f.type, f.unit) for f in sent.fields]
+    page = lab.srv(GetTrials, 'get_trials', GetTrials.Request(subject='mouse1', session_id=sid, first_trial=3,
+                                                              max_trials=2))
+    assert page.success and [t.trial_number for t in page.trials] == [3, 4] and page.more
+    unknown = lab.srv(GetTrials, 'get_trials', GetTrials.Request(subject='mouse1', session_id='nope'))
+    assert not unknown.success and 'nope' in unknown.message and sid in unknown.message
     assert terminal.stop() == 0

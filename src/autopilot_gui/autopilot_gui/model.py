@@ -152,6 +152,43 @@ class Lab:
             row._numbers.discard((old.session_id, old.number))
         return t
 
+    def backfill(self, pilot: str, msgs: Any, now: float | None = None) -> int:
+        """Stored trials of a session the window joined late (the terminal's get_trials): those it lacks are put
+        before the session's live ones, in trial-number order, and every trial's x is renumbered. Returns how
+        many were new."""
+        row = self.pilots.get(pilot)
+        if row is None:
+            return 0
+        now = time.monotonic() if now is None else now
+        new: list[Trial] = []
+        for msg in msgs:
+            key = (msg.session_id, int(msg.trial_number))
+            if msg.pilot != pilot or key in row._numbers:
+                continue
+            try:
+                values = trial_fields.to_dict(msg.fields)
+            except Exception:  # noqa: BLE001 - as for a live trial: counted, never drawn
+                self.bad_trials += 1
+                continue
+            new.append(Trial(0, msg.session_id, int(msg.trial_number), _ns(msg.start), _ns(msg.header.stamp),
+                             int(msg.step), msg.step_name, values, now))
+            row._numbers.add(key)
+        if not new:
+            return 0
+        sessions = list(dict.fromkeys([t.session_id for t in row.trials] + [t.session_id for t in new]))
+        merged = sorted([*row.trials, *new], key=lambda t: (sessions.index(t.session_id), t.number))
+        while len(merged) > MAX_TRIALS:
+            old = merged.pop(0)
+            row._numbers.discard((old.session_id, old.number))
+        row.received += len(new)
+        for i, t in enumerate(merged):
+            t.index = row.received - len(merged) + i
+        row.trials = deque(merged)
+        if not row.fields and msgs:
+            row.fields = [(f.name, int(f.type), f.unit) for f in msgs[-1].fields]
+            row.trial_task = str(msgs[-1].task)
+        return len(new)
+
     def gpio(self, pilot: str, msg: Any) -> None:
         """A GpioEvent of ``pilot``: kept (the newest :data:`MAX_GPIO`) for the current trial's raster."""
         row = self.pilots.get(pilot)
@@ -182,6 +219,18 @@ class Lab:
         return [row.pilot, state, row.task or '-', row.subject or '-', step or '-',
                 str(row.trial_count) if row.session_id else '-',
                 '-' if acc is None else f'{acc:.0%}', '-' if age is None else f'{_age(age)} ago']
+
+
+def psychometric(values: Any, level: str, choice: str, positive: Any) -> list[tuple[float, float, int]]:
+    """(stimulus level, fraction of trials with ``choice == positive``, trials) per level, levels ascending, from
+    trials' field values; trials without a finite level or with no choice are left out."""
+    per: dict[float, list[bool]] = {}
+    for v in values:
+        lv, ch = v.get(level), v.get(choice)
+        if isinstance(lv, bool) or not isinstance(lv, (int, float)) or not math.isfinite(lv) or ch in (None, '', 'none'):
+            continue
+        per.setdefault(float(lv), []).append(ch == positive)
+    return [(lv, sum(per[lv]) / len(per[lv]), len(per[lv])) for lv in sorted(per)]
 
 
 def _ns(stamp: Any) -> int:

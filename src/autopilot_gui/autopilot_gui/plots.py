@@ -20,7 +20,7 @@ from PyQt5 import QtCore
 
 from autopilot_tasks.plot import Line, Plot, Points, Psychometric, RollingMean, Shade, TrialTimes, default_plot
 
-from .model import PilotRow, Trial
+from .model import PilotRow, Trial, psychometric
 
 TRUE, FALSE, NEUTRAL = (46, 125, 50), (198, 40, 40), (120, 120, 120)
 PALETTE = [(21, 101, 192), (239, 108, 0), (106, 27, 154), (0, 131, 143), (93, 64, 55)]
@@ -247,17 +247,13 @@ class PilotPlots(pg.GraphicsLayoutWidget):
         item.setZValue(-10)
 
     def _psychometric(self, e: Psychometric, trials: list[Trial]) -> None:
+        """The current session's curve."""
         assert self.psycho is not None
         sid = trials[-1].session_id
-        per: dict[float, list[bool]] = {}
-        for t in trials:
-            level, choice = _number(_value(t, e.level)), _value(t, e.choice)
-            if t.session_id == sid and math.isfinite(level) and choice is not None:
-                per.setdefault(level, []).append(choice == e.positive)
-        levels = sorted(per)
+        curve = psychometric((t.values for t in trials if t.session_id == sid), e.level, e.choice, e.positive)
         item = self._item(self.psycho, 'psychometric', lambda: pg.PlotDataItem(
             pen=pg.mkPen(PALETTE[0], width=2), symbol='o', symbolBrush=PALETTE[0]))
-        item.setData(np.array(levels), np.array([sum(per[v]) / len(per[v]) for v in levels]))
+        item.setData(np.array([c[0] for c in curve]), np.array([c[1] for c in curve]))
 
     def _sessions(self, trials: list[Trial]) -> None:
         """A dashed line before the first trial of each session after the first drawn."""

@@ -15,8 +15,22 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from autopilot_msgs.srv import AddNote, CreateSubject, GetSubject, RecordWeight, SetSubjectPilot, SetSubjectStep
+from autopilot_msgs.srv import (
+    AddNote,
+    CreateSubject,
+    GetSubject,
+    GetTrials,
+    RecordWeight,
+    SetSubjectPilot,
+    SetSubjectStep,
+)
 from PyQt5 import QtCore, QtWidgets
+
+from autopilot_core import trial_fields
+from autopilot_tasks.plot import Psychometric
+
+from .model import psychometric
+from .plots import spec_for
 
 SPECIES = ('Mus musculus', 'Rattus norvegicus', 'Meriones unguiculatus', 'Macaca mulatta')
 SEXES = ('F', 'M', 'U')
@@ -161,6 +175,7 @@ class SubjectsWindow(QtWidgets.QWidget):
         self._timeline_tab()
         self._weights_tab()
         self._notes_tab()
+        self._psychometric_tab()
         self.status = QtWidgets.QLabel('', self)
         self.refresh()
 
@@ -272,6 +287,65 @@ class SubjectsWindow(QtWidgets.QWidget):
         lay.addLayout(row)
         self.tabs.addTab(w, 'Notes')
 
+    def _psychometric_tab(self) -> None:
+        w = QtWidgets.QWidget(self)
+        lay = QtWidgets.QVBoxLayout(w)
+        row = QtWidgets.QHBoxLayout()
+        self.psycho_session = QtWidgets.QComboBox(w)
+        self.psycho_session.setObjectName('psycho_session')
+        self.psycho_session.activated.connect(lambda _i: self.ask_psychometric())
+        row.addWidget(QtWidgets.QLabel('Session:', w))
+        row.addWidget(self.psycho_session, 1)
+        lay.addLayout(row)
+        self.psycho_note = QtWidgets.QLabel('', w)
+        self.psycho_note.setWordWrap(True)
+        lay.addWidget(self.psycho_note)
+        self.psycho_plot = pg.PlotWidget(w, background='w', title='psychometric curve')
+        self.psycho_plot.setYRange(0, 1)
+        lay.addWidget(self.psycho_plot, 1)
+        self.tabs.addTab(w, 'Psychometric')
+        self.tabs.currentChanged.connect(lambda i: self.ask_psychometric() if self.tabs.widget(i) is w else None)
+        self.psycho_tab = w
+        self.curve: list[tuple[float, float, int]] = []
+
+    def ask_psychometric(self) -> None:
+        """The chosen session's stored trials, for its task's declared psychometric curve."""
+        sid = self.psycho_session.currentData()
+        if not self.current or not sid:
+            return
+        name = self.current
+        self.window_.request(GetTrials, 'get_trials', GetTrials.Request(subject=name, session_id=sid, max_trials=5000),
+                             lambda r: self._draw_psychometric(name, r), idempotent=True)
+
+    def _draw_psychometric(self, name: str, reply: Any) -> None:
+        if name != self.current:
+            return
+        self.psycho_plot.clear()
+        self.curve = []
+        if reply.error or not reply.response.success:
+            self.psycho_note.setText(reply.error or reply.response.message)
+            return
+        trials = reply.response.trials
+        if not trials:
+            self.psycho_note.setText('no trials stored in this session')
+            return
+        fields = [(f.name, int(f.type), f.unit) for f in trials[-1].fields]
+        spec = spec_for(trials[-1].task, fields)
+        element = next((e for e in spec.elements if isinstance(e, Psychometric)), None)
+        if element is None:
+            self.psycho_note.setText(f'task {trials[-1].task!r} declares no stimulus level (a Psychometric element '
+                                     'in its plot), so it has no psychometric curve')
+            return
+        self.curve = psychometric([trial_fields.to_dict(t.fields) for t in trials], element.level, element.choice,
+                                  element.positive)
+        self.psycho_note.setText(f'{len(trials)} trials{" (the first 5000)" if reply.response.more else ""}: '
+                                 f'fraction {element.choice} = {element.positive!r} per {element.level}')
+        self.psycho_plot.setLabel('bottom', element.level)
+        self.psycho_plot.setLabel('left', f'P({element.choice} = {element.positive})')
+        if self.curve:
+            self.psycho_plot.plot([c[0] for c in self.curve], [c[1] for c in self.curve],
+                                  pen=pg.mkPen((21, 101, 192), width=2), symbol='o', symbolBrush=(21, 101, 192))
+
     # -- data --------------------------------------------------------------------------------------------------
     def refresh(self) -> None:
         """The list from the window's copy of /terminal/subjects; the open subject asked again if it changed."""
@@ -349,6 +423,12 @@ class SubjectsWindow(QtWidgets.QWidget):
         self.last.setText(f'{when(s.last_session_start)}, {s.last_session_state}' if s.last_session_id else 'none')
         self.weight_label.setText(weight_text(s))
         self._draw_sessions(r.sessions)
+        chosen = self.psycho_session.currentData()
+        self.psycho_session.clear()
+        for sess in reversed(r.sessions):
+            self.psycho_session.addItem(f'{when(sess.start)}  {sess.task}  {sess.trials} trials', sess.session_id)
+        if chosen:
+            self.psycho_session.setCurrentIndex(max(self.psycho_session.findData(chosen), 0))
         self._draw_timeline(r.history, r.sessions, list(s.step_names))
         self._draw_weights(r.weights, float(s.baseline_weight_g))
         self.notes.clear()

@@ -35,6 +35,10 @@ class MessageBar(QtWidgets.QFrame):
         lay.addWidget(self.label, 1)
         lay.addWidget(close)
         self.history: list[tuple[str, str]] = []
+        # A child timer dies with the bar: a notice's expiry can never reach a deleted widget.
+        self._expiry = QtCore.QTimer(self)
+        self._expiry.setSingleShot(True)
+        self._expiry.timeout.connect(self.hide)
         self.hide()
 
     def show_message(self, text: str, level: str = 'error') -> None:
@@ -44,12 +48,9 @@ class MessageBar(QtWidgets.QFrame):
         self.label.setText(text)
         self.show()
         if level == 'info':  # a notice goes by itself; an error stays until read
-            shown = len(self.history)
-            QtCore.QTimer.singleShot(INFO_MS, lambda: self._expire(shown))
-
-    def _expire(self, n: int) -> None:
-        if len(self.history) == n:
-            self.hide()
+            self._expiry.start(INFO_MS)
+        else:
+            self._expiry.stop()
 
     def text(self) -> str:
         return self.label.text() if self.isVisible() else ''

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from autopilot_msgs.srv import PilotCommand, RecordWeight, StartSession
+from autopilot_msgs.srv import GetTrials, PilotCommand, RecordWeight, StartSession
 from PyQt5 import QtCore, QtWidgets
 from rcl_interfaces.srv import GetParameters
 from rclpy.parameter import parameter_value_to_python
@@ -81,6 +81,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.resize(1200, 900)
         self.plots: dict[str, PilotPlots] = {}
         self._stale: set[str] = set()
+        self._backfilled: set[tuple[str, str]] = set()
         self._drawn: dict[str, float] = {}
         self.trial_latency_s: list[float] = []  # received -> drawn, per trial (bench/gui.py)
 
@@ -136,6 +137,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.lab.registry(ev.payload)
             for pilot in set(self.lab.pilots) - known:
                 self._ask_gpio_layout(pilot)
+            self._backfill()
             return True
         if ev.kind == 'subjects':
             self.lab.subject_list(ev.payload)
@@ -236,6 +238,20 @@ class MainWindow(QtWidgets.QMainWindow):
         self.calibration.show()
         self.calibration.raise_()
         return self.calibration
+
+    def _backfill(self) -> None:
+        """Ask the terminal once for the stored trials of each session running when the window first sees it."""
+        for pilot, row in self.lab.pilots.items():
+            key = (pilot, row.session_id)
+            if not row.session_id or not row.subject or key in self._backfilled:
+                continue
+            self._backfilled.add(key)
+
+            def got(reply: Reply, pilot: str = pilot) -> None:
+                if not reply.error and reply.response.success and self.lab.backfill(pilot, reply.response.trials):
+                    self._stale.add(pilot)
+            req = GetTrials.Request(subject=row.subject, session_id=row.session_id, first_trial=1, max_trials=0)
+            self.request(GetTrials, 'get_trials', req, got, idempotent=True)
 
     def _ask_gpio_layout(self, pilot: str) -> None:
         """Which inputs of ``pilot``'s gpio node are pulled up (active low), for the raster."""

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from .recorder import SUBJECT_RE, Recorder
-from .storage import StoreError, history_rows, weight_rows
+from .storage import StoreError, fields_from_json, history_rows, weight_rows
 from .storage.schema import KEY_COLUMNS
 from .subjects import (
     MAX_PROTOCOL_BYTES,
@@ -111,6 +111,51 @@ def read_session(g: h5py.Group, session_id: str) -> SessionInfo:
     return SessionInfo(session_id, _str(a.get('pilot', '')), _str(a.get('task', '')), _str(a.get('protocol', '')),
                        int(a.get('step', 0)), _str(a.get('step_name', '')), _str(a.get('state', '')),
                        int(a.get('started_ns', 0)), int(a.get('ended_ns', 0)), n, accuracy(cols))
+
+
+#: get_trials answers at most this many trials at once (and 2000 when the caller names no bound).
+MAX_TRIALS, DEFAULT_TRIALS = 5000, 2000
+
+
+@dataclass
+class StoredTrials:
+    """Stored trials of one session, as :func:`read_trials` finds them."""
+
+    session_id: str
+    attrs: dict[str, Any]
+    fields: list[tuple[str, int, str]]
+    rows: list[dict[str, Any]]
+    more: bool
+
+
+def read_trials(f: h5py.File, session_id: str, first: int, limit: int) -> StoredTrials:
+    """Trials ``first``... (trial numbers, at most ``limit``, capped at :data:`MAX_TRIALS`) of ``session_id`` ("" =
+    the newest session), in trial-number order; KeyError naming the sessions there when it is unknown."""
+    sessions = f['sessions']
+    if not session_id:
+        if not len(sessions):
+            raise KeyError('the subject has no session yet')
+        session_id = max(sessions, key=lambda sid: (int(sessions[sid].attrs.get('started_ns', 0)), sid))
+    if session_id not in sessions:
+        known = ', '.join(sorted(sessions)[-5:]) or 'none'
+        raise KeyError(f'no session {session_id!r} (the newest: {known})')
+    g = sessions[session_id]
+    attrs: dict[str, Any] = {k: _str(g.attrs.get(k, '')) for k in ('pilot', 'task', 'protocol', 'step_name')}
+    if 'trials' not in g:
+        return StoredTrials(session_id, attrs, [], [], False)
+    ds = g['trials']
+    ds.refresh()
+    fields = fields_from_json(_str(ds.attrs['fields']))
+    numbers = ds.fields('trial_number')[()]
+    at = np.flatnonzero((numbers != 0) & (numbers >= max(first, 1)))
+    at = at[np.argsort(numbers[at], kind='stable')]
+    n = min(limit or DEFAULT_TRIALS, MAX_TRIALS)
+    chosen = np.sort(at[:n])
+    table = ds[chosen] if len(chosen) else ds[:0]
+    order = np.argsort(table['trial_number'], kind='stable')
+    names = table.dtype.names or ()
+    rows = [{name: table[i][name] for name in names} for i in order]
+    return StoredTrials(session_id, attrs, fields, rows, len(at) > n)
 
 
 @dataclass

@@ -39,6 +39,7 @@ from autopilot_msgs.srv import (
     GetEvents,
     GetProtocol,
     GetSubject,
+    GetTrials,
     ListProtocols,
     LoadProtocol,
     PilotCommand,
@@ -171,7 +172,8 @@ class TerminalNode(Node):
             ('start_session', StartSession, self.control.start_session),
             *((f'{what}_session', PilotCommand, functools.partial(self.control.command_session, what))
               for what in ('stop', 'pause', 'resume')),
-            ('get_subject', GetSubject, s.get_subject), ('record_weight', RecordWeight, s.record_weight),
+            ('get_subject', GetSubject, s.get_subject), ('get_trials', GetTrials, s.get_trials),
+            ('record_weight', RecordWeight, s.record_weight),
             ('add_note', AddNote, s.add_note), ('set_subject_pilot', SetSubjectPilot, s.set_pilot),
             ('list_protocols', ListProtocols, s.list_protocols), ('get_protocol', GetProtocol, s.get_protocol),
             ('save_protocol', SaveProtocol, s.save_protocol)]

@@ -22,6 +22,7 @@ from autopilot_msgs.msg import (
     SessionSummary,
     SubjectList,
     SubjectSummary,
+    TrialData,
     WeightEntry,
 )
 from autopilot_msgs.srv import (
@@ -30,6 +31,7 @@ from autopilot_msgs.srv import (
     CreateSubject,
     GetProtocol,
     GetSubject,
+    GetTrials,
     ListProtocols,
     RecordWeight,
     SaveProtocol,
@@ -40,6 +42,7 @@ from autopilot_msgs.srv import (
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rclpy.parameter import parameter_value_to_python
 
+from autopilot_core import trial_fields
 from autopilot_core.checks import MAX_TEXT, InputError, finite, sequence, text
 from autopilot_core.stamps import to_msg
 
@@ -282,6 +285,22 @@ class SubjectServices:
                        f'history rows, {len(info.weights)} weights'
         return resp
 
+    async def get_trials(self, req: GetTrials.Request, resp: GetTrials.Response) -> GetTrials.Response:
+        checked_subject(req.subject)
+        text('session_id', req.session_id, 64)
+        try:
+            got = await self.run(lambda r: catalog.read_trials(r.open_file(req.subject).file, req.session_id,
+                                                               int(req.first_trial), int(req.max_trials)))
+        except catalog.READ_ERRORS + (TimeoutError,) as exc:
+            resp.message = f'{req.subject}: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}'
+            return resp
+        resp.session_id, resp.more = got.session_id, got.more
+        resp.trials = [trial_msg(req.subject, got, row) for row in got.rows]
+        resp.success = True
+        resp.message = f'{req.subject}: {len(resp.trials)} trials of session {got.session_id}' + \
+            (' (more follow)' if got.more else '')
+        return resp
+
     # -- weights, notes, roster -------------------------------------------------------------------
 
     async def record_weight(self, req: RecordWeight.Request, resp: RecordWeight.Response) -> RecordWeight.Response:
@@ -390,3 +409,24 @@ class SubjectServices:
         resp.success, resp.path = True, str(path)
         resp.message = f'saved protocol {req.name} ({path})'
         return resp
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors='replace') if isinstance(value, bytes) else str(value)
+
+
+def trial_msg(subject: str, got: catalog.StoredTrials, row: dict[str, Any]) -> TrialData:
+    """A stored trial row as the TrialData the pilot published (the fields typed as the table declares them)."""
+    msg = TrialData(pilot=got.attrs['pilot'], subject=subject, session_id=got.session_id,
+                    trial_number=int(row['trial_number']), task=got.attrs['task'], protocol=got.attrs['protocol'],
+                    step=int(row['step']), step_name=_text(row['step_name']))
+    msg.header.stamp = to_msg(max(int(row['stamp_ns']), 0))
+    if 'start_ns' in row:
+        msg.start = to_msg(max(int(row['start_ns']), 0))
+    values = []
+    for name, code, unit in got.fields:
+        value: Any = row.get(name)
+        value = _text(value) if code == trial_fields.STRING else value.item() if hasattr(value, 'item') else value
+        values.append(trial_fields.make(name, code, unit, value))
+    msg.fields = values
+    return msg

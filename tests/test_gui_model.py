@@ -1,0 +1,93 @@
+"""The window's model without Qt or ROS processes: rows from the registry, trials kept once, backfill, curves."""
+
+from __future__ import annotations
+
+import math
+
+from autopilot_msgs.msg import PilotEntry, PilotRegistry, PilotStatus, SubjectList, SubjectSummary, TrialData
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autopilot_core import trial_fields
+from autopilot_gui.model import MAX_TRIALS, Lab, psychometric
+
+
+def registry(*entries: tuple[str, bool, int, str]) -> PilotRegistry:
+    msg = PilotRegistry()
+    for name, online, state, sid in entries:
+        st_ = PilotStatus(pilot=name, state=state, task='2afc' if sid else '', subject='m1' if sid else '',
+                          session_id=sid, protocol='fast' if sid else '', step=1, trial_count=3)
+        msg.pilots.append(PilotEntry(pilot=name, online=online, last_seen_s=0.5, last_status=st_))
+    return msg
+
+
+def trial(pilot: str, sid: str, n: int, correct: bool | None = True, correction: bool = False) -> TrialData:
+    values = {'response': 'left', 'correction': correction}
+    if correct is not None:
+        values['correct'] = correct
+    fields = [trial_fields.make(k, trial_fields.CODE_OF[type(v)], '', v) for k, v in values.items()]
+    msg = TrialData(pilot=pilot, subject='m1', session_id=sid, trial_number=n, task='2afc', fields=fields)
+    msg.header.stamp.sec = 1000 + n
+    return msg
+
+
+def test_rows_appear_by_themselves_and_go_grey_when_forgotten() -> None:
+    lab = Lab()
+    lab.registry(registry(('rig2', True, PilotStatus.STATE_IDLE, ''), ('rig1', True, PilotStatus.STATE_RUNNING, 's1')))
+    assert list(lab.pilots) == ['rig1', 'rig2']
+    cells = dict(zip(('pilot', 'state', 'task', 'subject', 'step'), lab.cells('rig1', now=0.0), strict=False))
+    assert cells == {'pilot': 'rig1', 'state': 'running', 'task': '2afc', 'subject': 'm1', 'step': '1'}
+    subjects = SubjectList(subjects=[SubjectSummary(subject='m1', protocol='fast', step_names=['easy', 'hard'],
+                                                    pilot='rig1'), SubjectSummary(subject='a0', pilot='rig2')])
+    lab.subject_list(subjects)
+    assert lab.cells('rig1', now=0.0)[4] == '1: hard'  # the step's name, from the subject list
+    assert lab.roster('rig2') == ['a0', 'm1'] and lab.roster('rig1') == ['m1', 'a0']
+    lab.registry(registry(('rig1', True, PilotStatus.STATE_RUNNING, 's1')))  # rig2 forgotten by the terminal
+    assert not lab.pilots['rig2'].online and lab.cells('rig2', now=0.0)[1].startswith('offline')
+
+
+def test_trials_are_kept_once_from_their_own_pilot_and_scored_like_the_tasks() -> None:
+    lab = Lab()
+    lab.registry(registry(('rig1', True, PilotStatus.STATE_RUNNING, 's1')))
+    assert lab.trial('rig1', trial('rig1', 's1', 1, True)) is not None
+    assert lab.trial('rig1', trial('rig1', 's1', 1, True)) is None  # a resend
+    assert lab.trial('rig1', trial('rig2', 's1', 2, True)) is None and lab.bad_trials == 1  # another rig's name
+    assert lab.trial('rig9', trial('rig9', 's1', 1, True)) is None  # a pilot the terminal does not list
+    lab.trial('rig1', trial('rig1', 's1', 2, False))
+    lab.trial('rig1', trial('rig1', 's1', 3, False, correction=True))  # left out of accuracy
+    lab.trial('rig1', trial('rig1', 's1', 4, None))  # not scored
+    assert lab.pilots['rig1'].accuracy() == 0.5
+    assert lab.cells('rig1', now=1e9)[6] == '50%'
+
+
+def test_backfill_puts_stored_trials_before_the_live_ones_and_renumbers() -> None:
+    lab = Lab()
+    lab.registry(registry(('rig1', True, PilotStatus.STATE_RUNNING, 's2')))
+    lab.trial('rig1', trial('rig1', 's1', 9))   # an older session, seen live
+    for n in (7, 8):
+        lab.trial('rig1', trial('rig1', 's2', n))
+    added = lab.backfill('rig1', [trial('rig1', 's2', n) for n in range(1, 9)])
+    assert added == 6
+    row = lab.pilots['rig1']
+    assert [(t.session_id, t.number) for t in row.trials] == [('s1', 9)] + [('s2', n) for n in range(1, 9)]
+    assert [t.index for t in row.trials] == list(range(9))
+    assert lab.backfill('rig1', [trial('rig1', 's2', 3)]) == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 3 * MAX_TRIALS), min_size=1, max_size=50))
+def test_trials_stay_bounded_and_unique(numbers: list[int]) -> None:
+    lab = Lab()
+    lab.registry(registry(('rig1', True, PilotStatus.STATE_RUNNING, 's1')))
+    for n in numbers:
+        lab.trial('rig1', trial('rig1', 's1', n))
+    row = lab.pilots['rig1']
+    assert len(row.trials) == len(set(numbers)) <= MAX_TRIALS
+    assert len({(t.session_id, t.number) for t in row.trials}) == len(row.trials)
+
+
+def test_psychometric_curve_per_level() -> None:
+    values = [{'level': lv, 'response': r} for lv, r in
+              [(-1.0, 'left'), (-1.0, 'left'), (-1.0, 'right'), (0.0, 'right'), (0.0, 'left'), (1.0, 'right'),
+               (1.0, 'none'), (math.nan, 'right'), (True, 'right')]]
+    assert psychometric(values, 'level', 'response', 'right') == [(-1.0, 1 / 3, 3), (0.0, 0.5, 2), (1.0, 1.0, 1)]
