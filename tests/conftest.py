@@ -193,6 +193,29 @@ def node(rclpy_context, request):
     destroy_node(n)  # with its action clients and servers: see its docstring
 
 
+@pytest.fixture
+def window(qtbot, domain_id):
+    """``window()`` makes a Terminal window with its bridge on this test's domain (pytest-qt; closed and stopped
+    after the test)."""
+    from autopilot_gui.bridge import Bridge
+    from autopilot_gui.window import MainWindow
+
+    made = []
+
+    def make() -> MainWindow:
+        bridge = Bridge()
+        bridge.start()
+        w = MainWindow(bridge)
+        qtbot.addWidget(w)
+        w.show()
+        made.append(w)
+        return w
+    yield make
+    for w in made:
+        w.close()
+        w.bridge.stop()
+
+
 def settle(node, client, seconds: float = 0.5) -> None:
     """Let discovery settle once after a new client first sees its server.
 

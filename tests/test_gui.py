@@ -8,8 +8,10 @@ docs/screenshots/ is made: ``AUTOPILOT_SCREENSHOTS=docs/screenshots pytest tests
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,6 @@ from PyQt5 import QtCore, QtWidgets
 from test_pilot import CALIBRATION, FAST_SUBJECT, RIG_PARAMS
 from test_terminal import RIG, Lab, launch_terminal
 
-from autopilot_gui.bridge import Bridge
 from autopilot_gui.window import MainWindow
 
 
@@ -49,29 +50,12 @@ def screenshot(widget: QtWidgets.QWidget, tmp_path: Path, name: str) -> Path:
     return path
 
 
-@pytest.fixture
-def window(qtbot, domain_id):
-    """A window with its bridge (closed and stopped after the test)."""
-    made = []
-
-    def make() -> MainWindow:
-        bridge = Bridge()
-        bridge.start()
-        w = MainWindow(bridge)
-        qtbot.addWidget(w)
-        w.show()
-        made.append(w)
-        return w
-    yield make
-    for w in made:
-        w.close()
-        w.bridge.stop()
-
-
 def row_text(w: MainWindow, pilot: str, column: str) -> str:
     from autopilot_gui.model import COLUMNS
 
-    r = w.table.rows[pilot]
+    r = w.table.rows.get(pilot)
+    if r is None:
+        return ''  # no row yet
     item = w.table.item(r, COLUMNS.index(column))
     return item.text() if item is not None else ''
 
@@ -268,3 +252,57 @@ def test_gui_from_the_launch_file_and_the_cli(procs, node, tmp_path, ros_env):
     assert launch.wait(30) == 0, launch.output()
     out = launch.output()
     assert 'Traceback' not in out, out
+
+
+def test_hostile_messages_leave_the_window_drawing(node, qtbot, window):
+    """Forged registry, trials, GPIO events and camera frames (huge strings, NaN, 1e308, wrong types and sizes,
+    garbage JPEG) reach the window from a node posing as the terminal and a rig: it keeps drawing, counts what
+    it refused, and no exception leaves a Qt slot (pytest-qt fails the test on one)."""
+    from autopilot_msgs.msg import GpioEvent, PilotEntry, PilotRegistry, PilotStatus, TrialData, TrialField
+    from sensor_msgs.msg import Image
+
+    from autopilot_core import qos
+    from autopilot_core.executors import spin
+
+    reg_pub = node.create_publisher(PilotRegistry, '/terminal/pilots', qos.STATUS)
+    trial_pub = node.create_publisher(TrialData, '/rig1/trials', qos.TRIALS)
+    gpio_pub = node.create_publisher(GpioEvent, '/rig1/gpio/events', qos.EVENTS)
+    raw_pub = node.create_publisher(Image, '/rig1/camera/image', qos.STREAM)
+    w = window()
+    reg = PilotRegistry(pilots=[PilotEntry(pilot='rig1', online=True, last_status=PilotStatus(
+        pilot='rig1', state=PilotStatus.STATE_RUNNING, task='2afc', subject='m' * 10_000, session_id='s1',
+        message='x' * 1_000_000, step=65535))])
+    reg.pilots += [PilotEntry(pilot=f'p{i}', online=bool(i % 2)) for i in range(700)]  # more than MAX_PILOTS
+    node.create_timer(1.0, lambda: reg_pub.publish(reg))  # as a terminal does: the window stays connected
+
+    def pumped(check: Callable[[], bool]) -> Callable[[], bool]:
+        return lambda: spin(node, node.executor_, timeout_sec=0.05) is not None and check()
+    qtbot.waitUntil(pumped(lambda: 'rig1' in w.lab.pilots and w.connected), timeout=30_000)
+    assert spin(node, node.executor_, timeout_sec=10, until=lambda: trial_pub.get_subscription_count() >= 1
+                and gpio_pub.get_subscription_count() >= 1)
+    node_spin = lambda s: spin(node, node.executor_, timeout_sec=s)  # noqa: E731
+    node_spin(0.5)
+    bad_fields = [
+        [TrialField(name='correct', type=TrialField.TYPE_BOOL, bool_value=True),
+         TrialField(name='rt_ms', type=TrialField.TYPE_FLOAT64, float_value=math.nan),
+         TrialField(name='response', type=TrialField.TYPE_STRING, string_value='r' * 1_000_000)],
+        [TrialField(name='rt_ms', type=TrialField.TYPE_FLOAT64, float_value=1e308),
+         TrialField(name='correct', type=TrialField.TYPE_INT64, int_value=-(2**63))],
+        [TrialField(name='weird', type=9)],  # an unknown type code
+        [TrialField(name='', type=TrialField.TYPE_BOOL)],
+    ]
+    for n in range(1, 41):
+        msg = TrialData(pilot='rig1' if n % 7 else 'rig2', subject='m', session_id='s1' if n % 5 else 'x' * 5000,
+                        trial_number=n % 13, task='2afc' if n % 3 else 'no_such_task', fields=bad_fields[n % 4])
+        msg.header.stamp.sec = n
+        trial_pub.publish(msg)
+        gpio_pub.publish(GpioEvent(device='d' * 5000 if n % 2 else 'poke', level=bool(n % 2)))
+        raw_pub.publish(Image(height=480, width=640, encoding='bgr8', step=1920, data=bytes(100)))  # too short
+        raw_pub.publish(Image(height=2, width=2, encoding='mono16', step=4, data=bytes(8)))  # unknown encoding
+    node_spin(1.0)
+    qtbot.wait(1000)
+    assert len(w.lab.pilots) <= 500 and w.lab.bad_trials > 0
+    assert w.isVisible() and w.table.rowCount() == len(w.lab.pilots)
+    # Still answering: a fresh registry is drawn.
+    reg.pilots = [PilotEntry(pilot='rig1', online=False)]
+    qtbot.waitUntil(pumped(lambda: not w.lab.pilots['rig1'].online), timeout=10_000)

@@ -16,7 +16,7 @@ from autopilot_msgs.srv import CalibrateValve, GetCalibration, RecordCalibration
 from builtin_interfaces.msg import Time
 from PyQt5 import QtCore
 from rcl_interfaces.msg import Log
-from test_gui import launch_rigs, screenshot, window  # noqa: F401 - window is a fixture used here
+from test_gui import launch_rigs, screenshot
 from test_terminal import Lab, launch_terminal
 
 from autopilot_gui.bridge import Reply
@@ -176,7 +176,7 @@ def test_calibration_dialog_logic_on_answers_made_here(qtbot):
     assert not dlg.rows and dlg.table.rowCount() == 0 and dlg.history.rowCount() == 0
 
 
-def test_calibration_dialog_and_log_pane_on_two_real_rigs(procs, node, tmp_path, qtbot, window):  # noqa: F811
+def test_calibration_dialog_and_log_pane_on_two_real_rigs(procs, node, tmp_path, qtbot, window):
     launch_rigs(procs, tmp_path, ['rig1', 'rig2'])
     launch_terminal(procs, tmp_path)
     Lab(node, ['rig1', 'rig2']).wait_online('rig1', 'rig2')

@@ -23,6 +23,8 @@ MAX_TRIALS = 5000
 MAX_GPIO = 2000
 #: Pilots shown at most: a registry listing more is cut (and says so) rather than growing the window for ever.
 MAX_PILOTS = 500
+#: Text from the wire is cut to this many characters for display (the subject file keeps it whole).
+MAX_TEXT = 200
 COLUMNS = ('pilot', 'state', 'task', 'subject', 'step', 'trials', 'accuracy', 'last trial')
 
 
@@ -109,10 +111,10 @@ class Lab:
             st = entry.last_status
             row.online, row.last_seen_s = bool(entry.online), float(entry.last_seen_s)
             row.state = STATES.get(int(st.state), 'unknown')
-            row.task, row.subject, row.session_id = st.task, st.subject, st.session_id
-            row.protocol, row.step, row.trial_count = st.protocol, int(st.step), int(st.trial_count)
-            row.host, row.message = st.host, st.message
-            row.last_session_id, row.last_session_state = st.last_session_id, st.last_session_state
+            row.task, row.subject, row.session_id = _cut(st.task), _cut(st.subject), st.session_id
+            row.protocol, row.step, row.trial_count = _cut(st.protocol), int(st.step), int(st.trial_count)
+            row.host, row.message = _cut(st.host), _cut(st.message, 4 * MAX_TEXT)
+            row.last_session_id, row.last_session_state = st.last_session_id, _cut(st.last_session_state)
         for name, row in self.pilots.items():
             if name not in seen:
                 row.online = False
@@ -136,7 +138,7 @@ class Lab:
         if key in row._numbers:
             return None
         try:
-            values = trial_fields.to_dict(msg.fields)
+            values = _display(trial_fields.to_dict(msg.fields))
         except Exception:  # noqa: BLE001 - a malformed trial is counted, never drawn
             self.bad_trials += 1
             return None
@@ -166,7 +168,7 @@ class Lab:
             if msg.pilot != pilot or key in row._numbers:
                 continue
             try:
-                values = trial_fields.to_dict(msg.fields)
+                values = _display(trial_fields.to_dict(msg.fields))
             except Exception:  # noqa: BLE001 - as for a live trial: counted, never drawn
                 self.bad_trials += 1
                 continue
@@ -231,6 +233,15 @@ def psychometric(values: Any, level: str, choice: str, positive: Any) -> list[tu
             continue
         per.setdefault(float(lv), []).append(ch == positive)
     return [(lv, sum(per[lv]) / len(per[lv]), len(per[lv])) for lv in sorted(per)]
+
+
+def _cut(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + '…'
+
+
+def _display(values: dict[str, Any]) -> dict[str, Any]:
+    """A trial's values with long strings cut for display (a 1 MB string would stall any widget drawing it)."""
+    return {k: _cut(v) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def _ns(stamp: Any) -> int:

@@ -26,6 +26,8 @@ TRUE, FALSE, NEUTRAL = (46, 125, 50), (198, 40, 40), (120, 120, 120)
 PALETTE = [(21, 101, 192), (239, 108, 0), (106, 27, 154), (0, 131, 143), (93, 64, 55)]
 #: Trials drawn at most (older ones stay in the model and the subject file).
 DRAWN = 1000
+#: Heights given to a str field's values at most (a forged or runaway field would otherwise fill the axis).
+MAX_CATEGORIES = 16
 ROW_HEIGHT = 130
 
 _specs: dict[tuple[str, tuple[tuple[str, int, str], ...]], Plot] = {}
@@ -189,8 +191,13 @@ class PilotPlots(pg.GraphicsLayoutWidget):
                name: str | None = None) -> None:
         item = self._item(plot, key, lambda: pg.PlotDataItem(pen=pg.mkPen(colour, width=1.5), symbol='o',
                                                               symbolSize=4, symbolBrush=colour, symbolPen=None,
-                                                              name=name, connect='finite'))
-        item.setData(x, np.array(y, dtype=float))
+                                                              name=name))
+        ys = np.array(y, dtype=float)
+        # NaN (not measured) and inf are gaps, not points (pyqtgraph's bounds choke on them): only neighbours that
+        # were both kept are joined.
+        idx = np.flatnonzero(np.isfinite(ys))
+        joined = np.append(np.diff(idx) == 1, False) if len(idx) else np.zeros(0, bool)
+        item.setData(x[idx], ys[idx], connect=joined)
 
     def _points(self, e: Points, trials: list[Trial], x: np.ndarray) -> None:
         cats = self._categories.setdefault(e.field, dict(e.y) if e.y else {})
@@ -198,7 +205,7 @@ class PilotPlots(pg.GraphicsLayoutWidget):
         for t in trials:
             v = _value(t, e.field)
             if isinstance(v, str):
-                if v not in cats and not e.y:
+                if v not in cats and not e.y and len(cats) < MAX_CATEGORIES:
                     cats[v] = float(len(cats))
                 ys.append(cats.get(v, math.nan))
             else:
@@ -209,14 +216,21 @@ class PilotPlots(pg.GraphicsLayoutWidget):
             self.main.getAxis('left').setTicks([[(i / top, c) for c, i in cats.items()]])
         elif e.y:
             self.main.getAxis('left').setTicks([[(float(v), k) for k, v in e.y.items()]])
-        brushes = []
-        for t in trials:
+        # One scatter per colour, each a single brush: per-point brushes make pyqtgraph re-render every symbol
+        # (88 % of a redraw in bench/gui.py).
+        ys_arr = np.array(ys, dtype=float)
+        groups: dict[bool | None, list[int]] = {True: [], False: [], None: []}
+        for i, t in enumerate(trials):
             c = _value(t, e.color_by) if e.color_by else None
-            brushes.append(pg.mkBrush(*(TRUE if c is True else FALSE if c is False else NEUTRAL)))
-        label = e.field + (f' (green: {e.color_by}, red: not)' if e.color_by else '')
-        item = self._item(self.main, f'points:{e.field}', lambda: pg.ScatterPlotItem(size=8, pen=None, name=label))
-        keep = [i for i, y in enumerate(ys) if math.isfinite(y)]
-        item.setData(x[keep], np.array(ys, dtype=float)[keep], brush=[brushes[i] for i in keep])
+            if math.isfinite(ys_arr[i]):
+                groups[c if isinstance(c, bool) else None].append(i)
+        for outcome, colour in ((True, TRUE), (False, FALSE), (None, NEUTRAL)):
+            label = (f'{e.field} ({e.color_by})' if outcome else f'{e.field} (not {e.color_by})'
+                     if outcome is False else e.field if not e.color_by else None)
+            item = self._item(self.main, f'points:{e.field}:{outcome}', lambda c=colour, n=label: pg.ScatterPlotItem(
+                size=8, pen=None, brush=pg.mkBrush(*c), name=n))
+            idx = groups[outcome]
+            item.setData(x[idx], ys_arr[idx])
 
     def _rolling(self, e: RollingMean, trials: list[Trial], x: np.ndarray, colour: tuple[int, int, int]) -> None:
         xs, ys, window = [], [], []

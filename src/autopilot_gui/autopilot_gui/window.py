@@ -9,6 +9,7 @@ by itself when the terminal's registry does.
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import time
@@ -25,6 +26,7 @@ from .calibration import CalibrationDialog
 from .logpane import LogPane
 from .model import Lab
 from .plots import PilotPlots, spec_for
+from .protocols import ProtocolEditor
 from .subjects import SubjectsWindow
 from .widgets import MessageBar, PilotTable, WeightDialog
 
@@ -33,6 +35,8 @@ DRAIN_MS = 30
 TICK_S = 0.5
 #: A pilot's plots are redrawn at most this often (new trials within it are drawn together).
 PLOT_S = 0.2
+#: Plot redraws stop for this drain once it has taken this long (the rest are drawn in the next drains).
+DRAW_BUDGET_S = 0.02
 #: Camera frames are shown at most this often (the newest one; the others are never decoded).
 FRAME_S = 0.2
 WEIGH_AT = ('none', 'start', 'stop', 'both')
@@ -83,15 +87,21 @@ class MainWindow(QtWidgets.QMainWindow):
         self._stale: set[str] = set()
         self._backfilled: set[tuple[str, str]] = set()
         self._drawn: dict[str, float] = {}
-        self.trial_latency_s: list[float] = []  # received -> drawn, per trial (bench/gui.py)
+        # Pilot's stamp -> drawn, per trial (bench/gui.py); the newest only, so a window open for weeks stays small.
+        self.trial_latency_s: collections.deque[float] = collections.deque(maxlen=100_000)
+        self._drawn_upto: dict[str, int] = {}
 
         self.subjects_window: SubjectsWindow | None = None
         self.calibration: CalibrationDialog | None = None
+        self.protocol_editor: ProtocolEditor | None = None
         menu = self.menuBar()
         assert menu is not None
         lab_menu = menu.addMenu('&Lab')
         assert lab_menu is not None
-        for text, opener in (('&Subjects…', self.open_subjects), ('&Calibrate valves…', self.open_calibration)):
+        openers: list[tuple[str, Callable[[], Any]]] = [
+            ('&Subjects…', self.open_subjects), ('&Protocols…', self.open_protocols),
+            ('&Calibrate valves…', self.open_calibration)]
+        for text, opener in openers:
             action = lab_menu.addAction(text)
             assert action is not None
             action.triggered.connect(functools.partial(_opened, opener))
@@ -120,7 +130,14 @@ class MainWindow(QtWidgets.QMainWindow):
         if changed or now - self._ticked > TICK_S:
             self._ticked = now
             self.table.refresh(now)
-        for pilot in list(self._stale):
+        # Stale plots, the longest undrawn first, within a budget: what is left waits for the next drain, so one
+        # drain never blocks the UI for long however many pilots have new trials. Hidden plots wait until shown.
+        for pilot in sorted(self._stale, key=lambda p: self._drawn.get(p, 0.0)):
+            if time.perf_counter() - t0 > DRAW_BUDGET_S:
+                break
+            plots = self.plots.get(pilot)
+            if plots is not None and plots.viewport().visibleRegion().isEmpty() and self.isVisible():
+                continue
             if now - self._drawn.get(pilot, 0.0) >= PLOT_S:
                 self._draw(pilot, now)
         if now - self._framed >= FRAME_S:
@@ -145,10 +162,9 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.subjects_window.refresh()
             return True
         if ev.kind == 'trial':
-            if self.lab.trial(ev.pilot, ev.payload) is None:
-                return False
-            self._stale.add(ev.pilot)
-            return True
+            if self.lab.trial(ev.pilot, ev.payload) is not None:
+                self._stale.add(ev.pilot)
+            return False  # the row's trial cells follow at the table's tick
         if ev.kind == 'gpio':
             self.lab.gpio(ev.pilot, ev.payload)
             if ev.pilot in self.plots:
@@ -181,9 +197,14 @@ class MainWindow(QtWidgets.QMainWindow):
             plots.setObjectName(f'plots_{pilot}')
             names = sorted(self.plots)
             self.plot_layout.insertWidget(names.index(pilot), plots)
-        seen = row.trials[-1].received
         plots.draw(row)
-        self.trial_latency_s.append(time.monotonic() - seen)
+        # Trial-to-plot latency (bench/gui.py): from the pilot's stamp of each trial drawn for the first time.
+        upto, now_ns = self._drawn_upto.get(pilot, -1), time.time_ns()
+        for t in reversed(row.trials):
+            if t.index <= upto:
+                break
+            self.trial_latency_s.append((now_ns - t.stamp_ns) / 1e9)
+        self._drawn_upto[pilot] = row.trials[-1].index
 
     def _set_connected(self, online: bool) -> None:
         self.connected = online
@@ -231,6 +252,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.subjects_window.raise_()
         return self.subjects_window
 
+    def open_protocols(self) -> ProtocolEditor:
+        """The protocol editor (one per window, non-modal), raised if open."""
+        if self.protocol_editor is None:
+            self.protocol_editor = ProtocolEditor(self)
+        self.protocol_editor.show()
+        self.protocol_editor.raise_()
+        return self.protocol_editor
+
     def open_calibration(self) -> CalibrationDialog:
         """The valve calibration dialog (one per window, non-modal), raised if open."""
         if self.calibration is None:
@@ -250,6 +279,7 @@ class MainWindow(QtWidgets.QMainWindow):
             def got(reply: Reply, pilot: str = pilot) -> None:
                 if not reply.error and reply.response.success and self.lab.backfill(pilot, reply.response.trials):
                     self._stale.add(pilot)
+                    self._drawn_upto[pilot] = self.lab.pilots[pilot].trials[-1].index  # stored ones: no latency
             req = GetTrials.Request(subject=row.subject, session_id=row.session_id, first_trial=1, max_trials=0)
             self.request(GetTrials, 'get_trials', req, got, idempotent=True)
 
