@@ -91,3 +91,20 @@ def test_psychometric_curve_per_level() -> None:
               [(-1.0, 'left'), (-1.0, 'left'), (-1.0, 'right'), (0.0, 'right'), (0.0, 'left'), (1.0, 'right'),
                (1.0, 'none'), (math.nan, 'right'), (True, 'right')]]
     assert psychometric(values, 'level', 'response', 'right') == [(-1.0, 1 / 3, 3), (0.0, 0.5, 2), (1.0, 1.0, 1)]
+
+
+def test_the_window_never_touches_subject_files() -> None:
+    """DESIGN.md: one writer per file. The window is a client of the terminal: it imports neither h5py nor the
+    terminal's storage or recorder, so it cannot open a subject file, on any host."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / 'src' / 'autopilot_gui' / 'autopilot_gui'
+    imported = set()
+    for path in root.glob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+    assert not {m for m in imported if m.split('.')[0] in ('h5py', 'autopilot_terminal', 'autopilot_pilot')}, imported

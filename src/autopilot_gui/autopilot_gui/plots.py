@@ -51,6 +51,29 @@ def spec_for(task: str, fields: Sequence[tuple[str, int, str]]) -> Plot:
     return _specs[key]
 
 
+def _hex(rgb: tuple[int, ...]) -> str:
+    return '#' + ''.join(f'{v:02x}' for v in rgb[:3])
+
+
+def key(spec: Plot) -> str:
+    """The first row's legend as one line of HTML in its title (a legend box inside would hide trials)."""
+    parts, colour_index = [], 0
+    for e in spec.elements:
+        if isinstance(e, Points) and e.color_by:
+            parts.append(f'<span style="color:{_hex(TRUE)}">●</span> {e.color_by} '
+                         f'<span style="color:{_hex(FALSE)}">●</span> not')
+        elif isinstance(e, Points):
+            parts.append(f'<span style="color:{_hex(NEUTRAL)}">●</span> {e.field}')
+        elif isinstance(e, RollingMean):
+            colour = PALETTE[colour_index % len(PALETTE)]
+            colour_index += 1
+            parts.append(f'<span style="color:{_hex(colour)}">━</span> {e.field}, mean of {e.window}'
+                         + (f' ({e.skip} left out)' if e.skip else ''))
+        elif isinstance(e, Shade):
+            parts.append(f'<span style="color:#ffa000">▮</span> {e.field}')
+    return f'<span style="font-size:8pt">{" &nbsp; ".join(parts)}</span>' if parts else ''
+
+
 def decode_frame(msg: Any) -> np.ndarray | None:
     """An RGB or grey uint8 array of a camera message, or None when it does not hold a frame it claims."""
     if hasattr(msg, 'format'):  # CompressedImage
@@ -94,13 +117,13 @@ class PilotPlots(pg.GraphicsLayoutWidget):
         self._categories: dict[str, dict[str, float]] = {}
         self.plots: list[pg.PlotItem] = []
         title = f'{pilot}: {spec.title}' if spec.title else pilot
-        self.main = self._row(title, '')
-        self.main.addLegend(offset=(10, 5), labelTextSize='8pt', brush=(255, 255, 255, 200))
+        self.main = self._row(f'{title}&nbsp;&nbsp;&nbsp;{key(spec)}', '')
         self.main.showAxis('right')  # rolling means read off 0..1 here; the left axis names the points' heights
         self.main.getAxis('right').setLabel('mean')
         self.lines = [(e, self._row('', f'{e.field} ({units.get(e.field, "")})' if units.get(e.field) else e.field))
                       for e in spec.elements if isinstance(e, Line)]
-        self.times = self._row('', 'trial times (s)') if any(isinstance(e, TrialTimes) for e in spec.elements) \
+        self.times = self._row('', 's: <span style="color:#1565c0">trial</span>, '
+                                   '<span style="color:#ef6c00">gap</span>') if any(isinstance(e, TrialTimes) for e in spec.elements) \
             else None
         self.raster = self.addPlot(row=len(self.plots) + 1, col=0)
         self.raster.setLabel('left', 'GPIO')

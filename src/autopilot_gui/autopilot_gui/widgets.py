@@ -123,6 +123,7 @@ class PilotTable(QtWidgets.QTableWidget):
         self.combos: dict[str, QtWidgets.QComboBox] = {}
         self.buttons: dict[str, dict[str, QtWidgets.QPushButton]] = {}
         self._shown: dict[str, tuple[str, str]] = {}
+        self._widest: dict[int, int] = {}  # per column, the longest text it was fitted to
 
     def selected_subject(self, pilot: str) -> str:
         return self.combos[pilot].currentText()
@@ -167,6 +168,9 @@ class PilotTable(QtWidgets.QTableWidget):
             item = self.item(r, c)
             if item is not None and item.text() != text:
                 item.setText(text)
+                if len(text) > self._widest.get(c, 0):  # a longer text than the column was fitted to
+                    self._widest[c] = len(text)
+                    self.resizeColumnToContents(c)
         first = self.item(r, 0)
         if first is not None:
             colour = STATE_COLOURS.get(row.state, GREY) if row.online else GREY
