@@ -9,6 +9,7 @@ import os
 import h5py
 import numpy as np
 import pytest
+from test_terminal import FAST_PROTOCOL
 
 from autopilot_core.trial_fields import BOOL, INT64
 from autopilot_terminal import catalog
@@ -17,19 +18,6 @@ from autopilot_terminal.storage import StoreError, SubjectFile, SubjectReader
 from autopilot_terminal.subjects import state_from_history
 
 # As tests/test_terminal.py's (imported from there it would bring ROS into these plain tests).
-FAST_PROTOCOL = """\
-name: fast
-steps:
-  - name: 2afc with correction
-    task: 2afc
-    parameters: {iti_s: 0.05, response_window_s: 3.0, punish_timeout_s: 0.1, tone_ms: 30.0, noise_ms: 30.0,
-                 reward_ul: 6.0, correction_trials: true, bias_correction: true}
-    graduation: {trials: 5}
-  - name: 2afc
-    task: 2afc
-    parameters: {iti_s: 0.05, response_window_s: 3.0, punish_timeout_s: 0.1, tone_ms: 30.0, noise_ms: 30.0,
-                 reward_ul: 5.0, correction_trials: false, bias_correction: false}
-"""
 FIELDS = [('correct', BOOL, ''), ('correction', BOOL, ''), ('response', INT64, '')]
 
 
