@@ -75,15 +75,23 @@ def test_backfill_puts_stored_trials_before_the_live_ones_and_renumbers() -> Non
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.integers(1, 3 * MAX_TRIALS), min_size=1, max_size=50))
-def test_trials_stay_bounded_and_unique(numbers: list[int]) -> None:
+@given(st.lists(st.tuples(st.integers(1, 3 * MAX_TRIALS), st.sampled_from([True, False, None]), st.booleans()),
+                min_size=1, max_size=50), st.integers(0, MAX_TRIALS + 10))
+def test_trials_stay_bounded_unique_and_tallied(trials: list[tuple[int, bool | None, bool]], filler: int) -> None:
     lab = Lab()
     lab.registry(registry(('rig1', True, PilotStatus.STATE_RUNNING, 's1')))
-    for n in numbers:
-        lab.trial('rig1', trial('rig1', 's1', n))
+    for n in range(filler):  # an older session, pushed out by the cap as the new one grows
+        lab.trial('rig1', trial('rig1', 's0', n + 1))
+    for n, correct, correction in trials:
+        lab.trial('rig1', trial('rig1', 's1', n, correct, correction))
     row = lab.pilots['rig1']
-    assert len(row.trials) == len(set(numbers)) <= MAX_TRIALS
+    assert len(row.trials) == min(len({n for n, _, _ in trials}) + filler, MAX_TRIALS)
     assert len({(t.session_id, t.number) for t in row.trials}) == len(row.trials)
+    # The running tally says what a scan of the kept trials says.
+    for sid in ('s0', 's1'):
+        scored = [t.values['correct'] for t in row.session_trials(sid)
+                  if isinstance(t.values.get('correct'), bool) and not t.values['correction']]
+        assert row.accuracy(sid) == (sum(scored) / len(scored) if scored else None)
 
 
 def test_psychometric_curve_per_level() -> None:

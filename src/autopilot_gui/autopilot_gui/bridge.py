@@ -32,6 +32,8 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from autopilot_core import executors, qos
 
+from .model import MAX_PILOTS
+
 #: A terminal whose registry (published at 1 Hz) has not been heard for this long is gone.
 TERMINAL_SILENT_S = 3.5
 #: Events kept for the UI at most; beyond, the oldest are dropped and counted (a UI that stopped draining).
@@ -94,7 +96,10 @@ class Bridge:
         self._lock = threading.Lock()
         self._calls: collections.deque[_Call] = collections.deque()
         self._tokens = itertools.count(1)
-        self._pilots: dict[str, list[Any]] = {}
+        self._pilots: dict[str, Any] = {}  # pilot -> its trials subscription
+        self._gpio: dict[str, Any] = {}
+        self._shown: frozenset[str] = frozenset()
+        self._bad_names: set[str] = set()
         self._clients: dict[tuple[Any, str], Any] = {}
         self._cameras: dict[str, Any] = {}
         self._images: dict[str, Any] = {}  # pilot -> newest frame (only the newest is ever drawn)
@@ -177,30 +182,46 @@ class Bridge:
                 self.dropped += 1
             self._events.append(event)
 
+    def show(self, pilots: set[str]) -> None:
+        """The pilots whose plots are in view (UI thread): only their GPIO events and camera frames are taken."""
+        self._shown = frozenset(pilots)
+
     def _on_registry(self, msg: PilotRegistry) -> None:
         self._registry_at = time.monotonic()
-        for entry in msg.pilots:
-            if entry.pilot and entry.pilot not in self._pilots:
+        for entry in list(msg.pilots)[:MAX_PILOTS]:
+            if entry.pilot and entry.pilot not in self._pilots and entry.pilot not in self._bad_names:
                 self._watch(entry.pilot)
         self._put(Event('registry', '', msg))
 
     def _watch(self, pilot: str) -> None:
         assert self.node is not None
-        base = f'/{pilot}'
 
         def trial(msg: Any) -> None:
             self._put(Event('trial', pilot, msg))
+        try:
+            self._pilots[pilot] = self.node.create_subscription(TrialData, f'/{pilot}/trials', trial, LISTEN)
+        except Exception:  # noqa: BLE001 - a name that is no ROS name (a forged registry): never watched
+            self._bad_names.add(pilot)
 
-        def gpio(msg: Any) -> None:
-            self._put(Event('gpio', pilot, msg))
-        self._pilots[pilot] = [self.node.create_subscription(TrialData, f'{base}/trials', trial, LISTEN),
-                               self.node.create_subscription(GpioEvent, f'{base}/gpio/events', gpio, LISTEN)]
+    def _follow_shown(self) -> None:
+        """GPIO events and camera frames of the pilots in view only: at 50 pilots the GPIO events of the hidden
+        ones were most of this thread's work, and every message it handles holds the interpreter's lock."""
+        assert self.node is not None
+        shown = self._shown & set(self._pilots)
+        for pilot in set(self._gpio) - shown:
+            self.node.destroy_subscription(self._gpio.pop(pilot))
+        for pilot in set(self._cameras) - shown:
+            self.node.destroy_subscription(self._cameras.pop(pilot))
+        for pilot in shown - set(self._gpio):
+            def gpio(msg: Any, pilot: str = pilot) -> None:
+                self._put(Event('gpio', pilot, msg))
+            self._gpio[pilot] = self.node.create_subscription(GpioEvent, f'/{pilot}/gpio/events', gpio, LISTEN)
 
     def _find_cameras(self) -> None:
         """Subscribe to a watched pilot's camera once it appears: JPEG when published, else raw frames."""
         assert self.node is not None
         topics = {name for name, _ in self.node.get_topic_names_and_types()}
-        for pilot in self._pilots:
+        for pilot in self._shown & set(self._pilots):
             if pilot in self._cameras:
                 continue
             base = f'/{pilot}/camera/image'
@@ -217,6 +238,7 @@ class Bridge:
     def _poll(self) -> None:
         assert self.node is not None
         now = time.monotonic()
+        self._follow_shown()
         if now - self._graph_at > GRAPH_S:
             self._graph_at = now
             self._find_cameras()
