@@ -27,6 +27,9 @@ ALLOWED: dict[str, set[str]] = {
     'autopilot_pilot': {'autopilot_core', 'autopilot_tasks', 'autopilot_hardware', 'autopilot_msgs'},
     'autopilot_terminal': {'autopilot_core', 'autopilot_runtime_py', 'autopilot_cli', 'autopilot_tasks',
                            'autopilot_msgs'},
+    # the window: a client of the terminal over ROS 2, never of its code (one writer per subject file); the task
+    # registry for declared plots and the protocol editor's live check, as the pilots run them
+    'autopilot_gui': {'autopilot_core', 'autopilot_cli', 'autopilot_tasks', 'autopilot_msgs'},
 }
 
 

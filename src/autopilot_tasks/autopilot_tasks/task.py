@@ -34,9 +34,11 @@ import random
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from autopilot_tasks.plot import Plot, default_plot
+# The plot elements are part of the task API: a task file imports everything from here (tests/test_house.py).
+from autopilot_tasks.plot import Line, Plot, Points, Psychometric, RollingMean, Shade, TrialTimes, default_plot
 
 __all__ = [
+    'Line', 'Plot', 'Points', 'Psychometric', 'RollingMean', 'Shade', 'TrialTimes',
     'Event', 'Field', 'Hardware', 'Input', 'Output', 'Param', 'Sound', 'Task', 'TaskError', 'ms_between',
     'type_name',
 ]

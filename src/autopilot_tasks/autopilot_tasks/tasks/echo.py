@@ -8,8 +8,7 @@ the output is low again when a trial ends.
 
 from __future__ import annotations
 
-from autopilot_tasks.plot import Line, Plot, TrialTimes
-from autopilot_tasks.task import Event, Field, Input, Output, Param, Task
+from autopilot_tasks.task import Event, Field, Input, Line, Output, Param, Plot, Task, TrialTimes
 
 
 class Echo(Task):

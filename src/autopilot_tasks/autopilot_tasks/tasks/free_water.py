@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import math
 
-from autopilot_tasks.plot import Line, Plot, Points, TrialTimes
-from autopilot_tasks.task import Event, Field, Input, Output, Param, Task, ms_between
+from autopilot_tasks.task import Event, Field, Input, Line, Output, Param, Plot, Points, Task, TrialTimes, ms_between
 
 
 class FreeWater(Task):

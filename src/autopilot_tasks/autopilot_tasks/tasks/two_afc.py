@@ -27,8 +27,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from autopilot_tasks.plot import Line, Plot, Points, RollingMean, Shade
-from autopilot_tasks.task import Event, Field, Input, Output, Param, Sound, Task, ms_between
+from autopilot_tasks.task import (
+    Event,
+    Field,
+    Input,
+    Line,
+    Output,
+    Param,
+    Plot,
+    Points,
+    RollingMean,
+    Shade,
+    Sound,
+    Task,
+    ms_between,
+)
 
 RAMP_MS = 5.0  # on/off ramp of every sound, so onsets do not click
 
