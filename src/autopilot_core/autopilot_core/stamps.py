@@ -31,20 +31,28 @@ def stamp(target: Any, ns: int) -> None:
     target.sec, target.nanosec = divmod(int(ns), NS_PER_S)
 
 
-def offset_from_monotonic_ns(read_ns: Callable[[], int], tries: int = 8, good_ns: int = 20_000) -> int:
-    """``read_ns() - time.monotonic_ns()`` for a clock read at the same instant, to some microseconds.
+def bracketed_offset_ns(outer: Callable[[], int], inner: Callable[[], int], tries: int = 8,
+                        good_ns: int = 0) -> tuple[int, int]:
+    """``inner() - outer()`` for two clocks read at the same instant (both in ns): (offset, bracket width).
 
-    Each try brackets one ``read_ns()`` between two monotonic reads and takes their midpoint; a thread
-    preempted inside a bracket (a loaded machine: hundreds of us) would put the midpoint that far off, so
-    the tightest of up to ``tries`` brackets is kept, stopping at the first under ``good_ns``.
+    Each try brackets one ``inner()`` read between two ``outer()`` reads and takes their midpoint, so the read's
+    own duration does not bias the offset; the error is at most half the bracket. A thread preempted inside a
+    bracket (a loaded machine: hundreds of us) would put the midpoint that far off, so the tightest of up to
+    ``tries`` brackets is kept, stopping at the first narrower than ``good_ns``.
     """
     best_width, best = -1, 0
     for _ in range(max(1, tries)):
-        m1 = time.monotonic_ns()
-        other = read_ns()
-        m2 = time.monotonic_ns()
-        if best_width < 0 or m2 - m1 < best_width:
-            best_width, best = m2 - m1, other - (m1 + m2) // 2
+        o1 = outer()
+        other = inner()
+        o2 = outer()
+        if best_width < 0 or o2 - o1 < best_width:
+            best_width, best = o2 - o1, other - (o1 + o2) // 2
         if best_width < good_ns:
             break
-    return best
+    return best, best_width
+
+
+def offset_from_monotonic_ns(read_ns: Callable[[], int], tries: int = 8, good_ns: int = 20_000) -> int:
+    """``read_ns() - time.monotonic_ns()`` for a clock read at the same instant, to some microseconds
+    (:func:`bracketed_offset_ns`)."""
+    return bracketed_offset_ns(time.monotonic_ns, read_ns, tries, good_ns)[0]

@@ -22,6 +22,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from autopilot_core import stamps
+
 WRAP = 1 << 32
 HALF = 1 << 31
 
@@ -56,18 +58,10 @@ class TickClock:
         self.sync()
 
     def sync(self) -> None:
-        best: tuple[int, int] | None = None
-        for _ in range(self.samples):
-            before = self._read_ros()
-            tick = self._read_tick()
-            after = self._read_ros()
-            bracket = after - before
-            offset = (before + after) // 2 - tick * 1000
-            if best is None or bracket < best[0]:
-                best = (bracket, offset)
-        assert best is not None
-        self.error_ns = best[0] // 2
-        self.offset_ns = best[1]
+        tick_minus_ros, bracket = stamps.bracketed_offset_ns(self._read_ros, lambda: self._read_tick() * 1000,
+                                                             tries=self.samples)
+        self.error_ns = bracket // 2
+        self.offset_ns = -tick_minus_ros
 
     def to_ros_ns(self, tick_us: int) -> int:
         return tick_us * 1000 + self.offset_ns
