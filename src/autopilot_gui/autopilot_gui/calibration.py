@@ -24,6 +24,8 @@ from autopilot_msgs.srv import CalibrateValve, GetCalibration, RecordCalibration
 from numpy.polynomial import polynomial as P
 from PyQt5 import QtCore, QtGui, QtWidgets, sip
 
+from autopilot_core import stamps
+
 from .bridge import Reply
 from .model import Lab
 
@@ -528,7 +530,7 @@ class CalibrationDialog(QtWidgets.QDialog):
                                    f'(grey: no longer used)<br>{row.fit}<br><small>{row.file}</small>')
         self.history.setRowCount(len(row.points))
         for r, p in enumerate(row.points):
-            when = int(p.time.sec) + int(p.time.nanosec) * 1e-9
+            when = stamps.to_ns(p.time) / 1e9
             per = p.measured_volume_ul / p.n_openings if p.n_openings else math.nan
             texts = [time.strftime('%y-%m-%d %H:%M', time.localtime(when)), str(p.n_openings), f'{p.open_ms:g}',
                      f'{p.measured_volume_ul:.4g}', f'{per:.3g}', 'yes' if p.used else 'no']

@@ -14,7 +14,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from autopilot_core import trial_fields
+from autopilot_core import stamps, trial_fields
 
 STATES = {0: 'idle', 1: 'running', 2: 'paused', 3: 'error'}
 #: Trials kept per pilot for the plots (the subject file has them all).
@@ -134,7 +134,7 @@ class Lab:
             if name not in seen:
                 row.online = False
         self.pilots = OrderedDict(sorted(self.pilots.items()))
-        self.registry_stamp_ns = _ns(msg.header.stamp)
+        self.registry_stamp_ns = stamps.to_ns(msg.header.stamp)
 
     def subject_list(self, msg: Any) -> None:
         self.subjects = {s.subject: s for s in msg.subjects}
@@ -152,13 +152,9 @@ class Lab:
         key = (msg.session_id, int(msg.trial_number))
         if key in row._numbers:
             return None
-        try:
-            values = _display(trial_fields.to_dict(msg.fields))
-        except Exception:  # noqa: BLE001 - a malformed trial is counted, never drawn
-            self.bad_trials += 1
+        t = self._decode(msg, row.received, time.monotonic() if now is None else now)
+        if t is None:
             return None
-        t = Trial(row.received, msg.session_id, int(msg.trial_number), _ns(msg.start), _ns(msg.header.stamp),
-                  int(msg.step), msg.step_name, values, time.monotonic() if now is None else now)
         row.received += 1
         row.fields = [(f.name, int(f.type), f.unit) for f in msg.fields]
         row.trial_task = str(msg.task)
@@ -170,6 +166,16 @@ class Lab:
             row.count(old, -1)
             row._numbers.discard((old.session_id, old.number))
         return t
+
+    def _decode(self, msg: Any, index: int, now: float) -> Trial | None:
+        """A TrialData as a Trial (long strings cut for display); None, counted, when its fields cannot be read."""
+        try:
+            values = _display(trial_fields.to_dict(msg.fields))
+        except Exception:  # noqa: BLE001 - a malformed trial is counted, never drawn
+            self.bad_trials += 1
+            return None
+        return Trial(index, msg.session_id, int(msg.trial_number), stamps.to_ns(msg.start),
+                     stamps.to_ns(msg.header.stamp), int(msg.step), msg.step_name, values, now)
 
     def backfill(self, pilot: str, msgs: Any, now: float | None = None) -> int:
         """Stored trials of a session the window joined late (the terminal's get_trials): those it lacks are put
@@ -184,14 +190,10 @@ class Lab:
             key = (msg.session_id, int(msg.trial_number))
             if msg.pilot != pilot or key in row._numbers:
                 continue
-            try:
-                values = _display(trial_fields.to_dict(msg.fields))
-            except Exception:  # noqa: BLE001 - as for a live trial: counted, never drawn
-                self.bad_trials += 1
-                continue
-            new.append(Trial(0, msg.session_id, int(msg.trial_number), _ns(msg.start), _ns(msg.header.stamp),
-                             int(msg.step), msg.step_name, values, now))
-            row._numbers.add(key)
+            t = self._decode(msg, 0, now)
+            if t is not None:
+                new.append(t)
+                row._numbers.add(key)
         if not new:
             return 0
         sessions = list(dict.fromkeys([t.session_id for t in row.trials] + [t.session_id for t in new]))
@@ -216,7 +218,7 @@ class Lab:
         row = self.pilots.get(pilot)
         if row is None:
             return
-        row.gpio.append((_ns(msg.header.stamp), str(msg.device)[:64], bool(msg.level)))
+        row.gpio.append((stamps.to_ns(msg.header.stamp), str(msg.device)[:64], bool(msg.level)))
         if len(row.gpio) > MAX_GPIO:
             row.gpio.popleft()
 
@@ -262,10 +264,6 @@ def _cut(text: str, limit: int = MAX_TEXT) -> str:
 def _display(values: dict[str, Any]) -> dict[str, Any]:
     """A trial's values with long strings cut for display (a 1 MB string would stall any widget drawing it)."""
     return {k: _cut(v) if isinstance(v, str) else v for k, v in values.items()}
-
-
-def _ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def _age(seconds: float) -> str:

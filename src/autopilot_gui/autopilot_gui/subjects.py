@@ -26,7 +26,7 @@ from autopilot_msgs.srv import (
 )
 from PyQt5 import QtCore, QtWidgets
 
-from autopilot_core import trial_fields
+from autopilot_core import stamps, trial_fields
 from autopilot_tasks.plot import Psychometric
 
 from .model import psychometric
@@ -38,7 +38,7 @@ SUBJECT_COLUMNS = ('subject', 'rig', 'protocol', 'step', 'sessions', 'trials', '
 
 
 def stamp_s(t: Any) -> float:
-    return int(t.sec) + int(t.nanosec) * 1e-9
+    return stamps.to_ns(t) / 1e9
 
 
 def when(t: Any) -> str:
