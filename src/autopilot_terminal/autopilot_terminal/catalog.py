@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import yaml
 
-from .recorder import SUBJECT_RE, Recorder
+from .recorder import SUBJECT_RE, Recorder, name_error
 from .storage import StoreError, fields_from_json, history_rows, weight_rows
 from .storage.schema import KEY_COLUMNS
 from .subjects import (
@@ -270,11 +270,7 @@ def protocol_files(protocol_dir: Path) -> list[Path]:
 
 def protocol_name_error(name: str) -> str | None:
     """Why ``name`` cannot name a protocol file (the rule of subject names), or None."""
-    if not isinstance(name, str) or not SUBJECT_RE.match(name):
-        shown = repr(name) if len(repr(name)) <= 80 else f'{repr(name)[:60]}... ({len(name)} characters)'
-        return (f'protocol name {shown} is not valid: use 1-64 letters, digits, "_" or "-", starting with a letter '
-                'or digit (it names the file <protocol_dir>/<name>.yaml)')
-    return None
+    return name_error(name, 'protocol name', 'valid', 'the file <protocol_dir>/<name>.yaml')
 
 
 def find_protocol(protocol_dir: Path, name: str) -> Path:

@@ -118,13 +118,21 @@ class _Video:
     type_name: str
 
 
+def name_error(name: object, label: str, valid: str, names: str) -> str | None:
+    """Why ``name`` cannot name a file of the terminal's (:data:`SUBJECT_RE`), or None: ``{label} NAME is not
+    {valid}: use ... (it names {names})``."""
+    if isinstance(name, str) and SUBJECT_RE.match(name):
+        return None
+    shown = repr(name)
+    if len(shown) > 80:
+        shown = f'{shown[:60]}... ({len(name) if isinstance(name, str) else len(shown)} characters)'
+    return (f'{label} {shown} is not {valid}: use 1-64 letters, digits, "_" or "-", starting with a letter or '
+            f'digit (it names {names})')
+
+
 def subject_error(subject: str) -> str | None:
     """Why ``subject`` cannot be a subject identifier, or None."""
-    if not isinstance(subject, str) or not SUBJECT_RE.match(subject):
-        shown = repr(subject) if len(repr(subject)) <= 80 else f'{repr(subject)[:60]}... ({len(subject)} characters)'
-        return (f'subject {shown} is not a valid identifier: use 1-64 letters, digits, "_" or "-", starting '
-                'with a letter or digit (it names the subject\'s file)')
-    return None
+    return name_error(subject, 'subject', 'a valid identifier', "the subject's file")
 
 
 def _decode_all(decode: ColumnDecoder, chunk: Sequence[Sample]) -> tuple[Columns, str]:
