@@ -248,6 +248,12 @@ def test_gui_from_the_launch_file_and_the_cli(procs, node, tmp_path, ros_env):
     result = cli(ros_env, 'gui', '--seconds', '4', '--screenshot', str(shot), timeout=60)
     assert result.returncode == 0, result.stderr
     assert shot.stat().st_size > 5000
+    # Bad arguments are refused before any window opens; an unwritable screenshot is an error, not a silent miss.
+    for bad in ('nan', 'inf', '-1', '1e308', 'soon'):
+        result = cli(ros_env, 'gui', '--seconds', bad, timeout=30)
+        assert result.returncode == 2 and '--seconds' in result.stderr, (bad, result.stderr)
+    result = cli(ros_env, 'gui', '--seconds', '1', '--screenshot', str(tmp_path / 'no' / 'dir.png'), timeout=60)
+    assert result.returncode == 1 and 'cannot write' in result.stderr, result.stderr
     launch.signal(signal.SIGINT)
     assert launch.wait(30) == 0, launch.output()
     out = launch.output()

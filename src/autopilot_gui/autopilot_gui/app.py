@@ -15,13 +15,24 @@ from typing import Any
 from autopilot_cli.base import CommandError, CommandExtension
 
 
+def seconds(text: str) -> float:
+    """--seconds: 0 or a finite number of seconds up to a day (Qt's timer takes an int of milliseconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number of seconds, got {text!r}') from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f'expected 0 to 86400 seconds, got {text!r}')
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--terminal', default='/terminal', metavar='NODE',
                         help='the terminal node to follow (default: %(default)s)')
     parser.add_argument('--screenshot', metavar='FILE.png',
                         help='save a picture of the window after --seconds and exit (documentation, checks)')
-    parser.add_argument('--seconds', type=float, default=0.0, metavar='S',
-                        help='close the window after this many seconds (0: when closed by hand)')
+    parser.add_argument('--seconds', type=seconds, default=0.0, metavar='S',
+                        help='close the window after this many seconds (0: when closed by hand; at most a day)')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,17 +65,20 @@ def run(args: argparse.Namespace) -> int:
         wake = QtCore.QTimer()
         wake.timeout.connect(lambda: None)
         wake.start(200)
+        failed: list[int] = []
         if args.seconds > 0 or args.screenshot:
             def finish() -> None:
-                if args.screenshot:
-                    window.grab().save(args.screenshot)
+                if args.screenshot and not window.grab().save(args.screenshot):
+                    print(f'gui: error: cannot write {args.screenshot}: give a writable path ending in .png',
+                          file=sys.stderr)
+                    failed.append(1)
                 app.quit()
             QtCore.QTimer.singleShot(int(max(args.seconds, 0.1) * 1000), finish)
         app.exec_()
         window.close()
     finally:
         bridge.stop()
-    return 0
+    return 1 if failed else 0
 
 
 class GuiCommand(CommandExtension):
