@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autopilot_core import trial_fields
-from autopilot_gui.model import MAX_TRIALS, Lab, psychometric
+from autopilot_gui.model import MAX_TRIALS, REPAIR_S, Lab, psychometric
 
 
 def registry(*entries: tuple[str, bool, int, str]) -> PilotRegistry:
@@ -72,6 +72,29 @@ def test_backfill_puts_stored_trials_before_the_live_ones_and_renumbers() -> Non
     assert [(t.session_id, t.number) for t in row.trials] == [('s1', 9)] + [('s2', n) for n in range(1, 9)]
     assert [t.index for t in row.trials] == list(range(9))
     assert lab.backfill('rig1', [trial('rig1', 's2', 3)]) == 0
+
+
+def test_a_trial_the_heartbeat_counted_but_never_arrived_is_asked_for_after_a_while() -> None:
+    lab = Lab()
+    lab.registry(registry(('rig1', True, PilotStatus.STATE_RUNNING, 's2')))  # the heartbeat counts 3 trials
+    lab.trial('rig1', trial('rig1', 's1', 2))  # another session's trial 2 is not this one's
+    for n in (1, 3, 4, 5):  # the heartbeat lags the trials: a count alone would not show the gap
+        lab.trial('rig1', trial('rig1', 's2', n))
+    # Trial 2 may be in flight: not asked for at once, then asked for until it is there.
+    assert lab.missing('rig1', now=100.0) is None
+    assert lab.missing('rig1', now=100.0 + REPAIR_S / 2) is None
+    assert lab.missing('rig1', now=100.0 + REPAIR_S) == 2
+    assert lab.missing('rig1', now=200.0) == 2
+    assert lab.backfill('rig1', [trial('rig1', 's2', n) for n in (1, 2, 3)], now=200.0) == 1
+    assert lab.missing('rig1', now=300.0) is None
+    assert [t.number for t in lab.pilots['rig1'].session_trials()] == [1, 2, 3, 4, 5]
+    # A trial counted and lost at the end waits as long; an idle pilot or an unknown one has nothing missing.
+    st_ = registry(('rig1', True, PilotStatus.STATE_RUNNING, 's2'))
+    st_.pilots[0].last_status.trial_count = 6
+    lab.registry(st_)
+    assert lab.missing('rig1', now=300.0) is None and lab.missing('rig1', now=300.0 + REPAIR_S) == 6
+    lab.registry(registry(('rig1', True, PilotStatus.STATE_IDLE, '')))
+    assert lab.missing('rig1', now=400.0) is None and lab.missing('rig9') is None
 
 
 @settings(max_examples=30, deadline=None)

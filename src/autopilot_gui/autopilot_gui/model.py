@@ -25,6 +25,9 @@ MAX_GPIO = 2000
 MAX_PILOTS = 500
 #: Text from the wire is cut to this many characters for display (the subject file keeps it whole).
 MAX_TEXT = 200
+#: A trial the pilot's heartbeat counted but the window never heard (live trials come best effort) is asked of the
+#: terminal once it has been missing this long: long enough for the trials in flight to arrive.
+REPAIR_S = 1.5
 COLUMNS = ('pilot', 'state', 'task', 'subject', 'step', 'trials', 'accuracy', 'last trial')
 
 
@@ -68,6 +71,8 @@ class PilotRow:
     trial_task: str = ''  # the task of the newest trial (the plots follow it)
     active_low: set[str] = field(default_factory=set)  # inputs pulled up: a poke is the low level
     _numbers: set[tuple[str, int]] = field(default_factory=set)
+    _complete: tuple[str, int] = ('', 0)  # (session, n): its trials 1..n are all here
+    _short_since: float | None = None  # since when trial n + 1 is lacking though the heartbeat counted it
 
     # Per session: [trials kept, scored, correct, newest received]. Kept as trials come and go, so the table's tick
     # reads them instead of scanning up to 5000 trials per row (bench/gui.py: 40 ms a tick at 50 pilots).
@@ -212,6 +217,28 @@ class Lab:
             row.fields = [(f.name, int(f.type), f.unit) for f in msgs[-1].fields]
             row.trial_task = str(msgs[-1].task)
         return len(new)
+
+    def missing(self, pilot: str, now: float | None = None) -> int | None:
+        """The first trial number of ``pilot``'s running session that its heartbeat has counted and the window
+        has lacked for :data:`REPAIR_S` (a dropped best-effort message); None when nothing is missing."""
+        row = self.pilots.get(pilot)
+        if row is None or not row.session_id or row.trial_count <= 0:
+            return None
+        now = time.monotonic() if now is None else now
+        sid = row.session_id
+        # The session's trials 1..upto are all here: advanced as they come, so a tick costs O(1) per pilot.
+        upto = row._complete[1] if row._complete[0] == sid else 0
+        upto = max(upto, row.trial_count - MAX_TRIALS)  # older ones may have been let go
+        start = upto
+        while (sid, upto + 1) in row._numbers:
+            upto += 1
+        if upto >= row.trial_count:
+            row._complete, row._short_since = (sid, upto), None
+            return None
+        if row._complete != (sid, upto) or start != upto or row._short_since is None:
+            row._short_since = now  # a new gap (or the old one moved): trials may still be in flight
+        row._complete = (sid, upto)
+        return upto + 1 if now - row._short_since >= REPAIR_S else None
 
     def gpio(self, pilot: str, msg: Any) -> None:
         """A GpioEvent of ``pilot``: kept (the newest :data:`MAX_GPIO`) for the current trial's raster."""

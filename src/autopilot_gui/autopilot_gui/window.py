@@ -25,7 +25,7 @@ from rclpy.parameter import parameter_value_to_python
 from .bridge import Bridge, Event, Reply
 from .calibration import CalibrationDialog
 from .logpane import LogPane
-from .model import Lab
+from .model import REPAIR_S, Lab
 from .plots import PilotPlots, spec_for
 from .protocols import ProtocolEditor
 from .subjects import SubjectsWindow
@@ -87,6 +87,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.plots: dict[str, PilotPlots] = {}
         self._stale: set[str] = set()
         self._backfilled: set[tuple[str, str]] = set()
+        self._repairing: dict[str, float] = {}  # pilot -> when its missing trials were last asked for
         self._drawn: dict[str, float] = {}
         # Pilot's stamp -> drawn, per trial (bench/gui.py); the newest only, so a window open for weeks stays small.
         self.trial_latency_s: collections.deque[float] = collections.deque(maxlen=100_000)
@@ -136,6 +137,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if changed or now - self._ticked > TICK_S:
             self._ticked = now
             self.table.refresh(now)
+            self._repair(now)
             self.bridge.show({p for p, plots in self.plots.items()
                               if not plots.viewport().visibleRegion().isEmpty() or not self.isVisible()})
         # Stale plots, the longest undrawn first, within a budget: what is left waits for the next drain, so one
@@ -289,6 +291,21 @@ class MainWindow(QtWidgets.QMainWindow):
                     self._stale.add(pilot)
                     self._drawn_upto[pilot] = self.lab.pilots[pilot].trials[-1].index  # stored ones: no latency
             req = GetTrials.Request(subject=row.subject, session_id=row.session_id, first_trial=1, max_trials=0)
+            self.request(GetTrials, 'get_trials', req, got, idempotent=True)
+
+    def _repair(self, now: float) -> None:
+        """Ask the terminal for the trials a pilot counted that never arrived live (taken best effort, so a
+        stalled window never holds back a pilot): at most one request per pilot every REPAIR_S."""
+        for pilot, row in self.lab.pilots.items():
+            first = self.lab.missing(pilot, now)
+            if first is None or now - self._repairing.get(pilot, -math.inf) < REPAIR_S:
+                continue
+            self._repairing[pilot] = now
+
+            def got(reply: Reply, pilot: str = pilot) -> None:
+                if not reply.error and reply.response.success and self.lab.backfill(pilot, reply.response.trials):
+                    self._stale.add(pilot)
+            req = GetTrials.Request(subject=row.subject, session_id=row.session_id, first_trial=first, max_trials=0)
             self.request(GetTrials, 'get_trials', req, got, idempotent=True)
 
     def _ask_gpio_layout(self, pilot: str) -> None:
