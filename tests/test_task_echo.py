@@ -53,7 +53,7 @@ def test_a_trial_is_n_pokes_counted_on_the_way_out() -> None:
     assert rig.hw.levels == {'out': False}  # every trial ends with the output low
     levels = [c[2] for c in rig.hw.of('set')]
     assert levels == [True, False] * 7
-    assert rig.task.pokes == 1 and rig.stage == 'mirror'  # trial 3 has one poke so far
+    assert rig.task.n_pokes == 1 and rig.stage == 'mirror'  # trial 3 has one poke so far
 
 
 def test_mapped_to_another_input_and_active_high() -> None:

@@ -96,12 +96,12 @@ def test_free_water_latency_uses_the_gpio_stamp_not_the_receive_time() -> None:
 def test_free_water_alternate_and_give_up() -> None:
     rig = FakeRig(FreeWater, {'mode': 'alternate', 'max_wait_s': 3.0})
     rig.start()
-    first = rig.task.active
+    first = rig.task.port
     finish(rig)   # nobody pokes: ends after max_wait_s, unrewarded
     t = rig.trials[0]
     assert t.fields['rewarded'] is False and math.isnan(t.fields['latency_ms']) and t.fields['port'] == first
     assert t.ended_ns == 3_000_000_000 and rig.hw.of('reward') == []
-    second = rig.task.active
+    second = rig.task.port
     rig.poke(second)
     finish(rig)
     assert [t.fields['port'] for t in rig.trials] == [first, second] and first != second
@@ -114,7 +114,7 @@ def run_2afc_trial(rig: FakeRig, response: str | None, hold_s: float = 0.15, mov
     """Centre poke, then a poke at ``response`` ('left', 'right', 'target', 'other') or none; returns the fields."""
     assert rig.stage == 'wait_center'
     n = len(rig.trials)
-    target = rig.task.data['target']
+    target = rig.task.target
     rig.advance(0.2)
     rig.poke('center', hold_s)
     if response is not None:
@@ -141,7 +141,7 @@ def test_2afc_loads_its_sounds_in_setup() -> None:
 def test_2afc_full_correct_trial() -> None:
     rig = FakeRig(TwoAFC, {'reward_ul': 6.0, 'iti_s': 2.0}, onset_latency_s=0.004)
     rig.start()
-    target = rig.task.data['target']
+    target = rig.task.target
     rig.hw.clear()
     t = run_2afc_trial(rig, 'target')
     assert t['target'] == target and t['response'] == target and t['correct'] is True
@@ -207,7 +207,7 @@ def test_2afc_no_response_ends_with_none_and_no_correction() -> None:
 def test_2afc_rt_comes_from_gpio_ticks() -> None:
     rig = FakeRig(TwoAFC)
     rig.start()
-    target = rig.task.data['target']
+    target = rig.task.target
     rig.advance(1.0)
     rig.edge('center', True, tick_us=50_000_000)
     rig.advance(0.9)                                   # receive times are 0.9 s and 1.0 s apart ...
@@ -222,7 +222,7 @@ def test_2afc_rt_comes_from_gpio_ticks() -> None:
 def test_2afc_response_without_centre_out_edge_has_nan_rt() -> None:
     rig = FakeRig(TwoAFC)
     rig.start()
-    target = rig.task.data['target']
+    target = rig.task.target
     rig.edge('center', True)
     rig.advance(0.5)
     rig.edge(target, True)

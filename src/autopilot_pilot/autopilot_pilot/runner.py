@@ -33,6 +33,7 @@ free of anything else: it sits inside the closed-loop latency benchmark.
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -92,6 +93,14 @@ class _Timer:
         self.handle: Any = None
 
 
+class _Transition(Event):
+    """A timed ``goto`` (``target`` a stage) or ``end_trial`` (``target`` None) that has come due; it acts only
+    if the stage visit that set it is still current, and is never delivered to a stage method."""
+
+    target: str | None
+    visit: int
+
+
 class TaskRunner:
     """Runs ``task_cls`` with ``params`` (validated here) on ``clock`` and ``hw``.
 
@@ -143,6 +152,8 @@ class TaskRunner:
         self._where = ''
         self._queue: deque[Event] = deque()
         self._timers: dict[str, _Timer] = {}
+        self._transition: _Timer | None = None  # the pending timed goto/end_trial of this stage visit
+        self._visit = 0  # stage entries so far: a due transition of an earlier visit is stale
         self._started_ns = 0
         self._stage_log: list[tuple[str, int]] = []
 
@@ -270,7 +281,10 @@ class TaskRunner:
             return
         self._busy = True
         try:
-            fn(event)
+            if type(event) is _Transition:
+                self._transit(event)
+            else:
+                fn(event)
             if self._next_due:
                 self._advance()
         except Exception as exc:  # noqa: BLE001 - task errors are reported, never raised into the clock
@@ -301,7 +315,7 @@ class TaskRunner:
         if self.on_log is not None:
             self.on_log(f'{self.task_cls.__name__}: {text}')
 
-    def goto(self, stage: str) -> None:
+    def goto(self, stage: str, after_s: float | None = None) -> None:
         fn = self._methods.get(stage)
         if fn is None:
             raise TaskError(f"{self.task_cls.__name__}: goto('{stage}'): no such stage; "
@@ -312,9 +326,46 @@ class TaskRunner:
         if not self._in_trial:
             raise TaskError(f"{self.task_cls.__name__}: goto('{stage}') after end_trial; the next trial starts "
                             f"in '{self.task_cls.stages[0]}' by itself")
+        if after_s is not None:
+            self._schedule(f"goto('{stage}', after_s={after_s!r})", after_s, stage)
+            return
         if self.stage is not None:
             self._exit()
         self._enter(stage, fn)
+
+    def _schedule(self, what: str, after_s: float, target: str | None) -> None:
+        """A timed transition of this stage visit (replacing any earlier one of it)."""
+        if self.stage is None:
+            raise TaskError(f'{self.task_cls.__name__}: {what} in start_trial; a timed transition leaves a stage, '
+                            'so set it in one')
+        if isinstance(after_s, bool) or not isinstance(after_s, (int, float)) or not 0 <= after_s < math.inf:
+            raise TaskError(f'{self.task_cls.__name__}: {what}: after_s must be a number of seconds >= 0')
+        self._cancel_transition()
+        timer = _Timer()
+        self._transition = timer
+        visit = self._visit
+
+        def fire() -> None:
+            if self._transition is timer:  # not cancelled meanwhile (ROS timers can race a cancel)
+                self._transition = None
+                event = _Transition('transition', None, self.clock.now_ns())
+                event.target, event.visit = target, visit
+                self.handle_event(event)
+
+        timer.handle = self.clock.call_later(float(after_s), fire)
+
+    def _transit(self, event: _Transition) -> None:
+        if event.visit != self._visit or not self._in_trial:
+            return
+        if event.target is None:
+            self.end_trial(None)
+        else:
+            self.goto(event.target)
+
+    def _cancel_transition(self) -> None:
+        if self._transition is not None:
+            self.clock.cancel(self._transition.handle)
+            self._transition = None
 
     def set_timer(self, name: str, seconds: float) -> None:
         if not self._in_trial:
@@ -342,19 +393,29 @@ class TaskRunner:
         if timer is not None:
             self.clock.cancel(timer.handle)
 
-    def end_trial(self, fields: dict[str, Any]) -> None:
+    def end_trial(self, fields: dict[str, Any] | None, after_s: float | None = None) -> None:
+        """Record the trial with ``fields`` (None: the task's own field values) and start the next one; with
+        ``after_s``, as a timed transition of the current stage visit."""
         name = self.task_cls.__name__
         if not self._in_trial:
             raise TaskError(f'{name}: end_trial called twice in trial {self.task.trial_number}')
         if self._exiting:
             raise TaskError(f"{name}: end_trial in an 'exit' handler; end the trial from an event instead")
+        if after_s is not None:
+            self._schedule(f'end_trial(after_s={after_s!r})', after_s, None)
+            return
+        if self.stage is not None:
+            self._exit()  # first: what its 'exit' sets is part of the trial
+        if fields is None:
+            fields = self.task.trial_values()
         declared = self._fields
         if fields.keys() != declared.keys():
             unknown = [k for k in fields if k not in declared]
             missing = [k for k in declared if k not in fields]
             parts = []
             if missing:
-                parts.append('missing ' + ', '.join(missing))
+                parts.append('missing ' + ', '.join(missing) + ' (set them in the trial, or give their Field a '
+                             'default)')
             if unknown:
                 parts.append('undeclared ' + ', '.join(unknown))
             raise TaskError(f'{name}: end_trial: {"; ".join(parts)} (declared fields: {", ".join(declared)})')
@@ -368,8 +429,6 @@ class TaskRunner:
                 if spec.type is float:
                     value = float(value)  # an int for a float field: store what was declared
             record_fields[key] = value
-        if self.stage is not None:
-            self._exit()
         self._in_trial = False
         self._fn = None
         self.stage = None
@@ -407,6 +466,7 @@ class TaskRunner:
         self._stage_log = []
         self._in_trial = True
         self._where = 'start_trial'
+        task.new_trial()
         task.start_trial()
         if self._in_trial and self.stage is None:
             first = task.stages[0]
@@ -414,6 +474,7 @@ class TaskRunner:
 
     def _enter(self, stage: str, fn: Callable[[Event], None]) -> None:
         now = self.clock.now_ns()
+        self._visit += 1
         self.stage = stage
         self._fn = fn
         self._where = ''
@@ -423,6 +484,7 @@ class TaskRunner:
         fn(Event('entry', None, now))
 
     def _exit(self) -> None:
+        self._cancel_transition()
         self._exiting = True
         try:
             self._fn(Event('exit', None, self.clock.now_ns()))  # type: ignore[misc]
@@ -430,6 +492,7 @@ class TaskRunner:
             self._exiting = False
 
     def _cancel_timers(self) -> None:
+        self._cancel_transition()
         if self._timers:
             for timer in self._timers.values():
                 self.clock.cancel(timer.handle)

@@ -39,8 +39,8 @@ from autopilot_tasks.plot import Line, Plot, Points, Psychometric, RollingMean, 
 
 __all__ = [
     'Line', 'Plot', 'Points', 'Psychometric', 'RollingMean', 'Shade', 'TrialTimes',
-    'Event', 'Field', 'Hardware', 'Input', 'Output', 'Param', 'Sound', 'Task', 'TaskError', 'ms_between',
-    'type_name',
+    'Event', 'Field', 'Hardware', 'Input', 'Output', 'OutputHandle', 'Param', 'Sound', 'SoundHandle', 'Task',
+    'TaskError', 'UNSET', 'UnsetError', 'Var', 'ms_between', 'type_name',
 ]
 
 _TYPES = (bool, int, float, str)
@@ -156,6 +156,16 @@ class _Role:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        handle = self._handle(instance)
+        instance.__dict__[self.name] = handle  # made once per task instance; later reads skip this
+        return handle
+
+    def _handle(self, task: Task) -> Any:
+        return self
+
 
 class Input(_Role):
     """A digital input by role: events ``<role>_in`` on the edge to ``active_level``, ``<role>_out`` on the other.
@@ -188,35 +198,144 @@ class Output(_Role):
         self.device = device
         self.kind = kind
 
+    def _handle(self, task: Task) -> OutputHandle:
+        return OutputHandle(task, self.name, self.kind)
+
     def __repr__(self) -> str:
         return f'Output({self.device!r}, kind={self.kind!r})'
 
 
 class Sound(_Role):
-    """Marks that the task needs the sound server (``hw.load_sound`` / ``hw.play``)."""
+    """The sound server, as a role: ``self.speaker.load(...)``, ``.play(sound_id)``, ``.stop()``."""
 
     __slots__ = ()
     device = 'sound'
+
+    def _handle(self, task: Task) -> SoundHandle:
+        return SoundHandle(task)
 
     def __repr__(self) -> str:
         return 'Sound()'
 
 
+class OutputHandle:
+    """An output role on a running task (``self.left_valve``, ``self.center_led``): what it can do, by kind.
+
+    A valve only ever opens for a bounded time (:meth:`reward`, :meth:`pulse`); ``on()`` is refused for it so no
+    task can leave water running.
+    """
+
+    __slots__ = ('_task', 'role', 'kind')
+
+    def __init__(self, task: Task, role: str, kind: str) -> None:
+        self._task, self.role, self.kind = task, role, kind
+
+    def on(self) -> None:
+        """Drive the output to its active level (an LED lights)."""
+        if self.kind == 'valve':
+            raise TaskError(f"{self.role}.on(): '{self.role}' is a valve; open it with reward(ul) or pulse(ms), "
+                            'which close it by themselves')
+        self._task.hw.set(self.role, True)
+
+    def off(self) -> None:
+        """Drive the output to its inactive level."""
+        self._task.hw.set(self.role, False)
+
+    def pulse(self, ms: float) -> None:
+        """Active for ``ms`` milliseconds, then inactive (timed by the gpio node, not the task)."""
+        self._task.hw.pulse(self.role, ms)
+
+    def pwm(self, duty: float, frequency_hz: float = 0) -> None:
+        """PWM at ``duty`` in [0, 1] (LED brightness); frequency 0: the device's default."""
+        self._task.hw.pwm(self.role, duty, frequency_hz)
+
+    def reward(self, volume_ul: float) -> None:
+        """Give ``volume_ul`` of water: open the valve for its calibrated time."""
+        if self.kind != 'valve':
+            raise TaskError(f"{self.role}.reward(): '{self.role}' is a {self.kind} output, not a valve")
+        self._task.hw.reward(self.role, volume_ul)
+
+    def __repr__(self) -> str:
+        return f'<{self.kind} {self.role}>'
+
+
+class SoundHandle:
+    """The task's sound role on a running task (``self.speaker``)."""
+
+    __slots__ = ('_task',)
+
+    def __init__(self, task: Task) -> None:
+        self._task = task
+
+    def load(self, sound_id: str, **spec: Any) -> None:
+        """Prepare a sound under ``sound_id`` (kind='tone'|'noise'|..., see docs/tasks.md); do it in setup."""
+        self._task.hw.load_sound(sound_id, **spec)
+
+    def play(self, sound_id: str) -> int:
+        """Play a loaded sound; its onset comes back as event ``sound_onset`` with this play id."""
+        return self._task.hw.play(sound_id)
+
+    def stop(self) -> None:
+        """Stop whatever is playing."""
+        self._task.hw.stop_sound()
+
+    def __repr__(self) -> str:
+        return '<sound>'
+
+
+class _Unset:
+    """No default: the value must be set in every trial."""
+
+    def __repr__(self) -> str:
+        return 'UNSET'
+
+
+UNSET: Any = _Unset()
+
+
+class UnsetError(TaskError, AttributeError):
+    """A trial field read before this trial gave it a value (an AttributeError too, so ``hasattr`` works)."""
+
+
 class Field:
-    """A column of trial data: ``type`` in bool, int, float, str; ``unit`` and ``description`` for readers."""
+    """A column of trial data: ``type`` in bool, int, float, str; ``unit`` and ``description`` for readers.
 
-    __slots__ = ('type', 'unit', 'description', 'name')
+    On a task instance the attribute is this trial's value: each trial starts with ``default`` (or unset
+    without one), an assignment is type-checked at once, and :meth:`Task.end_trial` records every field.
+    """
 
-    def __init__(self, type: type, unit: str = '', description: str = '') -> None:
+    __slots__ = ('type', 'unit', 'description', 'default', 'name')
+
+    def __init__(self, type: type, unit: str = '', description: str = '', *, default: Any = UNSET) -> None:
         if type not in _TYPES:
             raise TypeError(f'Field type must be bool, int, float or str, got {type!r}')
         self.type = type
         self.unit = unit
         self.description = description
         self.name = ''
+        if default is not UNSET:
+            if not _fits(type, default):
+                raise TypeError(f'Field default {default!r} has type {_type_of(default)}, expected {type_name(type)}')
+            default = float(default) if type is float else default
+        self.default = default
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        try:
+            return instance._trial[self.name]
+        except KeyError:
+            raise UnsetError(f"trial field '{self.name}' has no value in this trial yet: set it first, or give "
+                             f'it a default (Field(..., default=...))') from None
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        problem = self.check(value)
+        if problem:
+            raise TaskError(f"trial field '{self.name}': {problem}")
+        instance._trial[self.name] = float(value) if self.type is float else value
 
     def check(self, value: Any) -> str | None:
         """Why ``value`` does not fit this field, or None (an int is a float; a bool is not an int)."""
@@ -225,7 +344,45 @@ class Field:
         return f'{value!r} has type {_type_of(value)}, expected {type_name(self.type)}'
 
     def __repr__(self) -> str:
-        return f'Field({type_name(self.type)}, {self.unit!r}, {self.description!r})'
+        default = '' if self.default is UNSET else f', default={self.default!r}'
+        return f'Field({type_name(self.type)}, {self.unit!r}, {self.description!r}{default})'
+
+
+class Var:
+    """Per-trial state that is not recorded (the centre poke's event, a count of wrong pokes): each trial
+    starts with ``default``, or a fresh ``factory()`` for a mutable value (``Var(factory=list)``)."""
+
+    __slots__ = ('default', 'factory', 'description', 'name')
+
+    def __init__(self, default: Any = None, description: str = '', *, factory: Any = None) -> None:
+        if factory is not None and default is not None:
+            raise TypeError('Var: give a default or a factory, not both')
+        if factory is not None and not callable(factory):
+            raise TypeError(f'Var factory must be callable (list, dict, ...), got {factory!r}')
+        if factory is None and isinstance(default, (list, dict, set, bytearray)):
+            raise TypeError(f'Var default {default!r} is mutable and would be shared by every trial; '
+                            f'use Var(factory={type(default).__name__})')
+        self.default = default
+        self.factory = factory
+        self.description = description
+        self.name = ''
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def initial(self) -> Any:
+        return self.factory() if self.factory is not None else self.default
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return instance._trial.get(self.name, self.default)
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        instance._trial[self.name] = value
+
+    def __repr__(self) -> str:
+        return f'Var({self.default!r})' if self.factory is None else f'Var(factory={self.factory!r})'
 
 
 class Event(str):
@@ -322,16 +479,19 @@ class Task:
     _params: ClassVar[dict[str, Param]] = {}
     _hardware: ClassVar[dict[str, _Role]] = {}
     _fields: ClassVar[dict[str, Field]] = {}
+    _vars: ClassVar[dict[str, Var]] = {}
+    _field_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         params: dict[str, Param] = {}
         hardware: dict[str, _Role] = {}
         fields: dict[str, Field] = {}
+        trial_vars: dict[str, Var] = {}
         # Base classes first, so a derived task extends (or overrides) its base's declarations in order.
         for klass in reversed(cls.__mro__):
             for name, value in vars(klass).items():
-                for table in (params, hardware, fields):
+                for table in (params, hardware, fields, trial_vars):
                     table.pop(name, None)  # a redefinition replaces (or removes) the base's declaration
                 if isinstance(value, Param):
                     params[name] = value
@@ -339,9 +499,12 @@ class Task:
                     hardware[name] = value
                 elif isinstance(value, Field):
                     fields[name] = value
-        cls._params, cls._hardware, cls._fields = params, hardware, fields
+                elif isinstance(value, Var):
+                    trial_vars[name] = value
+        cls._params, cls._hardware, cls._fields, cls._vars = params, hardware, fields, trial_vars
+        cls._field_defaults = {n: f.default for n, f in fields.items() if f.default is not UNSET}
         where = cls.__name__
-        for name in (*params, *hardware, *fields):
+        for name in (*params, *hardware, *fields, *trial_vars):
             if name in _RESERVED:
                 raise TypeError(f'{where}: {name!r} is a Task attribute; rename this declaration')
         for name in params:
@@ -451,6 +614,7 @@ class Task:
     # ---- instance -----------------------------------------------------------------------------
 
     def __init__(self, params: Mapping[str, object] | None = None, *, seed: int | None = None) -> None:
+        self._trial: dict[str, Any] = {}  # this trial's Field and Var values (see new_trial)
         self._param_values: dict[str, Any] = self.validate(params)
         self._runner: Any = _Unbound()
         self.hw: Hardware = _Unbound()
@@ -458,9 +622,10 @@ class Task:
         self.trial_number = 0
         self.history: list[dict[str, Any]] = []
 
-    def goto(self, stage: str) -> None:
-        """Leave the current stage ('exit'), enter ``stage`` ('entry')."""
-        self._runner.goto(stage)
+    def goto(self, stage: str, after_s: float | None = None) -> None:
+        """Leave the current stage ('exit'), enter ``stage`` ('entry'); with ``after_s``, that many seconds from
+        now unless the stage has been left before (a waiting stage needs no timer event of its own)."""
+        self._runner.goto(stage, after_s)
 
     def set_timer(self, name: str, seconds: float) -> None:
         """Deliver event ``name`` after ``seconds`` (one-shot; setting it again replaces it)."""
@@ -470,9 +635,30 @@ class Task:
         """Cancel timer ``name`` if it is pending."""
         self._runner.cancel_timer(name)
 
-    def end_trial(self, **fields: Any) -> None:
-        """Finish the trial with every declared field; the next trial starts in ``stages[0]`` right after."""
-        self._runner.end_trial(fields)
+    def end_trial(self, after_s: float | None = None, **fields: Any) -> None:
+        """Finish the trial, recording every declared field (``fields`` given here are set first); the next trial
+        starts in ``stages[0]`` right after. With ``after_s``, that many seconds from now unless the stage has
+        been left before; the fields are recorded as they are then."""
+        declared = self._fields
+        for name, value in fields.items():
+            if name not in declared:
+                raise TaskError(f'{type(self).__name__}: end_trial: undeclared {name} '
+                                f'(declared fields: {", ".join(declared)})')
+            setattr(self, name, value)
+        self._runner.end_trial(None, after_s)
+
+    def new_trial(self) -> None:
+        """Every Field back to its default (unset without one) and every Var to its initial value; the runner
+        calls it before ``start_trial``."""
+        trial = dict(self._field_defaults)
+        for name, var in self._vars.items():
+            trial[name] = var.initial()
+        self._trial = trial
+
+    def trial_values(self) -> dict[str, Any]:
+        """This trial's field values that are set, in declaration order."""
+        trial = self._trial
+        return {name: trial[name] for name in self._fields if name in trial}
 
     def now_ns(self) -> int:
         """The runner's clock, ns."""
@@ -494,4 +680,4 @@ class Task:
 
 
 _RESERVED = frozenset(name for name in dir(Task) if not name.startswith('__')) | {
-    'hw', 'random', 'trial_number', 'history', 'stages', 'score_field'}
+    'hw', 'random', 'trial_number', 'history', 'stages', 'score_field', '_trial'}

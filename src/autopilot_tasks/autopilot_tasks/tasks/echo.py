@@ -22,21 +22,18 @@ class Echo(Task):
     out = Output('led_center', kind='led', description='High while the poke is in')
 
     # Trial data
-    n_pokes = Field(int, '', 'Pokes in this trial')
+    n_pokes = Field(int, '', 'Pokes in this trial', default=0)
 
     score_field = None
     stages = ('mirror',)
 
     plot = Plot(Line('n_pokes'), TrialTimes(), title='Echo')
 
-    def start_trial(self) -> None:
-        self.pokes = 0
-
     def mirror(self, event: Event) -> None:
         if event == 'poke_in':
-            self.hw.set('out', True)
+            self.out.on()
         elif event == 'poke_out':
-            self.hw.set('out', False)
-            self.pokes += 1
-            if self.pokes >= self.pokes_per_trial:
-                self.end_trial(n_pokes=self.pokes)
+            self.out.off()
+            self.n_pokes += 1
+            if self.n_pokes >= self.pokes_per_trial:
+                self.end_trial()

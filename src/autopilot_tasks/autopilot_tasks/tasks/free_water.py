@@ -14,7 +14,20 @@ from __future__ import annotations
 
 import math
 
-from autopilot_tasks.task import Event, Field, Input, Line, Output, Param, Plot, Points, Task, TrialTimes, ms_between
+from autopilot_tasks.task import (
+    Event,
+    Field,
+    Input,
+    Line,
+    Output,
+    Param,
+    Plot,
+    Points,
+    Task,
+    TrialTimes,
+    Var,
+    ms_between,
+)
 
 
 class FreeWater(Task):
@@ -34,11 +47,14 @@ class FreeWater(Task):
     right_valve = Output('valve_right', kind='valve', description='Right water valve')
     light = Output('led_center', kind='led', description='On while water is available')
 
-    # Trial data
+    # Trial data: each trial starts with the defaults
     port = Field(str, '', 'Active port: left or right')
-    rewarded = Field(bool, '', 'The animal poked the active port (in time)')
-    latency_ms = Field(float, 'ms', 'Port active -> poke at it; NaN if none')
-    wrong_pokes = Field(int, '', 'Pokes at the other port during the trial')
+    rewarded = Field(bool, '', 'The animal poked the active port (in time)', default=False)
+    latency_ms = Field(float, 'ms', 'Port active -> poke at it; NaN if none', default=math.nan)
+    wrong_pokes = Field(int, '', 'Pokes at the other port during the trial', default=0)
+
+    # Per-trial state, not recorded
+    active_ns = Var(None, 'When the port became active (ROS time, ns)')
 
     score_field = None
     stages = ('available', 'drinking')
@@ -48,32 +64,28 @@ class FreeWater(Task):
 
     def start_trial(self) -> None:
         if self.mode in ('left', 'right'):
-            self.active = self.mode
+            self.port = self.mode
         elif self.mode == 'alternate' and self.history:
-            self.active = 'right' if self.history[-1]['port'] == 'left' else 'left'
+            self.port = 'right' if self.history[-1]['port'] == 'left' else 'left'
         else:
-            self.active = self.random.choice(('left', 'right'))
-        self.wrong = 0
+            self.port = self.random.choice(('left', 'right'))
 
     def available(self, event: Event) -> None:
         if event == 'entry':
-            self.hw.set('light', True)
+            self.light.on()
             self.active_ns = event.stamp_ns
             if self.max_wait_s > 0:
-                self.set_timer('give_up', self.max_wait_s)
-        elif event == self.active + '_in':
-            self.hw.reward(self.active + '_valve', self.reward_ul)
-            self.latency = ms_between(self.active_ns, event.stamp_ns)
+                self.end_trial(after_s=self.max_wait_s)  # unrewarded
+        elif event == self.port + '_in':
+            getattr(self, self.port + '_valve').reward(self.reward_ul)
+            self.rewarded = True
+            self.latency_ms = ms_between(self.active_ns, event.stamp_ns)
             self.goto('drinking')
         elif event in ('left_in', 'right_in'):
-            self.wrong += 1
-        elif event == 'give_up':
-            self.end_trial(port=self.active, rewarded=False, latency_ms=math.nan, wrong_pokes=self.wrong)
+            self.wrong_pokes += 1
         elif event == 'exit':
-            self.hw.set('light', False)
+            self.light.off()
 
     def drinking(self, event: Event) -> None:
         if event == 'entry':
-            self.set_timer('iti_done', self.iti_s)
-        elif event == 'iti_done':
-            self.end_trial(port=self.active, rewarded=True, latency_ms=self.latency, wrong_pokes=self.wrong)
+            self.end_trial(after_s=self.iti_s)

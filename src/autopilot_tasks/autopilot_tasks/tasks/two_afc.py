@@ -40,6 +40,7 @@ from autopilot_tasks.task import (
     Shade,
     Sound,
     Task,
+    Var,
     ms_between,
 )
 
@@ -74,17 +75,22 @@ class TwoAFC(Task):
     center_led = Output('led_center', kind='led', description='On while the rig waits for a centre poke')
     speaker = Sound('Tones tone_left, tone_right; punishment noise')
 
-    # Trial data
+    # Trial data: each trial starts with the defaults
     target = Field(str, '', 'Correct side: left or right')
-    response = Field(str, '', 'Side poked: left, right or none')
-    correct = Field(bool, '', 'Response == target')
+    response = Field(str, '', 'Side poked: left, right or none', default='none')
+    correct = Field(bool, '', 'Response == target', default=False)
     correction = Field(bool, '', 'Correction trial (target repeated after an error)')
-    rt_ms = Field(float, 'ms', 'Centre out -> side in, GPIO ticks; NaN without response')
-    hold_ms = Field(float, 'ms', 'Centre in -> centre out, GPIO ticks')
-    onset_ms = Field(float, 'ms', 'Centre in -> sound onset, stamps; NaN if it did not play')
+    rt_ms = Field(float, 'ms', 'Centre out -> side in, GPIO ticks; NaN without response', default=math.nan)
+    hold_ms = Field(float, 'ms', 'Centre in -> centre out, GPIO ticks', default=math.nan)
+    onset_ms = Field(float, 'ms', 'Centre in -> sound onset, stamps; NaN if it did not play', default=math.nan)
     stim = Field(str, '', 'Sound id played')
     p_left = Field(float, '', 'Probability the target was left')
-    reward_given_ul = Field(float, 'uL', 'Water given')
+    reward_given_ul = Field(float, 'uL', 'Water given', default=0.0)
+
+    # Per-trial state, not recorded
+    center_in = Var(None, 'The centre poke that played the stimulus')
+    center_out = Var(None, 'The first centre poke out after it')
+    play_id = Var(-1, "The stimulus' play id, to know its onset")
 
     score_excludes = ('correction',)
     stages = ('wait_center', 'wait_response', 'punish', 'iti')
@@ -106,8 +112,6 @@ class TwoAFC(Task):
 
     def setup(self) -> None:
         self.loaded: dict[str, dict[str, Any]] | None = None
-        self.center_in: Event | None = None
-        self.center_out: Event | None = None
         self.load_sounds()
 
     def load_sounds(self) -> None:
@@ -121,7 +125,7 @@ class TwoAFC(Task):
         }
         if sounds != self.loaded:  # parameters changed by update_params: reload before the next trial
             for sound_id, spec in sounds.items():
-                self.hw.load_sound(sound_id, **spec)
+                self.speaker.load(sound_id, **spec)
             self.loaded = sounds
 
     def bias_p_left(self) -> float:
@@ -137,65 +141,54 @@ class TwoAFC(Task):
     def start_trial(self) -> None:
         self.load_sounds()
         last = self.history[-1] if self.history else None
-        correction = bool(self.correction_trials and last and not last['correct']
-                          and (last['response'] != 'none' or last['correction']))
-        if correction and last is not None:
-            target = last['target']
-            p_left = 1.0 if target == 'left' else 0.0
+        self.correction = bool(self.correction_trials and last and not last['correct']
+                               and (last['response'] != 'none' or last['correction']))
+        if self.correction and last is not None:
+            self.target = last['target']
+            self.p_left = 1.0 if self.target == 'left' else 0.0
         else:
-            p_left = self.bias_p_left()
-            target = 'left' if self.random.random() < p_left else 'right'
-        self.data = dict(target=target, response='none', correct=False, correction=correction,
-                         rt_ms=math.nan, hold_ms=math.nan, onset_ms=math.nan, stim='tone_' + target,
-                         p_left=p_left, reward_given_ul=0.0)
-        self.center_in = self.center_out = None
+            self.p_left = self.bias_p_left()
+            self.target = 'left' if self.random.random() < self.p_left else 'right'
+        self.stim = 'tone_' + self.target
 
     def wait_center(self, event: Event) -> None:
         if event == 'entry':
-            self.hw.set('center_led', True)
+            self.center_led.on()
         elif event == 'center_in':
             self.center_in = event
-            self.play_id = self.hw.play(self.data['stim'])
+            self.play_id = self.speaker.play(self.stim)
             self.goto('wait_response')
         elif event == 'exit':
-            self.hw.set('center_led', False)
+            self.center_led.off()
 
     def wait_response(self, event: Event) -> None:
         if event == 'entry':
-            self.set_timer('no_response', self.response_window_s)
+            self.goto('iti', after_s=self.response_window_s)  # no response: response stays 'none'
         elif event == 'sound_onset' and event.data['play_id'] == self.play_id:
             if event.data['ok']:
-                self.data['onset_ms'] = ms_between(self.center_in.stamp_ns if self.center_in else None,
-                                                   event.stamp_ns)
+                self.onset_ms = ms_between(self.center_in.stamp_ns, event.stamp_ns)
             else:
                 self.log(f"sound {event.data['sound_id']} did not play")
         elif event == 'center_out' and self.center_out is None:
             self.center_out = event
-            self.data['hold_ms'] = ms_between(self.center_in.tick_us if self.center_in else None, event.tick_us,
-                                              1e3)
+            self.hold_ms = ms_between(self.center_in.tick_us, event.tick_us, 1e3)
         elif event in ('left_in', 'right_in'):
-            side = event[:-3]
-            self.data.update(response=side, correct=side == self.data['target'])
+            self.response = event[:-3]
+            self.correct = self.response == self.target
             if self.center_out is not None:
-                self.data['rt_ms'] = ms_between(self.center_out.tick_us, event.tick_us, 1e3)
-            if self.data['correct']:
-                self.hw.reward(side + '_valve', self.reward_ul)
-                self.data['reward_given_ul'] = self.reward_ul
+                self.rt_ms = ms_between(self.center_out.tick_us, event.tick_us, 1e3)
+            if self.correct:
+                getattr(self, self.response + '_valve').reward(self.reward_ul)
+                self.reward_given_ul = self.reward_ul
                 self.goto('iti')
             else:
-                self.hw.play('noise')
+                self.speaker.play('noise')
                 self.goto('punish')
-        elif event == 'no_response':
-            self.goto('iti')
 
     def punish(self, event: Event) -> None:
         if event == 'entry':
-            self.set_timer('timeout_done', self.punish_timeout_s)
-        elif event == 'timeout_done':
-            self.end_trial(**self.data)
+            self.end_trial(after_s=self.punish_timeout_s)
 
     def iti(self, event: Event) -> None:
         if event == 'entry':
-            self.set_timer('iti_done', self.iti_s)
-        elif event == 'iti_done':
-            self.end_trial(**self.data)
+            self.end_trial(after_s=self.iti_s)
