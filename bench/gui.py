@@ -31,7 +31,12 @@ Per row (fresh processes every time):
     trial numbers (consecutive per session), so a trial dropped by the best-effort subscriptions is a gap.
 - ``bare``: bare rclpy in the same run and interval: a plain process with the bridge's subscriptions (registry,
   subjects, /rosout, each pilot's trials and gpio/events, the same QoS) on ``make_executor()``, no Qt; callbacks
-  only count and take the latency. The window's CPU is reported as a ratio of its CPU.
+  only count and take the latency. The window's CPU is reported as a ratio of its CPU. A thread of it sleeps 5 ms
+  in a loop and takes the same block measure as the window's timer (``bare block``): the share of a block that the
+  loaded machine and the GIL alone cause.
+- the window's collector pauses in the interval (``gc.callbacks``), per generation, next to its blocks.
+- ``machine block``: the same 5 ms measure on a thread of the orchestrator, which only waits on pipes: what the
+  loaded machine's scheduler alone costs a thread (neither rclpy nor another thread's GIL in the way).
 
 Diagnosis: while the UI thread is blocked (no timer tick for 0.1 s), a monitor thread samples where it is, every
 0.1 s (``ui_blocked_where`` in the JSON).
@@ -48,6 +53,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import gc
 import json
 import math
 import os
@@ -317,6 +323,21 @@ def child_bare(a: argparse.Namespace) -> int:
                 go.set()
 
     threading.Thread(target=read_stdin, daemon=True).start()
+    # The same 5 ms block measure as the window's UI timer, on a thread of a process doing the bare work: what the
+    # machine and the GIL alone cost (the floor under the window's figure).
+    blocks: list[float] = []
+    measuring = threading.Event()
+
+    def sleeper() -> None:
+        last = time.perf_counter()
+        while not STOP.is_set():
+            time.sleep(BLOCK_TIMER_MS / 1000)
+            now = time.perf_counter()
+            if measuring.is_set():
+                blocks.append(max((now - last) * 1000 - BLOCK_TIMER_MS, 0.0))
+            last = now
+
+    threading.Thread(target=sleeper, name='bare-blocks', daemon=True).start()
     state = 'wait'
     deadline = time.monotonic() + a.timeout
     c0 = w0 = c1 = w1 = 0.0
@@ -335,15 +356,18 @@ def child_bare(a: argparse.Namespace) -> int:
             elif state == 'ready' and go.is_set():
                 rec.window(start['ns'], start['ns'] + int(a.seconds * 1e9))
                 c0, w0, e0 = cpu_s(), time.perf_counter(), counts['events']
+                measuring.set()
                 state = 'measuring'
             elif state == 'measuring' and time.perf_counter() - w0 >= a.seconds:
                 c1, w1, e1 = cpu_s(), time.perf_counter(), counts['events']
+                measuring.clear()
                 state = 'grace'
             elif state == 'grace' and time.perf_counter() - w1 >= a.grace_s:  # late trials of the interval
                 got, published = rec.counts()
                 emit('result', cpu_s=c1 - c0, wall_s=w1 - w0, cpu_pct=100 * (c1 - c0) / (w1 - w0),
                      events=e1 - e0, received=got, published=published, latency=latency_summary(rec.latencies(0)[0]),
-                     rss_mb=rss_mb()[0], executor=executor_name(ex))
+                     rss_mb=rss_mb()[0], executor=executor_name(ex), block_max_ms=max(blocks, default=None),
+                     block_p99_ms=percentile(blocks, 0.99))
                 state = 'done'
     finally:
         ex.shutdown(timeout_sec=1.0)
@@ -416,6 +440,17 @@ def child_gui(a: argparse.Namespace) -> int:
     marks: dict[str, Any] = {'t0': time.monotonic()}
     code = [0]
     done = threading.Event()
+
+    gc_pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}  # ms per collection in the interval, by generation
+    gc_started = [0.0]
+
+    def on_gc(stage: str, info: dict[str, int]) -> None:
+        if stage == 'start':
+            gc_started[0] = time.perf_counter()
+        elif phase['name'] == 'measuring':
+            gc_pauses[info['generation']].append((time.perf_counter() - gc_started[0]) * 1000)
+
+    gc.callbacks.append(on_gc)
 
     def tick() -> None:
         now = time.perf_counter()
@@ -490,7 +525,8 @@ def child_gui(a: argparse.Namespace) -> int:
              hidden_undrawn=hidden_undrawn, draws=len(draw_ms),
              draw_p50_ms=percentile(draw_ms, 0.5), draw_max_ms=max(draw_ms, default=None),
              window_latency_ms=latency_summary([x * 1000 for x in list(window.trial_latency_s)[-2000:]]),
-             ui_blocked_samples=sum(samples.values()), ui_blocked_where=samples.most_common(6))
+             ui_blocked_samples=sum(samples.values()), ui_blocked_where=samples.most_common(6),
+             gc={str(g): {'n': len(v), 'max_ms': max(v, default=0.0), 'total_ms': sum(v)} for g, v in gc_pauses.items()})
         done.set()
 
     def step() -> None:
@@ -523,6 +559,27 @@ def child_gui(a: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 # Orchestrator
 # --------------------------------------------------------------------------------------------------
+
+class Sleeper:
+    """The 5 ms block measure on a thread that sleeps for ``seconds`` (the orchestrator's: it only waits on pipes)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.blocks: list[float] = []
+        self.thread = threading.Thread(target=self._run, args=(seconds,), name='machine-blocks', daemon=True)
+        self.thread.start()
+
+    def _run(self, seconds: float) -> None:
+        last = start = time.perf_counter()
+        while last - start < seconds:
+            time.sleep(BLOCK_TIMER_MS / 1000)
+            now = time.perf_counter()
+            self.blocks.append(max((now - last) * 1000 - BLOCK_TIMER_MS, 0.0))
+            last = now
+
+    def result(self) -> tuple[float | None, float | None]:
+        self.thread.join(timeout=5.0)
+        return max(self.blocks, default=None), percentile(self.blocks, 0.99)
+
 
 def proc_cpu_s(pid: int) -> float | None:
     """CPU seconds (utime + stime, all threads) of a live process."""
@@ -583,10 +640,12 @@ def run_row(n: int, a: argparse.Namespace, env: dict[str, str], live: list[Child
         started = gui.expect('measuring', a.settle_s + 15)
         if bare.alive():
             bare.send(f'go {started["start_ns"]}')
+        machine = Sleeper(a.seconds)  # the machine alone: a thread of this process, no rclpy, no GIL contention
         others = [terminal, *pilots]
         cpu0 = [proc_cpu_s(c.popen.pid) for c in others]
         w0 = time.monotonic()
         res['gui'] = {k: v for k, v in gui.expect('result', a.seconds + a.grace_s + 15).items() if k != 'ev'}
+        res['machine_block_max_ms'], res['machine_block_p99_ms'] = machine.result()
         w1 = time.monotonic()
         cpu1 = [proc_cpu_s(c.popen.pid) for c in others]
         res['bare'] = {k: v for k, v in bare.expect('result', a.grace_s + 15).items() if k != 'ev'}
@@ -629,6 +688,10 @@ def finish_row(res: dict[str, Any]) -> dict[str, Any]:
             'warmup_block_ms': g.get('warmup_block_ms'), 'lat_p50_ms': lat.get('p50_ms'),
             'lat_p99_ms': lat.get('p99_ms'), 'lat_max_ms': lat.get('max_ms'), 'lat_n': lat.get('n'),
             'bare_lat_p50_ms': blat.get('p50_ms'), 'bare_lat_p99_ms': blat.get('p99_ms'),
+            'bare_block_max_ms': b.get('block_max_ms'), 'bare_block_p99_ms': b.get('block_p99_ms'),
+            'machine_block_max_ms': res.get('machine_block_max_ms'),
+            'machine_block_p99_ms': res.get('machine_block_p99_ms'),
+            'gc_max_ms': max((v['max_ms'] for v in (g.get('gc') or {}).values()), default=None),
             'cpu_pct': g.get('cpu_pct'), 'bare_cpu_pct': b.get('cpu_pct'), 'cpu_ratio': ratio,
             'rss_peak_mb': g.get('rss_peak_mb'), 'rss_growth_mb': g.get('rss_growth_mb'),
             'received': g.get('received'), 'published': g.get('published'),
@@ -656,7 +719,8 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 COLUMNS = (('pilots', 'pilots', 'd'), ('block_max_ms', 'block max ms', '.1f'), ('block_p99_ms', 'block p99', '.1f'),
-           ('drain_max_ms', 'drain max', '.1f'), ('draw_p50_ms', 'draw ms', '.1f'), ('lat_p50_ms', 'lat p50 ms', '.0f'), ('lat_p99_ms', 'lat p99', '.0f'),
+           ('bare_block_max_ms', 'bare block', '.1f'), ('machine_block_max_ms', 'machine block', '.1f'), ('drain_max_ms', 'drain max', '.1f'),
+           ('gc_max_ms', 'gc max', '.1f'), ('draw_p50_ms', 'draw ms', '.1f'), ('lat_p50_ms', 'lat p50 ms', '.0f'), ('lat_p99_ms', 'lat p99', '.0f'),
            ('bare_lat_p50_ms', 'bare p50', '.1f'), ('cpu_pct', 'CPU %', '.1f'), ('bare_cpu_pct', 'bare CPU %', '.1f'),
            ('cpu_ratio', 'x bare', '.1f'), ('rss_peak_mb', 'RSS MiB', '.0f'), ('rss_growth_mb', 'RSS +MiB', '.1f'),
            ('received_of', 'received/published', ''), ('bare_received_of', 'bare rx/pub', ''),
@@ -665,7 +729,9 @@ COLUMNS = (('pilots', 'pilots', 'd'), ('block_max_ms', 'block max ms', '.1f'), (
 
 def print_report(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
     print_table(rows, COLUMNS)
-    print('(block: 5 ms timer gap - 5 ms on the UI thread; drain: the window\'s own longest drain; draw: one pilot\'s '
+    print('(block: 5 ms timer gap - 5 ms on the UI thread; bare block: the same on a 5 ms sleeper thread of the bare '
+          'rclpy process (the machine\'s and the GIL\'s share); machine block: the same on a thread of the benchmark\'s own '
+          'process, which only waits (the machine\'s share alone); gc max: the longest collector pause in the window; drain: the window\'s own longest drain; draw: one pilot\'s '
           'redraw (MainWindow._draw), p50; lat: trial stamp '
           '(publisher) -> its plot updated; bare: bare rclpy, same subscriptions, same interval; CPU %: of one core, '
           'all threads; RSS: peak, and growth over the interval; received/published: trials stamped in the interval)')

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autopilot_core import trial_fields
-from autopilot_gui.model import MAX_TRIALS, REPAIR_S, Lab, psychometric
+from autopilot_gui.model import COLUMNS, MAX_TRIALS, REPAIR_S, Lab, psychometric
 
 
 def registry(*entries: tuple[str, bool, int, str]) -> PilotRegistry:
@@ -139,3 +139,49 @@ def test_the_window_never_touches_subject_files() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported.add(node.module)
     assert not {m for m in imported if m.split('.')[0] in ('h5py', 'autopilot_terminal', 'autopilot_pilot')}, imported
+
+
+def test_the_table_fills_the_rows_in_view_and_a_row_scrolled_to_at_once(qtbot) -> None:
+    """A real PilotTable (offscreen): 40 pilots, a table 6 rows high; the texts of rows out of view are filled when
+    they are scrolled to, not on every tick (bench/gui.py: the table's refresh was a large part of a drain)."""
+    from autopilot_gui.widgets import PilotTable
+
+    lab = Lab()
+    lab.registry(registry(*[(f'rig{i:02d}', True, PilotStatus.STATE_RUNNING, f's{i}') for i in range(40)]))
+    table = PilotTable(lab, lambda *_: None)
+    qtbot.addWidget(table)
+    table.resize(900, 200)
+    table.show()
+    qtbot.waitExposed(table)
+    table.refresh(now=0.0)
+    state = COLUMNS.index('state')
+    assert table.item(0, state).text() == 'running'
+    assert table.item(39, state).text() == ''           # out of view: not filled yet
+    table.scrollToBottom()                              # the scroll bar's signal fills what came into view
+    assert table.item(39, state).text() == 'running'
+    # Every row is filled while the table is not shown (a window being built, or a test reading it).
+    table.hide()
+    lab.registry(registry(*[(f'rig{i:02d}', True, PilotStatus.STATE_PAUSED, f's{i}') for i in range(40)]))
+    table.refresh(now=0.0)
+    assert {table.item(r, state).text() for r in range(40)} == {'paused'}
+
+
+def test_plots_following_draw_what_the_view_shows_and_all_once_the_user_scrolls(qtbot) -> None:
+    from autopilot_gui.plots import DRAWN, PilotPlots, spec_for
+
+    lab = Lab()
+    lab.registry(registry(('rig1', True, PilotStatus.STATE_RUNNING, 's1')))
+    for n in range(1, 1501):
+        lab.trial('rig1', trial('rig1', 's1', n, correct=n % 3 != 0))
+    row = lab.pilots['rig1']
+    spec = spec_for('2afc', row.fields)
+    plots = PilotPlots('rig1', spec, {})
+    qtbot.addWidget(plots)
+    plots.draw(row)
+    points = [i for k, i in plots._items.items() if k.startswith('points:')]
+    drawn = sum(len(i.getData()[0]) for i in points)
+    assert drawn == spec.window + max(spec.window, 20)   # the view, and a rolling mean's worth before it
+    lo, hi = plots.main.getViewBox().viewRange()[0]
+    assert hi >= row.trials[-1].index + 1 and hi - lo == spec.window
+    plots._stop_following()                              # what a mouse zoom or drag does
+    assert sum(len(i.getData()[0]) for i in points) == DRAWN

@@ -10,7 +10,9 @@ fields the trials carry, so a task this host lacks is still drawn.
 
 from __future__ import annotations
 
+import itertools
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -142,6 +144,25 @@ class PilotPlots(pg.GraphicsLayoutWidget):
         self.scene().sigMouseClicked.connect(self._clicked)
         self._session_lines: list[Any] = []
         self._items: dict[str, Any] = {}
+        self._last: PilotRow | None = None  # the row drawn last
+        self._lead = max([spec.window, *(e.window for e in spec.elements if isinstance(e, RollingMean))])
+        self._ticks: dict[int, Any] = {}  # id(axis) -> the ticks it was given last
+        self._main_y: tuple[float, float] | None = None  # the main row's fixed y range; None: autorange
+        #: How long this widget's last paints took (a moving average, s): the window's redraw budget counts it,
+        #: since Qt paints what a redraw changed right after the drain that made it.
+        self.paint_s = 0.0
+
+    def paintEvent(self, ev: Any) -> None:
+        t0 = time.perf_counter()
+        super().paintEvent(ev)
+        self.paint_s = 0.7 * self.paint_s + 0.3 * (time.perf_counter() - t0)
+
+    def _set_ticks(self, axis: Any, ticks: list[list[tuple[float, str]]]) -> None:
+        """Give ``axis`` these ticks unless it has them: new ticks make pyqtgraph re-render the axis (a large part
+        of a paint in bench/gui.py when it was done on every redraw)."""
+        if self._ticks.get(id(axis)) != ticks:
+            self._ticks[id(axis)] = ticks
+            axis.setTicks(ticks)
 
     def _row(self, title: str, label: str) -> pg.PlotItem:
         p = self.addPlot(row=len(self.plots), col=0, title=title or None)
@@ -151,7 +172,10 @@ class PilotPlots(pg.GraphicsLayoutWidget):
         return p
 
     def _stop_following(self, *_: Any) -> None:
-        self.follow = False
+        if self.follow:
+            self.follow = False
+            if self._last is not None:
+                self.draw(self._last)  # all DRAWN trials now, for the user to scroll back through
 
     def _clicked(self, event: Any) -> None:
         if event.double():
@@ -174,7 +198,12 @@ class PilotPlots(pg.GraphicsLayoutWidget):
 
     # -- drawing ---------------------------------------------------------------------------------------------
     def draw(self, row: PilotRow) -> None:
-        trials = list(row.trials)[-DRAWN:]
+        self._last = row
+        # Following the newest trials, only what the view shows is drawn, with enough before it for the rolling
+        # means to be whole at its left edge: at 50 pilots drawing DRAWN trials per redraw was most of the window's
+        # time (bench/gui.py).
+        n = min(DRAWN, self.spec.window + self._lead) if self.follow else DRAWN
+        trials = list(itertools.islice(reversed(row.trials), n))[::-1]
         if not trials:
             return
         x = np.array([t.index for t in trials], dtype=float)
@@ -199,9 +228,30 @@ class PilotPlots(pg.GraphicsLayoutWidget):
             self._curve(self.times, 'times:iti', x, gaps, PALETTE[1], name='since the last')
         self._sessions(trials)
         self._raster(row, trials[-1])
+        self._fix_main_y()
         if self.follow:
-            hi = x[-1] + 1
+            # The view moves in steps of a tenth of its width, not on every trial: the axes (and the views'
+            # ranges) are re-rendered only on a step.
+            step = max(1, self.spec.window // 10)
+            hi = math.ceil((x[-1] + 1) / step) * step
             self.main.setXRange(max(hi - self.spec.window, x[0] - 0.5), hi, padding=0)
+
+    def _fix_main_y(self) -> None:
+        """Hold the first row's y range at 0..1 (with room) while everything on it is there (sides, fractions,
+        shading), so pyqtgraph need not find its bounds on each paint; autorange when a value is outside."""
+        lo, hi = math.inf, -math.inf
+        for item in self.main.listDataItems():
+            if isinstance(item, (pg.ScatterPlotItem, pg.PlotDataItem)):
+                _, ys = item.getData()
+                if ys is not None and len(ys):
+                    lo, hi = min(lo, float(np.nanmin(ys))), max(hi, float(np.nanmax(ys)))
+        bounded = (-0.15, 1.15) if -0.1 <= lo and hi <= 1.1 or lo > hi else None
+        if bounded != self._main_y:
+            self._main_y = bounded
+            if bounded is None:
+                self.main.enableAutoRange(axis='y')
+            else:
+                self.main.setYRange(*bounded, padding=0)
 
     def _item(self, plot: pg.PlotItem, key: str, make: Any) -> Any:
         item = self._items.get(key)
@@ -236,9 +286,9 @@ class PilotPlots(pg.GraphicsLayoutWidget):
         if not e.y and cats:  # categories spread over 0..1 in order of first appearance
             top = max(len(cats) - 1, 1)
             ys = [y / top if math.isfinite(y) else y for y in ys]
-            self.main.getAxis('left').setTicks([[(i / top, c) for c, i in cats.items()]])
+            self._set_ticks(self.main.getAxis('left'), [[(i / top, c) for c, i in cats.items()]])
         elif e.y:
-            self.main.getAxis('left').setTicks([[(float(v), k) for k, v in e.y.items()]])
+            self._set_ticks(self.main.getAxis('left'), [[(float(v), k) for k, v in e.y.items()]])
         # One scatter per colour, each a single brush: per-point brushes make pyqtgraph re-render every symbol
         # (88 % of a redraw in bench/gui.py).
         ys_arr = np.array(ys, dtype=float)
@@ -334,5 +384,7 @@ class PilotPlots(pg.GraphicsLayoutWidget):
             x=[], height=[], width=[], brush=pg.mkBrush(*PALETTE[0]), pen=None))
         item.setOpts(x=np.array(bars_x), width=np.array(bars_w), y=np.array(bars_y, dtype=float),
                      height=np.full(len(bars_x), 0.6))
-        self.raster.getAxis('left').setTicks([[(i, d) for i, d in enumerate(devices)]])
-        self.raster.setYRange(-0.5, max(len(devices), 1) - 0.5, padding=0.05)
+        self._set_ticks(self.raster.getAxis('left'), [[(i, d) for i, d in enumerate(devices)]])
+        if self._ticks.get(-1) != len(devices):
+            self._ticks[-1] = len(devices)
+            self.raster.setYRange(-0.5, max(len(devices), 1) - 0.5, padding=0.05)

@@ -124,19 +124,34 @@ class PilotTable(QtWidgets.QTableWidget):
         self.buttons: dict[str, dict[str, QtWidgets.QPushButton]] = {}
         self._shown: dict[str, tuple[str, str]] = {}
         self._widest: dict[int, int] = {}  # per column, the longest text it was fitted to
+        bar = self.verticalScrollBar()
+        if bar is not None:
+            bar.valueChanged.connect(lambda _: self.refresh())  # rows scrolled into view are filled at once
 
     def selected_subject(self, pilot: str) -> str:
         return self.combos[pilot].currentText()
 
     def refresh(self, now: float | None = None) -> None:
+        """Add rows for new pilots and fill the rows in view (a row scrolled to is filled then)."""
         added = False
         for pilot in self.lab.pilots:
             if pilot not in self.rows:
                 self._add_row(pilot)
                 added = True
-            self._fill(pilot, now)
+        first, last = self._rows_in_view()
+        for pilot, r in self.rows.items():
+            if first <= r <= last:
+                self._fill(pilot, now)
         if added:
             self.resizeColumnsToContents()
+
+    def _rows_in_view(self) -> tuple[int, int]:
+        """The first and last row the viewport shows (all rows while the table is not shown)."""
+        viewport = self.viewport()
+        if not self.isVisible() or viewport is None:
+            return 0, self.rowCount() - 1
+        top, bottom = self.rowAt(0), self.rowAt(viewport.height() - 1)
+        return (0 if top < 0 else top), (self.rowCount() - 1 if bottom < 0 else bottom)
 
     def _add_row(self, pilot: str) -> None:
         r = self.rowCount()

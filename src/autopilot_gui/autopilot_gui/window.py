@@ -40,6 +40,8 @@ PLOT_S = 0.1
 DRAW_BUDGET_S = 0.02
 #: Camera frames are shown at most this often (the newest one; the others are never decoded).
 FRAME_S = 0.2
+#: The window's widgets are put out of the collector's sight once none has been made for this long (see _settle).
+SETTLE_S = 2.0
 WEIGH_AT = ('none', 'start', 'stop', 'both')
 
 
@@ -111,11 +113,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer = QtCore.QTimer(self)
         self.timer.timeout.connect(self.drain)
         self.timer.start(DRAIN_MS)
-        # Everything built so far (Qt, pyqtgraph, numpy, rclpy and their modules) lives as long as the window: out
-        # of the collector's sight, a full collection scans only what came after (bench/gui.py: 85-95 ms pauses of
-        # the UI thread at 50 pilots before). Objects frozen still die by reference count as usual.
-        gc.collect()
-        gc.freeze()
+        self._built, self._settled, self._built_at = 0, -1, 0.0
+        self._settle()
         self._ask_settings()
 
     # -- the bridge's events -----------------------------------------------------------------------------------
@@ -138,24 +137,46 @@ class MainWindow(QtWidgets.QMainWindow):
             self._ticked = now
             self.table.refresh(now)
             self._repair(now)
+            if self._built != self._settled and now - self._built_at >= SETTLE_S:
+                self._settle()
             self.bridge.show({p for p, plots in self.plots.items()
                               if not plots.viewport().visibleRegion().isEmpty() or not self.isVisible()})
-        # Stale plots, the longest undrawn first, within a budget: what is left waits for the next drain, so one
-        # drain never blocks the UI for long however many pilots have new trials. Hidden plots wait until shown.
+        # Stale plots, the longest undrawn first, within a budget that counts the paint each redraw will cause
+        # (Qt paints right after this drain): what is left waits for the next drain, so the UI is never blocked
+        # for long however many pilots have new trials. Hidden plots wait until shown.
+        painting = 0.0
         for pilot in sorted(self._stale, key=lambda p: self._drawn.get(p, 0.0)):
-            if time.perf_counter() - t0 > DRAW_BUDGET_S:
+            if time.perf_counter() - t0 + painting > DRAW_BUDGET_S:
                 break
             plots = self.plots.get(pilot)
             if plots is not None and plots.viewport().visibleRegion().isEmpty() and self.isVisible():
                 continue
             if now - self._drawn.get(pilot, 0.0) >= PLOT_S:
                 self._draw(pilot, now)
+                plots = self.plots.get(pilot)
+                painting += plots.paint_s if plots is not None else 0.0
         if now - self._framed >= FRAME_S:
             self._framed = now
             for pilot, msg in self.bridge.images().items():
                 if pilot in self.plots:
                     self.plots[pilot].show_frame(msg)
         self.longest_drain_s = max(self.longest_drain_s, time.perf_counter() - t0)
+
+    def _settle(self) -> None:
+        """Put what the window is built of (Qt, pyqtgraph, rclpy, and each pilot's row and plots: tens of thousands of
+        Python objects per plot) out of the collector's sight, so a full collection scans only the trials and
+        messages that came after: bench/gui.py measured 85-95 ms pauses of the UI thread at 50 pilots before. Run
+        when the window is built and again once its rows and plots have not changed for SETTLE_S; the one full
+        collection it takes first also frees a replaced plot (frozen objects die by reference count, cycles only
+        here)."""
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self._settled = self._built
+
+    def _changed_shape(self) -> None:
+        self._built += 1
+        self._built_at = time.monotonic()
 
     def handle(self, ev: Event) -> bool:
         """One event into the model; True when the table should be redrawn."""
@@ -164,6 +185,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.lab.registry(ev.payload)
             for pilot in set(self.lab.pilots) - known:
                 self._ask_gpio_layout(pilot)
+                self._changed_shape()
             self._backfill()
             return True
         if ev.kind == 'subjects':
@@ -207,6 +229,7 @@ class MainWindow(QtWidgets.QMainWindow):
             plots.setObjectName(f'plots_{pilot}')
             names = sorted(self.plots)
             self.plot_layout.insertWidget(names.index(pilot), plots)
+            self._changed_shape()
         plots.draw(row)
         # Trial-to-plot latency (bench/gui.py): from the pilot's stamp of each trial drawn for the first time.
         upto, now_ns = self._drawn_upto.get(pilot, -1), time.time_ns()
