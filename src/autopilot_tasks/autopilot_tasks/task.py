@@ -37,8 +37,12 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 # The plot elements are part of the task API: a task file imports everything from here (tests/test_house.py).
 from autopilot_tasks.plot import Line, Plot, Points, Psychometric, RollingMean, Shade, TrialTimes, default_plot
 
+# So are the stimulus sets and the manager that draws from them.
+from autopilot_tasks.stimuli import BiasCorrection, Draw, Stimulus, StimulusManager, StimulusSet
+
 __all__ = [
     'Line', 'Plot', 'Points', 'Psychometric', 'RollingMean', 'Shade', 'TrialTimes',
+    'BiasCorrection', 'Draw', 'Stimulus', 'StimulusManager', 'StimulusSet',
     'Event', 'Field', 'Hardware', 'Input', 'Output', 'OutputHandle', 'Param', 'Sound', 'SoundHandle', 'Task',
     'TaskError', 'UNSET', 'UnsetError', 'Var', 'ms_between', 'type_name',
 ]

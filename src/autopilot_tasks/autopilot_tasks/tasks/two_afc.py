@@ -28,6 +28,7 @@ import math
 from typing import Any
 
 from autopilot_tasks.task import (
+    BiasCorrection,
     Event,
     Field,
     Input,
@@ -39,6 +40,8 @@ from autopilot_tasks.task import (
     RollingMean,
     Shade,
     Sound,
+    StimulusManager,
+    StimulusSet,
     Task,
     Var,
     ms_between,
@@ -111,45 +114,31 @@ class TwoAFC(Task):
         return None
 
     def setup(self) -> None:
-        self.loaded: dict[str, dict[str, Any]] | None = None
+        self.loaded: tuple[StimulusSet, dict[str, Any]] | None = None
         self.load_sounds()
 
     def load_sounds(self) -> None:
-        sounds = {
-            'tone_left': dict(kind='tone', frequency_hz=self.left_tone_hz, duration_ms=self.tone_ms,
-                              amplitude=self.tone_amplitude, ramp_ms=RAMP_MS),
-            'tone_right': dict(kind='tone', frequency_hz=self.right_tone_hz, duration_ms=self.tone_ms,
-                               amplitude=self.tone_amplitude, ramp_ms=RAMP_MS),
-            'noise': dict(kind='noise', duration_ms=self.noise_ms, amplitude=self.noise_amplitude,
-                          ramp_ms=RAMP_MS, seed=1),
-        }
-        if sounds != self.loaded:  # parameters changed by update_params: reload before the next trial
-            for sound_id, spec in sounds.items():
-                self.speaker.load(sound_id, **spec)
-            self.loaded = sounds
-
-    def bias_p_left(self) -> float:
-        """Fraction of right responses over the recent non-correction responses, clipped."""
-        if not self.bias_correction:
-            return 0.5
-        recent = [t['response'] for t in self.history if not t['correction'] and t['response'] != 'none']
-        recent = recent[-self.bias_window:]
-        if not recent:
-            return 0.5
-        return min(max(recent.count('right') / len(recent), self.bias_limit), 1.0 - self.bias_limit)
+        """The tones and the noise, and the manager that draws the tones (again when update_params changed them)."""
+        tones = StimulusSet.from_dict({'groups': {
+            side: [{'id': f'tone_{side}', 'kind': 'tone', 'frequency_hz': hz, 'duration_ms': self.tone_ms,
+                    'amplitude': self.tone_amplitude, 'ramp_ms': RAMP_MS}]
+            for side, hz in (('left', self.left_tone_hz), ('right', self.right_tone_hz))}})
+        noise = dict(kind='noise', duration_ms=self.noise_ms, amplitude=self.noise_amplitude, ramp_ms=RAMP_MS, seed=1)
+        if (tones, noise) != self.loaded:
+            for tone in tones.stimuli():
+                self.speaker.load(tone.id, **tone.spec)
+            self.speaker.load('noise', **noise)
+            self.loaded = (tones, noise)
+        bias = BiasCorrection('clipped', window=self.bias_window, limit=self.bias_limit) if self.bias_correction \
+            else None
+        self.tones = StimulusManager(tones, self.random, correction_p=1.0 if self.correction_trials else 0.0,
+                                     bias=bias)
 
     def start_trial(self) -> None:
         self.load_sounds()
-        last = self.history[-1] if self.history else None
-        self.correction = bool(self.correction_trials and last and not last['correct']
-                               and (last['response'] != 'none' or last['correction']))
-        if self.correction and last is not None:
-            self.target = last['target']
-            self.p_left = 1.0 if self.target == 'left' else 0.0
-        else:
-            self.p_left = self.bias_p_left()
-            self.target = 'left' if self.random.random() < self.p_left else 'right'
-        self.stim = 'tone_' + self.target
+        draw = self.tones.next(self.history, group='target')
+        self.target, self.stim, self.correction = draw.group, draw.stimulus.id, draw.correction
+        self.p_left = draw.p if self.target == 'left' else 1.0 - draw.p
 
     def wait_center(self, event: Event) -> None:
         if event == 'entry':
