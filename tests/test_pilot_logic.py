@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from autopilot_msgs.msg import GpioEvent, PilotStatus, StepChange, TrialAck, TrialData
+from autopilot_msgs.msg import GpioEvent, PilotStatus, SoundSpec, StepChange, TrialAck, TrialData
 from autopilot_msgs.srv import LoadSound
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
@@ -109,6 +109,7 @@ class Sent:
         self.reward: list[Any] = []
         self.play: list[Any] = []
         self.stop: list[Any] = []
+        self.cancel: list[Any] = []
         self.loads: list[tuple[LoadSound.Request, Future]] = []
         self.now = now_ns
 
@@ -118,7 +119,7 @@ class Sent:
 
     def commands(self) -> Commands:
         return Commands(self.output.append, self.reward.append, self.play.append, self.stop.append, self.load,
-                        lambda: self.now)
+                        lambda: self.now, self.cancel.append)
 
 
 def test_hardware_sends_stamped_commands_to_the_mapped_devices() -> None:
@@ -168,6 +169,23 @@ def test_hardware_reports_a_refused_load_and_drops_held_plays_on_stop() -> None:
     assert errors == ["sound server refused 'a': disk full"] and sent.play == []
     with pytest.raises(TaskError, match="kind 'chirp', expected one of tone, noise"):
         hw.load_sound('c', kind='chirp')
+
+
+def test_hardware_cancels_one_play_and_forgets_it_if_still_held() -> None:
+    sent, errors = Sent(), []
+    hw = RosHardware({}, sent.commands(), errors.append)
+    hw.load_sound('a', kind='gammatone', frequency_hz=4000.0, duration_ms=100.0, channel=2)
+    hw.load_sound('g', kind='gap', duration_ms=20.0)
+    assert [(r.sound.kind, r.sound.channel) for r, _ in sent.loads] == [(SoundSpec.KIND_GAMMATONE, 2),
+                                                                         (SoundSpec.KIND_GAP, 0)]
+    held, kept = hw.play('a'), hw.play('g')
+    hw.stop_sound(held)              # still held for the loads: it never goes out
+    for _, future in sent.loads:
+        future.set_result(LoadSound.Response(success=True))
+    assert [m.play_id for m in sent.play] == [kept]
+    hw.stop_sound(kept)
+    assert [m.play_id for m in sent.cancel] == [held, kept] and sent.stop == []
+    assert all(stamps.to_ns(m.header.stamp) == 5 * S + 7 for m in sent.cancel) and errors == []
 
 
 def test_hardware_keeps_only_the_newest_play_ids() -> None:

@@ -15,6 +15,8 @@ from autopilot_hardware.sound.backends import DeviceError, NullBackend, SoundDev
 from autopilot_hardware.sound.mixer import SOURCE_NULL, ClockMap, Mixer, PlayRequest
 from autopilot_hardware.sound.render import (
     KIND_FM_SWEEP,
+    KIND_GAMMATONE,
+    KIND_GAP,
     KIND_NOISE,
     KIND_WAV,
     Limits,
@@ -88,9 +90,51 @@ def test_wav_file_is_read_and_peak_normalised(tmp_path: Path) -> None:
     assert float(np.max(np.abs(x))) == pytest.approx(0.25, abs=1e-4)
     part = render(Spec(kind=KIND_WAV, path=str(tmp_path / 'a.wav'), amplitude=0.25, duration_ms=50), LIM)
     assert len(part) == 2400
-    write_wav(tmp_path / 'b.wav', np.zeros(100), sr=44100)
-    with pytest.raises(SpecError, match='sample rate 44100 Hz differs'):
-        render(Spec(kind=KIND_WAV, path=str(tmp_path / 'b.wav'), amplitude=0.1), LIM)
+
+
+def test_a_wav_file_at_another_rate_is_resampled_to_the_servers(tmp_path: Path) -> None:
+    t = np.arange(44100) / 44100  # 1 s of 3 kHz at 44.1 kHz
+    write_wav(tmp_path / 'b.wav', 0.5 * np.sin(2 * np.pi * 3000 * t), sr=44100)
+    x = render(Spec(kind=KIND_WAV, path=str(tmp_path / 'b.wav'), amplitude=0.2, duration_ms=0), LIM)
+    assert len(x) == SR and abs(peak_hz(x) - 3000) < 2  # same duration, same pitch at 48 kHz
+    assert float(np.max(np.abs(x))) == pytest.approx(0.2, abs=1e-4)
+    write_wav(tmp_path / 'c.wav', 0.5 * np.sin(2 * np.pi * 1000 * np.arange(8000) / 8000), sr=8000)
+    y = render(Spec(kind=KIND_WAV, path=str(tmp_path / 'c.wav'), amplitude=0.2, duration_ms=500), LIM)
+    assert len(y) == SR // 2 and abs(peak_hz(y) - 1000) < 3
+
+
+def test_gap_is_silence_of_its_duration() -> None:
+    x = render(Spec(kind=KIND_GAP, duration_ms=20, amplitude=0.0), LIM)
+    assert len(x) == 960 and not x.any()
+
+
+def test_gammatone_noise_is_a_seeded_band_around_its_frequency() -> None:
+    a = render(Spec(kind=KIND_GAMMATONE, frequency_hz=4000, duration_ms=500, amplitude=0.3, seed=3), LIM)
+    b = render(Spec(kind=KIND_GAMMATONE, frequency_hz=4000, duration_ms=500, amplitude=0.3, seed=3), LIM)
+    c = render(Spec(kind=KIND_GAMMATONE, frequency_hz=4000, duration_ms=500, amplitude=0.3, seed=4), LIM)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert float(np.max(np.abs(a))) == pytest.approx(0.3, abs=1e-4)
+    power = np.abs(np.fft.rfft(a)) ** 2
+    hz = np.fft.rfftfreq(len(a), 1 / SR)
+    band = power[(hz > 3500) & (hz < 4500)].sum() / power.sum()
+    assert band > 0.6, band  # most of the power within about an ERB (456 Hz at 4 kHz) of the centre
+    assert 3800 < float((hz * power).sum() / power.sum()) < 4300
+
+
+def test_a_channel_must_exist() -> None:
+    stereo = Limits(samplerate=SR, max_amplitude=0.5, max_duration_s=10.0, channels=2)
+    assert len(render(Spec(channel=2), stereo)) == 4800
+    with pytest.raises(SpecError, match='channel 3 does not exist: the server has 2 output channel'):
+        render(Spec(channel=3), stereo)
+
+
+def test_the_cache_refuses_a_load_past_its_bound_and_counts_a_replaced_sound_once() -> None:
+    cache = SoundCache(Limits(samplerate=SR, max_amplitude=0.5, max_duration_s=60.0, max_cache_mb=1.0))
+    cache.load(Spec(id='a', duration_ms=4000))            # 192,000 samples: 0.73 MiB
+    cache.load(Spec(id='a', duration_ms=5000))            # replaces it: 0.92 MiB in all
+    with pytest.raises(SpecError, match='more than max_cache_mb=1'):
+        cache.load(Spec(id='b', duration_ms=1000))
+    assert cache.ids() == ['a'] and cache.nbytes() == 240_000 * 4
 
 
 @pytest.mark.parametrize('spec, fragment', [
@@ -103,6 +147,7 @@ def test_wav_file_is_read_and_peak_normalised(tmp_path: Path) -> None:
     (Spec(kind=KIND_WAV, path='/nonexistent/x.wav'), "path '/nonexistent/x.wav': no such file"),
     (Spec(kind=KIND_WAV, path='relative.wav'), 'must be an absolute path'),
     (Spec(kind=9), 'kind 9 is unknown, allowed TONE=0'),
+    (Spec(kind=KIND_GAMMATONE, frequency_hz=24000), 'frequency_hz 24000 is out of range'),
     (Spec(id=''), 'id is empty'),
     (Spec(duration_ms=float('nan')), 'duration_ms nan is out of range'),
 ])
@@ -160,6 +205,36 @@ def test_mixer_stop_fades_playing_and_drops_queued() -> None:
     assert not out.any() and m.active == 0
     m.submit(_req(np.full(3, 0.5), play_id=3))  # sounds after a stop play normally
     assert [r.play_id for r, _ in m.fill(out)] == [3] and np.allclose(out[:, 0], 0.5)
+
+
+def test_mixer_cancel_fades_one_play_and_leaves_the_others() -> None:
+    m = Mixer(channels=1)
+    m.fade_frames = 4
+    out = np.zeros((3, 1), np.float32)
+    m.submit(_req(np.full(100, 0.25), play_id=1))
+    m.submit(_req(np.full(100, 0.25), play_id=2))
+    m.fill(out)
+    queued = _req(np.full(10, 0.5), play_id=3)
+    later = _req(np.full(10, 0.125), play_id=4)
+    m.submit(queued)
+    m.submit(later)
+    assert m.cancel(3) == [queued]   # queued: never starts
+    assert m.cancel(1) == []         # playing: fades
+    started = m.fill(out)
+    assert [r.play_id for r, _ in started] == [4]
+    assert np.allclose(out[:, 0], [0.25 + 0.1875 + 0.125, 0.25 + 0.125 + 0.125, 0.25 + 0.0625 + 0.125])
+    m.fill(out)
+    assert np.allclose(out[:, 0], 0.25 + 0.125)  # play 2 and 4 go on
+
+
+def test_mixer_routes_a_sound_to_its_channel() -> None:
+    m = Mixer(channels=2)
+    out = np.zeros((2, 2), np.float32)
+    m.submit(PlayRequest('l', 1, np.full(2, 0.25, np.float32), time.monotonic(), channel=1))
+    m.submit(PlayRequest('r', 2, np.full(2, 0.5, np.float32), time.monotonic(), channel=2))
+    m.submit(PlayRequest('both', 3, np.full(2, 0.125, np.float32), time.monotonic()))
+    m.fill(out)
+    assert np.allclose(out[:, 0], 0.375) and np.allclose(out[:, 1], 0.625)
 
 
 def test_clock_map_finds_offset_under_delay_jitter_and_drift() -> None:

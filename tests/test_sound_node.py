@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from autopilot_msgs.msg import SoundOnset, SoundPlay, SoundSpec
+from autopilot_msgs.msg import SoundCancel, SoundOnset, SoundPlay, SoundSpec
 from autopilot_msgs.srv import LoadSound, PlaySound
 from conftest import call
 from rclpy.node import Node
@@ -66,6 +66,11 @@ class Client:
 
     def play_service(self, sound_id: str, play_id: int) -> SoundOnset:
         return call(self.node, self.play_cli, PlaySound.Request(sound_id=sound_id, play_id=play_id)).onset
+
+
+def peak_hz(x: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)), n=len(x) * 4))
+    return float(np.argmax(spec)) * SR / (len(x) * 4)
 
 
 def stamp_s(onset: SoundOnset) -> float:
@@ -152,6 +157,40 @@ def test_stop_cuts_a_playing_sound(procs, node, tmp_path):
     played_s = (sounding[-1] - sounding[0]) / SR
     # Stopped ~0.3 s in (plus DDS and scheduling delays on a busy machine), far from the tone's 3 s.
     assert 0.2 < played_s < 1.5, played_s
+
+
+def test_stereo_routing_and_cancelling_one_play(procs, node, tmp_path):
+    """A stereo null stream: a tone on the left, gammatone noise on the right, a sound on both; cancelling the
+    left tone's play fades it alone, the right one plays on; a cancelled queued play gets ok=false."""
+    wav_path = tmp_path / 'played.wav'
+    server = procs([SOUND, '--ros-args', '-r', '__ns:=/rig1', '-p', 'backend:=null', '-p', 'blocksize:=240',
+                    '-p', 'channels:=2', '-p', f'null_wav_path:={wav_path}'], name='sound')
+    c = Client(node, '/rig1')
+    cancel = node.create_publisher(SoundCancel, '/rig1/sound/cancel', qos.EVENTS)
+    c.connect()
+    assert spin(node, node.executor_, timeout_sec=10, until=lambda: cancel.get_subscription_count() == 1)
+    assert c.load(tone_spec('left', duration_ms=2000.0, channel=1)).success
+    assert c.load(SoundSpec(id='right', kind=SoundSpec.KIND_GAMMATONE, frequency_hz=6000.0, duration_ms=1000.0,
+                            amplitude=0.2, seed=2, channel=2)).success
+    refused = c.load(tone_spec('nowhere', channel=3))
+    assert not refused.success and 'channel 3 does not exist' in refused.message, refused.message
+    assert c.play_topic('left', 1).ok and c.play_topic('right', 2).ok
+    time.sleep(0.3)
+    cancel.publish(SoundCancel(play_id=1))
+    time.sleep(1.2)
+    assert server.stop() == 0, server.output()
+    with wave.open(str(wav_path), 'rb') as w:
+        assert w.getnchannels() == 2
+        data = np.frombuffer(w.readframes(w.getnframes()), '<i2').reshape(-1, 2) / 32767
+
+    def span_s(x: np.ndarray) -> float:
+        on = np.flatnonzero(np.abs(x) > 1e-3)
+        return (on[-1] - on[0]) / SR
+    left, right = data[:, 0], data[:, 1]
+    assert 0.2 < span_s(left) < 1.0, span_s(left)         # cut ~0.3 s into its 2 s
+    assert 0.95 < span_s(right) < 1.05, span_s(right)     # the whole 1 s: not cancelled
+    first = int(np.flatnonzero(np.abs(left) > 1e-3)[0])
+    assert abs(peak_hz(left[first:first + 4800]) - 2000) < 10
 
 
 def test_bad_input_is_refused_and_node_stays_up(procs, node, tmp_path):

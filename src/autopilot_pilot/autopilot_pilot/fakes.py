@@ -147,9 +147,9 @@ class FakeHardware:
                 clock.call_later(self.onset_latency_s, lambda: on_onset(sound_id, play_id, clock.now_ns(), True))
         return play_id
 
-    def stop_sound(self) -> None:
+    def stop_sound(self, play_id: int | None = None) -> None:
         self._check_sound('stop_sound')
-        self._record(('stop_sound',))
+        self._record(('stop_sound',) if play_id is None else ('stop_sound', play_id))
 
     # -- helpers for tests --
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autopilot_msgs.msg import DigitalOutput, Reward, SoundPlay, SoundSpec
+from autopilot_msgs.msg import DigitalOutput, Reward, SoundCancel, SoundPlay, SoundSpec
 from autopilot_msgs.srv import LoadSound
 from rclpy.node import Node
 from rclpy.task import Future
@@ -24,7 +24,7 @@ from autopilot_tasks.task import TaskError
 #: How many play ids awaiting their onset a RosHardware remembers (see RosHardware.play_ids).
 PLAY_IDS_KEPT = 256
 SOUND_KINDS = {'tone': SoundSpec.KIND_TONE, 'noise': SoundSpec.KIND_NOISE, 'fm_sweep': SoundSpec.KIND_FM_SWEEP,
-               'wav': SoundSpec.KIND_WAV}
+               'wav': SoundSpec.KIND_WAV, 'gap': SoundSpec.KIND_GAP, 'gammatone': SoundSpec.KIND_GAMMATONE}
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Commands:
     stop: Callable[[Empty], None]
     load: Callable[[LoadSound.Request], Future]
     now_ns: Callable[[], int]
+    cancel: Callable[[SoundCancel], None]
 
     @classmethod
     def on_node(cls, node: Node, prefix: str, load_client: Any, now_ns: Callable[[], int]) -> Commands:
@@ -51,7 +52,7 @@ class Commands:
 
         return cls(output=pub(DigitalOutput, 'gpio/output'), reward=pub(Reward, 'gpio/reward'),
                    play=pub(SoundPlay, 'sound/play'), stop=pub(Empty, 'sound/stop'), load=load_client.call_async,
-                   now_ns=now_ns)
+                   now_ns=now_ns, cancel=pub(SoundCancel, 'sound/cancel'))
 
 
 class RosHardware:
@@ -142,6 +143,10 @@ class RosHardware:
             self.commands.play(msg)
         return self._next_play
 
-    def stop_sound(self) -> None:
-        self._held.clear()
-        self.commands.stop(Empty())
+    def stop_sound(self, play_id: int | None = None) -> None:
+        if play_id is None:
+            self._held.clear()
+            self.commands.stop(Empty())
+            return
+        self._held = [m for m in self._held if m.play_id != play_id]
+        self.commands.cancel(self._stamp(SoundCancel(play_id=play_id)))

@@ -279,9 +279,9 @@ class SoundHandle:
         """Play a loaded sound; its onset comes back as event ``sound_onset`` with this play id."""
         return self._task.hw.play(sound_id)
 
-    def stop(self) -> None:
-        """Stop whatever is playing."""
-        self._task.hw.stop_sound()
+    def stop(self, play_id: int | None = None) -> None:
+        """Stop whatever is playing, or only the play ``play_id`` (what :meth:`play` returned); others go on."""
+        self._task.hw.stop_sound(play_id)
 
     def __repr__(self) -> str:
         return '<sound>'
@@ -449,13 +449,14 @@ class Hardware(Protocol):
         """PWM an output (LED brightness), duty in [0, 1]; frequency 0 means the device default."""
 
     def load_sound(self, sound_id: str, **spec: Any) -> None:
-        """Prepare a sound: kind='tone'|'noise'|'fm_sweep'|'wav', frequency_hz, duration_ms, amplitude, ..."""
+        """Prepare a sound: kind='tone'|'noise'|'gammatone'|'fm_sweep'|'gap'|'wav', frequency_hz, duration_ms,
+        amplitude, ramp_ms, seed, path, channel (0: all, 1: left, 2: right)."""
 
     def play(self, sound_id: str) -> int:
         """Play a loaded sound; returns the play id its ``sound_onset`` event carries."""
 
-    def stop_sound(self) -> None:
-        """Stop whatever is playing."""
+    def stop_sound(self, play_id: int | None = None) -> None:
+        """Stop whatever is playing, or only the play ``play_id`` (what ``play`` returned)."""
 
 
 class _Unbound:

@@ -39,6 +39,7 @@ class PlayRequest:
     play_id: int
     samples: np.ndarray
     received: float
+    channel: int = 0  # 0: every output channel; k: only channel k (1-based)
     done: threading.Event = field(default_factory=threading.Event)  # set when the onset is known
     onset_msg: Any = None  # set by the node's dispatcher (a SoundOnset) before `done`
 
@@ -69,6 +70,7 @@ class Mixer:
         self.fade_frames = 240          # stop() fades out over this many frames (5 ms at 48 kHz): no click
         self._stops_asked = 0           # bumped by stop() (ROS side), followed by fill() (audio side)
         self._stops_done = 0
+        self._cancels: collections.deque[int] = collections.deque()  # play ids cancel() asked to fade (ROS side)
 
     def submit(self, request: PlayRequest) -> None:
         """Queue ``request``: it starts at the first frame of the next block filled (thread-safe)."""
@@ -86,6 +88,22 @@ class Mixer:
             except IndexError:
                 break
         self._stops_asked += 1
+        return dropped
+
+    def cancel(self, play_id: int) -> list[PlayRequest]:
+        """Stop the play(s) with ``play_id``: fading out within the next block(s) if playing; returned (never to
+        start) if still queued. Other sounds play on (thread-safe, as :meth:`stop`)."""
+        dropped: list[PlayRequest] = []
+        kept: list[PlayRequest] = []
+        while True:
+            try:
+                req = self._pending.popleft()
+            except IndexError:
+                break
+            (dropped if req.play_id == play_id else kept).append(req)
+        for req in reversed(kept):  # back in their order, before anything submitted meanwhile
+            self._pending.appendleft(req)
+        self._cancels.append(play_id)
         return dropped
 
     @property
@@ -107,6 +125,11 @@ class Mixer:
             for voice in self._voices:
                 if voice[2] is None:
                     voice[2] = voice[1]
+        while self._cancels:
+            play_id = self._cancels.popleft()
+            for voice in self._voices:
+                if voice[0].play_id == play_id and voice[2] is None:
+                    voice[2] = voice[1]
         started = []
         while self._pending:
             req = self._pending.popleft()
@@ -117,11 +140,13 @@ class Mixer:
             req, pos, fade_start = voice
             end = len(req.samples) if fade_start is None else min(len(req.samples), fade_start + self.fade_frames)
             k = max(0, min(n, end - pos))
+            # Every channel, or the one the sound was loaded for (a column past the stream's plays nowhere).
+            cols = out if req.channel == 0 else out[:, req.channel - 1:req.channel]
             if fade_start is None:
-                out[:k] += req.samples[pos:pos + k, None]
+                cols[:k] += req.samples[pos:pos + k, None]
             elif k:
                 gain = 1.0 - (np.arange(pos, pos + k) - fade_start + 1) / self.fade_frames
-                out[:k] += (req.samples[pos:pos + k] * gain.astype(np.float32))[:, None]
+                cols[:k] += (req.samples[pos:pos + k] * gain.astype(np.float32))[:, None]
             voice[1] = pos + k
             if voice[1] < end:
                 keep.append(voice)

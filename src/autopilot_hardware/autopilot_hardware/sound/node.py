@@ -4,7 +4,7 @@
   allowed range when invalid (amplitude over ``max_amplitude``, frequency above Nyquist, ...).
 * ``sound/play`` (SoundPlay, QoS EVENTS) and ``sound/play_sound`` (PlaySound): play a cached sound.
 * ``sound/stop`` (std_msgs/Empty, QoS EVENTS): stop every sound now (a 5 ms fade, no click); plays
-  still queued get an onset with ok=false.
+  still queued get an onset with ok=false. ``sound/cancel`` (SoundCancel): the same for one play_id.
 * ``sound/onsets`` (SoundOnset, QoS EVENTS): one per play, stamped with the ROS time the first sample
   leaves the DAC (see :mod:`.mixer` for the clock mapping), or ok=false with the reason.
 
@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any
 
-from autopilot_msgs.msg import SoundOnset, SoundPlay
+from autopilot_msgs.msg import SoundCancel, SoundOnset, SoundPlay
 from autopilot_msgs.srv import LoadSound, PlaySound
 from rclpy.duration import Duration
 from rclpy.node import Node
@@ -47,11 +47,14 @@ PARAMS = (
     ParamSpec('samplerate', 48000, 'Output sample rate', unit='Hz', min=8000, max=192000, read_only=True),
     ParamSpec('blocksize', 256, 'Frames per audio block (onset granularity and latency)', unit='frames',
               min=16, max=8192, read_only=True),
-    ParamSpec('channels', 1, 'Output channels (every sound plays on all of them)', min=1, max=32, read_only=True),
+    ParamSpec('channels', 1, 'Output channels (a sound plays on all of them, or on the one its spec names)', min=1,
+              max=32, read_only=True),
     ParamSpec('max_amplitude', 0.5, 'Amplitude ceiling: louder sounds are refused at load, never clipped '
               '(protects ears and speakers)', unit='full scale', min=0.0, max=1.0, read_only=True),
     ParamSpec('max_duration_s', 60.0, 'Longest sound that may be loaded (memory bound)', unit='s',
               min=0.001, max=3600.0, read_only=True),
+    ParamSpec('max_cache_mb', 256.0, 'Memory all loaded sounds may take together; a load past it is refused',
+              unit='MiB', min=1.0, max=16384.0, read_only=True),
     ParamSpec('null_wav_path', '', 'null backend: write everything it would have played to this WAV file',
               read_only=True),
     ParamSpec('play_timeout_s', 2.0, 'How long sound/play_sound waits for the onset before answering ok=false',
@@ -60,7 +63,8 @@ PARAMS = (
 
 DEVICE = DeviceInfo(
     name='sound', kind='sound', package='autopilot_hardware', executable='sound', backends=BACKENDS,
-    description='Sound stimulus server: tones, noise, FM sweeps and WAV files with DAC-timed onsets',
+    description='Sound stimulus server: tones, noise, gammatone noise, FM sweeps, gaps and WAV files with DAC-timed '
+                'onsets',
     parameters=PARAMS,
 )
 
@@ -72,7 +76,8 @@ class SoundServer(Node):
         p = declare(self, PARAMS)
         check_unknown(self)  # a misspelt params-file key is an error, not silently ignored
         self.cache = SoundCache(Limits(samplerate=p['samplerate'], max_amplitude=p['max_amplitude'],
-                                       max_duration_s=p['max_duration_s']))
+                                       max_duration_s=p['max_duration_s'], channels=p['channels'],
+                                       max_cache_mb=p['max_cache_mb']))
         self.mixer = Mixer(p['channels'])
         self._onsets: queue.Queue[Onset | None] = queue.Queue()
         # Opening the device first: a missing device raises here, before any thread or endpoint exists.
@@ -85,6 +90,7 @@ class SoundServer(Node):
         # Both command topics intra (guarded too): a composed pilot's stop never overtakes its plays, nor they it.
         intra.create_subscription(self, SoundPlay, 'sound/play', self.on_play, qos.EVENTS)
         intra.create_subscription(self, Empty, 'sound/stop', self.on_stop, qos.EVENTS)
+        intra.create_subscription(self, SoundCancel, 'sound/cancel', self.on_cancel, qos.EVENTS)
         self._dispatcher = threading.Thread(target=self._dispatch, name='sound-onsets', daemon=True)
         self._dispatcher.start()
         self.backend.start()
@@ -116,14 +122,14 @@ class SoundServer(Node):
         """Queue a play, or return the failed onset (also published) when the id is unknown."""
         received = time.monotonic()
         try:
-            samples = self.cache.get(sound_id)
+            samples, channel = self.cache.entry(sound_id)
         except UnknownSound as exc:
             msg = SoundOnset(sound_id=sound_id, play_id=play_id, ok=False, message=str(exc))
             msg.header.stamp = self.get_clock().now().to_msg()
             self.get_logger().warning(msg.message)
             self.onset_pub.publish(msg)
             return msg
-        req = PlayRequest(sound_id, play_id, samples, received)
+        req = PlayRequest(sound_id, play_id, samples, received, channel)
         self.mixer.submit(req)
         return req
 
@@ -133,13 +139,20 @@ class SoundServer(Node):
     def on_stop(self, _msg: Empty) -> None:
         dropped = self.mixer.stop()
         for req in dropped:
-            msg = SoundOnset(sound_id=req.sound_id, play_id=req.play_id, ok=False,
-                             message='stopped (sound/stop) before it started')
-            msg.header.stamp = self.get_clock().now().to_msg()
-            req.onset_msg = msg
-            req.done.set()
-            self.onset_pub.publish(msg)
+            self._dropped(req, 'stopped (sound/stop) before it started')
         self.get_logger().info(f'stop: sounds fading out, {len(dropped)} queued play(s) dropped')
+
+    def on_cancel(self, msg: SoundCancel) -> None:
+        for req in self.mixer.cancel(msg.play_id):
+            self._dropped(req, f'cancelled (sound/cancel of play {msg.play_id}) before it started')
+
+    def _dropped(self, req: PlayRequest, why: str) -> None:
+        """The onset of a play that will never start: ok=false with ``why``."""
+        msg = SoundOnset(sound_id=req.sound_id, play_id=req.play_id, ok=False, message=why)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        req.onset_msg = msg
+        req.done.set()
+        self.onset_pub.publish(msg)
 
     def on_play_sound(self, request: PlaySound.Request, response: PlaySound.Response) -> PlaySound.Response:
         req = self._submit(request.sound_id, request.play_id)

@@ -19,8 +19,12 @@ from typing import Any
 
 import numpy as np
 
-KIND_TONE, KIND_NOISE, KIND_FM_SWEEP, KIND_WAV = 0, 1, 2, 3
-KIND_NAMES = {KIND_TONE: 'TONE', KIND_NOISE: 'NOISE', KIND_FM_SWEEP: 'FM_SWEEP', KIND_WAV: 'WAV'}
+KIND_TONE, KIND_NOISE, KIND_FM_SWEEP, KIND_WAV, KIND_GAP, KIND_GAMMATONE = 0, 1, 2, 3, 4, 5
+KIND_NAMES = {KIND_TONE: 'TONE', KIND_NOISE: 'NOISE', KIND_FM_SWEEP: 'FM_SWEEP', KIND_WAV: 'WAV', KIND_GAP: 'GAP',
+              KIND_GAMMATONE: 'GAMMATONE'}
+CHANNEL_ALL = 0
+#: Largest output channel a spec may name (the node also checks it against its own channel count).
+MAX_CHANNEL = 32
 
 
 class SpecError(ValueError):
@@ -44,6 +48,7 @@ class Spec:
     ramp_ms: float = 0.0
     seed: int = 0
     path: str = ''
+    channel: int = CHANNEL_ALL
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class Limits:
     samplerate: int = 48000
     max_amplitude: float = 0.5
     max_duration_s: float = 60.0
+    channels: int = 1
+    max_cache_mb: float = 256.0
 
 
 def _check_range(name: str, value: float, lo: float, hi: float, unit: str, *, lo_open: bool = False,
@@ -104,6 +111,25 @@ def read_wav(path: str) -> tuple[np.ndarray, int]:
     return x.reshape(-1, channels).mean(axis=1).astype(np.float32), rate
 
 
+def resample(x: np.ndarray, rate: int, samplerate: int) -> np.ndarray:
+    """``x`` at ``rate`` resampled to ``samplerate`` (scipy's polyphase filter: band-limited, no drift)."""
+    from scipy.signal import resample_poly
+
+    g = math.gcd(int(rate), int(samplerate))
+    return resample_poly(x, samplerate // g, rate // g).astype(np.float32)
+
+
+def gammatone_noise(frequency_hz: float, n: int, samplerate: int, seed: int) -> np.ndarray:
+    """``n`` samples of seeded white noise through a 4th-order gammatone filter centred on ``frequency_hz`` (an
+    auditory filter's band, one ERB wide: scipy's design), unscaled."""
+    from scipy.signal import gammatone, lfilter
+
+    b, a = gammatone(frequency_hz, 'iir', fs=samplerate)
+    rng = np.random.default_rng(seed)
+    warm = min(n, samplerate // 10)  # the filter's ring-up happens before the sound starts
+    return np.asarray(lfilter(b, a, rng.uniform(-1.0, 1.0, n + warm))[warm:], dtype=np.float64)
+
+
 def render(spec: Any, limits: Limits) -> np.ndarray:
     """Validate ``spec`` against ``limits`` and return its mono float32 samples; SpecError if invalid."""
     sr = limits.samplerate
@@ -122,12 +148,15 @@ def render(spec: Any, limits: Limits) -> np.ndarray:
                         f'the sound node\'s max_amplitude parameter if the speakers and animal allow it')
     dur = float(spec.duration_ms)
     max_ms = limits.max_duration_s * 1000
+    channel = int(getattr(spec, 'channel', CHANNEL_ALL))
+    if not 0 <= channel <= limits.channels:
+        raise SpecError(f'channel {channel} does not exist: the server has {limits.channels} output channel(s) '
+                        f'(0 = all, 1-{limits.channels} = one of them)')
     if kind == KIND_WAV:
         _check_range('duration_ms', dur, 0, max_ms, 'ms', why=' (0 = the whole file)')
         x, rate = read_wav(spec.path)
         if rate != sr:
-            raise SpecError(f'path {spec.path!r}: sample rate {rate} Hz differs from the server\'s samplerate '
-                            f'{sr} Hz; resample the file to {sr} Hz')
+            x = resample(x, rate, sr)
         if dur > 0:
             x = x[:round(dur * sr / 1000)]
         if len(x) == 0:
@@ -145,10 +174,15 @@ def render(spec: Any, limits: Limits) -> np.ndarray:
             raise SpecError(f'duration_ms {dur:g} is shorter than one sample at {sr} Hz '
                             f'(allowed ({1000 / sr:g}, {max_ms:g}] ms)')
         t = np.arange(n, dtype=np.float64) / sr
-        if kind in (KIND_TONE, KIND_FM_SWEEP):
+        if kind in (KIND_TONE, KIND_FM_SWEEP, KIND_GAMMATONE):
             _check_range('frequency_hz', float(spec.frequency_hz), 0, nyquist, 'Hz', lo_open=True, hi_open=True,
                          why=f' (below Nyquist, half of samplerate {sr} Hz)')
-        if kind == KIND_TONE:
+        if kind == KIND_GAP:
+            x = np.zeros(n)
+        elif kind == KIND_GAMMATONE:
+            x = gammatone_noise(float(spec.frequency_hz), n, sr, int(spec.seed))
+            x *= amp / max(float(np.max(np.abs(x))), 1e-12)
+        elif kind == KIND_TONE:
             x = amp * np.sin(2 * np.pi * float(spec.frequency_hz) * t)
         elif kind == KIND_FM_SWEEP:
             _check_range('end_frequency_hz', float(spec.end_frequency_hz), 0, nyquist, 'Hz', lo_open=True,
@@ -168,31 +202,48 @@ def render(spec: Any, limits: Limits) -> np.ndarray:
 
 
 class SoundCache:
-    """Rendered sounds by id; thread-safe (loads come from ROS callbacks, reads from the audio side)."""
+    """Rendered sounds by id, bounded by ``limits.max_cache_mb``; thread-safe (loads come from ROS callbacks,
+    reads from the audio side). A load that would pass the bound is refused, never an older sound evicted: a
+    task counts on what it loaded."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._sounds: dict[str, np.ndarray] = {}
+        self._sounds: dict[str, tuple[np.ndarray, int]] = {}  # id -> (samples, channel)
         self._lock = threading.Lock()
 
     def load(self, spec: Any) -> np.ndarray:
         """Render and store ``spec`` under ``spec.id`` (replacing any sound of that id); SpecError if bad."""
         x = render(spec, self.limits)
         x.flags.writeable = False  # shared with the audio thread: nobody may change it in place
+        bound = int(self.limits.max_cache_mb * 2**20)
         with self._lock:
-            self._sounds[spec.id] = x
+            old = self._sounds.get(spec.id)
+            used = self.nbytes() - (old[0].nbytes if old is not None else 0)
+            if used + x.nbytes > bound:
+                raise SpecError(f'the sound cache would hold {(used + x.nbytes) / 2**20:.1f} MiB, more than '
+                                f'max_cache_mb={self.limits.max_cache_mb:g}: load shorter sounds, reuse ids, or raise '
+                                f'the sound node\'s max_cache_mb')
+            self._sounds[spec.id] = (x, int(getattr(spec, 'channel', CHANNEL_ALL)))
         return x
+
+    def nbytes(self) -> int:
+        """Bytes the cached samples take."""
+        return sum(x.nbytes for x, _ in self._sounds.values())
 
     def get(self, sound_id: str) -> np.ndarray:
         """The samples of ``sound_id``; UnknownSound with a message naming the loaded ids otherwise."""
+        return self.entry(sound_id)[0]
+
+    def entry(self, sound_id: str) -> tuple[np.ndarray, int]:
+        """The samples of ``sound_id`` and the output channel it plays on (CHANNEL_ALL: every one)."""
         with self._lock:
-            x = self._sounds.get(sound_id)
+            found = self._sounds.get(sound_id)
             ids = sorted(self._sounds)
-        if x is None:
+        if found is None:
             loaded = ', '.join(repr(i) for i in ids) if ids else 'none'
             raise UnknownSound(f'unknown sound id {sound_id!r}: load it first with the sound/load service '
-                           f'(loaded: {loaded})')
-        return x
+                               f'(loaded: {loaded})')
+        return found
 
     def ids(self) -> list[str]:
         with self._lock:
