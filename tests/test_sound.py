@@ -237,6 +237,38 @@ def test_mixer_routes_a_sound_to_its_channel() -> None:
     assert np.allclose(out[:, 0], 0.375) and np.allclose(out[:, 1], 0.625)
 
 
+def test_a_looping_sound_plays_on_and_a_gap_cuts_into_it_sample_accurately() -> None:
+    m = Mixer(channels=2)
+    out = np.zeros((8, 2), np.float32)
+    background = PlayRequest('bg', 1, np.array([0.1, 0.2, 0.3], np.float32), time.monotonic(), loop=True)
+    m.submit(background)
+    blocks = []
+    for _ in range(2):
+        m.fill(out)
+        blocks.append(out.copy())
+    assert np.allclose(np.concatenate(blocks)[:, 0], np.tile([0.1, 0.2, 0.3], 6)[:16])  # wraps, never ends
+    # A 6-frame gap on the left channel only, with 2-frame raised-cosine edges, from the next block's first frame.
+    gap = PlayRequest('gap', 2, np.zeros(6, np.float32), time.monotonic(), channel=1, gap=True, ramp=2)
+    m.submit(gap)
+    started = m.fill(out)
+    assert [(r.play_id, f) for r, f in started] == [(2, 16)]
+    level = np.tile([0.1, 0.2, 0.3], 8)[16:24]
+    assert np.allclose(out[:, 1], level)                               # the right channel is untouched
+    assert np.allclose(out[:, 0], level * np.array([1.0, 0.5, 0, 0, 0.0, 0.5, 1, 1]))
+    m.fill(out)
+    assert np.allclose(out[:, 0], np.tile([0.1, 0.2, 0.3], 11)[24:32]) and m.active == 1  # the gap is over
+    assert m.cancel(1) == []                                          # cancelling the background fades it
+    m.fade_frames = 4
+    m.fill(out)
+    m.fill(out)
+    assert not out.any() and m.active == 0
+
+
+def test_a_gap_cannot_loop() -> None:
+    with pytest.raises(SpecError, match='a GAP cannot loop'):
+        SoundCache(LIM).load(Spec(id='g', kind=KIND_GAP, loop=True))
+
+
 def test_clock_map_finds_offset_under_delay_jitter_and_drift() -> None:
     rng = np.random.default_rng(1)
     for drift in (0.0, 0.002, -0.002):  # 0.2 % is what JACK's dummy driver drifts here

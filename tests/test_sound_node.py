@@ -193,6 +193,41 @@ def test_stereo_routing_and_cancelling_one_play(procs, node, tmp_path):
     assert abs(peak_hz(left[first:first + 4800]) - 2000) < 10
 
 
+def test_a_gap_in_continuous_noise_is_where_its_onset_says(procs, node, tmp_path):
+    """Gap-in-noise: noise loops until cancelled; a 20 ms gap played over it is a run of exact silence that
+    starts at the frame its onset stamp names (the null backend's stream and stamps share one clock)."""
+    wav_path = tmp_path / 'played.wav'
+    server = procs([SOUND, '--ros-args', '-p', 'backend:=null', '-p', 'blocksize:=240',
+                    '-p', f'null_wav_path:={wav_path}'], name='sound')
+    c = Client(node, '')
+    cancel = node.create_publisher(SoundCancel, '/sound/cancel', qos.EVENTS)
+    c.connect()
+    assert spin(node, node.executor_, timeout_sec=10, until=lambda: cancel.get_subscription_count() == 1)
+    assert c.load(SoundSpec(id='noise', kind=SoundSpec.KIND_NOISE, duration_ms=500.0, amplitude=0.2, seed=1,
+                            loop=True)).success
+    assert c.load(SoundSpec(id='gap', kind=SoundSpec.KIND_GAP, duration_ms=20.0)).success
+    assert not c.load(SoundSpec(id='bad', kind=SoundSpec.KIND_GAP, duration_ms=20.0, loop=True)).success
+    noise = c.play_topic('noise', 1)
+    time.sleep(0.7)                    # past the 500 ms buffer: it loops
+    gap = c.play_topic('gap', 2)
+    assert noise.ok and gap.ok and gap.duration_ms == pytest.approx(20.0)
+    time.sleep(0.3)
+    cancel.publish(SoundCancel(play_id=1))
+    time.sleep(0.3)
+    assert server.stop() == 0, server.output()
+    with wave.open(str(wav_path), 'rb') as w:
+        data = np.frombuffer(w.readframes(w.getnframes()), '<i2')
+    first = int(np.flatnonzero(data)[0])            # the noise's first frame is its onset
+    at = first + round((stamp_ns(gap) - stamp_ns(noise)) * SR / 1e9)
+    assert not data[at:at + 960].any()              # 20 ms of silence exactly there
+    assert data[at - 20:at].any() and data[at + 960:at + 980].any()   # noise right before and after it
+    silent = np.flatnonzero(data[first:] == 0)
+    runs = np.split(silent, np.flatnonzero(np.diff(silent) != 1) + 1)
+    assert max(len(r) for r in runs[:-1]) == 960    # the only long silence before the end is the gap
+    played_s = (np.flatnonzero(data)[-1] - first) / SR
+    assert 0.9 < played_s < 2.0, played_s           # looped past its 0.5 s, until the cancel
+
+
 def test_bad_input_is_refused_and_node_stays_up(procs, node, tmp_path):
     server = procs([SOUND, '--ros-args', '-p', 'backend:=null', '-p', 'max_amplitude:=0.2'], name='sound')
     c = Client(node, '')

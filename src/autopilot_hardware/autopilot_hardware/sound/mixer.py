@@ -40,6 +40,10 @@ class PlayRequest:
     samples: np.ndarray
     received: float
     channel: int = 0  # 0: every output channel; k: only channel k (1-based)
+    loop: bool = False  # plays again and again until cancelled or stopped (a continuous background)
+    gap: bool = False   # silence that cuts a gap into the looping sounds of its channel while it plays
+    ramp: int = 0       # a gap's edges, frames (within its length)
+    frame: int = -1     # the stream frame it started at (set by the mixer)
     done: threading.Event = field(default_factory=threading.Event)  # set when the onset is known
     onset_msg: Any = None  # set by the node's dispatcher (a SoundOnset) before `done`
 
@@ -71,6 +75,7 @@ class Mixer:
         self._stops_asked = 0           # bumped by stop() (ROS side), followed by fill() (audio side)
         self._stops_done = 0
         self._cancels: collections.deque[int] = collections.deque()  # play ids cancel() asked to fade (ROS side)
+        self._gaps: list[PlayRequest] = []  # gaps cutting into looping sounds (audio side only)
 
     def submit(self, request: PlayRequest) -> None:
         """Queue ``request``: it starts at the first frame of the next block filled (thread-safe)."""
@@ -87,7 +92,7 @@ class Mixer:
                 dropped.append(self._pending.popleft())
             except IndexError:
                 break
-        self._stops_asked += 1
+        self._stops_asked += 1  # fill() fades every voice, looping ones too
         return dropped
 
     def cancel(self, play_id: int) -> list[PlayRequest]:
@@ -108,7 +113,32 @@ class Mixer:
 
     @property
     def active(self) -> int:
-        return len(self._voices) + len(self._pending)
+        return len(self._voices) + len(self._pending) + len(self._gaps)
+
+    def _gap_gain(self, start: int, n: int, channels: int) -> np.ndarray:
+        """Per frame and channel of this block, the gain the gaps leave the looping sounds: 0 inside a gap, a
+        raised-cosine fade over its ``ramp`` frames at each edge (within the gap's length), 1 elsewhere. Gaps
+        that have ended are forgotten."""
+        gain = np.ones((n, channels), np.float32)
+        frames = start + np.arange(n)
+        keep = []
+        for g in self._gaps:
+            g0 = g.frame
+            g1 = g0 + len(g.samples)
+            if g1 <= start:
+                continue
+            keep.append(g)
+            env = np.where((frames >= g0) & (frames < g1), 0.0, 1.0)
+            r = min(g.ramp, len(g.samples) // 2)
+            if r:
+                down = (frames >= g0) & (frames < g0 + r)
+                env[down] = 0.5 * (1 + np.cos(np.pi * (frames[down] - g0) / r))
+                up = (frames >= g1 - r) & (frames < g1)
+                env[up] = 0.5 * (1 - np.cos(np.pi * (frames[up] - (g1 - r)) / r))
+            cols = slice(None) if g.channel == 0 else slice(g.channel - 1, g.channel)
+            gain[:, cols] *= env[:, None].astype(np.float32)
+        self._gaps = keep
+        return gain
 
     def skip(self, frames: int) -> None:
         """Advance the stream by ``frames`` of silence (an underrun): playing sounds resume after it."""
@@ -125,30 +155,43 @@ class Mixer:
             for voice in self._voices:
                 if voice[2] is None:
                     voice[2] = voice[1]
+            self._gaps = []
         while self._cancels:
             play_id = self._cancels.popleft()
             for voice in self._voices:
                 if voice[0].play_id == play_id and voice[2] is None:
                     voice[2] = voice[1]
+            self._gaps = [g for g in self._gaps if g.play_id != play_id]
         started = []
         while self._pending:
             req = self._pending.popleft()
-            self._voices.append([req, 0, None])
+            req.frame = start
+            if req.gap:
+                self._gaps.append(req)
+            else:
+                self._voices.append([req, 0, None])
             started.append((req, start))
+        gain = self._gap_gain(start, n, out.shape[1]) if self._gaps else None
         keep = []
         for voice in self._voices:
             req, pos, fade_start = voice
-            end = len(req.samples) if fade_start is None else min(len(req.samples), fade_start + self.fade_frames)
+            length = len(req.samples)
+            if req.loop:  # a looping sound only ends by a fade (cancel, stop)
+                end = pos + n if fade_start is None else fade_start + self.fade_frames
+            else:
+                end = length if fade_start is None else min(length, fade_start + self.fade_frames)
             k = max(0, min(n, end - pos))
             # Every channel, or the one the sound was loaded for (a column past the stream's plays nowhere).
             cols = out if req.channel == 0 else out[:, req.channel - 1:req.channel]
-            if fade_start is None:
-                cols[:k] += req.samples[pos:pos + k, None]
-            elif k:
-                gain = 1.0 - (np.arange(pos, pos + k) - fade_start + 1) / self.fade_frames
-                cols[:k] += (req.samples[pos:pos + k] * gain.astype(np.float32))[:, None]
+            x = req.samples[np.arange(pos, pos + k) % length] if req.loop else req.samples[pos:pos + k]
+            if fade_start is not None and k:
+                x = x * (1.0 - (np.arange(pos, pos + k) - fade_start + 1) / self.fade_frames).astype(np.float32)
+            if req.loop and gain is not None:
+                cols[:k] += x[:, None] * (gain if req.channel == 0 else gain[:, req.channel - 1:req.channel])[:k]
+            else:
+                cols[:k] += x[:, None]
             voice[1] = pos + k
-            if voice[1] < end:
+            if voice[1] < end or (req.loop and fade_start is None):
                 keep.append(voice)
         self._voices = keep
         if len(started) + len(keep) > 1 and float(np.max(np.abs(out))) > 1.0:

@@ -2,7 +2,10 @@
 
 * ``sound/load`` (LoadSound): render a SoundSpec once and cache it by id; refused with the field and
   allowed range when invalid (amplitude over ``max_amplitude``, frequency above Nyquist, ...).
-* ``sound/play`` (SoundPlay, QoS EVENTS) and ``sound/play_sound`` (PlaySound): play a cached sound.
+* ``sound/play`` (SoundPlay, QoS EVENTS) and ``sound/play_sound`` (PlaySound): play a cached sound. A sound
+  loaded with ``loop`` plays on until cancelled or stopped (a continuous background); a GAP played meanwhile
+  silences it for the GAP's duration, from a block's first frame (its onset, stamped as any), with raised-cosine
+  edges of the GAP's ramp_ms.
 * ``sound/stop`` (std_msgs/Empty, QoS EVENTS): stop every sound now (a 5 ms fade, no click); plays
   still queued get an onset with ok=false. ``sound/cancel`` (SoundCancel): the same for one play_id.
 * ``sound/onsets`` (SoundOnset, QoS EVENTS): one per play, stamped with the ROS time the first sample
@@ -122,14 +125,15 @@ class SoundServer(Node):
         """Queue a play, or return the failed onset (also published) when the id is unknown."""
         received = time.monotonic()
         try:
-            samples, channel = self.cache.entry(sound_id)
+            loaded = self.cache.entry(sound_id)
         except UnknownSound as exc:
             msg = SoundOnset(sound_id=sound_id, play_id=play_id, ok=False, message=str(exc))
             msg.header.stamp = self.get_clock().now().to_msg()
             self.get_logger().warning(msg.message)
             self.onset_pub.publish(msg)
             return msg
-        req = PlayRequest(sound_id, play_id, samples, received, channel)
+        req = PlayRequest(sound_id, play_id, loaded.samples, received, loaded.channel, loaded.loop, loaded.gap,
+                          loaded.ramp)
         self.mixer.submit(req)
         return req
 

@@ -49,6 +49,7 @@ class Spec:
     seed: int = 0
     path: str = ''
     channel: int = CHANNEL_ALL
+    loop: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,18 @@ def render(spec: Any, limits: Limits) -> np.ndarray:
     return apply_ramps(x, round(ramp * sr / 1000))
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A rendered sound and how it plays: on which channel (CHANNEL_ALL: every one), looping (a continuous
+    background), or as a gap (silence that, played over a looping sound, cuts a gap into it)."""
+
+    samples: np.ndarray
+    channel: int = CHANNEL_ALL
+    loop: bool = False
+    gap: bool = False
+    ramp: int = 0  # a gap's edges: frames over which the looping sound fades out and back in
+
+
 class SoundCache:
     """Rendered sounds by id, bounded by ``limits.max_cache_mb``; thread-safe (loads come from ROS callbacks,
     reads from the audio side). A load that would pass the bound is refused, never an older sound evicted: a
@@ -208,34 +221,39 @@ class SoundCache:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._sounds: dict[str, tuple[np.ndarray, int]] = {}  # id -> (samples, channel)
+        self._sounds: dict[str, Loaded] = {}
         self._lock = threading.Lock()
 
     def load(self, spec: Any) -> np.ndarray:
         """Render and store ``spec`` under ``spec.id`` (replacing any sound of that id); SpecError if bad."""
         x = render(spec, self.limits)
         x.flags.writeable = False  # shared with the audio thread: nobody may change it in place
+        gap = int(spec.kind) == KIND_GAP
+        loop = bool(getattr(spec, 'loop', False))
+        if loop and gap:
+            raise SpecError('loop is for a sound to play continuously; a GAP cannot loop (it cuts gaps into one)')
         bound = int(self.limits.max_cache_mb * 2**20)
         with self._lock:
             old = self._sounds.get(spec.id)
-            used = self.nbytes() - (old[0].nbytes if old is not None else 0)
+            used = self.nbytes() - (old.samples.nbytes if old is not None else 0)
             if used + x.nbytes > bound:
                 raise SpecError(f'the sound cache would hold {(used + x.nbytes) / 2**20:.1f} MiB, more than '
                                 f'max_cache_mb={self.limits.max_cache_mb:g}: load shorter sounds, reuse ids, or raise '
                                 f'the sound node\'s max_cache_mb')
-            self._sounds[spec.id] = (x, int(getattr(spec, 'channel', CHANNEL_ALL)))
+            self._sounds[spec.id] = Loaded(x, int(getattr(spec, 'channel', CHANNEL_ALL)), loop, gap,
+                                           round(float(spec.ramp_ms) * self.limits.samplerate / 1000) if gap else 0)
         return x
 
     def nbytes(self) -> int:
         """Bytes the cached samples take."""
-        return sum(x.nbytes for x, _ in self._sounds.values())
+        return sum(s.samples.nbytes for s in self._sounds.values())
 
     def get(self, sound_id: str) -> np.ndarray:
         """The samples of ``sound_id``; UnknownSound with a message naming the loaded ids otherwise."""
-        return self.entry(sound_id)[0]
+        return self.entry(sound_id).samples
 
-    def entry(self, sound_id: str) -> tuple[np.ndarray, int]:
-        """The samples of ``sound_id`` and the output channel it plays on (CHANNEL_ALL: every one)."""
+    def entry(self, sound_id: str) -> Loaded:
+        """``sound_id`` as loaded; UnknownSound with a message naming the loaded ids otherwise."""
         with self._lock:
             found = self._sounds.get(sound_id)
             ids = sorted(self._sounds)
