@@ -22,6 +22,8 @@ setup(
             'free_water = autopilot_tasks.tasks.free_water:FreeWater',
             '2afc = autopilot_tasks.tasks.two_afc:TwoAFC',
             'echo = autopilot_tasks.tasks.echo:Echo',
+            'gonogo = autopilot_tasks.tasks.go_nogo:GoNoGo',
+            'gap_in_noise = autopilot_tasks.tasks.gap_in_noise:GapInNoise',
         ],
         'autopilot.command': [
             'task = autopilot_tasks.task_cli:TaskCommand',

@@ -225,6 +225,11 @@ class TaskRunner:
             except Exception as exc:  # noqa: BLE001 - one output failing must not keep the others on
                 if self.on_log is not None:
                     self.on_log(f'could not drive {role} low: {type(exc).__name__}: {exc}')
+        try:
+            self.task.outputs_reset()
+        except Exception as exc:  # noqa: BLE001 - the outputs are low whatever the hook does
+            if self.on_log is not None:
+                self.on_log(f'{self.task_cls.__name__}.outputs_reset: {type(exc).__name__}: {exc}')
 
     def pause(self) -> None:
         """Finish the running trial, then hold until :meth:`resume`."""

@@ -683,6 +683,10 @@ class Task:
     def teardown(self) -> None:
         """Once at session end."""
 
+    def outputs_reset(self) -> None:
+        """After the runner drove the task's LEDs and TTLs low and stopped its sounds (a pause, the session's
+        end, an error): a task that keeps a sound going across trials notes here that it must start it again."""
+
 
 _RESERVED = frozenset(name for name in dir(Task) if not name.startswith('__')) | {
     'hw', 'random', 'trial_number', 'history', 'stages', 'score_field', '_trial'}
