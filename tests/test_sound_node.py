@@ -300,6 +300,9 @@ def test_jack_dummy_backend_dac_onsets(procs, node, jackd):
         check_onset(node, o, SoundOnset.SOURCE_DAC, max_latency_ms=100)
     assert stamp_s(onsets[0]) < stamp_s(onsets[1]) < stamp_s(onsets[2])
     # The stamp is the DAC time, not the callback's: it includes JACK's output latency (2 periods of 5.3 ms
-    # with the dummy driver), so no onset can be less than a period after its command.
-    assert min(o.latency_ms for o in onsets) > 256 / SR * 1000, [o.latency_ms for o in onsets]
+    # with the dummy driver), so an onset is more than a period after its command. JACK's own estimate of its
+    # frame time (what the DAC time is mapped from) wanders by a few ms when the machine is loaded (a fresh-clone
+    # run measured 3.8 ms once, with 11.2 and 10.4 around it): the median of the three carries the claim.
+    latencies = sorted(o.latency_ms for o in onsets)
+    assert latencies[0] > 0 and latencies[1] > 256 / SR * 1000, latencies
     assert server.stop() == 0, server.output()

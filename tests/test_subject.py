@@ -204,6 +204,33 @@ def test_2afc_center_pokes_retries_responses_and_misses():
     assert len(pokes) == 5
 
 
+@pytest.mark.parametrize('mode', ['gonogo', 'detect'])
+def test_gonogo_and_detect_respond_at_one_port_with_the_models_probability(mode: str):
+    """p(respond | x) = (1 - miss_rate) p(right | x): a go tone (x = +1) and a no-go tone (x = -1) give the hit and
+    false alarm rates; "detect" never pokes the center and answers only stimuli."""
+    params = SubjectParams(slope=2.0, lapse=0.1, miss_rate=0.1, rt_mean_ms=100.0, rt_sd_ms=0.0, rt_min_ms=0.0,
+                           center_delay_mean_ms=50.0, center_delay_sd_ms=0.0, miss_timeout_ms=200.0)
+    clock = FakeClock()
+    pokes: list[str] = []
+    subject = VirtualSubject(params, clock, pokes.append, seed=4, mode=mode, response_port='left')
+    subject.start()
+    n = 2000
+    responded = {1.0: 0, -1.0: 0}
+    for k in range(n):
+        x = 1.0 if k % 2 == 0 else -1.0
+        if mode == 'gonogo':
+            run_until(clock, lambda: subject.state == 'waiting')
+        before = len([p for p in pokes if p == 'left'])
+        subject.on_stimulus(x)
+        clock.advance(0.5)
+        responded[x] += len([p for p in pokes if p == 'left']) - before
+    for x, count in responded.items():
+        p = (1 - params.miss_rate) * expected_p_right(x, params)
+        assert abs(count / (n / 2) - p) <= binomial_tolerance(p, n // 2), (x, count, p)
+    assert set(pokes) == ({'left', 'center'} if mode == 'gonogo' else {'left'})
+    assert subject.counts.withheld + subject.counts.misses + sum(subject.counts.responses.values()) == n
+
+
 def test_same_seed_and_stimuli_give_the_same_pokes():
     params = SubjectParams(lapse=0.1, slope=3.0, miss_rate=0.1, miss_timeout_ms=2000.0)
     xs = [random.Random(1).choice([-1.0, -0.3, 0.3, 1.0]) for _ in range(200)]

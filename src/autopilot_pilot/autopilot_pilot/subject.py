@@ -33,7 +33,12 @@ the non-decision (motor) time below which no response happens.
 
 Behaviour in mode ``2afc``: wait a center delay, poke the center, wait for a stimulus; a stimulus (whenever
 it comes, except while a response is pending) is decided as above and answered after the reaction time;
-then the next center delay starts. In mode ``free_water``: every interval poke left or right; with
+then the next center delay starts. Mode ``gonogo`` is the same with one response port: a "right" decision is
+a poke there after the reaction time, a "left" one is holding back (``withheld``), which sits out
+``miss_timeout_ms`` like a miss; p(respond | x) = (1 - miss_rate) * p(right | x), so a go tone at x > 0 and a
+no-go tone at x < 0 give the hit and false alarm rates. Mode ``detect`` never pokes the center: it listens,
+and a stimulus (a gap in noise, x its log2 duration for example) is answered at the response port with the
+same p(respond | x), never without one. In mode ``free_water``: every interval poke left or right; with
 probability ``free_water_stay`` the port that was rewarded last, otherwise either with p = 0.5. Mode ``idle``
 does nothing (it still counts rewards).
 """
@@ -52,7 +57,7 @@ __all__ = [
     'binomial_tolerance', 'decide', 'expected_accuracy', 'expected_p_right', 'logistic',
 ]
 
-MODES = ('2afc', 'free_water', 'idle')
+MODES = ('2afc', 'gonogo', 'detect', 'free_water', 'idle')
 SIDES = ('left', 'right')
 CENTER = 'center'
 
@@ -240,6 +245,7 @@ class Counts:
     retries: int = 0          # center pokes that got no stimulus within stimulus_wait_ms
     responses: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIDES, 0))
     misses: int = 0
+    withheld: int = 0         # gonogo / detect: stimuli decided "do not respond"
     lapses: int = 0
     ignored: int = 0          # stimuli that came while a response was pending
     free_water_pokes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIDES, 0))
@@ -248,7 +254,8 @@ class Counts:
     def summary(self) -> str:
         def sides(d: dict[str, int]) -> str:
             return f'{sum(d.values())} (left {d["left"]}, right {d["right"]})'
-        return (f'responses {sides(self.responses)}, misses {self.misses}, lapses {self.lapses}, '
+        return (f'responses {sides(self.responses)}, misses {self.misses}, withheld {self.withheld}, '
+                f'lapses {self.lapses}, '
                 f'center pokes {self.center_pokes} ({self.retries} without a stimulus), ignored stimuli '
                 f'{self.ignored}, free-water pokes {sides(self.free_water_pokes)}, rewards {sides(self.rewards)}')
 
@@ -265,9 +272,13 @@ class VirtualSubject:
     """
 
     def __init__(self, params: SubjectParams, clock: Clock, poke: Callable[[str], None], *, seed: int = 0,
-                 mode: str = '2afc', on_response: Callable[[Response], None] | None = None) -> None:
+                 mode: str = '2afc', on_response: Callable[[Response], None] | None = None,
+                 response_port: str = 'right') -> None:
         if mode not in MODES:
             raise ValueError(f'mode {mode!r} is not one of {", ".join(MODES)}')
+        if response_port not in (CENTER, *SIDES):
+            raise ValueError(f'response_port {response_port!r} is not one of center, left, right')
+        self.response_port = response_port  # gonogo and detect: where a "respond" decision pokes
         self.params = params
         self.clock = clock
         self._poke = poke
@@ -287,8 +298,10 @@ class VirtualSubject:
         """Begin behaving in the current mode (a no-op when already running)."""
         if self.state != 'stopped':
             return
-        if self.mode == '2afc':
+        if self.mode in ('2afc', 'gonogo'):
             self._center_delay()
+        elif self.mode == 'detect':
+            self.state = 'listening'
         elif self.mode == 'free_water':
             self._free_water_delay()
         else:
@@ -320,7 +333,7 @@ class VirtualSubject:
         Returns the decision (the side poke follows after the reaction time), or None when the subject
         is not doing 2AFC or is still committed to a previous response.
         """
-        if self.mode != '2afc' or self.state in ('stopped', 'idle'):
+        if self.mode not in ('2afc', 'gonogo', 'detect') or self.state in ('stopped', 'idle'):
             return None
         if self.state == 'responding':
             self.counts.ignored += 1
@@ -332,10 +345,14 @@ class VirtualSubject:
         response = Response(number=len(self.history) + 1, x=x, label=label, side=decision.side,
                             lapsed=decision.lapsed, rt_ms=None, onset_ns=onset)
         self.history.append(response)
-        if decision.side is None:
-            self.counts.misses += 1
+        withheld = self.mode in ('gonogo', 'detect') and decision.side == 'left'
+        if decision.side is None or withheld:
+            if withheld:
+                self.counts.withheld += 1
+            else:
+                self.counts.misses += 1
             self.state = 'missed'
-            self._later(self.params.miss_timeout_ms, self._center_delay)
+            self._later(self.params.miss_timeout_ms, self._next)
             if self.on_response:
                 self.on_response(response)
             return response
@@ -355,6 +372,13 @@ class VirtualSubject:
         self.last_rewarded = side
 
     # -- behaviour ---------------------------------------------------------------------------------
+    def _next(self) -> None:
+        """After a response (or a miss sat out): the next center poke, or listening again in ``detect``."""
+        if self.mode == 'detect':
+            self.state = 'listening'
+        else:
+            self._center_delay()
+
     def _center_delay(self) -> None:
         self.state = 'center_delay'
         self._later(self.params.center_delay.sample_ms(self.timing_rng), self._poke_center)
@@ -376,8 +400,8 @@ class VirtualSubject:
         response.poke_ns = self.clock.now_ns()
         self.counts.responses[response.side] += 1
         self.counts.lapses += response.lapsed
-        self._poke(response.side)
-        self._center_delay()
+        self._poke(response.side if self.mode == '2afc' else self.response_port)
+        self._next()
         if self.on_response:
             self.on_response(response)
 

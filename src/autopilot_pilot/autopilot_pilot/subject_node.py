@@ -42,8 +42,12 @@ from autopilot_core.params import ParameterError, ParamSpec, check_unknown, decl
 from autopilot_pilot.subject import MODES, ParamsError, Response, SubjectParams, VirtualSubject
 
 PARAMS = (
-    ParamSpec('mode', '2afc', 'Behaviour: 2afc (center poke, answer stimuli), free_water (poke left/right at '
-              'random intervals) or idle', choices=MODES),
+    ParamSpec('mode', '2afc', 'Behaviour: 2afc (center poke, answer stimuli left or right), gonogo (center poke, '
+              'respond at response_port or hold back), detect (no center poke: respond at response_port to a '
+              'stimulus, e.g. a gap in noise), free_water (poke left/right at random intervals) or idle',
+              choices=MODES),
+    ParamSpec('response_port', 'right', 'gonogo and detect: the port a "respond" decision pokes',
+              choices=('left', 'right', 'center'), read_only=True),
     ParamSpec('seed', 0, 'Seed of the random draws: the same seed and the same stimuli give the same choices',
               min=0, max=2**31 - 1, read_only=True),
     ParamSpec('bias', 0.0, 'Shift of the psychometric curve: the stimulus value with p(right) = 0.5 '
@@ -166,7 +170,7 @@ class SubjectNode(Node):
         self.unconfirmed: dict[str, deque[float]] = {d: deque() for d in self.port_devices.values()}
 
         self.subject = VirtualSubject(params, RosClock(self), self.poke, seed=p['seed'], mode=p['mode'],
-                                      on_response=self.log_response)
+                                      on_response=self.log_response, response_port=p['response_port'])
         # Intra-process when composed with the rig (autopilot_pilot.rig), DDS otherwise.
         self.sim_pub = intra.create_publisher(self, SimInput, 'gpio/sim_input', qos.EVENTS)
         intra.create_subscription(self, SoundOnset, 'sound/onsets', self.on_onset, qos.EVENTS)
@@ -201,7 +205,8 @@ class SubjectNode(Node):
 
     def log_response(self, r: Response) -> None:
         c = self.subject.counts
-        what = 'miss' if r.side is None else f'{r.side}{" (lapse)" if r.lapsed else ""}, rt {r.rt_ms:.0f} ms'
+        what = ('miss' if r.side is None else 'withheld' if r.rt_ms is None
+                else f'{r.side}{" (lapse)" if r.lapsed else ""}, rt {r.rt_ms:.0f} ms')
         self.get_logger().info(
             f'response {r.number}: {r.label} x={r.x:+g} -> {what}; left {c.responses["left"]}, right '
             f'{c.responses["right"]}, misses {c.misses}, rewards {sum(c.rewards.values())}')

@@ -36,6 +36,10 @@ from autopilot_tasks.task import (
     ms_between,
 )
 
+#: How long a played gap may take to report its onset before the trial is given up (a sound server that restarted
+#: or is overloaded must not hold the session in its foreperiod for ever).
+ONSET_WAIT_S = 1.0
+
 
 def parse_gaps(text: str) -> list[float]:
     """Gap durations in ms from ``'2 4 8 16'`` (spaces or commas); ValueError naming the bad one."""
@@ -152,10 +156,12 @@ class GapInNoise(Task):
         elif event == 'cue':
             if self.gap_ms > 0:
                 self.gap_play = self.speaker.play(self.gap_id)  # the window opens at its onset
+                self.set_timer('no_onset', ONSET_WAIT_S)
             else:
                 self.cue_ns = event.stamp_ns
                 self.goto('respond')
         elif event == 'sound_onset' and self.gap_ms > 0 and event.data['play_id'] == self.gap_play:
+            self.cancel_timer('no_onset')
             if not event.data['ok']:
                 self.log(f'gap {self.gap_id} did not play: trial aborted')
                 self.outcome = 'aborted'
@@ -164,9 +170,14 @@ class GapInNoise(Task):
             self.cue_ns = event.stamp_ns
             self.gap_onset_ms = ms_between(self.started_ns, event.stamp_ns)
             self.goto('respond')
+        elif event == 'no_onset':  # the sound server never said the gap played (restarted, overloaded)
+            self.log(f'no onset of gap {self.gap_id} within {ONSET_WAIT_S:g} s: trial aborted')
+            self.outcome = 'aborted'
+            self.goto('iti')
         elif event == 'port_in':
             self.outcome = 'early'
             self.cancel_timer('cue')
+            self.cancel_timer('no_onset')
             self.goto('timeout')
 
     def respond(self, event: Event) -> None:
