@@ -8,6 +8,8 @@ free water only, one session, 54 sessions); an example is what `autopilot plot` 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -85,6 +87,27 @@ def test_free_water_only_subject(tmp_path: Path) -> None:
     assert 'Rewarded' in top.get_title('left') and 'chance' not in {t.get_text().strip() for t in top.texts}
     assert len(sess.patches) == 6  # all trials and rewarded trials, per session
     assert png_size(summary_png(path, tmp_path / 'fw.png')) == (1200, 960)
+
+
+def test_weights_get_a_panel_with_the_first_weight_and_80_percent(tmp_path: Path) -> None:
+    path = tmp_path / 'w1.h5'
+    make_subject(path, subject='w1', free_water=1, two_afc=2)
+    day = 86_400 * 10**9
+    with SubjectReader(path) as r:
+        start = min(r.session(s)['started_ns'] for s in r.sessions())
+    with SubjectFile.open(path) as f:
+        for i, (grams, when) in enumerate([(25.0, 'start'), (23.5, 'stop'), (21.0, 'start'), (19.5, 'check')]):
+            f.add_weight(grams, when, time_ns=start + i * day // 2)
+    fig = summary_figure(path)
+    weights = fig.axes[-1]
+    assert weights.get_ylabel() == 'weight (g)' and 'last 19.5 g (78% of the first)' in weights.get_title('left')
+    assert list(weights.lines[0].get_ydata()) == [25.0, 23.5, 21.0, 19.5]
+    assert {ln.get_ydata()[0] for ln in weights.lines if ln.get_linestyle() == '--'} == {25.0, 20.0}
+    assert [t.get_text() for t in weights.get_legend().texts] == ['before a session', 'after a session', 'other']
+    out = summary_png(path, tmp_path / 'w.png')
+    assert png_size(out) == (1200, 960)
+    if os.environ.get('AUTOPILOT_SCREENSHOTS'):
+        shutil.copy(out, Path(os.environ['AUTOPILOT_SCREENSHOTS']) / 'summary-weights.png')
 
 
 def test_a_subject_without_sessions_is_an_error_naming_the_file(tmp_path: Path) -> None:

@@ -11,6 +11,9 @@ For subjects whose trials are scored (a boolean ``correct`` column; 2AFC and the
 * bottom: per session, the number of trials (bars, coloured by the step the session ended in) and the
   accuracy (points, right axis).
 
+A subject that has been weighed (``/subject/weights``) gets a last panel: its weights over the days, with its
+first weight and 80 % of it as lines (the usual limit for water restriction), start and stop weighings marked.
+
 Subjects without scored trials (e.g. only free-water shaping sessions) get, where the task records it
 (``rewarded``, or ``reward_given_ul`` > 0), the rolling fraction of rewarded trials on top, and the
 per-session panel with the rewarded trials drawn solid over all trials. The trial axis counts every trial
@@ -33,6 +36,7 @@ from typing import Any
 
 import matplotlib as mpl
 import numpy as np
+from matplotlib import dates as mdates
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -94,21 +98,22 @@ def summary_png(path: Path | str, out: Path | str) -> Path:
 def summary_figure(path: Path | str) -> Figure:
     """The summary figure (see the module doc); ValueError if the subject has no sessions."""
     path = Path(path)
-    subject, biography, sessions = _load(path)
+    subject, biography, sessions, weights = _load(path)
     if not sessions:
         raise ValueError(f'{path}: subject {subject} has no sessions yet; nothing to plot (run a session first)')
     with mpl.rc_context(_STYLE):  # styles are read when artists are made: build the whole figure inside
-        return _figure(subject, biography, sessions)
+        return _figure(subject, biography, sessions, weights)
 
 
-def _figure(subject: str, biography: dict, sessions: list[_Session]) -> Figure:
+def _figure(subject: str, biography: dict, sessions: list[_Session], weights: list[dict[str, Any]]) -> Figure:
     scored = any(s.correct is not None for s in sessions)
     rewarded = any(s.rewarded is not None for s in sessions)
     n_trials = sum(s.n for s in sessions)
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout='constrained')
     step_colour = _step_colours(sessions)
+    rows = (3.2, 1.6, 2.2) if scored else (3.2, 2.6) if rewarded else (2.6,)
+    grid = fig.add_gridspec(len(rows) + bool(weights), 1, height_ratios=(*rows, 1.6)[:len(rows) + bool(weights)])
     if scored:
-        grid = fig.add_gridspec(3, 1, height_ratios=(3.2, 1.6, 2.2))
         ax_top = fig.add_subplot(grid[0])
         ax_bias = fig.add_subplot(grid[1], sharex=ax_top)
         _rate_panel(ax_top, sessions, step_colour, n_trials, _accuracy_series, chance=True,
@@ -117,7 +122,6 @@ def _figure(subject: str, biography: dict, sessions: list[_Session]) -> Figure:
         _bias_panel(ax_bias, sessions)
         ax_sess = fig.add_subplot(grid[2])
     elif rewarded:  # e.g. free water: how often the subject collected the reward
-        grid = fig.add_gridspec(2, 1, height_ratios=(3.2, 2.6))
         ax_top = fig.add_subplot(grid[0])
         _rate_panel(ax_top, sessions, step_colour, n_trials, _reward_series, chance=False,
                     ylabel=f'rewarded\n(last {WINDOW} trials)',
@@ -126,8 +130,10 @@ def _figure(subject: str, biography: dict, sessions: list[_Session]) -> Figure:
         ax_top.tick_params(labelbottom=True)
         ax_sess = fig.add_subplot(grid[1])
     else:
-        ax_sess = fig.add_subplot(1, 1, 1)
+        ax_sess = fig.add_subplot(grid[0])
     _session_panel(ax_sess, sessions, scored)
+    if weights:
+        _weight_panel(fig.add_subplot(grid[len(rows)]), weights)
 
     first, last = sessions[0].start, sessions[-1].start
     dates = first.strftime('%Y-%m-%d') + ('' if last.date() == first.date() else f' to {last:%Y-%m-%d}')
@@ -146,9 +152,9 @@ def _figure(subject: str, biography: dict, sessions: list[_Session]) -> Figure:
 
 # --- data --------------------------------------------------------------------------------------
 
-def _load(path: Path) -> tuple[str, dict, list[_Session]]:
+def _load(path: Path) -> tuple[str, dict, list[_Session], list[dict[str, Any]]]:
     with SubjectReader(path) as reader:
-        subject, biography = reader.subject, reader.biography
+        subject, biography, weights = reader.subject, reader.biography, reader.weights()
         sessions: list[_Session] = []
         first = 1
         for sid in reader.sessions():
@@ -170,7 +176,7 @@ def _load(path: Path) -> tuple[str, dict, list[_Session]]:
                 s.rewarded = _rewarded(cols)
             sessions.append(s)
             first += n
-    return subject, biography, sessions
+    return subject, biography, sessions, weights
 
 
 def _bool(col: np.ndarray | None) -> np.ndarray | None:
@@ -339,3 +345,32 @@ def _session_panel(ax: Axes, sessions: Sequence[_Session], scored: bool) -> None
         twin.tick_params(axis='y', colors=_ACCURACY)
         title += ' and accuracy (points)'
     ax.set_title(title, loc='left')
+
+
+def _weight_panel(ax: Axes, weights: list[dict[str, Any]]) -> None:
+    """Weights (g) over time; the first weight and 80 % of it as lines; start/stop weighings marked."""
+    when = mdates.date2num([dt.datetime.fromtimestamp(int(w['time_ns']) / 1e9) for w in weights])
+    grams = np.array([float(w['grams']) for w in weights])
+    ax.plot(when, grams, color='0.35', lw=1.2, zorder=2)
+    for kind, marker, label in (('start', 'o', 'before a session'), ('stop', 's', 'after a session')):
+        pick = [i for i, w in enumerate(weights) if w.get('when') == kind]
+        if pick:
+            ax.plot(when[pick], grams[pick], marker, color=_ACCURACY, ms=4, ls='none', label=label,
+                    zorder=3)
+    other = [i for i, w in enumerate(weights) if w.get('when') not in ('start', 'stop')]
+    if other:
+        ax.plot(when[other], grams[other], 'D', color='0.35', ms=3, ls='none', label='other', zorder=3)
+    base = grams[0]
+    ax.axhline(base, color='0.6', lw=0.8, ls='--')
+    ax.axhline(0.8 * base, color=_BIAS_RIGHT, lw=0.8, ls='--')
+    ax.text(0.005, base, ' first weight', transform=ax.get_yaxis_transform(), fontsize=8, color='0.45', va='bottom')
+    ax.text(0.005, 0.8 * base, ' 80 %', transform=ax.get_yaxis_transform(), fontsize=8, color=_BIAS_RIGHT,
+            va='bottom')
+    low = min(float(grams.min()), 0.8 * base)
+    ax.set_ylim(low * 0.95, max(float(grams.max()), base) * 1.05)
+    ax.set_ylabel('weight (g)')
+    ax.set_title(f'Weights: {len(weights)}, last {grams[-1]:g} g ({grams[-1] / base:.0%} of the first)', loc='left')
+    ax.legend(loc='lower right', bbox_to_anchor=(1.0, 1.0), frameon=False, ncols=3, fontsize=8)  # above, never on data
+    locator = mdates.AutoDateLocator(maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
