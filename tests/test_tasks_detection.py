@@ -154,3 +154,34 @@ def test_gap_durations_are_checked_when_a_protocol_is_loaded(text: str, message:
     with pytest.raises(TaskError, match='gaps_ms'):
         GapInNoise.validate({'gaps_ms': text})
     assert parse_gaps('2, 4,8') == [2.0, 4.0, 8.0]
+
+
+def test_psychometric_2afc_draws_graded_tones_around_the_boundary() -> None:
+    from autopilot_tasks.tasks.psychometric_2afc import PsychometricTwoAFC, parse_levels
+
+    rig = FakeRig(PsychometricTwoAFC, {'levels': '0.25 1', 'boundary_hz': 8000.0, 'span_octaves': 1.0,
+                                       'correction_trials': False, 'bias_correction': False, 'iti_s': 0.1,
+                                       'punish_timeout_s': 0.1, 'tone_ms': 30.0}, seed=5)
+    rig.start()
+    freqs = {sid: spec['frequency_hz'] for sid, spec in rig.hw.sounds.items() if sid.startswith('tone_')}
+    assert freqs == pytest.approx({'tone_m1': 4000.0, 'tone_m0_25': 8000 * 2 ** -0.25, 'tone_p0_25': 8000 * 2 ** 0.25,
+                                   'tone_p1': 16000.0})
+    for _ in range(400):
+        rig.poke('center', hold_s=0.02)
+        rig.poke('left', hold_s=0.02)              # always left: right targets are errors
+        rig.advance(0.2)
+    levels = [t.fields['stim_level'] for t in rig.trials]
+    assert set(levels) == {-1.0, -0.25, 0.25, 1.0}
+    for x in set(levels):                            # each level equally often (4.5 SDs)
+        assert abs(levels.count(x) - len(levels) / 4) <= 4.5 * math.sqrt(len(levels) * 3 / 16)
+    for t in rig.trials:                             # the side follows the level's sign, the tone its level
+        f = t.fields
+        assert f['target'] == ('left' if f['stim_level'] < 0 else 'right') and f['correct'] == (f['target'] == 'left')
+        assert rig.hw.sounds[f['stim']]['frequency_hz'] == pytest.approx(8000 * 2 ** f['stim_level'])
+    assert not rig.errors and PsychometricTwoAFC.plot_spec().title == 'Psychometric 2AFC'
+    assert 'left_tone_hz' not in PsychometricTwoAFC.params()
+    with pytest.raises(ValueError, match='out of range'):
+        parse_levels('0 0.5')
+    from autopilot_tasks.task import TaskError
+    with pytest.raises(TaskError, match='above 20 kHz'):
+        PsychometricTwoAFC.validate({'boundary_hz': 12000.0, 'span_octaves': 1.0})

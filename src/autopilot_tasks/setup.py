@@ -24,6 +24,7 @@ setup(
             'echo = autopilot_tasks.tasks.echo:Echo',
             'gonogo = autopilot_tasks.tasks.go_nogo:GoNoGo',
             'gap_in_noise = autopilot_tasks.tasks.gap_in_noise:GapInNoise',
+            'psychometric_2afc = autopilot_tasks.tasks.psychometric_2afc:PsychometricTwoAFC',
         ],
         'autopilot.command': [
             'task = autopilot_tasks.task_cli:TaskCommand',
