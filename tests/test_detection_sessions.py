@@ -8,11 +8,13 @@ log2 duration in ms, so bias 3 puts the subject's threshold at 8 ms.
 
 from __future__ import annotations
 
+import json
 import math
 
 from test_pilot import FAST_SUBJECT, Terminal, goal, start_rig
 
 from autopilot_pilot.subject import SubjectParams, binomial_tolerance, expected_p_right
+from autopilot_tasks.tasks.go_nogo import GoNoGo
 
 
 def within(trials: list[dict], p: float) -> tuple[bool, float]:
@@ -27,8 +29,9 @@ def test_go_nogo_hit_and_false_alarm_rates_match_the_model(procs, node, tmp_path
         'stimulus_ids': ['go', 'nogo'], 'stimulus_values': [1.0, -1.0], 'miss_timeout_ms': 400.0})
     term = Terminal(node, 'rig1')
     n = 60
+    short = {g: [{**s, 'duration_ms': 30.0} for s in items] for g, items in GoNoGo.stimuli.default['groups'].items()}
     result = term.run(goal(task='gonogo', max_trials=n, response_window_s=0.3, iti_s=0.05, punish_timeout_s=0.1,
-                           tone_ms=30.0, noise_ms=30.0), timeout=240)
+                           stimuli=json.dumps({'groups': short}), noise_ms=30.0), timeout=240)
     assert result.success and result.n_trials == n, result.message
     trials = [{**t, 'responded': t['response'] == 'go'} for t in term.session(result.session_id)]
     go = [t for t in trials if t['stim_group'] == 'go']

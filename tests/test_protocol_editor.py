@@ -139,6 +139,35 @@ def test_defaults_are_not_written_and_a_new_task_keeps_only_what_it_declares():
     assert draft.problem() is None
 
 
+def test_a_stimulus_set_is_written_as_yaml_and_checked_like_any_parameter(qtbot):
+    """The editor's row for a Stimuli parameter (JSON text in a line edit) and the draft's YAML of it."""
+    from autopilot_gui.protocols import ParamRow
+    from autopilot_tasks.tasks.go_nogo import GoNoGo
+
+    draft = Draft(name='gng', description='', steps=[DraftStep('gng', 'gonogo', {}, None)])
+    sounds = {'groups': {'go': [{'id': 'up', 'kind': 'fm_sweep', 'frequency_hz': 4000.0, 'end_frequency_hz': 8000.0,
+                                 'duration_ms': 100.0}],
+                         'nogo': [{'id': 'down', 'kind': 'fm_sweep', 'frequency_hz': 8000.0,
+                                   'end_frequency_hz': 4000.0, 'duration_ms': 100.0}]}}
+    edits: list = []
+    holder = QtWidgets.QWidget()
+    qtbot.addWidget(holder)
+    row = ParamRow(GoNoGo.params()['stimuli'], holder, lambda name, value: edits.append((name, value)))
+    row.show(GoNoGo.stimuli.default, False)
+    assert '"nogo"' in row.editor.text()                   # JSON, not a Python repr
+    import json
+    row.editor.setText(json.dumps(sounds))
+    assert edits[-1] == ('stimuli', sounds)                 # the mapping, once the text parses
+    row.editor.setText('{"groups": ')
+    assert edits[-1] == ('stimuli', '{"groups": ')           # text the check refuses, kept as typed
+    draft.set_parameter(0, 'stimuli', sounds)
+    assert draft.problem() is None
+    assert load_protocol(draft.to_yaml()).steps[0].parameters['stimuli']['groups']['go'][0]['id'] == 'up'
+    draft.set_parameter(0, 'stimuli', '{"groups": ')
+    problem = draft.problem()
+    assert problem is not None and 'stimuli' in str(problem) and 'not JSON' in str(problem)
+
+
 def test_opening_keeps_wrong_values_and_refuses_what_it_cannot_hold():
     text = ('name: bad\nsteps:\n  - name: water\n    task: free_water\n'
             '    parameters: {reward_ul: 99, mode: sideways}\n    graduation: {trials: 0}\n')

@@ -15,6 +15,11 @@ from autopilot_tasks.tasks.go_nogo import GoNoGo, d_prime
 FAST = {'response_window_s': 1.0, 'punish_timeout_s': 0.5, 'iti_s': 0.2}
 
 
+def tones(go: float, nogo: float) -> dict:
+    """A go/no-go stimulus set with these proportions (the default tones)."""
+    return {**GoNoGo.stimuli.default, 'proportions': {'go': go, 'nogo': nogo}}
+
+
 def run_go_nogo_trial(rig: FakeRig, respond: bool) -> dict:
     n = len(rig.trials)
     rig.poke('center', hold_s=0.05)
@@ -32,7 +37,7 @@ def run_go_nogo_trial(rig: FakeRig, respond: bool) -> dict:
     ('go', True, 'hit', 5.0), ('go', False, 'miss', 0.0),
     ('nogo', True, 'false_alarm', 0.0), ('nogo', False, 'correct_reject', 0.0)])
 def test_go_nogo_outcomes(group: str, respond: bool, outcome: str, water: float) -> None:
-    rig = FakeRig(GoNoGo, {**FAST, 'go_fraction': 1.0 if group == 'go' else 0.0})
+    rig = FakeRig(GoNoGo, {**FAST, 'stimuli': tones(1.0, 0.0) if group == 'go' else tones(0.0, 1.0)})
     rig.start()
     assert rig.stage == 'wait_center' and ('set', 'center_led', True) in rig.hw.calls
     f = run_go_nogo_trial(rig, respond)
@@ -44,7 +49,7 @@ def test_go_nogo_outcomes(group: str, respond: bool, outcome: str, water: float)
 
 
 def test_go_nogo_response_window_and_timeout_timing() -> None:
-    rig = FakeRig(GoNoGo, {**FAST, 'go_fraction': 0.0, 'punish_timeout_s': 2.0})
+    rig = FakeRig(GoNoGo, {**FAST, 'stimuli': tones(0.0, 1.0), 'punish_timeout_s': 2.0})
     rig.start()
     rig.poke('center', hold_s=0.0)
     rig.advance(0.99)
@@ -62,20 +67,69 @@ def test_go_nogo_response_window_and_timeout_timing() -> None:
 
 
 def test_go_nogo_draws_go_in_its_proportion_and_repeats_after_errors() -> None:
-    rig = FakeRig(GoNoGo, {**FAST, 'go_fraction': 0.7}, seed=3)
+    rig = FakeRig(GoNoGo, {**FAST, 'stimuli': tones(0.7, 0.3)}, seed=3)
     rig.start()
     for _ in range(300):
         run_go_nogo_trial(rig, respond=False)
     groups = [t.fields['stim_group'] for t in rig.trials]
     assert abs(groups.count('go') - 210) <= 4.5 * math.sqrt(300 * 0.21)
     assert not any(t.fields['correction'] for t in rig.trials)
-    rig = FakeRig(GoNoGo, {**FAST, 'go_fraction': 1.0, 'correction_p': 1.0})
+    rig = FakeRig(GoNoGo, {**FAST, 'stimuli': tones(1.0, 0.0), 'correction_p': 1.0})
     rig.start()
     for _ in range(3):
         run_go_nogo_trial(rig, respond=False)            # misses: the go tone repeats as correction trials
     assert [(t.fields['correction'], t.fields['stim_reason']) for t in rig.trials] == [
         (False, 'random'), (True, 'correction'), (True, 'correction')]
     assert GoNoGo.score(rig.trials[1].fields) is None     # correction trials are not scored
+
+
+def test_the_stimulus_set_is_a_parameter_from_yaml_or_json_and_is_checked() -> None:
+    import json
+
+    from autopilot_tasks.protocol import load_protocol
+    from autopilot_tasks.task import TaskError
+
+    two_each = {'groups': {'go': [{'id': 'go_a', 'kind': 'tone', 'frequency_hz': 4000.0, 'duration_ms': 50.0},
+                                  {'id': 'go_b', 'kind': 'noise', 'duration_ms': 50.0, 'weight': 3}],
+                           'nogo': [{'id': 'nogo', 'kind': 'gammatone', 'frequency_hz': 9000.0, 'duration_ms': 50.0}]}}
+    values = GoNoGo.validate({'stimuli': json.dumps(two_each)})    # as a ROS parameter carries it
+    assert values['stimuli'] == GoNoGo.validate({'stimuli': two_each})['stimuli']
+    rig = FakeRig(GoNoGo, {**FAST, 'stimuli': two_each}, seed=2)
+    rig.start()
+    assert rig.hw.sounds['go_b'] == {'kind': 'noise', 'duration_ms': 50.0}
+    for _ in range(200):
+        run_go_nogo_trial(rig, respond=True)
+    played = [t.fields['stim'] for t in rig.trials if t.fields['stim_group'] == 'go']
+    assert abs(played.count('go_b') - 0.75 * len(played)) <= 4.5 * math.sqrt(len(played) * 0.75 * 0.25)
+    with pytest.raises(TaskError, match="groups go, maybe; a go/no-go set has the groups go and nogo"):
+        GoNoGo.validate({'stimuli': {'groups': {'go': [{'id': 'a'}], 'maybe': [{'id': 'b'}]}}})
+    with pytest.raises(TaskError, match="id 'a' is used twice"):
+        GoNoGo.validate({'stimuli': {'groups': {'go': [{'id': 'a'}], 'nogo': [{'id': 'a'}]}}})
+    with pytest.raises(TaskError, match='not JSON'):
+        GoNoGo.validate({'stimuli': '{groups'})
+    proto = load_protocol("""
+name: p
+steps:
+  - name: s
+    task: gonogo
+    parameters:
+      stimuli:
+        groups:
+          go: [{id: up, kind: fm_sweep, frequency_hz: 4000, end_frequency_hz: 8000, duration_ms: 100}]
+          nogo: [{id: down, kind: fm_sweep, frequency_hz: 8000, end_frequency_hz: 4000, duration_ms: 100}]
+        proportions: {go: 2, nogo: 1}
+""")
+    assert proto.steps[0].parameters['stimuli']['proportions'] == {'go': 2.0, 'nogo': 1.0}
+    with pytest.raises(ValueError, match=r':7: steps\[0\].parameters: GoNoGo: stimuli: groups go, sideways'):
+        load_protocol("""
+name: p
+steps:
+  - name: s
+    task: gonogo
+    parameters:
+      stimuli:
+        groups: {go: [{id: a}], sideways: [{id: b}]}
+""")
 
 
 def test_d_prime() -> None:

@@ -15,6 +15,7 @@ everything shown is redrawn from it. Every request is queued through the window;
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Callable
 from typing import Any, Protocol, TypeGuard
@@ -43,6 +44,15 @@ class Host(Protocol):
 
     def request(self, srv_type: Any, name: str, req: Any, done: Callable[[Reply], None], *,
                 idempotent: bool = False) -> int: ...
+
+
+def _json_or_text(text: str) -> Any:
+    """The mapping ``text`` holds as JSON, else the text itself (the check then says what is wrong with it)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, dict) else text
 
 
 class ParamRow:
@@ -97,7 +107,10 @@ class ParamRow:
             dspin.valueChanged.connect(lambda v: changed(self.name, float(v)))
             return dspin
         line = QtWidgets.QLineEdit(parent)
-        line.textChanged.connect(lambda t: changed(self.name, t))
+        if p.type is dict:  # a stimulus set: edited as JSON text, kept in the draft as the mapping once it parses
+            line.textChanged.connect(lambda t: changed(self.name, _json_or_text(t)))
+        else:
+            line.textChanged.connect(lambda t: changed(self.name, t))
         return line
 
     def show(self, value: Any, given: bool) -> None:
@@ -117,8 +130,9 @@ class ParamRow:
                 if _number(value) and float(value).is_integer():
                     w.setValue(int(value))
             elif isinstance(w, QtWidgets.QLineEdit):
-                if w.text() != str(value):
-                    w.setText(str(value))
+                text = json.dumps(value) if isinstance(value, dict) else str(value)
+                if w.text() != text:
+                    w.setText(text)
         finally:
             w.blockSignals(False)
         problem = p.check(value)

@@ -29,6 +29,7 @@ at class creation; :meth:`Task.plot_spec` is it, or the default built from the f
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Mapping
@@ -43,7 +44,7 @@ from autopilot_tasks.stimuli import BiasCorrection, Draw, Stimulus, StimulusMana
 __all__ = [
     'Line', 'Plot', 'Points', 'Psychometric', 'RollingMean', 'Shade', 'TrialTimes',
     'BiasCorrection', 'Draw', 'Stimulus', 'StimulusManager', 'StimulusSet',
-    'Event', 'Field', 'Hardware', 'Input', 'Output', 'OutputHandle', 'Param', 'Sound', 'SoundHandle', 'Task',
+    'Event', 'Field', 'Hardware', 'Input', 'Output', 'OutputHandle', 'Param', 'Sound', 'SoundHandle', 'Stimuli', 'Task',
     'TaskError', 'UNSET', 'UnsetError', 'Var', 'ms_between', 'type_name',
 ]
 
@@ -146,6 +147,58 @@ class Param:
 
     def __repr__(self) -> str:
         return f'Param({self.default!r}, {self.unit!r}, {self.description!r})'
+
+
+class Stimuli(Param):
+    """A stimulus set as a parameter (:class:`~autopilot_tasks.stimuli.StimulusSet`'s mapping: groups of stimuli,
+    proportions). A protocol gives it as a YAML mapping, a ROS parameter as its JSON text; either is checked
+    by ``StimulusSet.from_dict`` and stored as the set's canonical mapping (JSON-safe, so it is recorded with
+    the session like any value). In a method, ``StimulusSet.from_dict(self.<name>)`` is the set."""
+
+    __slots__ = ()
+
+    def __init__(self, default: Mapping[str, Any], description: str = '') -> None:
+        try:
+            canonical = StimulusSet.from_dict(default).to_dict()
+        except ValueError as exc:
+            raise TypeError(f'Stimuli default: {exc}') from None
+        self.type = dict
+        self.default = canonical  # type: ignore[assignment]  # the one non-scalar Param
+        self.unit = ''
+        self.description = description
+        self.min = self.max = None
+        self.choices = None
+        self.name = ''
+
+    def allowed(self) -> str:
+        return 'a stimulus set: {groups: {group: [{id: ..., <parameters>}, ...]}, proportions: {group: p}}'
+
+    @staticmethod
+    def _parse(value: Any) -> Any:
+        if isinstance(value, str):  # a ROS parameter carries it as JSON text
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f'not JSON ({exc})') from None
+        return value
+
+    def check(self, value: Any) -> str | None:
+        try:
+            StimulusSet.from_dict(self._parse(value))
+        except ValueError as exc:
+            return f'{str(value)[:80]!r} is not {self.allowed()}: {exc}'
+        return None
+
+    def coerce(self, value: Any) -> Any:
+        return StimulusSet.from_dict(self._parse(value)).to_dict()
+
+    def describe(self) -> str:
+        """The default set in a few words: ``2 sounds in go, nogo``."""
+        groups = StimulusSet.from_dict(self.default).groups
+        return f'{sum(len(items) for items in groups.values())} sounds in {", ".join(groups)}'
+
+    def __repr__(self) -> str:
+        return f'Stimuli({self.default!r}, {self.description!r})'
 
 
 class _Role:

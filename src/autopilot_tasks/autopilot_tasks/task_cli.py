@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+import yaml
+
 from autopilot_cli.base import CommandError, CommandExtension, VerbExtension
 from autopilot_tasks.registry import GROUP, TaskPlugin, load_tasks
-from autopilot_tasks.task import Input, Output, Param, Sound, Task, type_name
+from autopilot_tasks.task import Input, Output, Param, Sound, Stimuli, Task, type_name
 
 
 def _table(rows: Sequence[Sequence[str]], indent: str = '  ') -> list[str]:
@@ -50,8 +52,13 @@ def format_task(name: str, cls: type[Task]) -> list[str]:
     lines.append('parameters:' if params else 'parameters: none')
     if params:
         lines += _table([('name', 'type', 'default', 'unit', 'range', 'description')] + [
-            (n, type_name(p.type), repr(p.default) if p.type is str else str(p.default), p.unit or '-',
+            (n, 'stimuli' if isinstance(p, Stimuli) else type_name(p.type), _default(p), p.unit or '-',
              _range(p), p.description) for n, p in params.items()])
+        for n, p in params.items():
+            if isinstance(p, Stimuli):  # too big for a cell: the default set below the table, as YAML
+                lines.append(f'  {n} (default):')
+                lines += ['    ' + line for line in
+                          yaml.safe_dump(p.default, sort_keys=False, default_flow_style=None, width=110).splitlines()]
     hardware = cls.hardware()
     lines.append('hardware:' if hardware else 'hardware: none')
     if hardware:
@@ -69,6 +76,12 @@ def format_task(name: str, cls: type[Task]) -> list[str]:
         excl = f' (trials with {" or ".join(cls.score_excludes)} true do not count)' if cls.score_excludes else ''
         lines.append(f'score: {cls.score_field}{excl}')
     return lines
+
+
+def _default(p: Param) -> str:
+    if isinstance(p, Stimuli):
+        return f'{p.describe()} (below)'
+    return repr(p.default) if p.type is str else str(p.default)
 
 
 def _broken(p: TaskPlugin) -> str:

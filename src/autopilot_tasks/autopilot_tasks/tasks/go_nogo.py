@@ -1,7 +1,8 @@
 """Go/no-go: one tone says "respond", another says "hold back".
 
-A trial: the centre LED lights; a centre poke plays the trial's tone (``go`` with probability ``go_fraction``,
-else ``nogo``) and opens the response window (``response_window_s``). A poke at the response port in the window
+A trial: the centre LED lights; a centre poke plays the trial's sound, drawn from the ``stimuli`` set (groups
+``go`` and ``nogo`` with their proportions: a 5 kHz and a 12 kHz tone, equally often, by default; a protocol
+gives its own set, any number of sounds per group) and opens the response window (``response_window_s``). A poke at the response port in the window
 is a response: after the go tone a **hit** (water), after the no-go tone a **false alarm** (punishment noise and
 a timeout). No response is a **miss** after go and a **correct rejection** after no-go; both move on to the
 inter-trial interval. ``correct`` is hit or correct rejection.
@@ -29,6 +30,7 @@ from autopilot_tasks.task import (
     Points,
     RollingMean,
     Sound,
+    Stimuli,
     StimulusManager,
     StimulusSet,
     Task,
@@ -44,15 +46,18 @@ class GoNoGo(Task):
 
     # Parameters
     reward_ul = Param(5.0, 'uL', 'Water for a hit', min=0.5, max=50.0)
-    go_fraction = Param(0.5, '', 'Fraction of trials with the go tone', min=0.0, max=1.0)
     response_window_s = Param(2.0, 's', 'Time from the centre poke to respond', min=0.1, max=60.0)
     punish_timeout_s = Param(3.0, 's', 'Timeout after a false alarm', min=0.0, max=60.0)
     iti_s = Param(1.0, 's', 'Pause after a hit, miss or correct rejection', min=0.0, max=60.0)
-    go_tone_hz = Param(5000.0, 'Hz', 'The go tone', min=100.0, max=20000.0)
-    nogo_tone_hz = Param(12000.0, 'Hz', 'The no-go tone', min=100.0, max=20000.0)
-    tone_ms = Param(200.0, 'ms', 'Tone duration', min=20.0, max=5000.0)
-    tone_amplitude = Param(0.1, '', 'Tone amplitude, fraction of full scale', min=0.0, max=1.0)
+    stimuli = Stimuli({
+        'groups': {'go': [{'id': 'go', 'kind': 'tone', 'frequency_hz': 5000.0, 'duration_ms': 200.0,
+                           'amplitude': 0.1, 'ramp_ms': RAMP_MS}],
+                   'nogo': [{'id': 'nogo', 'kind': 'tone', 'frequency_hz': 12000.0, 'duration_ms': 200.0,
+                             'amplitude': 0.1, 'ramp_ms': RAMP_MS}]},
+        'proportions': {'go': 1.0, 'nogo': 1.0}},
+        'The go and no-go sounds (groups go and nogo, any number of sounds each) and how often each group comes')
     noise_ms = Param(500.0, 'ms', 'Punishment noise duration', min=20.0, max=5000.0)
+    noise_amplitude = Param(0.1, '', 'Punishment noise amplitude, fraction of full scale', min=0.0, max=1.0)
     correction_p = Param(0.0, '', 'Probability of repeating the tone after an error', min=0.0, max=1.0)
 
     # Hardware: role = default device on the rig
@@ -60,7 +65,7 @@ class GoNoGo(Task):
     port = Input('poke_right', description='The response port (a poke or lick there is "go")')
     valve = Output('valve_right', kind='valve', description='Water at the response port')
     center_led = Output('led_center', kind='led', description='On while the rig waits for a centre poke')
-    speaker = Sound('Tones go and nogo; punishment noise')
+    speaker = Sound('The go and no-go sounds; punishment noise')
 
     # Trial data: each trial starts with the defaults
     stim_group = Field(str, '', 'The tone: go or nogo')
@@ -88,8 +93,9 @@ class GoNoGo(Task):
 
     @classmethod
     def check_params(cls, values: dict) -> str | None:
-        if values['go_tone_hz'] == values['nogo_tone_hz']:
-            return f"go_tone_hz and nogo_tone_hz are both {values['go_tone_hz']} Hz; the tones must differ"
+        groups = set(values['stimuli']['groups'])
+        if groups != {'go', 'nogo'}:
+            return f'stimuli: groups {", ".join(sorted(groups))}; a go/no-go set has the groups go and nogo'
         return None
 
     def setup(self) -> None:
@@ -97,19 +103,14 @@ class GoNoGo(Task):
         self.load_sounds()
 
     def load_sounds(self) -> None:
-        """The tones (a stimulus set of two groups) and the noise; again when update_params changed them."""
-        tones = StimulusSet.from_dict({
-            'groups': {group: [{'id': group, 'kind': 'tone', 'frequency_hz': hz, 'duration_ms': self.tone_ms,
-                                'amplitude': self.tone_amplitude, 'ramp_ms': RAMP_MS}]
-                       for group, hz in (('go', self.go_tone_hz), ('nogo', self.nogo_tone_hz))},
-            'proportions': {'go': self.go_fraction, 'nogo': 1.0 - self.go_fraction}})
-        noise = dict(kind='noise', duration_ms=self.noise_ms, amplitude=self.tone_amplitude, ramp_ms=RAMP_MS, seed=1)
-        if (tones, noise) != self.loaded:
-            for tone in tones.stimuli():
-                self.speaker.load(tone.id, **tone.spec)
+        """The stimuli and the noise; again when update_params changed them."""
+        noise = dict(kind='noise', duration_ms=self.noise_ms, amplitude=self.noise_amplitude, ramp_ms=RAMP_MS, seed=1)
+        if (self.stimuli, noise) != self.loaded:
+            for sound in StimulusSet.from_dict(self.stimuli).stimuli():
+                self.speaker.load(sound.id, **sound.spec)
             self.speaker.load('noise', **noise)
-            self.loaded = (tones, noise)
-        self.tones = StimulusManager(tones, self.random, correction_p=self.correction_p)
+            self.loaded = (self.stimuli, noise)
+        self.tones = StimulusManager(StimulusSet.from_dict(self.stimuli), self.random, correction_p=self.correction_p)
 
     def start_trial(self) -> None:
         self.load_sounds()
