@@ -110,6 +110,45 @@ def test_weights_get_a_panel_with_the_first_weight_and_80_percent(tmp_path: Path
         shutil.copy(out, Path(os.environ['AUTOPILOT_SCREENSHOTS']) / 'summary-weights.png')
 
 
+def test_a_psychometric_session_gets_its_curve_and_the_fit_finds_the_parameters(tmp_path: Path) -> None:
+    from autopilot_msgs.msg import TrialField
+
+    from autopilot_terminal.summary import fit_psychometric
+
+    bias, slope, lapse = 0.15, 6.0, 0.1
+    rng = np.random.default_rng(3)
+    levels = rng.choice([-1.0, -0.5, -0.25, -0.1, 0.1, 0.25, 0.5, 1.0], 3000)
+    p_right = lapse / 2 + (1 - lapse) / (1 + np.exp(-slope * (levels - bias)))
+    right = rng.random(levels.size) < p_right
+    fit = fit_psychometric(levels, right)
+    assert fit == pytest.approx((bias, slope, lapse), abs=0.06, rel=0.2), fit
+    path = tmp_path / 'ps1.h5'
+    fields = [('target', TrialField.TYPE_STRING, ''), ('response', TrialField.TYPE_STRING, ''),
+              ('correct', TrialField.TYPE_BOOL, ''), ('correction', TrialField.TYPE_BOOL, ''),
+              ('stim_level', TrialField.TYPE_FLOAT64, '')]
+    t0 = 1_714_550_400 * 10**9
+    with SubjectFile.create(path, 'ps1', {'species': 'mouse'}) as f:
+        f.begin_session('s1', {'pilot': 'rig1', 'task': 'psychometric_2afc', 'protocol': '', 'step': 0,
+                               'step_name': 'graded', 'started_ns': t0, 'fields': fields})
+        n = 600
+        f.add_trials('s1', [{'trial_number': k + 1, 'stamp_ns': t0 + k * 10**9, 'recv_ns': t0 + k * 10**9 + 1,
+                             'step': 0, 'step_name': 'graded', 'target': 'left' if levels[k] < 0 else 'right',
+                             'response': 'right' if right[k] else 'left',
+                             'correct': bool(right[k]) == (levels[k] > 0), 'correction': False,
+                             'stim_level': float(levels[k])} for k in range(n)])
+        f.end_session('s1', ended_ns=t0 + n * 10**9)
+    fig = summary_figure(path)
+    panel = next(ax for ax in fig.axes if ax.get_xlabel() == 'stimulus level (stim_level)')
+    points = panel.collections[0].get_offsets()
+    assert len(points) == 8 and panel.get_title('left').startswith('Psychometric curve')
+    for x, y in points:                                  # each level's fraction of right responses
+        assert y == pytest.approx(right[:n][levels[:n] == x].mean())
+    assert 'bias +0.' in panel.get_title('left') and len(panel.lines[0].get_xdata()) == 200
+    out = summary_png(path, tmp_path / 'ps.png')
+    if os.environ.get('AUTOPILOT_SCREENSHOTS'):
+        shutil.copy(out, Path(os.environ['AUTOPILOT_SCREENSHOTS']) / 'summary-psychometric.png')
+
+
 def test_a_subject_without_sessions_is_an_error_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / 'new.h5'
     SubjectFile.create(path, 'new', {}).close()

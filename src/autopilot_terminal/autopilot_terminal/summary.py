@@ -11,6 +11,11 @@ For subjects whose trials are scored (a boolean ``correct`` column; 2AFC and the
 * bottom: per session, the number of trials (bars, coloured by the step the session ended in) and the
   accuracy (points, right axis).
 
+A subject whose trials carry a stimulus level (``stim_level``, a psychometric task) gets a psychometric panel:
+the fraction of ``right`` responses per level over the last session with levels (correction trials left out),
+and the fitted curve ``lapse / 2 + (1 - lapse) * logistic(slope * (x - bias))`` (:func:`fit_psychometric`, the
+virtual subject's model) with its parameters.
+
 A subject that has been weighed (``/subject/weights``) gets a last panel: its weights over the days, with its
 first weight and 80 % of it as lines (the usual limit for water restriction), start and stop weighings marked.
 
@@ -71,6 +76,7 @@ class _Session:
     correction: np.ndarray | None = None
     response: np.ndarray | None = None
     rewarded: np.ndarray | None = None
+    level: np.ndarray | None = None  # stim_level per trial (psychometric tasks)
     last_step: str = ''
 
     @property
@@ -111,8 +117,10 @@ def _figure(subject: str, biography: dict, sessions: list[_Session], weights: li
     n_trials = sum(s.n for s in sessions)
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout='constrained')
     step_colour = _step_colours(sessions)
+    psycho = next((x for x in reversed(sessions) if x.level is not None and x.response is not None), None)
     rows = (3.2, 1.6, 2.2) if scored else (3.2, 2.6) if rewarded else (2.6,)
-    grid = fig.add_gridspec(len(rows) + bool(weights), 1, height_ratios=(*rows, 1.6)[:len(rows) + bool(weights)])
+    extra = [h for h, want in ((2.0, psycho is not None), (1.6, bool(weights))) if want]
+    grid = fig.add_gridspec(len(rows) + len(extra), 1, height_ratios=(*rows, *extra))
     if scored:
         ax_top = fig.add_subplot(grid[0])
         ax_bias = fig.add_subplot(grid[1], sharex=ax_top)
@@ -132,8 +140,10 @@ def _figure(subject: str, biography: dict, sessions: list[_Session], weights: li
     else:
         ax_sess = fig.add_subplot(grid[0])
     _session_panel(ax_sess, sessions, scored)
+    if psycho is not None:
+        _psychometric_panel(fig.add_subplot(grid[len(rows)]), psycho)
     if weights:
-        _weight_panel(fig.add_subplot(grid[len(rows)]), weights)
+        _weight_panel(fig.add_subplot(grid[len(rows) + (psycho is not None)]), weights)
 
     first, last = sessions[0].start, sessions[-1].start
     dates = first.strftime('%Y-%m-%d') + ('' if last.date() == first.date() else f' to {last:%Y-%m-%d}')
@@ -174,6 +184,8 @@ def _load(path: Path) -> tuple[str, dict, list[_Session], list[dict[str, Any]]]:
                 response = cols.get('response')
                 s.response = response if response is not None and response.dtype.kind == 'U' else None
                 s.rewarded = _rewarded(cols)
+                level = cols.get('stim_level')
+                s.level = level.astype(float) if level is not None and level.dtype.kind == 'f' else None
             sessions.append(s)
             first += n
     return subject, biography, sessions, weights
@@ -374,3 +386,52 @@ def _weight_panel(ax: Axes, weights: list[dict[str, Any]]) -> None:
     locator = mdates.AutoDateLocator(maxticks=8)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
+def fit_psychometric(levels: np.ndarray, right: np.ndarray) -> tuple[float, float, float]:
+    """(bias, slope, lapse) of ``lapse / 2 + (1 - lapse) * logistic(slope * (x - bias))`` fitted to trials'
+    levels and whether each answered right, by maximum likelihood (scipy's bounded L-BFGS-B): bias within the
+    levels' range, slope in [0, 100], lapse in [0, 0.5]."""
+    from scipy.optimize import minimize
+
+    x, y = np.asarray(levels, float), np.asarray(right, bool)
+    lo, hi = float(x.min()), float(x.max())
+
+    def nll(theta: np.ndarray) -> float:
+        bias, slope, lapse = theta
+        p = lapse / 2 + (1 - lapse) / (1 + np.exp(-slope * (x - bias)))
+        p = np.clip(p, 1e-9, 1 - 1e-9)
+        return float(-(np.log(p[y]).sum() + np.log(1 - p[~y]).sum()))
+
+    span = max(hi - lo, 1e-6)
+    start = np.array([(lo + hi) / 2, 4.0 / span, 0.05])
+    res = minimize(nll, start, method='L-BFGS-B', bounds=[(lo, hi), (0.0, 100.0), (0.0, 0.5)])
+    bias, slope, lapse = (float(v) for v in res.x)
+    return bias, slope, lapse
+
+
+def _psychometric_panel(ax: Axes, s: _Session) -> None:
+    """Fraction of right responses per level in session ``s`` (points sized by trials), and the fitted curve."""
+    assert s.level is not None and s.response is not None
+    answered = np.isin(s.response, ('left', 'right')) & np.isfinite(s.level)
+    if s.correction is not None:
+        answered &= ~s.correction
+    x, right = s.level[answered], s.response[answered] == 'right'
+    levels = np.unique(x)
+    frac = np.array([right[x == v].mean() for v in levels])
+    count = np.array([(x == v).sum() for v in levels])
+    ax.scatter(levels, frac, s=12 + 60 * count / max(int(count.max()), 1), color=_ACCURACY, zorder=3,
+               label='fraction right (size: trials)')
+    title = f'Psychometric curve, session of {s.start:%Y-%m-%d %H:%M} ({int(answered.sum())} trials)'
+    if levels.size >= 2:
+        bias, slope, lapse = fit_psychometric(x, right)
+        grid = np.linspace(levels.min(), levels.max(), 200)
+        ax.plot(grid, lapse / 2 + (1 - lapse) / (1 + np.exp(-slope * (grid - bias))), color=_BIAS_RIGHT, lw=1.5,
+                label='fit', zorder=2)
+        title += f': bias {bias:+.2f}, slope {slope:.1f}, lapse {lapse:.2f}'
+    ax.axhline(0.5, color='0.6', lw=0.8, ls='--')
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel('stimulus level (stim_level)')
+    ax.set_ylabel('P(right)')
+    ax.set_title(title, loc='left')
+    ax.legend(loc='upper left', frameon=False, fontsize=8)  # the curve is low on the left: that corner is free
