@@ -272,3 +272,35 @@ def test_the_shipped_tasks_run_on_the_v2_api() -> None:
     assert [(t.fields['rewarded'], t.fields['wrong_pokes']) for t in rig.trials] == [(False, 0), (True, 1)]
     assert ('set', 'light', True) in rig.hw.calls and rig.hw.of('reward') == [('reward', 'left_valve', 5.0)]
     assert not rig.errors
+
+
+class Stereo(Task):
+    """Loads a tone on each speaker of a stereo output."""
+
+    left_speaker = Sound('Left speaker', channel=1)
+    right_speaker = Sound('Right speaker', channel=2)
+    n = Field(int, default=0)
+    stages = ('only',)
+
+    def setup(self) -> None:
+        self.left_speaker.load('l', kind='tone', frequency_hz=4000.0)
+        self.right_speaker.load('r', kind='tone', frequency_hz=8000.0, channel=2)
+
+    def only(self, event: Event) -> None:
+        if event == 'bad':
+            self.left_speaker.load('x', kind='tone', channel=2)
+        elif event == 'play':
+            self.right_speaker.play('r')
+
+
+def test_speaker_roles_load_their_sounds_for_their_channel() -> None:
+    runner, clock, hw, trials, errors = run(Stereo)
+    assert hw.sounds == {'l': {'kind': 'tone', 'frequency_hz': 4000.0, 'channel': 1},
+                         'r': {'kind': 'tone', 'frequency_hz': 8000.0, 'channel': 2}}
+    runner.handle_event(Event('play'))
+    assert hw.of('play')[-1][1] == 'r' and not errors
+    runner.handle_event(Event('bad'))
+    assert "load('x', channel=2) on a speaker of channel 1" in errors[0]
+    assert [r.device for r in Stereo.hardware().values()] == ['sound', 'sound']
+    with pytest.raises(TypeError, match='Sound channel -1'):
+        Sound(channel=-1)

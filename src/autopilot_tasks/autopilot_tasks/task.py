@@ -263,16 +263,26 @@ class Output(_Role):
 
 
 class Sound(_Role):
-    """The sound server, as a role: ``self.speaker.load(...)``, ``.play(sound_id)``, ``.stop()``."""
+    """The sound server, as a role: ``self.speaker.load(...)``, ``.play(sound_id)``, ``.stop()``.
 
-    __slots__ = ()
+    ``channel`` makes it one speaker of a stereo (or more) output: ``left_speaker = Sound(channel=1)``,
+    ``right_speaker = Sound(channel=2)``; what it loads plays on that output channel only. 0: every channel.
+    """
+
+    __slots__ = ('channel',)
     device = 'sound'
 
+    def __init__(self, description: str = '', *, channel: int = 0) -> None:
+        if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel <= 32:
+            raise TypeError(f'Sound channel {channel!r}: 0 (every channel) or an output channel 1-32')
+        super().__init__(description)
+        self.channel = channel
+
     def _handle(self, task: Task) -> SoundHandle:
-        return SoundHandle(task)
+        return SoundHandle(task, self.channel)
 
     def __repr__(self) -> str:
-        return 'Sound()'
+        return 'Sound()' if not self.channel else f'Sound(channel={self.channel})'
 
 
 class OutputHandle:
@@ -319,13 +329,18 @@ class OutputHandle:
 class SoundHandle:
     """The task's sound role on a running task (``self.speaker``)."""
 
-    __slots__ = ('_task',)
+    __slots__ = ('_task', 'channel')
 
-    def __init__(self, task: Task) -> None:
-        self._task = task
+    def __init__(self, task: Task, channel: int = 0) -> None:
+        self._task, self.channel = task, channel
 
     def load(self, sound_id: str, **spec: Any) -> None:
-        """Prepare a sound under ``sound_id`` (kind='tone'|'noise'|..., see docs/tasks.md); do it in setup."""
+        """Prepare a sound under ``sound_id`` (kind='tone'|'noise'|..., see docs/tasks.md); do it in setup. A
+        speaker role with a channel loads it for that channel (a ``channel`` given here must be the same)."""
+        if self.channel:
+            given = spec.setdefault('channel', self.channel)
+            if given != self.channel:
+                raise TaskError(f'load({sound_id!r}, channel={given!r}) on a speaker of channel {self.channel}')
         self._task.hw.load_sound(sound_id, **spec)
 
     def play(self, sound_id: str) -> int:
@@ -337,7 +352,7 @@ class SoundHandle:
         self._task.hw.stop_sound(play_id)
 
     def __repr__(self) -> str:
-        return '<sound>'
+        return '<sound>' if not self.channel else f'<sound channel {self.channel}>'
 
 
 class _Unset:

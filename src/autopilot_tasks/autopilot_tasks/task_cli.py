@@ -38,7 +38,7 @@ def _role_kind(decl: Input | Output | Sound) -> str:
         return f'input (active {"high" if decl.active_level else "low"})'
     if isinstance(decl, Output):
         return f'output ({decl.kind})'
-    return 'sound'
+    return f'sound (channel {decl.channel})' if decl.channel else 'sound'
 
 
 def _class_path(cls: type) -> str:
