@@ -72,3 +72,26 @@ def test_gap_detection_rates_follow_the_gap_length(procs, node, tmp_path):
     rts = [t['rt_ms'] for t in trials if t['responded']]
     assert rts and min(rts) >= FAST_SUBJECT['rt_min_ms'] - 2.0 and sorted(rts)[len(rts) // 2] < 200.0
     assert all(t['gap_onset_ms'] >= 100.0 for t in trials if t['gap_ms'] > 0)
+
+
+def test_psychometric_2afc_fraction_right_per_level_matches_the_model(procs, node, tmp_path):
+    from test_pilot import FAST_TASK
+
+    model = SubjectParams(slope=3.0, lapse=0.05)
+    levels = [-1.0, -0.25, 0.25, 1.0]
+    ids = [f'tone_{x:+g}'.replace('.', '_').replace('+', 'p').replace('-', 'm') for x in levels]
+    start_rig(procs, tmp_path, 'rig1', subject={'slope': model.slope, 'lapse': model.lapse, 'stimulus_ids': ids,
+                                                'stimulus_values': levels})
+    term = Terminal(node, 'rig1')
+    n = 100
+    result = term.run(goal(task='psychometric_2afc', max_trials=n, levels='0.25 1', correction_trials=False,
+                           bias_correction=False, **FAST_TASK), timeout=240)
+    assert result.success and result.n_trials == n, result.message
+    trials = term.session(result.session_id)
+    assert {t['stim'] for t in trials} == set(ids) and {t['response'] for t in trials} <= {'left', 'right'}
+    for x in levels:
+        at = [t for t in trials if t['stim_level'] == x]
+        assert all(t['stim'] == ids[levels.index(x)] for t in at)
+        p = expected_p_right(x, model)
+        rate = sum(t['response'] == 'right' for t in at) / len(at)
+        assert abs(rate - p) <= binomial_tolerance(p, len(at)), (x, rate, p, len(at))
