@@ -107,6 +107,9 @@ def test_the_stimulus_set_is_a_parameter_from_yaml_or_json_and_is_checked() -> N
         GoNoGo.validate({'stimuli': {'groups': {'go': [{'id': 'a'}], 'nogo': [{'id': 'a'}]}}})
     with pytest.raises(TaskError, match='not JSON'):
         GoNoGo.validate({'stimuli': '{groups'})
+    for hostile in ('[' * 100_000, '{"groups": ' * 50_000, 'x' * 1_000_000, json.dumps({'groups': {'go': 1e308}})):
+        with pytest.raises(TaskError, match='stimuli'):
+            GoNoGo.validate({'stimuli': hostile})
     proto = load_protocol("""
 name: p
 steps:

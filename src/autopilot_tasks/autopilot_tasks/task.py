@@ -178,8 +178,8 @@ class Stimuli(Param):
         if isinstance(value, str):  # a ROS parameter carries it as JSON text
             try:
                 return json.loads(value)
-            except ValueError as exc:
-                raise ValueError(f'not JSON ({exc})') from None
+            except (ValueError, RecursionError) as exc:  # RecursionError: '[' nested beyond the interpreter's limit
+                raise ValueError(f'not JSON ({type(exc).__name__}: {str(exc)[:80]})') from None
         return value
 
     def check(self, value: Any) -> str | None:
