@@ -43,8 +43,11 @@ ONSET_WAIT_S = 1.0
 
 def parse_gaps(text: str) -> list[float]:
     """Gap durations in ms from ``'2 4 8 16'`` (spaces or commas); ValueError naming the bad one."""
+    words = text.replace(',', ' ').split()
+    if not words or len(words) > 32:  # before parsing: a 1 MB parameter is refused at once
+        raise ValueError(f'give 1 to 32 gap durations, got {len(words)}')
     gaps = []
-    for word in text.replace(',', ' ').split():
+    for word in words:
         try:
             ms = float(word)
         except ValueError:
@@ -52,8 +55,6 @@ def parse_gaps(text: str) -> list[float]:
         if not 0.5 <= ms <= 1000:
             raise ValueError(f'{word} ms is out of range [0.5, 1000]')
         gaps.append(ms)
-    if not gaps or len(gaps) > 32:
-        raise ValueError(f'give 1 to 32 gap durations, got {len(gaps)}')
     return gaps
 
 

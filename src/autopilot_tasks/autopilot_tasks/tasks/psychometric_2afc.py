@@ -29,8 +29,11 @@ from autopilot_tasks.tasks.two_afc import RAMP_MS, TwoAFC
 
 def parse_levels(text: str) -> list[float]:
     """Distances from the boundary in (0, 1] from ``'0.1 0.25 1'`` (spaces or commas); ValueError naming the bad one."""
+    words = text.replace(',', ' ').split()
+    if not words or len(words) > 16:  # before parsing: a 1 MB parameter is refused at once
+        raise ValueError(f'give 1 to 16 levels, got {len(words)}')
     levels = []
-    for word in text.replace(',', ' ').split():
+    for word in words:
         try:
             x = float(word)
         except ValueError:
@@ -38,8 +41,6 @@ def parse_levels(text: str) -> list[float]:
         if not 0 < x <= 1:
             raise ValueError(f'{word} is out of range (0, 1]')
         levels.append(x)
-    if not levels or len(levels) > 16:
-        raise ValueError(f'give 1 to 16 levels, got {len(levels)}')
     if len(set(levels)) != len(levels):
         raise ValueError('a level is listed twice')
     return sorted(levels)
