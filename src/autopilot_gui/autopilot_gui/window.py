@@ -308,13 +308,7 @@ class MainWindow(QtWidgets.QMainWindow):
             if not row.session_id or not row.subject or key in self._backfilled:
                 continue
             self._backfilled.add(key)
-
-            def got(reply: Reply, pilot: str = pilot) -> None:
-                if not reply.error and reply.response.success and self.lab.backfill(pilot, reply.response.trials):
-                    self._stale.add(pilot)
-                    self._drawn_upto[pilot] = self.lab.pilots[pilot].trials[-1].index  # stored ones: no latency
-            req = GetTrials.Request(subject=row.subject, session_id=row.session_id, first_trial=1, max_trials=0)
-            self.request(GetTrials, 'get_trials', req, got, idempotent=True)
+            self._ask_trials(pilot, row.subject, row.session_id, 1, stored=True)
 
     def _repair(self, now: float) -> None:
         """Ask the terminal for the trials a pilot counted that never arrived live (taken best effort, so a
@@ -324,12 +318,18 @@ class MainWindow(QtWidgets.QMainWindow):
             if first is None or now - self._repairing.get(pilot, -math.inf) < REPAIR_S:
                 continue
             self._repairing[pilot] = now
+            self._ask_trials(pilot, row.subject, row.session_id, first)
 
-            def got(reply: Reply, pilot: str = pilot) -> None:
-                if not reply.error and reply.response.success and self.lab.backfill(pilot, reply.response.trials):
-                    self._stale.add(pilot)
-            req = GetTrials.Request(subject=row.subject, session_id=row.session_id, first_trial=first, max_trials=0)
-            self.request(GetTrials, 'get_trials', req, got, idempotent=True)
+    def _ask_trials(self, pilot: str, subject: str, session_id: str, first: int, *, stored: bool = False) -> None:
+        """The terminal's stored trials of a session from trial ``first`` on, merged into ``pilot``'s plots;
+        ``stored``: a session joined late, whose trials count for no latency (bench/gui.py)."""
+        def got(reply: Reply) -> None:
+            if not reply.error and reply.response.success and self.lab.backfill(pilot, reply.response.trials):
+                self._stale.add(pilot)
+                if stored:
+                    self._drawn_upto[pilot] = self.lab.pilots[pilot].trials[-1].index
+        req = GetTrials.Request(subject=subject, session_id=session_id, first_trial=first, max_trials=0)
+        self.request(GetTrials, 'get_trials', req, got, idempotent=True)
 
     def _ask_gpio_layout(self, pilot: str) -> None:
         """Which inputs of ``pilot``'s gpio node are pulled up (active low), for the raster."""
