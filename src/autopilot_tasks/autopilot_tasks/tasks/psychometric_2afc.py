@@ -11,7 +11,6 @@ the Terminal (``Psychometric``), and the virtual subject's p(right | x) when it 
 from __future__ import annotations
 
 from autopilot_tasks.task import (
-    BiasCorrection,
     Field,
     Line,
     Param,
@@ -21,26 +20,15 @@ from autopilot_tasks.task import (
     RollingMean,
     Shade,
     Sound,
-    StimulusManager,
     StimulusSet,
+    number_list,
 )
 from autopilot_tasks.tasks.two_afc import RAMP_MS, TwoAFC
 
 
 def parse_levels(text: str) -> list[float]:
-    """Distances from the boundary in (0, 1] from ``'0.1 0.25 1'`` (spaces or commas); ValueError naming the bad one."""
-    words = text.replace(',', ' ').split()
-    if not words or len(words) > 16:  # before parsing: a 1 MB parameter is refused at once
-        raise ValueError(f'give 1 to 16 levels, got {len(words)}')
-    levels = []
-    for word in words:
-        try:
-            x = float(word)
-        except ValueError:
-            raise ValueError(f'{word!r} is not a number') from None
-        if not 0 < x <= 1:
-            raise ValueError(f'{word} is out of range (0, 1]')
-        levels.append(x)
+    """Distances from the boundary in (0, 1] from ``'0.1 0.25 1'``, ascending; ValueError naming the bad one."""
+    levels = number_list(text, 'levels', lo=0.0, hi=1.0, at_most=16, lo_open=True)
     if len(set(levels)) != len(levels):
         raise ValueError('a level is listed twice')
     return sorted(levels)
@@ -92,19 +80,6 @@ class PsychometricTwoAFC(TwoAFC):
         levels = parse_levels(self.levels)
         return StimulusSet.from_dict({'groups': {'left': [tone(-x) for x in levels],
                                                  'right': [tone(x) for x in levels]}})
-
-    def load_sounds(self) -> None:
-        tones = self.tone_set()
-        noise = dict(kind='noise', duration_ms=self.noise_ms, amplitude=self.noise_amplitude, ramp_ms=RAMP_MS, seed=1)
-        if (tones, noise) != self.loaded:
-            for t in tones.stimuli():
-                self.speaker.load(t.id, **t.spec)
-            self.speaker.load('noise', **noise)
-            self.loaded = (tones, noise)
-        bias = BiasCorrection('clipped', window=self.bias_window, limit=self.bias_limit) if self.bias_correction \
-            else None
-        self.tones = StimulusManager(tones, self.random, correction_p=1.0 if self.correction_trials else 0.0,
-                                     bias=bias)
 
     def start_trial(self) -> None:
         super().start_trial()

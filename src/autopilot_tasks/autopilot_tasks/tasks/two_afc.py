@@ -117,12 +117,16 @@ class TwoAFC(Task):
         self.loaded: tuple[StimulusSet, dict[str, Any]] | None = None
         self.load_sounds()
 
-    def load_sounds(self) -> None:
-        """The tones and the noise, and the manager that draws the tones (again when update_params changed them)."""
-        tones = StimulusSet.from_dict({'groups': {
+    def tone_set(self) -> StimulusSet:
+        """The tones by the side they call for: one each here (psychometric_2afc grades them)."""
+        return StimulusSet.from_dict({'groups': {
             side: [{'id': f'tone_{side}', 'kind': 'tone', 'frequency_hz': hz, 'duration_ms': self.tone_ms,
                     'amplitude': self.tone_amplitude, 'ramp_ms': RAMP_MS}]
             for side, hz in (('left', self.left_tone_hz), ('right', self.right_tone_hz))}})
+
+    def load_sounds(self) -> None:
+        """The tones and the noise, and the manager that draws the tones (again when update_params changed them)."""
+        tones = self.tone_set()
         noise = dict(kind='noise', duration_ms=self.noise_ms, amplitude=self.noise_amplitude, ramp_ms=RAMP_MS, seed=1)
         if (tones, noise) != self.loaded:
             for tone in tones.stimuli():
