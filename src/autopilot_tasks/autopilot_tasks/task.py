@@ -45,7 +45,7 @@ __all__ = [
     'Line', 'Plot', 'Points', 'Psychometric', 'RollingMean', 'Shade', 'TrialTimes',
     'BiasCorrection', 'Draw', 'Stimulus', 'StimulusManager', 'StimulusSet',
     'Event', 'Field', 'Hardware', 'Input', 'Output', 'OutputHandle', 'Param', 'Sound', 'SoundHandle', 'Stimuli', 'Task',
-    'TaskError', 'UNSET', 'UnsetError', 'Var', 'ms_between', 'type_name',
+    'TaskError', 'UNSET', 'UnsetError', 'Var', 'ms_between', 'number_list', 'type_name',
 ]
 
 _TYPES = (bool, int, float, str)
@@ -490,6 +490,24 @@ class Event(str):
         if self.data:
             extra += f', data={self.data!r}'
         return f'Event({str(self)!r}{extra})'
+
+
+def number_list(text: str, what: str, *, lo: float, hi: float, at_most: int, lo_open: bool = False) -> list[float]:
+    """The numbers of a list parameter (``'2 4 8'``, spaces or commas), each in ``[lo, hi]`` (``(lo, hi]`` with
+    ``lo_open``); ValueError naming the bad word, or the count (checked first: a 1 MB parameter is refused at once)."""
+    words = text.replace(',', ' ').split()
+    if not words or len(words) > at_most:
+        raise ValueError(f'give 1 to {at_most} {what}, got {len(words)}')
+    numbers = []
+    for word in words:
+        try:
+            x = float(word)
+        except ValueError:
+            raise ValueError(f'{word!r} is not a number') from None
+        if not ((lo < x) if lo_open else (lo <= x)) or not x <= hi:  # NaN fails both
+            raise ValueError(f'{word} is out of range {"(" if lo_open else "["}{lo:g}, {hi:g}]')
+        numbers.append(x)
+    return numbers
 
 
 def ms_between(start: int | None, end: int | None, per_ms: float = 1e6) -> float:

@@ -34,6 +34,7 @@ from autopilot_tasks.task import (
     Task,
     Var,
     ms_between,
+    number_list,
 )
 
 #: How long a played gap may take to report its onset before the trial is given up (a sound server that restarted
@@ -43,19 +44,7 @@ ONSET_WAIT_S = 1.0
 
 def parse_gaps(text: str) -> list[float]:
     """Gap durations in ms from ``'2 4 8 16'`` (spaces or commas); ValueError naming the bad one."""
-    words = text.replace(',', ' ').split()
-    if not words or len(words) > 32:  # before parsing: a 1 MB parameter is refused at once
-        raise ValueError(f'give 1 to 32 gap durations, got {len(words)}')
-    gaps = []
-    for word in words:
-        try:
-            ms = float(word)
-        except ValueError:
-            raise ValueError(f'{word!r} is not a number of ms') from None
-        if not 0.5 <= ms <= 1000:
-            raise ValueError(f'{word} ms is out of range [0.5, 1000]')
-        gaps.append(ms)
-    return gaps
+    return number_list(text, 'gap durations', lo=0.5, hi=1000.0, at_most=32)
 
 
 class GapInNoise(Task):
