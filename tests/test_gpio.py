@@ -146,7 +146,7 @@ def test_inputs_outputs_calibration_and_sigint(procs, node, tmp_path):
     last = ev.wait(10, 'led_center')[-1]
     assert not last.level
     assert gpio.wait(timeout=10) == 0
-    assert 'all outputs low' in gpio.output()
+    assert 'all outputs off (valves closed)' in gpio.output()
 
 
 def test_outputs_go_low_when_the_pilot_heartbeat_stops(procs, node, tmp_path):
@@ -166,9 +166,9 @@ def test_outputs_go_low_when_the_pilot_heartbeat_stops(procs, node, tmp_path):
     status_pub.publish(PilotStatus(pilot='rig_1'))
     low = ev.wait(2, 'led_center', timeout=5)[-1]
     assert not low.level and time.monotonic() - t_last_beat >= 0.9
-    gpio.wait_for_output('pilot heartbeat silent for 1 s: all outputs driven low')
+    gpio.wait_for_output('pilot heartbeat silent for 1 s: all outputs off (valves closed)')
     gpio.signal(signal.SIGTERM)              # SIGTERM stops it like SIGINT: cleanly, outputs low
-    assert gpio.wait(timeout=10) == 0 and 'gpio stopped: all outputs low' in gpio.output()
+    assert gpio.wait(timeout=10) == 0 and 'gpio stopped: all outputs off (valves closed)' in gpio.output()
 
 
 def test_get_calibration_lists_points_and_fit_and_force_stores_a_disagreeing_point(procs, node, tmp_path):

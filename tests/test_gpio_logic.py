@@ -102,8 +102,11 @@ def values_for(inputs: dict[str, int], outputs: dict[str, int], **extra: object)
         v.update({s.name: s.default for s in input_specs(name)})
         v[f'devices.{name}.pin'] = pin
     for name, pin in outputs.items():
-        v.update({s.name: s.default for s in output_specs(name)})
-        v[f'devices.{name}.pin'] = pin
+        kind = str(extra.get(f'devices.{name}.kind', 'ttl'))
+        v[f'devices.{name}.kind'] = kind
+        v.update({s.name: s.default for s in output_specs(name, kind)})
+        if kind != 'led_rgb':
+            v[f'devices.{name}.pin'] = pin
     v.update(extra)
     return v
 

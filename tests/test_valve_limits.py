@@ -23,10 +23,11 @@ from autopilot_hardware.gpio.controller import (
     MODE_LEVEL,
     MODE_PULSE,
     MODE_PWM,
+    MODE_SERIES,
     MODE_TRAIN,
     GpioController,
 )
-from autopilot_hardware.gpio.limits import MAX_TRAIN_COUNT
+from autopilot_hardware.gpio.limits import MAX_TRAIN_COUNT, series_intervals
 
 MAX_MS = 200.0
 MAX_US = int(MAX_MS * 1000)
@@ -49,7 +50,7 @@ class VirtualBackend(Backend):
     def claim_input(self, pin: int, pull: str, edge: str, glitch_us: int) -> None:
         pass
 
-    def claim_output(self, pin: int) -> None:
+    def claim_output(self, pin: int, active_low: bool = False) -> None:
         self.outputs.add(pin)
         self.highs[pin] = []
 
@@ -66,6 +67,11 @@ class VirtualBackend(Backend):
         self._cancel(pin)
         period = high_us + low_us
         self.highs[pin] += [(self.t + i * period, self.t + i * period + high_us) for i in range(count)]
+        return self.t
+
+    def series(self, pin: int, steps, repeat: int) -> int:
+        self._cancel(pin)
+        self.highs[pin] += series_intervals(self.t, steps, repeat)
         return self.t
 
     def pwm(self, pin: int, frequency_hz: float, duty: float) -> int:
@@ -116,6 +122,8 @@ command = st.one_of(
     st.tuples(st.just('reward'), floats),
     st.tuples(st.just('calibrate'), st.integers(0, 50), floats, floats),
     st.tuples(st.just('all_low')),
+    st.tuples(st.just('series'), st.lists(st.tuples(st.booleans(), st.one_of(numbers, st.integers(50, 120_000))),
+                                          max_size=12), st.integers(0, 40)),
 )
 step = st.tuples(command, st.integers(0, 400_000))  # a command, then the clock moves on (us)
 
@@ -139,6 +147,9 @@ def test_no_command_sequence_keeps_a_valve_open_past_its_limit(steps, tmp_path):
                 c.reward('valve', cmd[1])
             elif cmd[0] == 'calibrate':
                 c.calibrate('valve', cmd[1], cmd[2], cmd[3])
+            elif cmd[0] == 'series':
+                c.output('valve', MODE_SERIES, series_levels=[lv for lv, _ in cmd[1]],
+                         series_us=[us for _, us in cmd[1]], series_repeat=cmd[2])
             else:
                 c.all_low()
         except COMMAND_ERRORS as exc:  # refused with a message; anything else fails the test

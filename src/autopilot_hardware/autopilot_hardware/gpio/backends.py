@@ -4,18 +4,24 @@ All three report edges as :class:`Edge` (pin, level, 32-bit tick, unwrapped ``ti
 from their own thread, and run timed outputs (pulses, trains) on their own timing -- pigpio waves, lgpio
 tx_pulse, the sim's timing thread -- so no ROS callback ever sleeps. Output changes are reported as edges
 too (pigpio and sim from the pin's level; lgpio when commanded, since it cannot watch its own outputs).
+
+Levels are logical on this interface: ``True`` is an output's active level. An output claimed
+``active_low`` is driven electrically low when active and high when inactive -- from its claim on, so
+``all_low`` (every output inactive) closes an active-low valve by driving its pin high. pigpio inverts in
+this module, lgpio has the kernel invert (the line's active-low flag), the sim keeps both levels
+(:meth:`SimBackend.electrical`).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from autopilot_hardware.gpio.limits import Step, train_steps
+from autopilot_hardware.gpio.scheduler import Scheduler, run_series
 from autopilot_hardware.gpio.ticks import WRAP, TickUnwrapper, monotonic_us
 
 
@@ -42,6 +48,7 @@ class Backend(ABC):
     def __init__(self, on_edge: EdgeHandler) -> None:
         self.on_edge = on_edge
         self.outputs: set[int] = set()
+        self.active_low: set[int] = set()
 
     @abstractmethod
     def now_us(self) -> int:
@@ -51,7 +58,8 @@ class Backend(ABC):
     def claim_input(self, pin: int, pull: str, edge: str, glitch_us: int) -> None: ...
 
     @abstractmethod
-    def claim_output(self, pin: int) -> None: ...
+    def claim_output(self, pin: int, active_low: bool = False) -> None:
+        """Claim ``pin`` as an output, inactive (electrically high when ``active_low``)."""
 
     @abstractmethod
     def write(self, pin: int, level: bool) -> int:
@@ -62,13 +70,17 @@ class Backend(ABC):
         """``count`` pulses high ``high_us`` then low ``low_us``, on the backend's timing; returns tick_us."""
 
     @abstractmethod
+    def series(self, pin: int, steps: Sequence[Step], repeat: int) -> int:
+        """Each (level, us) step in order, ``repeat`` times, then low; on the backend's timing; returns tick_us."""
+
+    @abstractmethod
     def pwm(self, pin: int, frequency_hz: float, duty: float) -> int: ...
 
     def simulate(self, pin: int, level: bool, hold_us: int) -> int:
         raise BackendError(f'simulated inputs need backend sim, this node runs {self.name}')
 
     def all_low(self) -> None:
-        """Drive every claimed output low, stopping timed outputs (best effort: never raises)."""
+        """Drive every claimed output inactive, stopping timed outputs (best effort: never raises)."""
         for pin in sorted(self.outputs):
             try:
                 self.write(pin, False)
@@ -80,15 +92,14 @@ class Backend(ABC):
 
 
 class SimBackend(Backend):
-    """Software GPIO: a timing thread executes scheduled level changes on the monotonic microsecond clock.
+    """Software GPIO: level changes on a :class:`~.scheduler.Scheduler` thread, on the monotonic microsecond clock.
 
-    Timing: the thread waits on a condition until ~1 ms before an action is due, then polls the clock
-    until it is due, so an action runs within tens of microseconds of its time on an idle machine (a
-    loaded one can delay it by scheduler latency, ~1 ms). Edges carry the time the level actually changed,
-    not the time it was meant to, like real hardware. Pulse trains are scheduled from their nominal start,
-    so errors do not accumulate. The glitch filter works like pigpio's: a new level counts only if it stays
-    ``glitch_us``, and is then reported with the tick of its first edge. PWM is reported as one edge (high
-    when duty > 0), not as a stream of 800 Hz edges.
+    Timing is the scheduler's (tens of microseconds idle, ~1 ms under load). Edges carry the time the level
+    actually changed, not the time it was meant to, like real hardware. Trains and series are scheduled from
+    their nominal start, so errors do not accumulate. The glitch filter works like pigpio's: a new level counts
+    only if it stays ``glitch_us``, and is then reported with the tick of its first edge. PWM is reported as one
+    edge (high when duty > 0), not as a stream of 800 Hz edges. Levels reported are logical; an active-low
+    output's pin is the inverse (:meth:`electrical`), as a scope on the real pin would show.
     """
 
     name = 'sim'
@@ -98,48 +109,20 @@ class SimBackend(Backend):
         super().__init__(on_edge)
         self._epoch = monotonic_us()
         self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        self._queue: list[tuple[int, int, Callable[[int], None]]] = []
-        self._seq = itertools.count()
-        self._level: dict[int, bool] = {}          # driven output level / raw input level
+        self._level: dict[int, bool] = {}          # driven output level (logical) / raw input level
         self._reported: dict[int, bool] = {}       # input level after the glitch filter
         self._inputs: dict[int, tuple[str, int]] = {}  # pin -> (edge filter, glitch_us)
         self._gen: dict[int, int] = {}             # bumps cancel scheduled actions of a pin
         self._changed_at: dict[int, int] = {}      # input pin -> tick of its last raw change
-        self._running = True
-        self._thread = threading.Thread(target=self._run, name='gpio-sim-timing', daemon=True)
-        self._thread.start()
+        self._timer = Scheduler(self.now_us, 'gpio-sim-timing')
 
     def now_us(self) -> int:
         return monotonic_us() - self._epoch
 
-    # -- timing thread -------------------------------------------------------------------------------
-    def _schedule(self, due_us: int, action: Callable[[int], None]) -> None:
-        with self._cond:
-            heapq.heappush(self._queue, (due_us, next(self._seq), action))
-            self._cond.notify()
-
-    def _run(self) -> None:
-        with self._cond:
-            while self._running:
-                if not self._queue:
-                    self._cond.wait(0.5)
-                    continue
-                due = self._queue[0][0]
-                wait_us = due - self.now_us()
-                if wait_us > 1500:
-                    self._cond.wait((wait_us - 1000) / 1e6)
-                    continue  # re-check: an earlier action may have been added
-                if wait_us > 0:
-                    self._cond.release()
-                    try:
-                        while self.now_us() < due:
-                            time.sleep(0)  # poll the last ~1 ms; yields the GIL to other threads
-                    finally:
-                        self._cond.acquire()
-                    continue
-                _, _, action = heapq.heappop(self._queue)
-                action(self.now_us())
+    def electrical(self, pin: int) -> bool:
+        """The voltage on ``pin``: an output's level, inverted when it is active-low."""
+        with self._lock:
+            return self._level[pin] != (pin in self.active_low)
 
     # -- pins ----------------------------------------------------------------------------------------
     def _emit(self, pin: int, level: bool, t_us: int) -> None:
@@ -151,9 +134,11 @@ class SimBackend(Backend):
             self._level[pin] = self._reported[pin] = pull == 'up'
             self._gen[pin] = 0
 
-    def claim_output(self, pin: int) -> None:
+    def claim_output(self, pin: int, active_low: bool = False) -> None:
         with self._lock:
             self.outputs.add(pin)
+            if active_low:
+                self.active_low.add(pin)
             self._level[pin] = False
             self._gen[pin] = 0
 
@@ -170,29 +155,23 @@ class SimBackend(Backend):
             return t
 
     def pulses(self, pin: int, high_us: int, low_us: int, count: int) -> int:
+        return self.series(pin, train_steps(high_us, low_us, count), count)
+
+    def series(self, pin: int, steps: Sequence[Step], repeat: int) -> int:
         with self._lock:
             self._gen[pin] += 1
             gen = self._gen[pin]
             t0 = self.now_us()
-            self._set_output(pin, True, t0)
-            self._schedule(t0 + high_us, self._train_step(pin, gen, t0, high_us, low_us, count, 0, False))
-            return t0
+            self._set_output(pin, steps[0][0], t0)
 
-    def _train_step(self, pin: int, gen: int, t0: int, high_us: int, low_us: int, count: int, i: int,
-                    level: bool) -> Callable[[int], None]:
-        """Pulse ``i``'s edge to ``level``; schedules the next edge only (one queue entry per pin, so a long train
-        costs no memory and never crowds another pin's closing out of the timing thread)."""
-        def action(t_us: int) -> None:
-            if self._gen[pin] != gen:
-                return
-            self._set_output(pin, level, t_us)
-            start = t0 + i * (high_us + low_us)
-            if not level and i + 1 < count:  # low after pulse i: next pulse starts one period after it
-                self._schedule(start + high_us + low_us,
-                               self._train_step(pin, gen, t0, high_us, low_us, count, i + 1, True))
-            elif level:  # high of pulse i: its low is due high_us after its nominal start
-                self._schedule(start + high_us, self._train_step(pin, gen, t0, high_us, low_us, count, i, False))
-        return action
+            def apply(level: bool, t_us: int) -> bool:
+                with self._lock:
+                    if self._gen[pin] != gen:
+                        return False
+                    self._set_output(pin, level, t_us)
+                    return True
+            run_series(self._timer, t0, steps, repeat, apply)
+            return t0
 
     def pwm(self, pin: int, frequency_hz: float, duty: float) -> int:
         return self.write(pin, duty > 0)
@@ -207,9 +186,10 @@ class SimBackend(Backend):
             self._raw_input(pin, level, t)
             if hold_us > 0:
                 def release(t_us: int) -> None:
-                    if self._gen[pin] == gen:
-                        self._raw_input(pin, not level, t_us)
-                self._schedule(t + hold_us, release)
+                    with self._lock:
+                        if self._gen[pin] == gen:
+                            self._raw_input(pin, not level, t_us)
+                self._timer.at(t + hold_us, release)
             return t
 
     def _raw_input(self, pin: int, level: bool, t_us: int) -> None:
@@ -223,10 +203,11 @@ class SimBackend(Backend):
 
         def settle(_now: int) -> None:
             # Steady for glitch_us since t_us: report with the first edge's tick (as pigpio does).
-            if self._level[pin] == level and self._changed_at.get(pin) == t_us:
-                self._report(pin, level, t_us, edge)
+            with self._lock:
+                if self._level[pin] == level and self._changed_at.get(pin) == t_us:
+                    self._report(pin, level, t_us, edge)
         self._changed_at[pin] = t_us
-        self._schedule(t_us + glitch_us, settle)
+        self._timer.at(t_us + glitch_us, settle)
 
     def _report(self, pin: int, level: bool, t_us: int, edge: str) -> None:
         if self._reported[pin] == level:
@@ -237,11 +218,7 @@ class SimBackend(Backend):
 
     def close(self) -> None:
         self.all_low()
-        with self._cond:
-            self._running = False
-            self._queue.clear()
-            self._cond.notify()
-        self._thread.join(timeout=1.0)
+        self._timer.close()
 
 
 class PigpioBackend(Backend):
@@ -253,7 +230,8 @@ class PigpioBackend(Backend):
     wave_send_once): DMA-timed, microsecond accurate. pigpio transmits ONE wave at a time, so a single pulse
     asked for while another pin's wave runs is timed in software instead (high now, low on a timer, ~1 ms):
     queued behind the other wave it would start late, and a valve's later openings would run into it. A
-    train asked for then is refused (BackendError) rather than delayed.
+    train or series asked for then is refused (BackendError) rather than delayed. pigpio knows no active-low
+    pins: their levels are inverted here, in writes, waves, PWM duty and the levels callbacks report.
     """
 
     name = 'pigpio'
@@ -288,10 +266,14 @@ class PigpioBackend(Backend):
             raise BackendError(f'pigpio {call}: {self._pigpio.error_text(result)}{hint}')
         return result
 
+    def _pin_level(self, pin: int, level: bool) -> int:
+        """The electrical level that makes ``pin`` logically ``level``."""
+        return int(level != (pin in self.active_low))
+
     def _cb(self, pin: int, level: int, tick: int) -> None:
         if level == 2:  # watchdog timeout, no level change
             return
-        self.on_edge(Edge(pin, bool(level), tick, self._unwrap(tick)))
+        self.on_edge(Edge(pin, bool(level) != (pin in self.active_low), tick, self._unwrap(tick)))
 
     def claim_input(self, pin: int, pull: str, edge: str, glitch_us: int) -> None:
         pg = self._pigpio
@@ -303,9 +285,12 @@ class PigpioBackend(Backend):
         flag = {'rising': pg.RISING_EDGE, 'falling': pg.FALLING_EDGE, 'both': pg.EITHER_EDGE}[edge]
         self._callbacks.append(self.pi.callback(pin, flag, self._cb))
 
-    def claim_output(self, pin: int) -> None:
+    def claim_output(self, pin: int, active_low: bool = False) -> None:
+        if active_low:
+            self.active_low.add(pin)
+        # The inactive level first, then output mode: the pin never shows its active level, not even briefly.
+        self._call('write', pin, self._pin_level(pin, False))
         self._call('set_mode', pin, self._pigpio.OUTPUT)
-        self._call('write', pin, 0)
         self.outputs.add(pin)
         self._callbacks.append(self.pi.callback(pin, self._pigpio.EITHER_EDGE, self._cb))
 
@@ -324,27 +309,36 @@ class PigpioBackend(Backend):
     def write(self, pin: int, level: bool) -> int:
         with self._wave_lock:
             self._take_pin(pin)
-            self._call('write', pin, int(level))
+            self._call('write', pin, self._pin_level(pin, level))
         return self.now_us()
 
     def pulses(self, pin: int, high_us: int, low_us: int, count: int) -> int:
+        return self.series(pin, train_steps(high_us, low_us, count), count)
+
+    def series(self, pin: int, steps: Sequence[Step], repeat: int) -> int:
         pg = self._pigpio
         with self._wave_lock:
             current = self._take_pin(pin)
             if current is not None:
                 # pigpio sends one wave at a time: queued behind another pin's wave, this pulse would start late
                 # and a valve's openings would run into each other. A single pulse is timed in software instead
-                # (~1 ms); a train must wait.
-                if count != 1:
+                # (~1 ms); a train or series must wait.
+                if repeat != 1 or len(steps) != 1 or not steps[0][0]:
                     raise BackendError(f'pin {pin}: pigpio is sending the wave of pin {self._wave_pins[current]} '
-                                       f'(one wave at a time): a train cannot start before it ends; try again then')
-                return self._soft_pulse(pin, high_us)
+                                       f'(one wave at a time): a train or series cannot start before it ends; '
+                                       f'try again then')
+                return self._soft_pulse(pin, steps[0][1])
+        flat = list(steps) * repeat
+        while flat and not flat[-1][0]:
+            flat.pop()  # trailing low steps: the closing pulse below sets the level
         mask = 1 << pin
         pulses = []
-        for i in range(count):
-            pulses.append(pg.pulse(mask, 0, high_us))
-            # The last low phase only needs to set the level: 1 us keeps the wave short.
-            pulses.append(pg.pulse(0, mask, low_us if i < count - 1 else 1))
+        for level, us in flat:
+            on = self._pin_level(pin, level)
+            pulses.append(pg.pulse(mask if on else 0, 0 if on else mask, us))
+        # The end only needs to set the inactive level: 1 us keeps the wave short.
+        off = self._pin_level(pin, False)
+        pulses.append(pg.pulse(mask if off else 0, 0 if off else mask, 1))
         with self._wave_lock:
             self._collect_waves()
             self._call('wave_add_new')
@@ -359,13 +353,13 @@ class PigpioBackend(Backend):
     def _soft_pulse(self, pin: int, high_us: int) -> int:
         """High now, low ``high_us`` later on a timer thread of its own (called with _wave_lock held)."""
         token = self._soft[pin]
-        self._call('write', pin, 1)
+        self._call('write', pin, self._pin_level(pin, True))
         t = self.now_us()
 
         def low() -> None:
             with self._wave_lock:
                 if self._soft.get(pin) == token:
-                    self._call('write', pin, 0)
+                    self._call('write', pin, self._pin_level(pin, False))
         timer = threading.Timer(high_us / 1e6, low)
         timer.daemon = True
         timer.start()
@@ -386,9 +380,13 @@ class PigpioBackend(Backend):
             self._wave_pins.pop(wid, None)
 
     def pwm(self, pin: int, frequency_hz: float, duty: float) -> int:
+        with self._wave_lock:
+            self._take_pin(pin)  # a wave or software pulse running on the pin would overwrite the PWM
         self._call('set_PWM_frequency', pin, int(frequency_hz))
         self._call('set_PWM_range', pin, 1000)
-        self._call('set_PWM_dutycycle', pin, round(duty * 1000))
+        # Active-low: the pin is low for the active fraction of each period, i.e. high for the rest.
+        on = duty if pin not in self.active_low else 1.0 - duty
+        self._call('set_PWM_dutycycle', pin, round(on * 1000))
         return self.now_us()
 
     def all_low(self) -> None:
@@ -411,7 +409,9 @@ class LgpioBackend(Backend):
     lgpio timestamps edges in nanoseconds of the kernel's line-event clock (since boot on current kernels);
     they are turned into microseconds since the backend started. Pulses are lgpio's software-timed tx_pulse
     (its own thread, ~10 us jitter). lgpio cannot watch a line it drives, so output events are reported
-    at command time; the end of a pulse is not reported.
+    at command time; the end of a pulse is not reported. Active-low outputs are claimed with the line's
+    active-low flag, so the kernel inverts every write, pulse and PWM. A series is timed by a
+    :class:`~.scheduler.Scheduler` thread (lgpio's waves queue behind each other; ours replace).
     """
 
     name = 'lgpio'
@@ -431,6 +431,9 @@ class LgpioBackend(Backend):
         self._epoch_ns = time.monotonic_ns()
         self._tick_offset_ns: int | None = None
         self._callbacks: list[object] = []
+        self._gen: dict[int, int] = {}  # bumps cancel a running series of a pin
+        self._timer: Scheduler | None = None
+        self._lock = threading.Lock()
 
     def now_us(self) -> int:
         return (time.monotonic_ns() - self._epoch_ns) // 1000
@@ -462,25 +465,56 @@ class LgpioBackend(Backend):
             self._call(lg.gpio_set_debounce_micros, pin, glitch_us)
         self._callbacks.append(lg.callback(self.h, pin, eflags, self._cb))
 
-    def claim_output(self, pin: int) -> None:
-        self._call(self._lg.gpio_claim_output, pin, 0)
+    def claim_output(self, pin: int, active_low: bool = False) -> None:
+        # Level 0 is logical: with SET_ACTIVE_LOW the kernel drives the line high, from the claim on.
+        self._call(self._lg.gpio_claim_output, pin, 0, self._lg.SET_ACTIVE_LOW if active_low else 0)
+        if active_low:
+            self.active_low.add(pin)
         self.outputs.add(pin)
+        self._gen[pin] = 0
+
+    def _take_pin(self, pin: int) -> int:
+        """Stop what runs on ``pin`` (lgpio pulses, our series); returns the pin's new generation."""
+        with self._lock:
+            self._gen[pin] = self._gen.get(pin, 0) + 1
+            gen = self._gen[pin]
+        self._call(self._lg.tx_pulse, pin, 0, 0)
+        return gen
 
     def write(self, pin: int, level: bool) -> int:
-        self._call(self._lg.tx_pulse, pin, 0, 0)  # stop pulses on this pin
+        self._take_pin(pin)
         self._call(self._lg.gpio_write, pin, int(level))
         t = self.now_us()
         self.on_edge(Edge(pin, level, t % WRAP, t))
         return t
 
+    def series(self, pin: int, steps: Sequence[Step], repeat: int) -> int:
+        gen = self._take_pin(pin)
+        if self._timer is None:
+            self._timer = Scheduler(self.now_us, 'gpio-lgpio-series')
+
+        def apply(level: bool, _t_us: int) -> bool:
+            with self._lock:
+                if self._gen.get(pin) != gen:
+                    return False
+                self._call(self._lg.gpio_write, pin, int(level))
+            t = self.now_us()
+            self.on_edge(Edge(pin, level, t % WRAP, t))
+            return True
+        t0 = self.now_us()
+        apply(steps[0][0], t0)
+        run_series(self._timer, t0, steps, repeat, apply)
+        return t0
+
     def pulses(self, pin: int, high_us: int, low_us: int, count: int) -> int:
-        self._call(self._lg.tx_pulse, pin, 0, 0)  # replace what runs on the pin, never queue behind it
+        self._take_pin(pin)  # replace what runs on the pin, never queue behind it
         self._call(self._lg.tx_pulse, pin, high_us, max(low_us, 1), 0, count)
         t = self.now_us()
         self.on_edge(Edge(pin, True, t % WRAP, t))
         return t
 
     def pwm(self, pin: int, frequency_hz: float, duty: float) -> int:
+        self._take_pin(pin)
         self._call(self._lg.tx_pwm, pin, frequency_hz, duty * 100.0)
         t = self.now_us()
         self.on_edge(Edge(pin, duty > 0, t % WRAP, t))
@@ -488,6 +522,8 @@ class LgpioBackend(Backend):
 
     def close(self) -> None:
         self.all_low()
+        if self._timer is not None:
+            self._timer.close()
         for cb in self._callbacks:
             cb.cancel()  # type: ignore[attr-defined]
         self._lg.gpiochip_close(self.h)

@@ -13,9 +13,14 @@ device's settings are ``devices.<name>.<setting>``, declared for the listed name
         devices.poke_left.edge: both # rising | falling | both: which edges become events
         devices.poke_left.glitch_us: 200   # level must be steady this long to count (pigpio's glitch filter)
         devices.valve_left.pin: 5
-        devices.valve_left.kind: valve     # valve | led | ttl
+        devices.valve_left.kind: valve     # valve | led | led_rgb | ttl
         devices.valve_left.max_open_ms: 500  # longest opening of a valve on ANY path (> 0; see gpio.limits)
+        devices.valve_left.active_low: false # true: the pin is driven low to open (e.g. a low-side relay board)
         devices.led_center.pwm_frequency_hz: 800.0
+        devices.cue.kind: led_rgb          # three PWM channels as one device: pin_red, pin_green, pin_blue
+        devices.cue.pin_red: 23            # (no .pin); active_low: true for a common-anode LED
+
+An output's ``kind`` is declared first, because it decides which settings the device has.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from autopilot_core.params import ParamSpec
 
 PULLS = ('up', 'down', 'off')
 EDGES = ('rising', 'falling', 'both')
-KINDS = ('valve', 'led', 'ttl')
+KINDS = ('valve', 'led', 'led_rgb', 'ttl')
+#: The channels of an led_rgb, in the order of its colour's components.
+RGB = ('red', 'green', 'blue')
 #: BCM GPIOs a pigpio/Raspberry Pi can address; the sim backend accepts the 40-pin header's 0-27.
 MAX_PIN = 53
 _NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]*$')
@@ -51,11 +58,19 @@ class Device:
     kind: str = 'ttl'
     max_open_ms: float = 0.0
     pwm_frequency_hz: float = 800.0
+    active_low: bool = False
+    #: led_rgb: the red, green and blue channels' pins (``pin`` is the red one).
+    rgb_pins: tuple[int, ...] = ()
 
     @property
     def max_open_us(self) -> int:
         """Longest high time allowed (0: unlimited)."""
         return int(self.max_open_ms * 1000)
+
+    @property
+    def pins(self) -> tuple[int, ...]:
+        """Every pin the device drives or reads."""
+        return self.rgb_pins or (self.pin,)
 
 
 def input_specs(name: str) -> tuple[ParamSpec, ...]:
@@ -70,18 +85,30 @@ def input_specs(name: str) -> tuple[ParamSpec, ...]:
     )
 
 
-def output_specs(name: str) -> tuple[ParamSpec, ...]:
+def kind_spec(name: str) -> ParamSpec:
+    return ParamSpec(f'devices.{name}.kind', 'ttl', f'What {name} drives (valves get a maximum open time; led_rgb '
+                     'is three PWM channels)', choices=KINDS, read_only=True)
+
+
+def output_specs(name: str, kind: str) -> tuple[ParamSpec, ...]:
+    """The settings of output ``name`` of ``kind`` (declared after the kind, which decides them)."""
     p = f'devices.{name}.'
+    common = (
+        ParamSpec(p + 'active_low', False, f'{name} is active when its pin is low (a low-side relay board, a '
+                  'common-anode LED): every output is driven to its inactive level from startup on', read_only=True),
+        ParamSpec(p + 'pwm_frequency_hz', 800.0, f'PWM frequency of {name} when a command gives none',
+                  unit='Hz', min=1.0, max=40_000.0, read_only=True),
+    )
+    if kind == 'led_rgb':
+        return (*(ParamSpec(p + f'pin_{c}', -1, f'GPIO of the {c} channel of {name} (BCM number; lgpio: line '
+                            'offset)', min=-1, max=255, read_only=True) for c in RGB), *common)
     return (
         ParamSpec(p + 'pin', -1, f'GPIO of output {name} (BCM number; lgpio: line offset)', min=-1, max=255,
-                  read_only=True),
-        ParamSpec(p + 'kind', 'ttl', f'What {name} drives (valves get a maximum open time)', choices=KINDS,
                   read_only=True),
         ParamSpec(p + 'max_open_ms', DEFAULT_MAX_OPEN_MS,
                   f'Longest opening of {name} when it is a valve, on every path (> 0; gpio.limits)', unit='ms',
                   min=0.0, max=60_000.0, read_only=True),
-        ParamSpec(p + 'pwm_frequency_hz', 800.0, f'PWM frequency of {name} when a command gives none',
-                  unit='Hz', min=1.0, max=40_000.0, read_only=True),
+        *common,
     )
 
 
@@ -105,17 +132,22 @@ def build_table(inputs: Sequence[str], outputs: Sequence[str], values: Mapping[s
     by_pin: dict[int, str] = {}
     for name in [*inputs, *outputs]:
         p = f'devices.{name}.'
-        pin = int(values[p + 'pin'])  # type: ignore[call-overload]
-        if pin < 0:
-            raise ConfigError(f"device {name!r} has no pin: set devices.{name}.pin in the params file "
-                              f"(or -p devices.{name}.pin:=<BCM number>)")
-        if pin > pin_limit:
-            raise ConfigError(f'device {name!r}: pin {pin} does not exist on this backend (pins 0-{pin_limit}): '
-                              f'fix devices.{name}.pin')
-        if pin in by_pin:
-            raise ConfigError(f'pin {pin} is claimed twice, by {by_pin[pin]!r} and {name!r}: give each device '
-                              f'its own devices.<name>.pin')
-        by_pin[pin] = name
+        rgb = name in outputs and values.get(p + 'kind') == 'led_rgb'
+        pins = []
+        for setting in [f'pin_{c}' for c in RGB] if rgb else ['pin']:
+            pin = int(values[p + setting])  # type: ignore[call-overload]
+            if pin < 0:
+                raise ConfigError(f"device {name!r} has no {setting.replace('_', ' ')}: set devices.{name}.{setting} "
+                                  f"in the params file (or -p devices.{name}.{setting}:=<BCM number>)")
+            if pin > pin_limit:
+                raise ConfigError(f'device {name!r}: pin {pin} does not exist on this backend (pins 0-{pin_limit}): '
+                                  f'fix devices.{name}.{setting}')
+            if pin in by_pin:
+                raise ConfigError(f'pin {pin} is claimed twice, by {by_pin[pin]!r} and {name!r}: give each device '
+                                  f'(and each channel of an led_rgb) its own pin')
+            by_pin[pin] = name
+            pins.append(pin)
+        pin = pins[0]
         if name in inputs:
             dev = Device(name, pin, True, pull=str(values[p + 'pull']), edge=str(values[p + 'edge']),
                          glitch_us=int(values[p + 'glitch_us']))  # type: ignore[call-overload]
@@ -126,7 +158,8 @@ def build_table(inputs: Sequence[str], outputs: Sequence[str], values: Mapping[s
                                   f"limit > 0; set devices.{name}.max_open_ms (e.g. 500)")
             dev = Device(name, pin, False, kind=kind,
                          max_open_ms=float(values[p + 'max_open_ms']) if kind == 'valve' else 0.0,  # type: ignore[arg-type]
-                         pwm_frequency_hz=float(values[p + 'pwm_frequency_hz']))  # type: ignore[arg-type]
+                         pwm_frequency_hz=float(values[p + 'pwm_frequency_hz']),  # type: ignore[arg-type]
+                         active_low=bool(values.get(p + 'active_low', False)), rgb_pins=tuple(pins) if rgb else ())
         table[name] = dev
     return table
 

@@ -5,23 +5,37 @@ finite or in range, train bounds, and a valve's ``max_open_ms`` on the accumulat
 :mod:`.limits`) hold on every path: topic, service, reward, calibration, whatever order commands come in.
 Errors are one of ``COMMAND_ERRORS`` with a message naming the device and the fix; the node logs them
 (topics) or returns them (services) and stays up. A refused command changes nothing on the pin.
+
+An ``led_rgb`` is three PWM channels driven as one device: every mode shows its command's colour
+(:mod:`.colors`) where other outputs go high. Its timed modes switch the three channels together on a
+:class:`~.scheduler.Scheduler` thread (~1 ms, a visual cue's precision), since no backend times PWM changes.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from autopilot_core.checks import InputError, finite
 from autopilot_hardware.gpio.backends import Backend, BackendError
 from autopilot_hardware.gpio.calibration import CalibrationError, CalibrationStore
+from autopilot_hardware.gpio.colors import OFF, RGB, WHITE, ColorError, parse_color
 from autopilot_hardware.gpio.config import ConfigError, Device, check_high_time, lookup
-from autopilot_hardware.gpio.limits import LimitError, ValveLimit, check_train, train
+from autopilot_hardware.gpio.limits import (
+    LimitError,
+    Step,
+    ValveLimit,
+    check_series,
+    check_train,
+    series_intervals,
+    train_steps,
+)
+from autopilot_hardware.gpio.scheduler import Scheduler, run_series
 
-MODE_LEVEL, MODE_PULSE, MODE_PWM, MODE_TRAIN = 0, 1, 2, 3  # DigitalOutput.MODE_*
+MODE_LEVEL, MODE_PULSE, MODE_PWM, MODE_TRAIN, MODE_COLOR, MODE_SERIES = 0, 1, 2, 3, 4, 5  # DigitalOutput.MODE_*
 #: What a command can fail with; all carry a one-line message for the user.
-COMMAND_ERRORS = (ConfigError, BackendError, CalibrationError, LimitError, InputError)
+COMMAND_ERRORS = (ConfigError, BackendError, CalibrationError, LimitError, InputError, ColorError)
 #: Longest calibration opening or gap a request may name (a minute).
 MAX_CALIBRATION_MS = 60_000.0
 
@@ -37,40 +51,53 @@ class GpioController:
         self.table = dict(table)
         self.backend = backend
         self.store = store
-        self.by_pin = {d.pin: d for d in self.table.values()}
+        self.by_pin = {pin: d for d in self.table.values() for pin in d.pins}
         self.limits = {d.name: ValveLimit(d.name, d.max_open_us) for d in self.table.values() if d.max_open_us}
-        # Commands come from the executor thread and the heartbeat check; a plan is read and changed as one.
-        self._lock = threading.Lock()
+        # Commands come from the executor thread, the heartbeat check and the RGB scheduler; a plan is read and
+        # changed as one.
+        self._lock = threading.RLock()
+        self._rgb_gen = {d.name: 0 for d in self.table.values() if d.rgb_pins}  # a bump drops a running series
+        self._scheduler: Scheduler | None = None
 
     def claim_all(self) -> None:
         """Claim every pin; BackendError names the device whose pin failed."""
         for dev in self.table.values():
-            try:
-                if dev.is_input:
-                    self.backend.claim_input(dev.pin, dev.pull, dev.edge, dev.glitch_us)
-                else:
-                    self.backend.claim_output(dev.pin)
-            except BackendError as exc:
-                raise BackendError(f'device {dev.name!r} on pin {dev.pin}: {exc}') from None
+            for pin in dev.pins:
+                try:
+                    if dev.is_input:
+                        self.backend.claim_input(pin, dev.pull, dev.edge, dev.glitch_us)
+                    else:
+                        self.backend.claim_output(pin, dev.active_low)
+                except BackendError as exc:
+                    raise BackendError(f'device {dev.name!r} on pin {pin}: {exc}') from None
 
     def output(self, device: str, mode: int, *, level: bool = False, pulse_us: int = 0, pwm_duty: float = 0.0,
-               pwm_frequency_hz: float = 0.0, train_off_us: int = 0, train_count: int = 0) -> Done:
+               pwm_frequency_hz: float = 0.0, train_off_us: int = 0, train_count: int = 0, color: str = '',
+               series_levels: Sequence[bool] = (), series_us: Sequence[int] = (), series_repeat: int = 0) -> Done:
         dev = lookup(self.table, device, want_input=False)
+        if dev.rgb_pins:
+            return self._rgb(dev, mode, level, pulse_us, train_off_us, train_count, color, series_levels,
+                             series_us, series_repeat)
+        if color:
+            raise ConfigError(f'{dev.name}: a colour ({color[:40]!r}) is for led_rgb outputs; {dev.name} is a '
+                              f'{dev.kind}: leave color empty')
+        if mode == MODE_SERIES:
+            steps = check_series(dev.name, series_levels, series_us, max(series_repeat, 1))
+            return self._timed(dev, steps, max(series_repeat, 1))
         if mode == MODE_LEVEL:
             if level and dev.max_open_us:
                 # A valve is never left open: "high" is an opening of what is left of its maximum open time.
-                return self._timed(dev, dev.max_open_us, 0, 1, shorten=True, what='high')
+                return self._timed(dev, [(True, dev.max_open_us)], 1, shorten=True, what='high')
             return self._write(dev, bool(level))
         if mode == MODE_PULSE:
             check_high_time(dev, pulse_us)
-            return self._timed(dev, pulse_us, 0, 1)
+            return self._timed(dev, [(True, pulse_us)], 1)
         if mode == MODE_TRAIN:
-            if train_count < 1:
-                raise ConfigError(f'{dev.name}: train_count must be >= 1 (got {train_count})')
-            check_high_time(dev, pulse_us, 'train pulse')
-            if train_count > 1 and train_off_us <= 0:
-                raise ConfigError(f'{dev.name}: train_off_us must be > 0 between pulses (got {train_off_us})')
-            return self._timed(dev, pulse_us, train_off_us, train_count)
+            self._check_train(dev, pulse_us, train_off_us, train_count)
+            return self._timed(dev, train_steps(pulse_us, train_off_us, train_count), train_count)
+        if mode == MODE_COLOR:
+            raise ConfigError(f'{dev.name}: MODE_COLOR is for led_rgb outputs; {dev.name} is a {dev.kind} '
+                              f'(set devices.{dev.name}.kind: led_rgb, or use MODE_LEVEL or MODE_PWM)')
         if mode == MODE_PWM:
             if dev.max_open_us:
                 raise ConfigError(f'{dev.name}: PWM is not allowed on a valve (it would stay open); '
@@ -79,7 +106,67 @@ class GpioController:
             freq = finite(f'{dev.name}: pwm_frequency_hz', pwm_frequency_hz, 0.0, 40_000.0)
             with self._lock:
                 return Done(self.backend.pwm(dev.pin, freq if freq >= 1.0 else dev.pwm_frequency_hz, duty))
-        raise ConfigError(f'{dev.name}: unknown mode {mode} (0 level, 1 pulse, 2 pwm, 3 train)')
+        raise ConfigError(f'{dev.name}: unknown mode {mode} (0 level, 1 pulse, 2 pwm, 3 train, 4 color, 5 series)')
+
+    @staticmethod
+    def _check_train(dev: Device, pulse_us: int, train_off_us: int, train_count: int) -> None:
+        if train_count < 1:
+            raise ConfigError(f'{dev.name}: train_count must be >= 1 (got {train_count})')
+        check_high_time(dev, pulse_us, 'train pulse')
+        if train_count > 1 and train_off_us <= 0:
+            raise ConfigError(f'{dev.name}: train_off_us must be > 0 between pulses (got {train_off_us})')
+
+    # -- led_rgb ---------------------------------------------------------------------------------------
+    def _rgb(self, dev: Device, mode: int, level: bool, pulse_us: int, train_off_us: int, train_count: int,
+             color: str, series_levels: Sequence[bool], series_us: Sequence[int], series_repeat: int) -> Done:
+        if mode == MODE_COLOR:
+            if not color:
+                raise ColorError(f"{dev.name}: MODE_COLOR needs a colour (a name or #rrggbb; 'off' for dark)")
+            return self._show(dev, parse_color(color))
+        on = parse_color(color) if color else WHITE
+        if mode == MODE_LEVEL:
+            return self._show(dev, on if level else OFF)
+        if mode == MODE_PWM:
+            raise ConfigError(f"{dev.name}: an led_rgb is dimmed by its colour: MODE_COLOR with e.g. '#404040' "
+                              f'(PWM sets one channel)')
+        steps: list[Step]
+        if mode == MODE_PULSE:
+            check_high_time(dev, pulse_us)
+            steps, repeat = [(True, pulse_us)], 1
+        elif mode == MODE_TRAIN:
+            self._check_train(dev, pulse_us, train_off_us, train_count)
+            steps, repeat = train_steps(pulse_us, train_off_us, train_count), train_count
+        elif mode == MODE_SERIES:
+            repeat = max(series_repeat, 1)
+            steps = check_series(dev.name, series_levels, series_us, repeat)
+        else:
+            raise ConfigError(f'{dev.name}: unknown mode {mode} (0 level, 1 pulse, 3 train, 4 color, 5 series; '
+                              f'2 pwm is refused for led_rgb)')
+        self._check_steps(dev, steps, repeat)
+        with self._lock:
+            done = self._show(dev, on if steps[0][0] else OFF)
+            gen = self._rgb_gen[dev.name]
+            if self._scheduler is None:
+                self._scheduler = Scheduler(self.backend.now_us, 'gpio-rgb-series')
+
+            def apply(step_level: bool, _now: int) -> bool:
+                with self._lock:
+                    if self._rgb_gen[dev.name] != gen:
+                        return False
+                    self._set_rgb(dev, on if step_level else OFF)
+                    return True
+            run_series(self._scheduler, done.tick_us, steps, repeat, apply)
+            return done
+
+    def _show(self, dev: Device, rgb: RGB) -> Done:
+        """Show ``rgb`` on ``dev`` until the next command (a running series of it is dropped)."""
+        with self._lock:
+            self._rgb_gen[dev.name] += 1
+            return Done(self._set_rgb(dev, rgb))
+
+    def _set_rgb(self, dev: Device, rgb: RGB) -> int:
+        ticks = [self.backend.pwm(pin, dev.pwm_frequency_hz, duty) for pin, duty in zip(dev.rgb_pins, rgb, strict=True)]
+        return ticks[0]
 
     def _write(self, dev: Device, level: bool) -> Done:
         with self._lock:
@@ -89,15 +176,17 @@ class GpioController:
                 lim.close(t)
             return Done(t)
 
-    def _timed(self, dev: Device, high_us: int, low_us: int, count: int, *, shorten: bool = False,
+    def _timed(self, dev: Device, steps: list[Step], repeat: int, *, shorten: bool = False,
                what: str = 'pulse') -> Done:
-        """``count`` pulses on ``dev`` within its limits; ``shorten``: a single opening is cut to what is left."""
+        """``steps`` ``repeat`` times on ``dev`` within its limits (a pulse and a train are series too);
+        ``shorten``: a single opening is cut to what is left."""
         with self._lock:
             lim = self.limits.get(dev.name)
             note = ''
             if lim is not None:
                 now = self.backend.now_us()
                 if shorten:
+                    high_us = steps[0][1]
                     left = lim.remaining_us(now)
                     if left <= 0:
                         wait = (lim.closed_until_us(now) - now) / 1000
@@ -109,18 +198,41 @@ class GpioController:
                         high_us = left
                     elif what == 'high':
                         note = f'{dev.name}: high capped at max_open_ms {dev.max_open_ms:g} ms'
-                check_train(dev.name, high_us, low_us, count)
-                plan = train(now, high_us, low_us, count)
+                    steps = [(True, high_us)]
+                self._check_steps(dev, steps, repeat)
+                plan = series_intervals(now, steps, repeat)
                 lim.allow(now, plan)
-                t = self.backend.pulses(dev.pin, high_us, low_us, count)
+                t = self._run(dev, steps, repeat)
                 lim.commit(now, plan)
                 return Done(t, note)
-            check_train(dev.name, high_us, low_us, count)
-            return Done(self.backend.pulses(dev.pin, high_us, low_us, count), note)
+            self._check_steps(dev, steps, repeat)
+            return Done(self._run(dev, steps, repeat), note)
+
+    @staticmethod
+    def _as_train(steps: list[Step]) -> tuple[int, int] | None:
+        """(high_us, low_us) when ``steps`` are a pulse or a train's period (backends time those natively)."""
+        if steps[0][0] and (len(steps) == 1 or (len(steps) == 2 and not steps[1][0])):
+            return steps[0][1], steps[1][1] if len(steps) == 2 else 0
+        return None
+
+    def _check_steps(self, dev: Device, steps: list[Step], repeat: int) -> None:
+        as_train = self._as_train(steps)
+        if as_train is not None:
+            check_train(dev.name, *as_train, repeat)
+        else:
+            check_series(dev.name, [lv for lv, _ in steps], [us for _, us in steps], repeat)
+
+    def _run(self, dev: Device, steps: list[Step], repeat: int) -> int:
+        as_train = self._as_train(steps)
+        if as_train is not None:
+            return self.backend.pulses(dev.pin, *as_train, repeat)
+        return self.backend.series(dev.pin, steps, repeat)
 
     def all_low(self) -> None:
-        """Every output low now (the heartbeat check, stop): nothing stays scheduled."""
+        """Every output inactive now (the heartbeat check, stop): nothing stays scheduled."""
         with self._lock:
+            for name in self._rgb_gen:
+                self._rgb_gen[name] += 1
             self.backend.all_low()
             now = self.backend.now_us()
             for lim in self.limits.values():
@@ -154,7 +266,7 @@ class GpioController:
         if dev.max_open_us and open_us > dev.max_open_us:
             open_us = dev.max_open_us
             note += f', capped at max_open_ms {dev.max_open_ms:g} ms'
-        done = self._timed(dev, open_us, 0, 1, shorten=True, what='reward')
+        done = self._timed(dev, [(True, open_us)], 1, shorten=True, what='reward')
         return Done(done.tick_us, '; '.join(m for m in (note, done.message) if m))
 
     def calibrate(self, device: str, n_openings: int, open_ms: float, interval_ms: float) -> tuple[Done, float]:
@@ -167,7 +279,7 @@ class GpioController:
         off_us = round(finite(f'{dev.name}: interval_ms', interval_ms, 0.0, MAX_CALIBRATION_MS) * 1000)
         if n_openings > 1 and off_us <= 0:
             raise ConfigError(f'{dev.name}: interval_ms must be > 0 between openings (got {interval_ms})')
-        start = self._timed(dev, open_us, off_us, n_openings).tick_us
+        start = self._timed(dev, train_steps(open_us, off_us, n_openings), n_openings).tick_us
         duration = (n_openings * open_us + (n_openings - 1) * off_us) / 1e6
         return Done(start, f'{dev.name}: {n_openings} x {open_us / 1000:g} ms every {(open_us + off_us) / 1000:g} ms, '
                            f'done in {duration:.2f} s'), duration
@@ -182,4 +294,8 @@ class GpioController:
 
     def close(self) -> None:
         with self._lock:
+            for name in self._rgb_gen:
+                self._rgb_gen[name] += 1
             self.backend.close()
+        if self._scheduler is not None:
+            self._scheduler.close()

@@ -33,16 +33,65 @@ MIN_PHASE_US = 50
 MAX_SPAN_US = 3_600_000_000
 
 
+#: Steps in one series (a pattern; repeat it for more).
+MAX_SERIES_STEPS = 1000
+
+
 class LimitError(ValueError):
     """A command that would break a valve's limit or the train bounds; the message names the fix."""
 
 
 Interval = tuple[int, int]  # (start_us, end_us), end > start
+#: One step of a timed output: (level, microseconds).
+Step = tuple[bool, int]
 
 
 def train(start_us: int, high_us: int, low_us: int, count: int) -> list[Interval]:
     period = high_us + low_us
     return [(start_us + i * period, start_us + i * period + high_us) for i in range(count)]
+
+
+def train_steps(high_us: int, low_us: int, count: int) -> list[Step]:
+    """A pulse train as one period of steps (repeated ``count`` times); the last low is the series' end."""
+    return [(True, high_us), (False, low_us)] if count > 1 else [(True, high_us)]
+
+
+def series_intervals(start_us: int, steps: Sequence[Step], repeat: int) -> list[Interval]:
+    """The high intervals of ``steps`` run ``repeat`` times from ``start_us`` (adjacent high steps joined)."""
+    out: list[Interval] = []
+    t = start_us
+    for _ in range(repeat):
+        for level, us in steps:
+            if level:
+                if out and out[-1][1] == t:
+                    out[-1] = (out[-1][0], t + us)
+                else:
+                    out.append((t, t + us))
+            t += us
+    return out
+
+
+def check_series(name: str, levels: Sequence[bool], durations_us: Sequence[int], repeat: int) -> list[Step]:
+    """The steps of a series command, within the bounds every timed output obeys; LimitError names the fix."""
+    if not 1 <= len(levels) <= MAX_SERIES_STEPS:
+        raise LimitError(f'{name}: a series of {len(levels)} steps; 1 to {MAX_SERIES_STEPS} are allowed (repeat a '
+                         f'pattern with series_repeat)')
+    if len(durations_us) != len(levels):
+        raise LimitError(f'{name}: {len(levels)} series levels but {len(durations_us)} durations: give one '
+                         f'duration per level')
+    if not 1 <= repeat <= MAX_TRAIN_COUNT:
+        raise LimitError(f'{name}: series_repeat {repeat}; 1 to {MAX_TRAIN_COUNT} are allowed')
+    short = [us for us in durations_us if us < MIN_PHASE_US]
+    if short:
+        raise LimitError(f'{name}: a series step of {short[0]} us; each step lasts at least {MIN_PHASE_US} us')
+    if len(levels) * repeat > 2 * MAX_TRAIN_COUNT:
+        raise LimitError(f'{name}: {len(levels)} steps x {repeat} repeats; at most {2 * MAX_TRAIN_COUNT} steps '
+                         f'per command')
+    span = sum(durations_us) * repeat
+    if span > MAX_SPAN_US:
+        raise LimitError(f'{name}: the series lasts {span / 1e6:.0f} s; at most {MAX_SPAN_US / 1e6:.0f} s per '
+                         f'command')
+    return [(bool(level), int(us)) for level, us in zip(levels, durations_us, strict=True)]
 
 
 def check_train(name: str, high_us: int, low_us: int, count: int) -> None:

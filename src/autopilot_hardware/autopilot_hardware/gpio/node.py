@@ -13,7 +13,7 @@ Endpoints (relative, so the rig namespace places them: ``/rig_1/gpio/events``):
 
 Safety: a valve is never open longer than its ``max_open_ms`` in one opening, whatever commands arrive
 (:mod:`autopilot_hardware.gpio.limits`, applied by GpioController on every path); every output is driven
-low when the node stops and when the pilot's heartbeat (``pilot_status_topic``, by default the pilot of
+inactive (low; high for an ``active_low`` one) when the node stops and when the pilot's heartbeat (``pilot_status_topic``, by default the pilot of
 this namespace) has been silent for ``pilot_timeout_s``. Every callback is guarded
 (:mod:`autopilot_core.guard`): a malformed or refused command is logged, counted on ``/diagnostics`` and
 changes nothing. Device layout: :mod:`autopilot_hardware.gpio.config`.
@@ -40,7 +40,14 @@ from autopilot_core.executors import run_node
 from autopilot_core.params import ParamSpec, check_unknown, declare
 from autopilot_hardware.gpio.backends import Backend, Edge, make_backend
 from autopilot_hardware.gpio.calibration import CalibrationStore
-from autopilot_hardware.gpio.config import ConfigError, build_table, check_names, input_specs, output_specs
+from autopilot_hardware.gpio.config import (
+    ConfigError,
+    build_table,
+    check_names,
+    input_specs,
+    kind_spec,
+    output_specs,
+)
 from autopilot_hardware.gpio.controller import COMMAND_ERRORS, Done, GpioController
 from autopilot_hardware.gpio.ticks import TickClock
 from autopilot_hardware.plugins import DeviceInfo
@@ -66,8 +73,8 @@ PARAMS = (
     ParamSpec('pilot_status_topic', 'status', 'Pilot heartbeat (PilotStatus) to watch; relative names are in this '
               'node\'s namespace (the default is the heartbeat of the rig\'s own pilot: /<rig>/status); "": none',
               read_only=True),
-    ParamSpec('pilot_timeout_s', 1.5, 'Drive all outputs low when the pilot heartbeat (2 Hz) is silent this long',
-              unit='s', min=0.5, max=3600.0),
+    ParamSpec('pilot_timeout_s', 1.5, 'Turn every output off (valves closed; active-low ones driven high) when '
+              'the pilot heartbeat (2 Hz) is silent this long', unit='s', min=0.5, max=3600.0),
     ParamSpec('clock_sync_s', 10.0, 'Interval of tick -> ROS time re-synchronisation', unit='s',
               min=0.5, max=600.0, read_only=True),
 )
@@ -121,8 +128,9 @@ class GpioNode(Node):
             check_names(inputs, outputs)
         except ConfigError as exc:
             raise ConfigError(f'{self.get_name()}: {exc}') from None
-        values = declare(self, [s for n in inputs for s in input_specs(n)] +
-                         [s for n in outputs for s in output_specs(n)])
+        kinds = declare(self, [kind_spec(n) for n in outputs])  # the kind decides which settings follow
+        values = {**kinds, **declare(self, [s for n in inputs for s in input_specs(n)] +
+                                     [s for n in outputs for s in output_specs(n, kinds[f'devices.{n}.kind'])])}
         check_unknown(self)  # devices.valve_left.max_open_msec is an error naming max_open_ms, before any pin is claimed
         self.backend_name = p['backend']
         # Intra-process (autopilot_core.intra): a pilot composed into this process gets events and sends
@@ -145,7 +153,7 @@ class GpioNode(Node):
             self.ctl = GpioController(table, backend, store)
             self.store = store
             self.valves = [d.name for d in table.values() if d.kind == 'valve']
-            self.pins = {d.pin: d.name for d in table.values()}
+            self.pins = {pin: d.name for d in table.values() for pin in d.pins}
             self.tick_clock = TickClock(backend.now_us, lambda: self.get_clock().now().nanoseconds)
             self.ctl.claim_all()
         except Exception as exc:  # noqa: BLE001 - any failure: release the pins, then one line naming it
@@ -195,7 +203,8 @@ class GpioNode(Node):
     def _output(self, m: DigitalOutput) -> Done:
         return self.ctl.output(m.device, m.mode, level=m.level, pulse_us=m.pulse_us, pwm_duty=m.pwm_duty,
                                pwm_frequency_hz=m.pwm_frequency_hz, train_off_us=m.train_off_us,
-                               train_count=m.train_count)
+                               train_count=m.train_count, color=m.color, series_levels=m.series_levels,
+                               series_us=m.series_us, series_repeat=m.series_repeat)
 
     def _topic(self, what: str, fn: Any, *args: Any) -> None:
         try:
@@ -296,7 +305,7 @@ class GpioNode(Node):
         if time.monotonic() - self.last_beat > timeout:
             self.beat_lost = True
             self.ctl.all_low()
-            self.get_logger().warning(f'pilot heartbeat silent for {timeout:g} s: all outputs driven low')
+            self.get_logger().warning(f'pilot heartbeat silent for {timeout:g} s: all outputs off (valves closed)')
 
     def close(self) -> None:
         """Called by run_node on SIGINT/SIGTERM: every output low, and the events of it delivered."""
@@ -304,7 +313,7 @@ class GpioNode(Node):
             return
         self.closed = True
         self.ctl.close()
-        self.get_logger().info('gpio stopped: all outputs low')
+        self.get_logger().info('gpio stopped: all outputs off (valves closed)')
         self.event_pub.wait_for_all_acked(Duration(seconds=1.0))
 
     def destroy_node(self) -> None:
