@@ -53,7 +53,7 @@ def test_a_pilot_killed_mid_session_and_restarted_ends_it_as_interrupted(procs, 
     rig['pilot'] = procs(rig['pilot_cmd'], name='rig1-pilot-restarted')
     rig['pilot'].wait_for_output(f'session {sid} of mouse1 was interrupted (pilot restart)')
     lab.spin_until(lambda: f'session {sid} of mouse1 on rig1: interrupted' in terminal.output(), 30,
-                   f'the terminal did not close the session as interrupted:\n{terminal.output()}')
+                   lambda: f'the terminal did not close the session as interrupted:\n{terminal.output()}')
     lab.spin_until(lambda: lab.state('rig1') == PilotStatus.STATE_IDLE, 10, 'pilot not idle after restart')
     lab.spin(3.0)  # the restarted pilot resends what the killed one had not had acknowledged
     assert terminal.stop() == 0, terminal.output()

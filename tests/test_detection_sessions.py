@@ -1,5 +1,6 @@
-"""Go/no-go and gap-in-noise sessions on a simulated rig with the virtual subject, in real processes (gpio sim,
-sound null, pilot, subject_sim): the rates the task records match the subject's model within 4 binomial SDs.
+"""Go/no-go, gap-in-noise, psychometric 2AFC and N-AFC sessions on a simulated rig with the virtual subject, in real
+processes (gpio sim, sound null, pilot, subject_sim): the rates the task records match the subject's model within 4
+binomial SDs.
 
 The model: p(respond | x) = (1 - miss_rate) * (lapse / 2 + (1 - lapse) * logistic(slope * (x - bias)))
 (autopilot_pilot.subject). Go/no-go: the go tone is x = +1, the no-go tone x = -1. Gap in noise: x is the gap's
@@ -95,3 +96,31 @@ def test_psychometric_2afc_fraction_right_per_level_matches_the_model(procs, nod
         p = expected_p_right(x, model)
         rate = sum(t['response'] == 'right' for t in at) / len(at)
         assert abs(rate - p) <= binomial_tolerance(p, len(at)), (x, rate, p, len(at))
+
+
+def test_nafc_with_two_sounds_per_port_and_request_rewards_matches_the_model(procs, node, tmp_path):
+    from autopilot_tasks.tasks.nafc import tone
+
+    model = SubjectParams(slope=3.0, lapse=0.05)
+    values = {'far_l': -1.0, 'near_l': -0.25, 'near_r': 0.25, 'far_r': 1.0}
+    start_rig(procs, tmp_path, 'rig1', subject={'slope': model.slope, 'lapse': model.lapse,
+                                                'stimulus_ids': list(values), 'stimulus_values': list(values.values())})
+    term = Terminal(node, 'rig1')
+    sounds = {sid: {**tone(sid, 4000.0 + 2000.0 * i), 'duration_ms': 30.0} for i, sid in enumerate(values)}
+    stimuli = {'groups': {'left': [sounds['far_l'], sounds['near_l']], 'right': [sounds['near_r'], sounds['far_r']]}}
+    n = 80
+    result = term.run(goal(task='nafc', max_trials=n, stimuli=json.dumps(stimuli), request_reward_ul=1.0,
+                           correction_p=0.0, bias_mode='none', response_window_s=3.0, iti_s=0.05,
+                           punish_timeout_s=0.1, noise_ms=30.0), timeout=240)
+    assert result.success and result.n_trials == n, result.message
+    trials = term.session(result.session_id)
+    assert {t['response'] for t in trials} <= {'left', 'right'} and all(t['request_given_ul'] == 1.0 for t in trials)
+    for sid, x in values.items():
+        at = [t for t in trials if t['stim'] == sid]
+        assert at and all(t['stim_group'] == ('left' if x < 0 else 'right') for t in at)
+        p = expected_p_right(x, model)
+        rate = sum(t['response'] == 'right' for t in at) / len(at)
+        assert abs(rate - p) <= binomial_tolerance(p, len(at)), (sid, rate, p, len(at))
+    for t in trials:
+        assert t['correct'] == (t['response'] == t['stim_group'])
+        assert t['reward_given_ul'] == (5.0 if t['correct'] else 0.0)

@@ -10,6 +10,10 @@ every service they offer with a generated request (:mod:`fuzz`). Then it checks 
 * refusals were counted on ``/diagnostics``;
 * no valve was open longer than its ``max_open_ms`` in one opening, whatever the fuzzer sent.
 
+Sessions are fuzzed too: goals for every shipped task with generated parameters (names the task has, and
+one it has not; values of every type, NaN, 1e308, a megabyte of text, a stimulus set nested 100,000 deep)
+are refused naming the parameter, or run within the valve limits and end.
+
 The default run is short and derandomized (the same inputs each run: never flaky); ``-m soak`` runs
 ``AUTOPILOT_FUZZ_EXAMPLES`` (default 400) random examples.
 """
@@ -17,6 +21,7 @@ The default run is short and derandomized (the same inputs each run: never flaky
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -43,11 +48,11 @@ from autopilot_core import qos
 from autopilot_core.executors import spin
 
 NS = 'rig_f'
-NAMES = ['rig_f', 'mouse_f', 'fast', 'valve_left', 'valve_right', 'led_center', 'poke_left', 'poke_center',
-         'poke_right', 'tone_left', 'noise']
+NAMES = ['rig_f', 'mouse_f', 'fast', 'valve_left', 'valve_right', 'valve_center', 'led_center', 'poke_left',
+         'poke_center', 'poke_right', 'tone_left', 'noise', 'nafc', 'gonogo', 'gap_in_noise', 'amber']
 FUZZED_PACKAGES = ('autopilot_msgs/', 'std_msgs/', 'std_srvs/', 'sensor_msgs/')
 MAX_OPEN_MS = 200.0  # launch/params/rig_sim.yaml
-VALVES = ('valve_left', 'valve_right')
+VALVES = ('valve_left', 'valve_right', 'valve_center')
 #: Anything may publish on these without the test being about it.
 SKIP_TOPICS = ('/rosout', '/parameter_events')
 SOAK_EXAMPLES = int(os.environ.get('AUTOPILOT_FUZZ_EXAMPLES', '400'))
@@ -233,3 +238,65 @@ def test_generated_bad_input_on_every_endpoint_kills_nothing_and_opens_no_valve_
 @pytest.mark.timeout(3600)
 def test_soak_generated_bad_input(procs, node, tmp_path):
     run_fuzz(procs, node, tmp_path, examples=SOAK_EXAMPLES, derandomize=False)
+
+
+#: Parameter values a goal may carry (rcl_interfaces Parameter types), hostile ones often.
+HOSTILE = st.one_of(
+    st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, -1.0, 0.0, 0, -1, 2**62, True, '', 'x' * 1_000_000,
+                     '[' * 100_000, '{"groups": {}}', '{"groups": {"left": [{"id": "a", "kind": "tone"}]}}',
+                     '1 2 3', 'nan', [math.nan], [1e308] * 3, ['a'] * 1000, [True, False]]),
+    st.floats(), st.integers(-2**63, 2**63 - 1), st.text(max_size=30), st.booleans(),
+    st.lists(st.floats(), max_size=5), st.lists(st.text(max_size=5), max_size=5))
+SESSION_TASKS = ('nafc', 'gonogo', 'gap_in_noise', 'psychometric_2afc', '2afc', 'free_water')
+
+
+def test_generated_goals_for_every_task_are_refused_by_name_or_run_within_the_valve_limits(procs, node, tmp_path):
+    from rclpy.parameter import Parameter
+    from test_pilot import Terminal, goal, start_rig
+    from test_valve_limits import longest_opening_ms
+
+    from autopilot_tasks import registry
+
+    rig = start_rig(procs, tmp_path, 'rig1')
+    term = Terminal(node, 'rig1')
+    edges: list[GpioEvent] = []
+    node.create_subscription(GpioEvent, '/rig1/gpio/events', edges.append, qos.EVENTS)
+    outcomes: Counter[str] = Counter()
+
+    @settings(max_examples=14, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def one_goal(data: st.DataObject) -> None:
+        task = data.draw(st.sampled_from(SESSION_TASKS))
+        names = [*registry.lookup(task).params(), 'not_a_parameter']
+        params = data.draw(st.dictionaries(st.sampled_from(names), HOSTILE, max_size=3))
+        try:
+            Parameter('p', value=next(iter(params.values()))) if params else None
+            g = goal(task=task, max_trials=2, max_duration_s=2.0, **params)
+        except (TypeError, ValueError, AssertionError):
+            outcomes['unsendable'] += 1  # rclpy cannot even put it in a message (a mixed-type list)
+            return
+        handle = term.send(g)
+        if not handle.accepted:
+            term.spin_until(lambda: term.statuses and 'rejected' in term.statuses[-1].message, 10, 'no reason given')
+            message = term.statuses[-1].message
+            assert any(name in message for name in params), message  # names the parameter to fix
+            outcomes['refused'] += 1
+        else:
+            future = handle.get_result_async()
+            # max_duration_s ends a session after its running trial; one the virtual subject never finishes
+            # (free water: it pokes only after a stimulus) or a 60 s window is cancelled, as a user would.
+            if not spin(node, node.executor_, until=future.done, timeout_sec=8):
+                handle.cancel_goal_async()
+                term.spin_until(future.done, 20, f'{task} {params}: the cancelled session did not end')
+            outcomes['ran'] += 1
+        assert rig['pilot'].popen.poll() is None, rig['pilot'].output()[-3000:]
+
+    one_goal()
+    spin(node, node.executor_, timeout_sec=1.0)
+    assert outcomes['refused'] >= 3 and outcomes['ran'] >= 1, outcomes
+    for valve in VALVES:
+        intervals, left_open = high_intervals(e for e in edges if e.device == valve)
+        assert left_open is None and longest_opening_ms(intervals) <= MAX_OPEN_MS + LATE_MS, (valve, intervals)
+    good = term.run(goal(task='nafc', max_trials=2, request_reward_ul=1.0, iti_s=0.05, response_window_s=1.0),
+                    timeout=60)
+    assert good.success and good.n_trials == 2, good.message

@@ -99,7 +99,7 @@ def test_events_missed_by_the_recording_are_fetched_from_the_pilot(procs, node, 
                    f'session did not finish: {len(lab.by_pilot["rig1"])} trials')
     [sid] = lab.session_trials('rig1')
     lab.spin_until(lambda: 'events recovered from the pilot\'s journal' in terminal.output(), 30,
-                   f'no events recovered:\n{terminal.output()[-3000:]}')
+                   lambda: f'no events recovered:\n{terminal.output()[-3000:]}')
     lab.spin(2.0)
     terminal.signal(signal.SIGINT)
     assert terminal.wait(20) == 0, terminal.output()

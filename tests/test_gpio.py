@@ -184,13 +184,14 @@ def test_get_calibration_lists_points_and_fit_and_force_stores_a_disagreeing_poi
             device='valve_left', n_openings=100, open_ms=open_ms, measured_volume_ul=volume_ul, force=force))
 
     res = get('')
-    assert res.success and list(res.valves) == ['valve_left', 'valve_right'] and res.file == str(cal_file)
+    assert res.success and list(res.valves) == ['valve_left', 'valve_right', 'valve_center']
+    assert res.file == str(cal_file)
     assert not res.points and not res.fit_coefficients
     res = get('valve_left')
     assert res.success and not res.points and not res.fit_coefficients and 'not calibrated yet' in res.fit
     res = get('led_center')
-    assert not res.success and "'led_center' is not a valve of /rig_1/gpio (valves: valve_left, valve_right)" \
-        in res.message
+    assert not res.success and ("'led_center' is not a valve of /rig_1/gpio (valves: valve_left, valve_right, "
+                                "valve_center)") in res.message
     # open_ms = 3 + 4 v: 1.75, 4.25 and 9.25 uL per opening at 10, 20 and 40 ms.
     for volume, ms in ((175.0, 10.0), (425.0, 20.0), (925.0, 40.0)):
         assert record(volume, ms).success

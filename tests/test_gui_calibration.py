@@ -189,11 +189,11 @@ def test_calibration_dialog_and_log_pane_on_two_real_rigs(procs, node, tmp_path,
     qtbot.waitUntil(lambda: {'rig1', 'rig2'} <= set(dlg.rig_items), timeout=5000)
     dlg.choose('rig1')
     dlg.choose('rig2')
-    keys = {(r, v) for r in ('rig1', 'rig2') for v in ('valve_left', 'valve_right')}
+    keys = {(r, v) for r in ('rig1', 'rig2') for v in ('valve_left', 'valve_right', 'valve_center')}
     qtbot.waitUntil(lambda: set(dlg.rows) == keys and all(len(dlg.rows[k].points) == 3 for k in keys),
                     timeout=30_000)
     assert all('3 points' in dlg.table.item(dlg.order.index(k), COL['Fit: open ms =']).text() for k in keys)
-    # valve_left of rig1 and valve_right of rig2, at once: the other two unticked.
+    # valve_left of rig1 and valve_right of rig2, at once: the other four unticked.
     runs = [('rig1', 'valve_left'), ('rig2', 'valve_right')]
     for key in keys - set(runs):
         dlg.table.item(dlg.order.index(key), COL['Valve']).setCheckState(QtCore.Qt.CheckState.Unchecked)
@@ -215,7 +215,7 @@ def test_calibration_dialog_and_log_pane_on_two_real_rigs(procs, node, tmp_path,
     assert [p.measured_volume_ul for p in dlg.rows[runs[1]].points][-1] == 16.3
     assert all('4 points' in dlg.table.item(dlg.order.index(k), COL['Fit: open ms =']).text() for k in runs)
     lines = (tmp_path / 'rig1-calibration.jsonl').read_text().splitlines()
-    assert len(lines) == 6 + 1 and '"n_openings": 5, "open_ms": 30.0, "measured_volume_ul": 17.6}' in lines[-1]
+    assert len(lines) == 9 + 1 and '"n_openings": 5, "open_ms": 30.0, "measured_volume_ul": 17.6}' in lines[-1]
 
     # Ten times the water (a slip of the decimal point): refused with the plausibility message, then stored anyway.
     key = runs[0]
@@ -224,17 +224,17 @@ def test_calibration_dialog_and_log_pane_on_two_real_rigs(procs, node, tmp_path,
     qtbot.mouseClick(row.record, LEFT)
     qtbot.waitUntil(lambda: row.record.text() == 'Store anyway', timeout=20_000)
     assert 'off the current fit' in dlg.status.text() and 'click "Store anyway"' in dlg.status.text()
-    assert len((tmp_path / 'rig1-calibration.jsonl').read_text().splitlines()) == 7
+    assert len((tmp_path / 'rig1-calibration.jsonl').read_text().splitlines()) == 10
     dlg.table.selectRow(dlg.order.index(key))
     assert dlg.selected == key and dlg.history.rowCount() == 4
     scatters = [i for i in dlg.plot.getPlotItem().items if type(i).__name__ == 'ScatterPlotItem']
-    assert sorted(len(s.points()) for s in scatters) == [3, 3, 4, 4]
+    assert sorted(len(s.points()) for s in scatters) == [3, 3, 3, 3, 4, 4]
     qtbot.wait(200)
     screenshot(dlg, tmp_path, 'gui-calibration')  # the refusal: the message, and the offer to store anyway
     qtbot.mouseClick(row.record, LEFT)
     qtbot.waitUntil(lambda: dlg.status_of(key) == 'recorded 176 uL (forced)', timeout=20_000)
     qtbot.waitUntil(lambda: len(row.points) == 5, timeout=20_000)
-    assert len((tmp_path / 'rig1-calibration.jsonl').read_text().splitlines()) == 8
+    assert len((tmp_path / 'rig1-calibration.jsonl').read_text().splitlines()) == 11
     assert dlg.history.rowCount() == 5 and '5 point(s)' in dlg.history_title.text()
 
     # The rigs' /rosout lines reached the pane: the calibration runs and records among them.

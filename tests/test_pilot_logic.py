@@ -239,7 +239,7 @@ def test_protocol_book_replaces_by_name_and_is_bounded() -> None:
 # -- HardwareCheck ---------------------------------------------------------------------------------------
 
 class Probe:
-    def __init__(self, gpio: bool = True, devices: Any = (['poke_center'], ['led_center']), sound: bool = True):
+    def __init__(self, gpio: bool = True, devices: Any = (['poke_center'], ['led_center'], {}), sound: bool = True):
         self.gpio, self.devices, self.sound, self.asked = gpio, devices, sound, []
 
     async def gpio_ready(self, timeout_s: float) -> bool:
@@ -268,10 +268,16 @@ def test_hardware_check_names_what_the_rig_lacks() -> None:
     text = missing(Probe(), devices={'poke': 'poke_7', 'out': 'led_center'})
     assert "task t needs input 'poke_7' (role poke) but /rig/gpio has inputs ['poke_center']" in text
     assert 'device_map ("poke:<device>")' in text
-    assert "needs output 'led_center'" in missing(Probe(devices=(['poke_center'], [])))
+    assert "needs output 'led_center'" in missing(Probe(devices=(['poke_center'], [], {})))
     two_afc = devices_for(TwoAFC, {})
-    rig = (list(two_afc.values()), list(two_afc.values()))
+    rig = (list(two_afc.values()), list(two_afc.values()), {'valve_left': 'valve', 'valve_right': 'valve',
+                                                            'led_center': 'ttl'})
     assert missing(Probe(devices=rig), TwoAFC) is None
+    wrong = (rig[0], rig[1], {**rig[2], 'valve_right': 'led'})
+    assert missing(Probe(devices=wrong), TwoAFC) == (
+        "task t: role right_valve is a valve output but the rig's 'valve_right' is a led: set "
+        "devices.valve_right.kind: valve in the rig's params file if that is what is wired, or map the role to "
+        'another output with the pilot parameter device_map ("right_valve:<device>")')
     assert missing(Probe(devices=rig, sound=False), TwoAFC).startswith('no sound server at /rig/sound')
 
 

@@ -304,3 +304,69 @@ def test_speaker_roles_load_their_sounds_for_their_channel() -> None:
     assert [r.device for r in Stereo.hardware().values()] == ['sound', 'sound']
     with pytest.raises(TypeError, match='Sound channel -1'):
         Sound(channel=-1)
+
+
+class Cues(Task):
+    """An RGB cue light and flashing series, driven from events named after the call."""
+
+    cue = Output('cue_rgb', kind='led_rgb')
+    led = Output('led_a', kind='led')
+    valve = Output('valve_a', kind='valve')
+    n = Field(int, default=0)
+    stages = ('only',)
+
+    def only(self, event: Event) -> None:
+        calls = {'green': lambda: self.cue.on('green'), 'white': self.cue.on, 'dark': self.cue.off,
+                 'flash': lambda: self.cue.pulse(150, color='#ff8000'),
+                 'blink': lambda: self.led.series([1, 0], [100, 50], repeat=3),
+                 'drip': lambda: self.valve.series([True, False, True], [10, 200, 10]),
+                 'led_colour': lambda: self.led.on('red'), 'cue_pwm': lambda: self.cue.pwm(0.5),
+                 'bad_colour': lambda: self.cue.on('chartreuse'), 'bad_level': lambda: self.led.series([2], [10]),
+                 'bad_length': lambda: self.led.series([1, 0], [10]),
+                 'bad_ms': lambda: self.led.series([1], [math.nan])}
+        if event in calls:
+            calls[str(event)]()
+
+
+def test_rgb_and_series_handles_reach_the_hardware_checked() -> None:
+    runner, clock, hw, trials, errors = run(Cues)
+    for name in ('green', 'white', 'dark', 'flash', 'blink', 'drip'):
+        runner.handle_event(Event(name))
+    assert not errors
+    assert hw.calls == [
+        ('color', 'cue', 'green'), ('color', 'cue', 'white'), ('set', 'cue', False),
+        ('series', 'cue', [True], [150], 1, '#ff8000'), ('series', 'led', [True, False], [100, 50], 3, ''),
+        ('series', 'valve', [True, False, True], [10, 200, 10], 1, '')]
+
+
+@pytest.mark.parametrize(('event', 'message'), [
+    ('led_colour', "led.on(color='red'): 'led' is a led output; colours are for Output(..., kind='led_rgb')"),
+    ('cue_pwm', "cue.pwm(): an RGB LED is dimmed by its colour, e.g. on('#404040')"),
+    ('bad_colour', "cue: colour 'chartreuse' is not known: give a name (off, black, white"),
+    ('bad_level', 'led.series(): level 2 is not 0/1 or False/True'),
+    ('bad_length', 'led.series(): led: 2 series levels but 1 durations: give one duration per level'),
+    ('bad_ms', 'led.series(): duration nan ms is not a positive number of milliseconds'),
+])
+def test_wrong_colours_and_series_stop_the_task_at_that_line(event: str, message: str) -> None:
+    runner, clock, hw, trials, errors = run(Cues)
+    runner.handle_event(Event(event))
+    assert runner.state == 'error' and len(errors) == 1 and message in errors[0], errors
+    assert not hw.of('color') and not hw.of('series')  # (the stop turned the LEDs off: 'set' False)
+
+
+def test_the_pilot_sends_colours_and_series_as_digital_output_messages() -> None:
+    from autopilot_msgs.msg import DigitalOutput
+
+    from autopilot_pilot.hardware import Commands, RosHardware
+    sent: list = []
+    commands = Commands(output=sent.append, reward=sent.append, play=sent.append, stop=sent.append,
+                        load=lambda req: None, now_ns=lambda: 5, cancel=sent.append)  # type: ignore[arg-type,return-value]
+    hw = RosHardware({'cue': 'cue_rgb', 'led': 'led_a'}, commands, on_error=lambda e: None)
+    hw.color('cue', 'amber')
+    hw.series('led', [1, 0, 1], [1.5, 2, 0.25], 4)
+    with pytest.raises(TaskError, match="cue: colour 'nope' is not known"):
+        hw.color('cue', 'nope')
+    assert [(m.device, m.mode, m.color) for m in sent] == [('cue_rgb', DigitalOutput.MODE_COLOR, 'amber'),
+                                                           ('led_a', DigitalOutput.MODE_SERIES, '')]
+    assert (list(sent[1].series_levels), list(sent[1].series_us), sent[1].series_repeat) == \
+        ([True, False, True], [1500, 2000, 250], 4)

@@ -133,8 +133,10 @@ class Lab:
         msg = take_trial(self, data)
         self.by_pilot[pilot].add((msg.session_id, msg.trial_number))
 
-    def spin_until(self, condition, timeout: float, what: str) -> None:
-        assert spin(self.node, self.node.executor_, timeout_sec=timeout, until=condition), what
+    def spin_until(self, condition, timeout: float, what) -> None:
+        """Spin until ``condition()``; else fail with ``what`` (a callable is called then: output read at the end)."""
+        assert spin(self.node, self.node.executor_, timeout_sec=timeout, until=condition), \
+            what() if callable(what) else what
 
     def spin(self, seconds: float) -> None:
         spin(self.node, self.node.executor_, timeout_sec=seconds)
@@ -313,7 +315,7 @@ def test_a_rig_composed_in_one_process_runs_and_records_through_the_terminal(pro
     assert lab.create('mouse_c').success and lab.assign('mouse_c', 'fast').success
     assert lab.start('mouse_c', 'rig_c', max_trials=8).success
     lab.spin_until(lambda: len(lab.by_pilot['rig_c']) >= 8 and lab.state('rig_c') == PilotStatus.STATE_IDLE, 60,
-                   f'trials: {len(lab.by_pilot["rig_c"])}\n{rig.output()}')
+                   lambda: f'trials: {len(lab.by_pilot["rig_c"])}\n{rig.output()}')
     lab.spin(2.0)
     assert terminal.stop() == 0, terminal.output()
     out = rig.output()
@@ -349,8 +351,9 @@ def test_sigkill_of_the_terminal_mid_session_loses_and_duplicates_no_trial(procs
     pause = lab.node.create_client(Trigger, '/rig1/pause')
     assert call(lab.node, pause, Trigger.Request()).success
     terminal = launch_terminal(procs, tmp_path, name='terminal-restarted')
-    lab.spin_until(lambda: f'session {sid} of mouse1 on rig1: recording' in terminal.output(), 30,
-                   f'the restarted terminal did not pick the session up:\n{terminal.output()}')
+    # The output is read if the wait fails (a plain f-string would show it as it was at launch: empty).
+    lab.spin_until(lambda: f'session {sid} of mouse1 on rig1: recording' in terminal.output(), 60,
+                   lambda: f'the restarted terminal did not pick the session up:\n{terminal.output()}')
     lab.spin_until(lambda: lab.state('rig1') == PilotStatus.STATE_PAUSED, 10, 'not paused')
     assert len(lab.by_pilot['rig1']) < n, 'session ended too early'
     assert lab.command('resume', 'rig1').success
@@ -386,8 +389,8 @@ def test_a_session_that_ended_while_the_terminal_was_down_is_closed_on_restart(p
                    'the session did not finish without the terminal')
     [sid] = lab.session_trials('rig1')
     terminal = launch_terminal(procs, tmp_path, name='terminal-restarted')
-    lab.spin_until(lambda: 'ended while the terminal was down' in terminal.output(), 30,
-                   f'the restarted terminal left the session open:\n{terminal.output()}')
+    lab.spin_until(lambda: 'ended while the terminal was down' in terminal.output(), 60,
+                   lambda: f'the restarted terminal left the session open:\n{terminal.output()}')
     lab.spin(2.5)  # the pilot resends what the killed terminal had not acknowledged
     assert terminal.stop() == 0, terminal.output()
     with SubjectReader(tmp_path / 'data' / 'mouse1.h5') as r:

@@ -364,7 +364,7 @@ def test_stray_trials_and_step_changes_change_no_record(procs, node, tmp_path, p
     assert lab.create('m2').success  # still answering
     pilot.send(lab, pilot.trial(3))  # and recording
     pilot.end()
-    lab.spin_until(lambda: f'session {sid} of mouse1 on rig1: ended' in terminal.output(), 10, terminal.output())
+    lab.spin_until(lambda: f'session {sid} of mouse1 on rig1: ended' in terminal.output(), 10, terminal.output)
     out = stop_terminal(terminal)
     # One log line per endpoint every few seconds: the first refusal's; all are counted (above).
     assert '/rig1/trials refused' in out and 'names no pilot' in out, out
@@ -412,7 +412,7 @@ def test_forged_heartbeats_end_no_session(procs, node, tmp_path, pilots):
         ('rig1', PilotStatus.STATE_RUNNING, sid)}, 5, f'{lab.registry}')
     assert f'session {sid} of mouse1 on rig1: ended' not in terminal.output()
     pilot.end()  # the pilot's own end
-    lab.spin_until(lambda: f'session {sid} of mouse1 on rig1: ended' in terminal.output(), 10, terminal.output())
+    lab.spin_until(lambda: f'session {sid} of mouse1 on rig1: ended' in terminal.output(), 10, terminal.output)
     out = stop_terminal(terminal)
     assert out.count(f'session {sid} of mouse1 on rig1: ended') == 1
     assert "but that is the session of mouse1 on pilot rig1: ignored" in out, out

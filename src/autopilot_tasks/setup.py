@@ -25,6 +25,7 @@ setup(
             'gonogo = autopilot_tasks.tasks.go_nogo:GoNoGo',
             'gap_in_noise = autopilot_tasks.tasks.gap_in_noise:GapInNoise',
             'psychometric_2afc = autopilot_tasks.tasks.psychometric_2afc:PsychometricTwoAFC',
+            'nafc = autopilot_tasks.tasks.nafc:NAFC',
         ],
         'autopilot.command': [
             'task = autopilot_tasks.task_cli:TaskCommand',

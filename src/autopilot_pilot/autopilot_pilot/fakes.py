@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from autopilot_pilot.outputs import check_color, series_command
 from autopilot_pilot.runner import TaskRunner, TrialRecord
 from autopilot_tasks.task import Input, Output, Sound, Task, TaskError
 
@@ -85,8 +86,8 @@ class FakeHardware:
     """Records every call as a tuple in ``calls`` (and the clock time of each in ``times``).
 
     Tuples: ``('reward', role, volume_ul)``, ``('pulse', role, ms)``, ``('set', role, level)``,
-    ``('pwm', role, duty, frequency_hz)``, ``('load_sound', sound_id, spec)``, ``('play', sound_id,
-    play_id)``, ``('stop_sound',)``. ``play`` returns play ids 1, 2, 3, ...
+    ``('pwm', role, duty, frequency_hz)``, ``('color', role, color)``, ``('series', role, levels, durations_ms,
+    repeat, color)``, ``('load_sound', sound_id, spec)``, ``('play', sound_id, play_id)``, ``('stop_sound',)``. ``play`` returns play ids 1, 2, 3, ...
 
     ``task``: check calls against its declarations (reward needs a valve Output, play a loaded sound and
     a Sound role); a wrong call raises TaskError, as the real pilot refuses it. ``on_onset``
@@ -127,6 +128,19 @@ class FakeHardware:
         self._check(role, 'pwm')
         self._record(('pwm', role, duty, frequency_hz))
 
+    def color(self, role: str, color: str) -> None:
+        self._check(role, 'color', rgb=True)
+        self._record(('color', role, check_color(role, color)))
+
+    def series(self, role: str, levels: Sequence[bool | int], durations_ms: Sequence[float], repeat: int = 1,
+               color: str = '') -> None:
+        self._check(role, 'series')
+        steps, _ = series_command(role, levels, durations_ms, repeat)
+        if color:
+            self._check(role, 'series', rgb=True)
+            check_color(role, color)
+        self._record(('series', role, steps, list(durations_ms), repeat, color))
+
     def load_sound(self, sound_id: str, **spec: Any) -> None:
         self._check_sound('load_sound')
         self.sounds[sound_id] = dict(spec)
@@ -165,7 +179,7 @@ class FakeHardware:
         self.calls.append(call)
         self.times.append(self.clock.now_ns() if self.clock is not None else None)
 
-    def _check(self, role: str, what: str, valve: bool = False) -> None:
+    def _check(self, role: str, what: str, valve: bool = False, rgb: bool = False) -> None:
         if self._roles is None:
             return
         decl = self._roles.get(role)
@@ -175,6 +189,8 @@ class FakeHardware:
             raise TaskError(f'{what}({role!r}): {kind}; outputs: {", ".join(outputs) or "(none)"}')
         if valve and decl.kind != 'valve':
             raise TaskError(f"reward({role!r}): a {decl.kind} output, reward needs Output(..., kind='valve')")
+        if rgb and decl.kind != 'led_rgb':
+            raise TaskError(f"{what}({role!r}): a {decl.kind} output; colours need Output(..., kind='led_rgb')")
 
     def _check_sound(self, what: str) -> None:
         if self._roles is not None and not any(isinstance(d, Sound) for d in self._roles.values()):

@@ -8,7 +8,7 @@ session. It holds no node, so a unit test gives it lists to publish into and che
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from rclpy.task import Future
 from std_msgs.msg import Empty
 
 from autopilot_core import intra, qos, stamps
+from autopilot_pilot.outputs import check_color, series_command
 from autopilot_tasks.task import TaskError
 
 #: How many play ids awaiting their onset a RosHardware remembers (see RosHardware.play_ids).
@@ -106,6 +107,18 @@ class RosHardware:
     def pwm(self, role: str, duty: float, frequency_hz: float = 0) -> None:
         self.commands.output(self._stamp(DigitalOutput(device=self._device(role), mode=DigitalOutput.MODE_PWM,
                                                        pwm_duty=float(duty), pwm_frequency_hz=float(frequency_hz))))
+
+    def color(self, role: str, color: str) -> None:
+        self.commands.output(self._stamp(DigitalOutput(device=self._device(role), mode=DigitalOutput.MODE_COLOR,
+                                                       color=check_color(role, color))))
+
+    def series(self, role: str, levels: Sequence[bool | int], durations_ms: Sequence[float], repeat: int = 1,
+               color: str = '') -> None:
+        device = self._device(role)
+        steps, durations_us = series_command(role, levels, durations_ms, repeat)
+        self.commands.output(self._stamp(DigitalOutput(
+            device=device, mode=DigitalOutput.MODE_SERIES, series_levels=steps, series_us=durations_us,
+            series_repeat=repeat, color=check_color(role, color) if color else '')))
 
     def load_sound(self, sound_id: str, **spec: Any) -> None:
         kind = spec.pop('kind', 'tone')

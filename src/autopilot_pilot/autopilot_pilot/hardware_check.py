@@ -24,8 +24,8 @@ class Probe(Protocol):
     async def gpio_ready(self, timeout_s: float) -> bool:
         """The gpio node's parameter service is up."""
 
-    async def gpio_devices(self, timeout_s: float) -> tuple[list[str], list[str]] | str:
-        """The gpio node's (inputs, outputs), or why they could not be read."""
+    async def gpio_devices(self, timeout_s: float) -> tuple[list[str], list[str], dict[str, str]] | str:
+        """The gpio node's (inputs, outputs, kind of each output), or why they could not be read."""
 
     async def sound_ready(self, timeout_s: float) -> bool:
         """The sound server's load service is up."""
@@ -50,7 +50,7 @@ class HardwareCheck:
             answer = await self.probe.gpio_devices(timeout_s)
             if isinstance(answer, str):
                 return answer
-            inputs, outputs = answer
+            inputs, outputs, kinds = answer
             for role, decl in roles.items():
                 if isinstance(decl, (Input, Output)):
                     have = inputs if isinstance(decl, Input) else outputs
@@ -59,10 +59,30 @@ class HardwareCheck:
                         return (f'task {task_name} needs {kind} {devices[role]!r} (role {role}) but '
                                 f'{h}/gpio has {kind}s {have}: add it to the rig\'s params file or '
                                 f'map the role with the pilot parameter device_map ("{role}:<device>")')
+                if isinstance(decl, Output):
+                    problem = kind_mismatch(role, decl.kind, devices[role], kinds.get(devices[role], ''))
+                    if problem:
+                        return f'task {task_name}: {problem}'
         if any(isinstance(r, Sound) for r in roles.values()) and not await self.probe.sound_ready(timeout_s):
             return (f'no sound server at {h}/sound (waited {timeout_s:g} s): start it (backend null '
                     'for a rig without speakers) or set hardware_namespace')
         return None
+
+
+#: Output kinds a role and its device must agree on: a reward needs a valve, a colour an RGB LED, and a valve
+#: must never serve a role that could hold it open.
+STRICT_KINDS = ('valve', 'led_rgb')
+
+
+def kind_mismatch(role: str, role_kind: str, device: str, device_kind: str) -> str | None:
+    """Why output ``device`` cannot serve ``role``, or None (led and ttl serve each other)."""
+    if not device_kind or role_kind == device_kind:
+        return None
+    if role_kind in STRICT_KINDS or device_kind in STRICT_KINDS:
+        return (f"role {role} is a {role_kind} output but the rig's {device!r} is a {device_kind}: set "
+                f"devices.{device}.kind: {role_kind} in the rig's params file if that is what is wired, or map the "
+                f'role to another output with the pilot parameter device_map ("{role}:<device>")')
+    return None
 
 
 class ServiceProbe:
@@ -77,7 +97,7 @@ class ServiceProbe:
     async def gpio_ready(self, timeout_s: float) -> bool:
         return await aio.wait_for_service(self.node, self.gpio_params, timeout_s)
 
-    async def gpio_devices(self, timeout_s: float) -> tuple[list[str], list[str]] | str:
+    async def gpio_devices(self, timeout_s: float) -> tuple[list[str], list[str], dict[str, str]] | str:
         res = await aio.call(self.node, self.gpio_params, GetParameters.Request(names=['inputs', 'outputs']),
                              timeout_s)
         if res is None:
@@ -85,7 +105,15 @@ class ServiceProbe:
         if len(res.values) != 2:
             return f'{self.where}/gpio has no inputs/outputs parameters: is it an autopilot gpio node?'
         inputs, outputs = (list(v.string_array_value) for v in res.values)
-        return inputs, outputs
+        kinds: dict[str, str] = {}
+        if outputs:
+            res = await aio.call(self.node, self.gpio_params, GetParameters.Request(
+                names=[f'devices.{o}.kind' for o in outputs]), timeout_s)
+            if res is None:
+                return f'{self.where}/gpio did not answer get_parameters within {timeout_s:g} s'
+            # A kind the node does not have (not an autopilot gpio node) reads as '' and is not checked.
+            kinds = {o: v.string_value for o, v in zip(outputs, res.values, strict=False)}
+        return inputs, outputs, kinds
 
     async def sound_ready(self, timeout_s: float) -> bool:
         return await aio.wait_for_service(self.node, self.sound_load, timeout_s)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 # The plot elements are part of the task API: a task file imports everything from here (tests/test_house.py).
@@ -243,10 +243,11 @@ class Input(_Role):
 
 
 class Output(_Role):
-    """A digital output by role: ``kind`` is 'ttl', 'valve' (``hw.reward`` in uL) or 'led' (``hw.pwm``)."""
+    """A digital output by role: ``kind`` is 'ttl', 'valve' (``reward`` in uL), 'led' (``pwm``) or 'led_rgb'
+    (``on(color)``). The rig's device must be of the same kind when either is a valve or an RGB LED."""
 
     __slots__ = ('device', 'kind')
-    KINDS: ClassVar[tuple[str, ...]] = ('ttl', 'valve', 'led')
+    KINDS: ClassVar[tuple[str, ...]] = ('ttl', 'valve', 'led', 'led_rgb')
 
     def __init__(self, device: str, kind: str = 'ttl', description: str = '') -> None:
         if kind not in self.KINDS:
@@ -297,23 +298,48 @@ class OutputHandle:
     def __init__(self, task: Task, role: str, kind: str) -> None:
         self._task, self.role, self.kind = task, role, kind
 
-    def on(self) -> None:
-        """Drive the output to its active level (an LED lights)."""
+    def on(self, color: str = '') -> None:
+        """Drive the output to its active level (an LED lights); an RGB LED shows ``color`` (a name such as
+        'green', or '#rrggbb'; white when not given)."""
         if self.kind == 'valve':
             raise TaskError(f"{self.role}.on(): '{self.role}' is a valve; open it with reward(ul) or pulse(ms), "
                             'which close it by themselves')
+        if self.kind == 'led_rgb':
+            self._task.hw.color(self.role, color or 'white')
+            return
+        self._check_color('on', color)
         self._task.hw.set(self.role, True)
 
     def off(self) -> None:
         """Drive the output to its inactive level."""
         self._task.hw.set(self.role, False)
 
-    def pulse(self, ms: float) -> None:
-        """Active for ``ms`` milliseconds, then inactive (timed by the gpio node, not the task)."""
+    def pulse(self, ms: float, color: str = '') -> None:
+        """Active for ``ms`` milliseconds, then inactive (timed by the gpio node, not the task); an RGB LED
+        shows ``color`` meanwhile."""
+        if color:
+            self.series([True], [ms], color=color)
+            return
         self._task.hw.pulse(self.role, ms)
 
+    def series(self, levels: Sequence[bool | int], durations_ms: Sequence[float], repeat: int = 1,
+               color: str = '') -> None:
+        """Each level for its duration, in order, ``repeat`` times, then inactive (a flashing cue:
+        ``series([1, 0], [100, 100], repeat=5)``). Timed by the gpio node; a valve's openings count against
+        its max_open_ms like any other. An RGB LED shows ``color`` in its active steps."""
+        self._check_color('series', color)
+        self._task.hw.series(self.role, levels, durations_ms, repeat, color)
+
+    def _check_color(self, what: str, color: str) -> None:
+        if color and self.kind != 'led_rgb':
+            raise TaskError(f'{self.role}.{what}(color={color!r}): {self.role!r} is a {self.kind} output; colours '
+                            "are for Output(..., kind='led_rgb')")
+
     def pwm(self, duty: float, frequency_hz: float = 0) -> None:
-        """PWM at ``duty`` in [0, 1] (LED brightness); frequency 0: the device's default."""
+        """PWM at ``duty`` in [0, 1] (LED brightness); frequency 0: the device's default. An RGB LED is
+        dimmed by its colour instead: ``on('#404040')``."""
+        if self.kind == 'led_rgb':
+            raise TaskError(f"{self.role}.pwm(): an RGB LED is dimmed by its colour, e.g. on('#404040')")
         self._task.hw.pwm(self.role, duty, frequency_hz)
 
     def reward(self, volume_ul: float) -> None:
@@ -533,6 +559,13 @@ class Hardware(Protocol):
 
     def pwm(self, role: str, duty: float, frequency_hz: float = 0) -> None:
         """PWM an output (LED brightness), duty in [0, 1]; frequency 0 means the device default."""
+
+    def color(self, role: str, color: str) -> None:
+        """Show ``color`` (a name or '#rrggbb'; 'off' for dark) on an RGB LED until the next command."""
+
+    def series(self, role: str, levels: Sequence[bool | int], durations_ms: Sequence[float], repeat: int = 1,
+               color: str = '') -> None:
+        """Each level for its duration in ms, ``repeat`` times, then inactive; ``color`` for an RGB LED."""
 
     def load_sound(self, sound_id: str, **spec: Any) -> None:
         """Prepare a sound: kind='tone'|'noise'|'gammatone'|'fm_sweep'|'gap'|'wav', frequency_hz, duration_ms,
