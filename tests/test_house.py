@@ -30,6 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     # the window: a client of the terminal over ROS 2, never of its code (one writer per subject file); the task
     # registry for declared plots and the protocol editor's live check, as the pilots run them
     'autopilot_gui': {'autopilot_core', 'autopilot_cli', 'autopilot_tasks', 'autopilot_msgs'},
+    # host setup: the gpio node's device rules (one place for them), never a node
+    'autopilot_setup': {'autopilot_cli', 'autopilot_core', 'autopilot_hardware'},
 }
 
 

@@ -31,6 +31,7 @@ setup(
         'autopilot.command': [
             'hardware = autopilot_hardware.plugins:HardwareCommand',
             'calibrate = autopilot_hardware.gpio.calibrate_cli:CalibrateCommand',
+            'check = autopilot_hardware.check_cli:CheckCommand',
         ],
     },
 )

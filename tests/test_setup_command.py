@@ -1,0 +1,211 @@
+"""``autopilot setup`` (issue 21, item 1): answers checked by the gpio node's rules and the board's, the params
+file a real gpio node starts from, systemd units that ``systemd-analyze verify`` accepts, and the guided
+dialogue driven keystroke by keystroke through prompt_toolkit's pipe input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autopilot_setup.answers import Answers, AnswersError, check
+from autopilot_setup.board import backend_for, detect, for_model
+
+ROOT = Path(__file__).resolve().parent.parent
+AUTOPILOT = str(ROOT / 'install' / 'autopilot_cli' / 'bin' / 'autopilot')
+GPIO = str(ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'gpio')
+PI4 = 'Raspberry Pi 4 Model B Rev 1.5'
+RIG = {
+    'role': 'pilot', 'name': 'rig_3', 'ros_domain_id': 17,
+    'inputs': {'poke_left': {'pin': 17, 'pull': 'up', 'glitch_us': 200}, 'poke_right': {'pin': 9, 'pull': 'up'}},
+    'outputs': {'valve_left': {'pin': 5, 'kind': 'valve', 'max_open_ms': 200, 'active_low': True},
+                'cue': {'kind': 'led_rgb', 'pin_red': 23, 'pin_green': 24, 'pin_blue': 25, 'active_low': True}},
+    'audio': {'backend': 'sounddevice', 'device': 'hifiberry', 'jack': True},
+    'camera': {'enabled': True, 'source': 0},
+}
+
+
+def with_(**changes: object) -> dict:
+    """RIG with ``a__b__c=value`` set (a path into the nested answers)."""
+    out = yaml.safe_load(yaml.safe_dump(RIG))
+    for key, value in changes.items():
+        *path, last = key.split('__')
+        target = out
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return out
+
+
+# -- boards and answers ---------------------------------------------------------------------------------------
+def test_the_board_picks_the_backend(tmp_path: Path) -> None:
+    assert backend_for('Raspberry Pi 5 Model B Rev 1.0') == 'lgpio' and backend_for(PI4) == 'pigpio'
+    assert backend_for('') == 'sim' and detect(tmp_path / 'none').backend == 'sim'
+    model = tmp_path / 'model'
+    model.write_bytes(b'Raspberry Pi 3 Model B Plus Rev 1.3\x00')
+    board = detect(model)
+    assert board.is_pi and board.backend == 'pigpio' and board.pin_problem(0) == 'GPIO 0 is reserved: the HAT ID ' \
+        'EEPROM uses it'
+    assert board.pin_problem(28) == 'GPIO 28 is not on the 40-pin header (use 2-27)'
+    assert board.with_i2s_card().pin_problem(18) == 'GPIO 18 is reserved: the I2S sound card (HiFiBerry) uses it'
+
+
+@pytest.mark.parametrize('data, fragment', [
+    (with_(colour='red'), "unknown answer 'colour'; the answers are audio, camera, data_dir"),
+    (with_(role='child'), "role 'child': one of pilot, terminal"),
+    (with_(name='rig 3'), "name 'rig 3': letters, digits and '_'"),
+    (with_(ros_domain_id=232), 'ros_domain_id 232: 0-101'),
+    (with_(ros_domain_id='17'), "ros_domain_id: '17' is not a int"),
+    (with_(inputs__poke_left__pin=0), 'inputs.poke_left: GPIO 0 is reserved: the HAT ID EEPROM uses it'),
+    (with_(inputs__poke_right__pin=19), 'inputs.poke_right: GPIO 19 is reserved: the I2S sound card'),
+    (with_(inputs__poke_right__pin=5), "pin 5 is claimed twice, by 'poke_right' and 'valve_left'"),
+    (with_(outputs__cue__pin_green=40), "device 'cue': pin 40 does not exist on this backend (pins 0-27): fix "
+                                        'devices.cue.pin_green'),
+    (with_(outputs__valve_left__max_open_ms=0), "valve 'valve_left' has max_open_ms 0.0: a valve needs a limit > 0"),
+    (with_(outputs__valve_left__colour='red'), "outputs.valve_left: unknown setting 'colour'; valve_left has kind, pin"),
+    (with_(outputs__cue__kind='laser'), "outputs.cue.kind: 'laser' is not allowed"),
+    (with_(inputs__poke_left__pull='sideways'), "inputs.poke_left.pull: 'sideways' is not allowed"),
+    (with_(audio__samplerate=1), 'audio: samplerate 1 Hz (8000-192000)'),
+    (with_(camera__fps=0.0), 'camera.fps 0.0: 0.5-500'),
+    (with_(audio=[1, 2]), 'audio: a mapping of backend, device'),
+])
+def test_answers_that_cannot_work_are_refused_naming_the_answer(data: dict, fragment: str) -> None:
+    with pytest.raises(AnswersError) as exc:
+        check(Answers.from_dict(data), for_model(PI4))
+    assert fragment in str(exc.value), str(exc.value)
+
+
+YAMLISH = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(), st.text(max_size=8)),
+                       lambda kids: st.one_of(st.lists(kids, max_size=4),
+                                              st.dictionaries(st.text(max_size=8), kids, max_size=4)), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(YAMLISH, st.dictionaries(st.sampled_from([*RIG, 'x']), YAMLISH, max_size=6),
+                 st.builds(lambda k, v: with_(**{k: v}), st.sampled_from(
+                     ['name', 'inputs__poke_left__pin', 'outputs__cue__pin_red', 'outputs__valve_left__max_open_ms',
+                      'audio__channels', 'camera__fps', 'outputs__cue__kind']), YAMLISH)))
+def test_any_answers_are_usable_or_an_answers_error(data: object) -> None:
+    try:
+        check(Answers.from_dict(data), for_model(PI4))
+    except AnswersError as exc:
+        assert str(exc) and len(str(exc)) < 600
+
+
+# -- the command: files a real gpio node starts from, units systemd accepts --------------------------------------
+def run_setup(tmp_path: Path, answers: dict, *extra: str) -> subprocess.CompletedProcess:
+    path = tmp_path / 'answers.yaml'
+    path.write_text(yaml.safe_dump(answers, sort_keys=False))
+    stub = tmp_path / 'bin'
+    stub.mkdir(exist_ok=True)
+    for exe in ('pigpiod', 'jackd'):  # systemd-analyze checks that ExecStart= names an executable
+        (stub / exe).write_text('#!/bin/sh\n')
+        (stub / exe).chmod(0o755)
+    return subprocess.run([AUTOPILOT, 'setup', '--answers', str(path), '--config-dir', str(tmp_path / 'config'),
+                           '--unit-dir', str(tmp_path / 'units'), '--user', 'root', '--pigpiod', str(stub / 'pigpiod'),
+                           '--jackd', str(stub / 'jackd'), *extra], capture_output=True, text=True, timeout=60)
+
+
+def test_a_rig_gets_a_params_file_its_gpio_node_starts_from_and_units_systemd_accepts(procs, tmp_path: Path) -> None:
+    proc = run_setup(tmp_path, RIG, '--board-model', PI4)
+    assert proc.returncode == 0, proc.stderr
+    config, units = tmp_path / 'config', tmp_path / 'units'
+    assert Answers.from_dict(yaml.safe_load((config / 'setup.yaml').read_text())) == Answers.from_dict(RIG)
+    assert sorted(p.name for p in units.iterdir()) == ['autopilot-rig.service', 'jackd.service', 'pigpiod.service']
+    rig_unit = (units / 'autopilot-rig.service').read_text()
+    assert 'Requires=pigpiod.service jackd.service' in rig_unit and 'KillSignal=SIGINT' in rig_unit
+    assert f'gpio_params:={config / "rig_3.params.yaml"}' in rig_unit and 'gpio_backend:=pigpio' in rig_unit
+    assert 'camera:=true' in rig_unit and 'Environment=ROS_DOMAIN_ID=17' in rig_unit
+    assert '-d hw:hifiberry -r 48000' in (units / 'jackd.service').read_text()
+    if shutil.which('systemd-analyze') is None:
+        pytest.fail('systemd-analyze is missing: scripts/setup.py --test installs it (package systemd)')
+    verify = subprocess.run(['systemd-analyze', 'verify', *map(str, sorted(units.iterdir()))], capture_output=True,
+                            text=True, timeout=60)
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+    # The params file is the gpio node's: a real node (sim backend here) takes every device from it.
+    gpio = procs([GPIO, '--ros-args', '--params-file', str(config / 'rig_3.params.yaml'), '-p', 'backend:=sim',
+                  '-p', f'calibration_file:={tmp_path / "c.jsonl"}', '-r', '__ns:=/rig_3'], name='gpio')
+    gpio.wait_for_output('gpio ready')
+    assert "inputs ['poke_left', 'poke_right'], outputs ['valve_left', 'cue']" in gpio.output()
+
+
+def test_a_terminal_gets_its_unit_and_a_refusal_writes_nothing(tmp_path: Path) -> None:
+    proc = run_setup(tmp_path, {'role': 'terminal', 'ros_domain_id': 17, 'data_dir': '/srv/lab/data'})
+    assert proc.returncode == 0, proc.stderr
+    unit = (tmp_path / 'units' / 'autopilot-terminal.service').read_text()
+    assert 'terminal.launch.yaml data_dir:=/srv/lab/data' in unit and 'gui:=false' in unit
+    assert sorted(p.name for p in (tmp_path / 'config').iterdir()) == ['setup.yaml']
+    again = tmp_path / 'again'
+    again.mkdir()
+    proc = run_setup(again, with_(inputs__poke_left__pin=5), '--board-model', PI4)
+    assert proc.returncode == 1 and proc.stderr.strip() == \
+        "autopilot: error: pin 5 is claimed twice, by 'poke_left' and 'valve_left': give each device (and each " \
+        'channel of an led_rgb) its own pin'
+    assert not (again / 'config').exists() and not (again / 'units').exists()
+    proc = subprocess.run([AUTOPILOT, 'setup', '--config-dir', str(again / 'c')], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and 'no terminal to ask in: give the answers as a file, --answers FILE' in proc.stderr
+
+
+# -- the dialogue ------------------------------------------------------------------------------------------------
+DOWN, ENTER = '\x1b[B', '\r'
+
+
+def dialogue(keys: list[str], current: Answers) -> Answers | None:
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from autopilot_setup.dialogue import Dialogue
+    with create_pipe_input() as inp:
+        for key in keys:
+            inp.send_text(key)
+        return Dialogue(for_model(PI4), ROOT / 'launch' / 'params' / 'rig_sim.yaml', input=inp,
+                        output=DummyOutput()).ask(current)
+
+
+def test_the_dialogue_configures_a_rig_and_shows_its_answers_as_the_defaults_next_time() -> None:
+    keys = [ENTER,                       # pilot (the default)
+            '\x7f' * 5 + 'rig_7' + ENTER,  # name: rig_1 erased, rig_7 typed
+            '\x7f' + '42' + ENTER,       # ROS_DOMAIN_ID
+            ENTER,                       # GPIO backend: auto (pigpio on this Pi 4)
+            DOWN + ENTER,                # sound: null
+            'n',                         # no camera
+            DOWN + ENTER,                # devices: the 3-port nose-poke layout
+            ENTER,                       # devices: done (the default)
+            'y']                         # start on boot
+    answers = dialogue(keys, Answers())
+    assert answers is not None
+    assert (answers.role, answers.name, answers.ros_domain_id, answers.gpio_backend, answers.audio.backend) == \
+        ('pilot', 'rig_7', 42, 'auto', 'null')
+    assert list(answers.inputs) == ['poke_left', 'poke_center', 'poke_right']
+    assert list(answers.outputs) == ['valve_left', 'valve_right', 'valve_center', 'led_center']
+    assert answers.outputs['valve_left'] == {'pin': 5, 'kind': 'valve', 'max_open_ms': 200.0}
+    # Again: Enter everywhere keeps every answer.
+    again = dialogue([ENTER, ENTER, ENTER, ENTER, ENTER, ENTER, ENTER, ENTER, ENTER], answers)
+    assert again == answers
+
+
+def test_the_dialogue_edits_a_device_and_ctrl_c_cancels() -> None:
+    start = Answers.from_dict(RIG)
+    keys = [ENTER, ENTER, ENTER, ENTER,          # pilot, rig_3, 17, auto
+            DOWN + ENTER,                        # sound: null
+            'n',                                 # no camera
+            ENTER,                               # devices: keep these
+            DOWN + ENTER,                        # the menu starts at 'done': down wraps to 'edit poke_left'
+            ENTER,                               # its name stays
+            '\x7f\x7f' + '27' + ENTER,           # pin 17 -> 27
+            ENTER, ENTER,                        # pull up, edges both
+            '\x7f\x7f\x7f' + '0' + ENTER,        # glitch filter off
+            ENTER,                               # done
+            'n']                                 # not on boot
+    answers = dialogue(keys, start)
+    assert answers is not None and answers.inputs['poke_left'] == {'pin': 27, 'pull': 'up', 'edge': 'both',
+                                                                   'glitch_us': 0}
+    assert not answers.start_on_boot and answers.outputs == start.outputs
+    assert dialogue([ENTER, '\x03'], start) is None
+
