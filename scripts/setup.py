@@ -37,8 +37,8 @@ APT_BUILD = ['cmake', 'g++', 'make', 'git']
 APT_RUNTIME = ['libportaudio2', 'hdf5-tools']
 # Only for the tests (--test): JACK's dummy driver gives the sound server a real audio device; gdb shows the
 # native stacks of a CLI call that hung, in the test's failure; systemd's systemd-analyze verifies the units
-# `autopilot setup` writes.
-APT_TEST = ['jackd2', 'gdb', 'systemd']
+# `autopilot setup` writes; libfaketime puts a pilot's wall clock ahead, as another host's would be.
+APT_TEST = ['jackd2', 'gdb', 'systemd', 'faketime']
 # The GUI's Qt (PyQt5's wheel brings Qt itself, not these): shared library -> Debian package names, newest first
 # (Ubuntu 24.04 and Debian 13 renamed glib's for the 64-bit time_t transition). Looked up by library, so a
 # machine that has them under another package name is not asked again.

@@ -165,9 +165,15 @@ def test_active_low_on_pigpio_inverts_claims_writes_waves_pwm_and_reported_level
     assert pi.calls[-1] == ('write', 5, 0)
     b.pwm(5, 800.0, 0.25)
     assert pi.calls[-1] == ('set_PWM_dutycycle', 5, 750)                 # low (active) a quarter of the time
-    b._cb(5, 0, 1000)                                                     # the pin went low: logically on
-    b._cb(6, 0, 1010)
-    assert [(e.pin, e.level) for e in rec.edges] == [(5, True), (6, False)]
+    assert [(e.pin, e.level) for e in rec.edges] == [(5, True)]          # the PWM reported once, as it began
+    b._cb(5, 0, 1000)                                                     # its 800 Hz edges: not events
+    b._cb(5, 1, 1400)
+    b.write(5, True)                                                      # a command ends the PWM from "off"
+    assert pi.calls[-2:] == [('write', 5, 1), ('write', 5, 0)] and rec.edges[-1].level is False
+    b._cb(5, 0, 2000)                                                     # the pin went low: logically on
+    b._cb(6, 0, 2010)
+    assert [(e.pin, e.level) for e in rec.edges][-2:] == [(5, True), (6, False)]
+    rec.edges.clear()
     b.series(5, [(True, 1000), (False, 2000), (True, 3000), (False, 4000)], 2)
     wave = [(p.gpio_on, p.gpio_off, p.delay) for p in pi.waves[max(pi.waves)]]
     assert wave == [(0, 32, 1000), (32, 0, 2000), (0, 32, 3000), (32, 0, 4000), (0, 32, 1000), (32, 0, 2000),

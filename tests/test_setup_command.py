@@ -27,6 +27,7 @@ RIG = {
                 'cue': {'kind': 'led_rgb', 'pin_red': 23, 'pin_green': 24, 'pin_blue': 25, 'active_low': True}},
     'audio': {'backend': 'sounddevice', 'device': 'hifiberry', 'jack': True},
     'camera': {'enabled': True, 'source': 0},
+    'time_sync': 'lab-terminal.local',
 }
 
 
@@ -72,6 +73,7 @@ def test_the_board_picks_the_backend(tmp_path: Path) -> None:
     (with_(inputs__poke_left__pull='sideways'), "inputs.poke_left.pull: 'sideways' is not allowed"),
     (with_(audio__samplerate=1), 'audio: samplerate 1 Hz (8000-192000)'),
     (with_(camera__fps=0.0), 'camera.fps 0.0: 0.5-500'),
+    (with_(time_sync='a b'), "time_sync 'a b': a host name or address (pilot), or a subnet"),
     (with_(audio=[1, 2]), 'audio: a mapping of backend, device'),
 ])
 def test_answers_that_cannot_work_are_refused_naming_the_answer(data: dict, fragment: str) -> None:
@@ -108,7 +110,8 @@ def run_setup(tmp_path: Path, answers: dict, *extra: str) -> subprocess.Complete
         (stub / exe).chmod(0o755)
     return subprocess.run([AUTOPILOT, 'setup', '--answers', str(path), '--config-dir', str(tmp_path / 'config'),
                            '--unit-dir', str(tmp_path / 'units'), '--user', 'root', '--pigpiod', str(stub / 'pigpiod'),
-                           '--jackd', str(stub / 'jackd'), *extra], capture_output=True, text=True, timeout=60)
+                           '--jackd', str(stub / 'jackd'), '--chrony-dir', str(tmp_path / 'chrony'), *extra],
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_a_rig_gets_a_params_file_its_gpio_node_starts_from_and_units_systemd_accepts(procs, tmp_path: Path) -> None:
@@ -122,6 +125,8 @@ def test_a_rig_gets_a_params_file_its_gpio_node_starts_from_and_units_systemd_ac
     assert f'gpio_params:={config / "rig_3.params.yaml"}' in rig_unit and 'gpio_backend:=pigpio' in rig_unit
     assert 'camera:=true' in rig_unit and 'Environment=ROS_DOMAIN_ID=17' in rig_unit
     assert '-d hw:hifiberry -r 48000' in (units / 'jackd.service').read_text()
+    assert (tmp_path / 'chrony' / 'autopilot.conf').read_text().splitlines()[1:] == [
+        'server lab-terminal.local iburst prefer minpoll 4 maxpoll 6', 'makestep 0.1 3']
     if shutil.which('systemd-analyze') is None:
         pytest.fail('systemd-analyze is missing: scripts/setup.py --test installs it (package systemd)')
     verify = subprocess.run(['systemd-analyze', 'verify', *map(str, sorted(units.iterdir()))], capture_output=True,
@@ -135,8 +140,11 @@ def test_a_rig_gets_a_params_file_its_gpio_node_starts_from_and_units_systemd_ac
 
 
 def test_a_terminal_gets_its_unit_and_a_refusal_writes_nothing(tmp_path: Path) -> None:
-    proc = run_setup(tmp_path, {'role': 'terminal', 'ros_domain_id': 17, 'data_dir': '/srv/lab/data'})
+    proc = run_setup(tmp_path, {'role': 'terminal', 'ros_domain_id': 17, 'data_dir': '/srv/lab/data',
+                                'time_sync': '192.168.1.0/24'})
     assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / 'chrony' / 'autopilot.conf').read_text().splitlines()[1:] == ['allow 192.168.1.0/24',
+                                                                                   'local stratum 10']
     unit = (tmp_path / 'units' / 'autopilot-terminal.service').read_text()
     assert 'terminal.launch.yaml data_dir:=/srv/lab/data' in unit and 'gui:=false' in unit
     assert sorted(p.name for p in (tmp_path / 'config').iterdir()) == ['setup.yaml']
@@ -172,6 +180,7 @@ def test_the_dialogue_configures_a_rig_and_shows_its_answers_as_the_defaults_nex
     keys = [ENTER,                       # pilot (the default)
             '\x7f' * 5 + 'rig_7' + ENTER,  # name: rig_1 erased, rig_7 typed
             '\x7f' + '42' + ENTER,       # ROS_DOMAIN_ID
+            'lab-terminal.local' + ENTER,  # the terminal: this rig's clock source
             ENTER,                       # GPIO backend: auto (pigpio on this Pi 4)
             DOWN + ENTER,                # sound: null
             'n',                         # no camera
@@ -180,19 +189,19 @@ def test_the_dialogue_configures_a_rig_and_shows_its_answers_as_the_defaults_nex
             'y']                         # start on boot
     answers = dialogue(keys, Answers())
     assert answers is not None
-    assert (answers.role, answers.name, answers.ros_domain_id, answers.gpio_backend, answers.audio.backend) == \
-        ('pilot', 'rig_7', 42, 'auto', 'null')
+    assert (answers.role, answers.name, answers.ros_domain_id, answers.gpio_backend, answers.audio.backend,
+            answers.time_sync) == ('pilot', 'rig_7', 42, 'auto', 'null', 'lab-terminal.local')
     assert list(answers.inputs) == ['poke_left', 'poke_center', 'poke_right']
     assert list(answers.outputs) == ['valve_left', 'valve_right', 'valve_center', 'led_center']
     assert answers.outputs['valve_left'] == {'pin': 5, 'kind': 'valve', 'max_open_ms': 200.0}
     # Again: Enter everywhere keeps every answer.
-    again = dialogue([ENTER, ENTER, ENTER, ENTER, ENTER, ENTER, ENTER, ENTER, ENTER], answers)
+    again = dialogue([ENTER] * 10, answers)
     assert again == answers
 
 
 def test_the_dialogue_edits_a_device_and_ctrl_c_cancels() -> None:
     start = Answers.from_dict(RIG)
-    keys = [ENTER, ENTER, ENTER, ENTER,          # pilot, rig_3, 17, auto
+    keys = [ENTER, ENTER, ENTER, ENTER, ENTER,   # pilot, rig_3, 17, no time sync, auto
             DOWN + ENTER,                        # sound: null
             'n',                                 # no camera
             ENTER,                               # devices: keep these

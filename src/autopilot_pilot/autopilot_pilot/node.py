@@ -24,6 +24,7 @@ and the task's ``self.hw`` is :mod:`.hardware`. Everything runs on one executor 
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 import uuid
 from collections import deque
@@ -33,7 +34,7 @@ from typing import Any
 
 from autopilot_msgs.action import RunSession
 from autopilot_msgs.msg import GpioEvent, PilotStatus, SoundOnset, StepChange, TrialAck, TrialData
-from autopilot_msgs.srv import GetEvents, LoadProtocol, LoadSound, SetTaskParameters
+from autopilot_msgs.srv import ClockSync, GetEvents, LoadProtocol, LoadSound, SetTaskParameters
 from rcl_interfaces.msg import SetParametersResult
 from rcl_interfaces.srv import GetParameters
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -141,6 +142,8 @@ class PilotNode(Node):
         guard.create_service(self, SetTaskParameters, 'set_task_parameters', self.srv_set_parameters)
         guard.create_service(self, LoadProtocol, 'load_protocol', self.srv_load_protocol)
         guard.create_service(self, GetEvents, 'journal_events', self.srv_journal_events)
+        # The terminal measures this host's clock against its own (autopilot_terminal.clocksync).
+        guard.create_service(self, ClockSync, 'clock_sync', self.srv_clock_sync)
         self.action = ActionServer(self, RunSession, 'session', execute_callback=self.execute,
                                    goal_callback=self.on_goal, cancel_callback=self.on_cancel)
 
@@ -193,6 +196,13 @@ class PilotNode(Node):
             self._writer_errors.append(message)
 
     # -- services ----------------------------------------------------------------------------------
+    def srv_clock_sync(self, req: ClockSync.Request, res: ClockSync.Response) -> ClockSync.Response:
+        # The system clock (what stamps trials and events), read as late and as early as the callback allows.
+        res.server_receive_ns = time.time_ns()
+        res.client_send_ns = req.client_send_ns
+        res.server_send_ns = time.time_ns()
+        return res
+
     def srv_journal_events(self, req: GetEvents.Request, res: GetEvents.Response) -> GetEvents.Response:
         """The GPIO events of a session this pilot journalled, for a terminal whose recording has a gap."""
         text('session_id', req.session_id, 128)

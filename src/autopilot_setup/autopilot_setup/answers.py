@@ -16,6 +16,8 @@ An answers file (``autopilot setup --answers FILE``; the dialogue writes the sam
     camera: {enabled: false, source: '0', fps: 30.0}
     data_dir: ~/autopilot/data        # terminal
     protocol_dir: ~/autopilot/protocols
+    time_sync: terminal.local  # pilot: the terminal's host, its clock's source (chrony); terminal: the subnet
+                               # it serves time to (e.g. 192.168.1.0/24); '' leaves the clock alone
     start_on_boot: true
 
 Device settings are the gpio node's own (:mod:`autopilot_hardware.gpio.config`), checked by its own rules
@@ -37,6 +39,8 @@ ROLES = ('pilot', 'terminal')
 BACKENDS = ('auto', 'pigpio', 'lgpio', 'sim')
 AUDIO_BACKENDS = ('sounddevice', 'null')
 _NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]{0,62}$')
+#: A host name, an IPv4/IPv6 address, or a subnet in CIDR form: what chrony's server and allow take.
+_HOST = re.compile(r'^[A-Za-z0-9:.\-]{1,253}(/[0-9]{1,3})?$')
 #: ROS_DOMAIN_ID values that work with the default port range on every host (ROS 2 docs: 0-101).
 MAX_DOMAIN_ID = 101
 
@@ -73,6 +77,7 @@ class Answers:
     camera: Camera = field(default_factory=Camera)
     data_dir: str = '~/autopilot/data'
     protocol_dir: str = '~/autopilot/protocols'
+    time_sync: str = ''
     start_on_boot: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +106,8 @@ class Answers:
                 raise AnswersError(f'{key}: a mapping of device name -> its settings ({{pin: 17, ...}})')
             values[key] = {str(k): dict(v) for k, v in given.items()}
         defaults = cls()
-        for key in ('role', 'name', 'ros_domain_id', 'gpio_backend', 'data_dir', 'protocol_dir', 'start_on_boot'):
+        for key in ('role', 'name', 'ros_domain_id', 'gpio_backend', 'data_dir', 'protocol_dir', 'time_sync',
+                    'start_on_boot'):
             if key in values:
                 values[key] = _typed(key, values[key], getattr(defaults, key))
         return cls(**values)
@@ -181,6 +187,9 @@ def check(answers: Answers, board: Board) -> None:
                            'the namespace /<name>)')
     if not 0 <= a.ros_domain_id <= MAX_DOMAIN_ID:
         raise AnswersError(f'ros_domain_id {a.ros_domain_id}: 0-{MAX_DOMAIN_ID}, the same on every host of the lab')
+    if a.time_sync and not _HOST.match(a.time_sync):
+        raise AnswersError(f'time_sync {_shown(a.time_sync)}: a host name or address (pilot), or a subnet such as '
+                           f'192.168.1.0/24 (terminal)')
     if a.role == 'terminal':
         for key in ('data_dir', 'protocol_dir'):
             if not getattr(a, key).strip():

@@ -24,10 +24,11 @@ import yaml
 from autopilot_cli.base import CommandError, CommandExtension
 from autopilot_setup import board as boards
 from autopilot_setup.answers import Answers, AnswersError, check
-from autopilot_setup.render import Paths, params_file, units
+from autopilot_setup.render import CHRONY_CONF, Paths, chrony_conf, params_file, units
 
 CONFIG_DIR = Path('~/.autopilot')
 UNIT_DIR = Path('/etc/systemd/system')
+CHRONY_DIR = Path('/etc/chrony/conf.d')
 ANSWERS_FILE = 'setup.yaml'
 MAX_ANSWERS_BYTES = 1_000_000
 
@@ -66,6 +67,8 @@ class SetupCommand(CommandExtension):
                             help=f'where setup.yaml and the params file go (default {CONFIG_DIR} of --user)')
         parser.add_argument('--unit-dir', type=Path, default=UNIT_DIR,
                             help=f'where the systemd units go (default {UNIT_DIR})')
+        parser.add_argument('--chrony-dir', type=Path, default=CHRONY_DIR,
+                            help=f'where the chrony drop-in goes when time_sync is answered (default {CHRONY_DIR})')
         parser.add_argument('--enable', action='store_true', help='systemctl daemon-reload and enable the units')
         parser.add_argument('--print', dest='print_only', action='store_true', help='show the files; write nothing')
         parser.add_argument('--user', default=os.environ.get('SUDO_USER') or getpass.getuser(),
@@ -107,8 +110,12 @@ class SetupCommand(CommandExtension):
         params = config_dir / f'{answers.name}.params.yaml'
         if answers.role == 'pilot':
             files[params] = params_file(answers, board, answers_path)
-        unit_files = {args.unit_dir / name: text for name, text in units(answers, board, paths, params).items()}
-        files.update(unit_files)
+        system_files = {args.unit_dir / name: text for name, text in units(answers, board, paths, params).items()}
+        files.update(system_files)
+        chrony = chrony_conf(answers)
+        if chrony is not None:
+            files[args.chrony_dir / CHRONY_CONF] = chrony
+            system_files[args.chrony_dir / CHRONY_CONF] = chrony
         if args.print_only:
             for path, text in files.items():
                 print(f'# ---- {path}\n{text}')
@@ -117,20 +124,23 @@ class SetupCommand(CommandExtension):
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
-                if path not in unit_files and os.geteuid() == 0 and args.user != 'root':
+                if path not in system_files and os.geteuid() == 0 and args.user != 'root':
                     # Written under sudo: the account that runs the rig (and setup, next time) owns its files.
                     shutil.chown(path.parent, args.user)
                     shutil.chown(path, args.user)
             except (OSError, LookupError) as exc:
                 raise CommandError(f'cannot write {path}: {getattr(exc, "strerror", None) or exc}' +
-                                   (' (run it with sudo, or give --unit-dir)' if path in unit_files else '')) from None
+                                   (' (run it with sudo, or give --unit-dir)' if path in system_files else '')) from None
             print(f'wrote {path}')
         if args.enable:
             if not answers.start_on_boot:
                 print('start_on_boot is false: units written, not enabled')
                 return 0
-            names = [p.name for p in unit_files]
-            for cmd in (['systemctl', 'daemon-reload'], ['systemctl', 'enable', *names]):
+            names = [p.name for p in system_files if p.suffix == '.service']
+            commands = [['systemctl', 'daemon-reload'], ['systemctl', 'enable', *names]]
+            if chrony is not None:
+                commands.append(['systemctl', 'try-restart', 'chrony'])  # reads its new drop-in
+            for cmd in commands:
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
                     raise CommandError(f'{" ".join(cmd)}: {proc.stderr.strip() or proc.returncode}')

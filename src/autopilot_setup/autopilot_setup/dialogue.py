@@ -106,6 +106,12 @@ class Dialogue:
                                lambda t: _valid(lambda: check_name(t)))
         a.ros_domain_id = int(self.text(f'ROS_DOMAIN_ID (the same on every host of the lab, 0-{MAX_DOMAIN_ID}):',
                                         str(a.ros_domain_id), _int(0, MAX_DOMAIN_ID)))
+        if a.role == 'pilot':
+            a.time_sync = self.text("The terminal's host name or address (this rig's clock follows it, chrony; "
+                                    'empty: leave the clock alone):', a.time_sync)
+        else:
+            a.time_sync = self.text('The subnet this terminal serves its clock to, e.g. 192.168.1.0/24 (chrony; '
+                                    'empty: none):', a.time_sync)
         if a.role == 'terminal':
             a.data_dir = self.text('Directory of the subject files:', a.data_dir)
             a.protocol_dir = self.text('Directory of the protocol files:', a.protocol_dir)

@@ -23,6 +23,7 @@ import yaml
 from autopilot_setup.answers import Answers, backend, device_values
 from autopilot_setup.board import Board
 
+CHRONY_CONF = 'autopilot.conf'
 RIG_UNIT = 'autopilot-rig.service'
 TERMINAL_UNIT = 'autopilot-terminal.service'
 PIGPIOD_UNIT = 'pigpiod.service'
@@ -53,6 +54,22 @@ def params_file(answers: Answers, board: Board, answers_path: Path) -> str:
     header = (f'# Rig {a.name}: written by `autopilot setup` from {answers_path} (run it again to change).\n'
               f'# Board: {board.model or "not a Raspberry Pi"}. Started by {RIG_UNIT}.\n')
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def chrony_conf(answers: Answers) -> str | None:
+    """chrony's drop-in (``/etc/chrony/conf.d/autopilot.conf``) that syncs the lab to the terminal, or None.
+
+    A pilot takes the terminal as its preferred server and steps its clock at boot when it is far off (a Pi has
+    no real-time clock: it boots with a stale time); the terminal serves its clock to the lab's subnet, also
+    when it has no upstream source itself (``local``), so a lab without internet still agrees on one time.
+    """
+    a = answers
+    if not a.time_sync:
+        return None
+    head = '# Written by `autopilot setup`: the lab\'s clocks follow the terminal (autopilot_terminal.clocksync).\n'
+    if a.role == 'pilot':
+        return head + f'server {a.time_sync} iburst prefer minpoll 4 maxpoll 6\nmakestep 0.1 3\n'
+    return head + f'allow {a.time_sync}\nlocal stratum 10\n'
 
 
 def _launch(paths: Paths, launch_file: str, args: dict[str, str]) -> str:

@@ -35,6 +35,7 @@ from autopilot_msgs.msg import PilotRegistry, PilotStatus, StepChange, SubjectLi
 from autopilot_msgs.srv import (
     AddNote,
     AssignProtocol,
+    ClockSync,
     CreateSubject,
     GetEvents,
     GetProtocol,
@@ -60,7 +61,7 @@ from autopilot_core import aio, guard, provenance, qos
 from autopilot_core.executors import make_executor, run_nodes, spin
 from autopilot_core.params import ParamSpec, declare
 
-from . import provenance_collect
+from . import clocksync, provenance_collect
 from .acks import Intake
 from .fetch import EventFetcher
 from .lifecycle import SessionLifecycle
@@ -75,11 +76,18 @@ from .subject_services import WEIGH_AT, SubjectServices
 RECORD_TOPICS = ['status', 'trials', 'step_changes', 'trial_acks', 'gpio/events', 'gpio/output', 'gpio/reward',
                  'sound/play', 'sound/onsets', 'sound/stop']
 VIDEO_TOPICS = ['camera/image']
+#: Clock exchanges with a pilot as a session begins (the least delayed is kept), and how long one may take.
+SESSION_CLOCK_EXCHANGES = 4
+CLOCK_CALL_S = 2.0
 PARAMS = [
     ParamSpec('data_dir', '~/autopilot/data', 'Directory of the subject files (<subject>.h5)', read_only=True),
     ParamSpec('protocol_dir', '~/autopilot/protocols', 'Directory of protocol files (<name>.yaml)', read_only=True),
     ParamSpec('pilot_timeout_s', 5.0, 'A pilot whose heartbeat is older than this is offline', unit='s',
               min=0.5, max=3600.0),
+    ParamSpec('clock_sync_s', 30.0, "Interval of the clock exchange with each online pilot (its offset from this "
+              "host's clock, stored with each session)", unit='s', min=1.0, max=3600.0, read_only=True),
+    ParamSpec('clock_warn_ms', clocksync.WARN_MS, "Warn when a pilot's clock is further than this from this host's",
+              unit='ms', min=0.1, max=600_000.0),
     ParamSpec('record_topics', RECORD_TOPICS, "Each pilot's topics recorded in the session bag, relative to its "
               'namespace', read_only=True),
     ParamSpec('stream_topics', [''], "Each pilot's continuous topics (a wheel, a lick sensor) recorded in the bag and "
@@ -183,6 +191,7 @@ class TerminalNode(Node):
         for name, srv_type, serve in services:
             guard.create_service(self, srv_type, f'~/{name}', self._logged(name, serve), callback_group=group)
         self.create_timer(1.0, self.tick)
+        self.create_timer(p['clock_sync_s'], self._clock_round)
         self.create_timer(max(min(p['end_grace_s'], 0.2), 0.01), self._poll_lifecycle)
         self.receiver.start()
         t = self.topics
@@ -315,7 +324,8 @@ class TerminalNode(Node):
             load=self.create_client(LoadProtocol, f'{base}/load_protocol'),
             pause=self.create_client(Trigger, f'{base}/pause'), resume=self.create_client(Trigger, f'{base}/resume'),
             cancel=self.create_client(CancelGoal, f'{base}/session/_action/cancel_goal'),
-            events=self.create_client(GetEvents, f'{base}/journal_events'))
+            events=self.create_client(GetEvents, f'{base}/journal_events'),
+            clock_client=self.create_client(ClockSync, f'{base}/clock_sync'))
         link.subs = [
             guard.create_subscription(self, PilotStatus, f'{base}/status', lambda m: self.on_status(link, m),
                                       STATUS_QUEUE, sender=lambda m: m.pilot),
@@ -355,9 +365,40 @@ class TerminalNode(Node):
         link.status, link.seen = msg, time.monotonic()
         link.name, link.named = msg.pilot, True
         self.lifecycle.heartbeat(link, msg, running, time.time_ns(), time.monotonic())
+        if old is None and self.executor is not None:  # first heard: measure its clock now, not at the next round
+            self.executor.create_task(self._measure_clock, link, SESSION_CLOCK_EXCHANGES)
         if old is None or old.state != msg.state:
             self.publish_registry()
             self.subjects_changed()  # a session may have begun or ended
+
+    # -- clocks (.clocksync) ------------------------------------------------------------------------
+
+    def _clock_round(self) -> None:
+        executor = self.executor
+        if executor is None:
+            return
+        for link in list(self.pilots):
+            if self.online(link):
+                executor.create_task(self._measure_clock, link, 1)
+
+    async def _measure_clock(self, link: PilotLink, exchanges: int) -> None:
+        """``exchanges`` clock exchanges with the pilot; warns (once per crossing) past clock_warn_ms."""
+        for _ in range(exchanges):
+            t1 = time.time_ns()
+            res = await aio.call(self, link.clock_client, ClockSync.Request(client_send_ns=t1), CLOCK_CALL_S)
+            t4 = time.time_ns()
+            if res is not None and res.client_send_ns == t1:  # an answer to this request, not a stale one
+                link.clock.add(clocksync.sample(t1, res.server_receive_ns, res.server_send_ns, t4))
+        best = link.clock.best
+        if best is None:
+            return
+        off = abs(best.offset_ns) / 1e6 > self.get_parameter('clock_warn_ms').value
+        if off and not link.clock_warned:
+            self.get_logger().warning(clocksync.describe(link.name, best))
+        elif not off and link.clock_warned:
+            self.get_logger().info(f'pilot {link.name}: clock within {best.offset_ns / 1e6:+.1f} ms of the terminal\'s '
+                                   'again')
+        link.clock_warned = off
 
     def _on_begin(self, link: PilotLink, msg: PilotStatus, planned: dict[str, Any]) -> None:
         """A session began: its provenance now, and its nodes' parameters once fetched (a task on the executor)."""
@@ -368,6 +409,9 @@ class TerminalNode(Node):
 
         async def parameters() -> None:
             self.recorder.provenance(subject, sid, await provenance_collect.collect(self, link))
+            # The pilot's clock against this one as the session starts: its stamps are read with this offset.
+            await self._measure_clock(link, SESSION_CLOCK_EXCHANGES)
+            self.recorder.provenance(subject, sid, {'clock': link.clock.summary()})
         if self.executor is not None:
             self.executor.create_task(parameters)
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from autopilot_msgs.msg import PilotEntry, PilotRegistry, PilotStatus
 
+from .clocksync import ClockFilter
+
 
 @dataclass
 class PilotLink:
@@ -35,6 +37,9 @@ class PilotLink:
     heard: deque[tuple[float, PilotStatus]] = field(default_factory=lambda: deque(maxlen=64))
     listeners: list[Callable[[], None]] = field(default_factory=list)  # called once at the next heartbeat heard
     unknown: set[str] = field(default_factory=set)  # sessions it runs that are not recorded (said once each)
+    clock_client: Any = None  # ClockSync client of the pilot's clock_sync (:mod:`.clocksync`)
+    clock: ClockFilter = field(default_factory=ClockFilter)
+    clock_warned: bool = False  # the offset is past the warning threshold and that was said
 
     @property
     def base(self) -> str:
@@ -93,8 +98,10 @@ class Pilots:
         came online or went offline since the last call (none for one found before its first heartbeat)."""
         msg = PilotRegistry()
         for link in sorted(self, key=lambda link: link.name):
+            clock = link.clock.summary()
             entry = PilotEntry(pilot=link.name, online=online(link),
-                               last_seen_s=float(now - link.seen) if link.status else math.inf)
+                               last_seen_s=float(now - link.seen) if link.status else math.inf,
+                               clock_offset_ms=float(clock['offset_ms']), clock_delay_ms=float(clock['delay_ms']))
             if link.status is not None:
                 entry.last_status = link.status
             msg.pilots.append(entry)

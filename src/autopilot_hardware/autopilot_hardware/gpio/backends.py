@@ -251,6 +251,9 @@ class PigpioBackend(Backend):
         self._wave_pins: dict[int, int] = {}
         self._wave_lock = threading.Lock()
         self._soft: dict[int, int] = {}  # pin -> generation: a newer command cancels a software-timed pulse
+        # Pins running PWM: their callbacks are muted (an 800 Hz LED would be 1600 events/s), its level is
+        # reported once when set, as the sim and lgpio do.
+        self._pwm: set[int] = set()
 
     def now_us(self) -> int:
         return self._unwrap(self.pi.get_current_tick())
@@ -271,7 +274,7 @@ class PigpioBackend(Backend):
         return int(level != (pin in self.active_low))
 
     def _cb(self, pin: int, level: int, tick: int) -> None:
-        if level == 2:  # watchdog timeout, no level change
+        if level == 2 or pin in self._pwm:  # a watchdog timeout; a PWM's own edges (its level was reported once)
             return
         self.on_edge(Edge(pin, bool(level) != (pin in self.active_low), tick, self._unwrap(tick)))
 
@@ -300,6 +303,13 @@ class PigpioBackend(Backend):
         -- only its own: stopping a wave freezes its pins where they are, so stopping another pin's valve pulse
         would leave that valve open. Returns the id of another pin's wave still sending, or None."""
         self._soft[pin] = self._soft.get(pin, 0) + 1
+        if pin in self._pwm:
+            # The command ends the PWM from a known level: inactive, reported (the muted callbacks said nothing
+            # since the PWM began), so the command's own edges come back through the callback as usual.
+            self._pwm.discard(pin)
+            self._call('write', pin, self._pin_level(pin, False))
+            t = self.now_us()
+            self.on_edge(Edge(pin, False, t % WRAP, t))
         current = self.pi.wave_tx_at() if self.pi.wave_tx_busy() else None
         if current is not None and self._wave_pins.get(current) == pin:
             self.pi.wave_tx_stop()
@@ -386,8 +396,11 @@ class PigpioBackend(Backend):
         self._call('set_PWM_range', pin, 1000)
         # Active-low: the pin is low for the active fraction of each period, i.e. high for the rest.
         on = duty if pin not in self.active_low else 1.0 - duty
+        self._pwm.add(pin)
         self._call('set_PWM_dutycycle', pin, round(on * 1000))
-        return self.now_us()
+        t = self.now_us()
+        self.on_edge(Edge(pin, duty > 0, t % WRAP, t))
+        return t
 
     def all_low(self) -> None:
         try:
