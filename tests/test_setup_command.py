@@ -217,4 +217,8 @@ def test_the_dialogue_edits_a_device_and_ctrl_c_cancels() -> None:
                                                                    'glitch_us': 0}
     assert not answers.start_on_boot and answers.outputs == start.outputs
     assert dialogue([ENTER, '\x03'], start) is None
+    # Renaming a device to another's name is refused; both stay as they were.
+    keys = [ENTER] * 5 + [DOWN + ENTER, 'n', ENTER, DOWN + ENTER, '\x7f' * 9 + 'poke_right' + ENTER, ENTER, 'y']
+    answers = dialogue(keys, start)
+    assert answers is not None and answers.inputs == start.inputs
 

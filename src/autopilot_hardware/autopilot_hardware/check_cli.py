@@ -154,7 +154,10 @@ class Check:
     def output(self, name: str, kind: str) -> Row:
         if kind == 'valve':
             if not self.args.yes:
-                answer = input(f'Click {name} once ({VALVE_CLICK_MS:g} ms of water)? [y/N] ').strip().lower()
+                try:
+                    answer = input(f'Click {name} once ({VALVE_CLICK_MS:g} ms of water)? [y/N] ').strip().lower()
+                except EOFError:  # no one to ask (stdin closed): no water without a yes
+                    answer = ''
                 if answer not in ('y', 'yes'):
                     return Row(name, kind, 'skipped', 'not clicked (answer y, or --yes)')
             ms = VALVE_CLICK_MS

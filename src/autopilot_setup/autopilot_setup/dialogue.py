@@ -192,6 +192,9 @@ class Dialogue:
         if not new:
             devices.pop(name, None)
             return
+        if new != name and new in devices:
+            self.say(f'! {new} is already a device: edit it, or give this one another name')
+            return
         if group == 'inputs':
             s['pin'] = int(self.text('GPIO (BCM number):', str(s.get('pin', '')), _int(0, 255)))
             s['pull'] = self.select('Pull resistor:', list(PULLS), s.get('pull', 'up'))
