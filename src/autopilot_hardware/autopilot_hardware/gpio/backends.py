@@ -79,6 +79,15 @@ class Backend(ABC):
     def simulate(self, pin: int, level: bool, hold_us: int) -> int:
         raise BackendError(f'simulated inputs need backend sim, this node runs {self.name}')
 
+    def _emit(self, pin: int, level: bool, t_us: int) -> None:
+        self.on_edge(Edge(pin, level, t_us % WRAP, t_us))
+
+    def _emit_now(self, pin: int, level: bool) -> int:
+        """Report ``pin`` at ``level`` as of now (an edge the backend cannot watch); returns its tick_us."""
+        t = self.now_us()
+        self._emit(pin, level, t)
+        return t
+
     def all_low(self) -> None:
         """Drive every claimed output inactive, stopping timed outputs (best effort: never raises)."""
         for pin in sorted(self.outputs):
@@ -125,9 +134,6 @@ class SimBackend(Backend):
             return self._level[pin] != (pin in self.active_low)
 
     # -- pins ----------------------------------------------------------------------------------------
-    def _emit(self, pin: int, level: bool, t_us: int) -> None:
-        self.on_edge(Edge(pin, level, t_us % WRAP, t_us))
-
     def claim_input(self, pin: int, pull: str, edge: str, glitch_us: int) -> None:
         with self._lock:
             self._inputs[pin] = (edge, glitch_us)
@@ -308,8 +314,7 @@ class PigpioBackend(Backend):
             # since the PWM began), so the command's own edges come back through the callback as usual.
             self._pwm.discard(pin)
             self._call('write', pin, self._pin_level(pin, False))
-            t = self.now_us()
-            self.on_edge(Edge(pin, False, t % WRAP, t))
+            self._emit_now(pin, False)
         current = self.pi.wave_tx_at() if self.pi.wave_tx_busy() else None
         if current is not None and self._wave_pins.get(current) == pin:
             self.pi.wave_tx_stop()
@@ -342,13 +347,12 @@ class PigpioBackend(Backend):
         while flat and not flat[-1][0]:
             flat.pop()  # trailing low steps: the closing pulse below sets the level
         mask = 1 << pin
-        pulses = []
-        for level, us in flat:
-            on = self._pin_level(pin, level)
-            pulses.append(pg.pulse(mask if on else 0, 0 if on else mask, us))
+
+        def pulse(level: bool, us: int) -> object:
+            high = self._pin_level(pin, level)
+            return pg.pulse(mask if high else 0, 0 if high else mask, us)
         # The end only needs to set the inactive level: 1 us keeps the wave short.
-        off = self._pin_level(pin, False)
-        pulses.append(pg.pulse(mask if off else 0, 0 if off else mask, 1))
+        pulses = [*(pulse(level, us) for level, us in flat), pulse(False, 1)]
         with self._wave_lock:
             self._collect_waves()
             self._call('wave_add_new')
@@ -398,9 +402,7 @@ class PigpioBackend(Backend):
         on = duty if pin not in self.active_low else 1.0 - duty
         self._pwm.add(pin)
         self._call('set_PWM_dutycycle', pin, round(on * 1000))
-        t = self.now_us()
-        self.on_edge(Edge(pin, duty > 0, t % WRAP, t))
-        return t
+        return self._emit_now(pin, duty > 0)
 
     def all_low(self) -> None:
         try:
@@ -497,9 +499,7 @@ class LgpioBackend(Backend):
     def write(self, pin: int, level: bool) -> int:
         self._take_pin(pin)
         self._call(self._lg.gpio_write, pin, int(level))
-        t = self.now_us()
-        self.on_edge(Edge(pin, level, t % WRAP, t))
-        return t
+        return self._emit_now(pin, level)
 
     def series(self, pin: int, steps: Sequence[Step], repeat: int) -> int:
         gen = self._take_pin(pin)
@@ -511,8 +511,7 @@ class LgpioBackend(Backend):
                 if self._gen.get(pin) != gen:
                     return False
                 self._call(self._lg.gpio_write, pin, int(level))
-            t = self.now_us()
-            self.on_edge(Edge(pin, level, t % WRAP, t))
+            self._emit_now(pin, level)
             return True
         t0 = self.now_us()
         apply(steps[0][0], t0)
@@ -522,16 +521,12 @@ class LgpioBackend(Backend):
     def pulses(self, pin: int, high_us: int, low_us: int, count: int) -> int:
         self._take_pin(pin)  # replace what runs on the pin, never queue behind it
         self._call(self._lg.tx_pulse, pin, high_us, max(low_us, 1), 0, count)
-        t = self.now_us()
-        self.on_edge(Edge(pin, True, t % WRAP, t))
-        return t
+        return self._emit_now(pin, True)
 
     def pwm(self, pin: int, frequency_hz: float, duty: float) -> int:
         self._take_pin(pin)
         self._call(self._lg.tx_pwm, pin, frequency_hz, duty * 100.0)
-        t = self.now_us()
-        self.on_edge(Edge(pin, duty > 0, t % WRAP, t))
-        return t
+        return self._emit_now(pin, duty > 0)
 
     def close(self) -> None:
         self.all_low()

@@ -81,20 +81,15 @@ class GpioController:
         if color:
             raise ConfigError(f'{dev.name}: a colour ({color[:40]!r}) is for led_rgb outputs; {dev.name} is a '
                               f'{dev.kind}: leave color empty')
-        if mode == MODE_SERIES:
-            steps = check_series(dev.name, series_levels, series_us, max(series_repeat, 1))
-            return self._timed(dev, steps, max(series_repeat, 1))
+        timed = self._timed_steps(dev, mode, pulse_us, train_off_us, train_count, series_levels, series_us,
+                                  series_repeat)
+        if timed is not None:
+            return self._timed(dev, *timed)
         if mode == MODE_LEVEL:
             if level and dev.max_open_us:
                 # A valve is never left open: "high" is an opening of what is left of its maximum open time.
                 return self._timed(dev, [(True, dev.max_open_us)], 1, shorten=True, what='high')
             return self._write(dev, bool(level))
-        if mode == MODE_PULSE:
-            check_high_time(dev, pulse_us)
-            return self._timed(dev, [(True, pulse_us)], 1)
-        if mode == MODE_TRAIN:
-            self._check_train(dev, pulse_us, train_off_us, train_count)
-            return self._timed(dev, train_steps(pulse_us, train_off_us, train_count), train_count)
         if mode == MODE_COLOR:
             raise ConfigError(f'{dev.name}: MODE_COLOR is for led_rgb outputs; {dev.name} is a {dev.kind} '
                               f'(set devices.{dev.name}.kind: led_rgb, or use MODE_LEVEL or MODE_PWM)')
@@ -109,12 +104,24 @@ class GpioController:
         raise ConfigError(f'{dev.name}: unknown mode {mode} (0 level, 1 pulse, 2 pwm, 3 train, 4 color, 5 series)')
 
     @staticmethod
-    def _check_train(dev: Device, pulse_us: int, train_off_us: int, train_count: int) -> None:
-        if train_count < 1:
-            raise ConfigError(f'{dev.name}: train_count must be >= 1 (got {train_count})')
-        check_high_time(dev, pulse_us, 'train pulse')
-        if train_count > 1 and train_off_us <= 0:
-            raise ConfigError(f'{dev.name}: train_off_us must be > 0 between pulses (got {train_off_us})')
+    def _timed_steps(dev: Device, mode: int, pulse_us: int, train_off_us: int, train_count: int,
+                     series_levels: Sequence[bool], series_us: Sequence[int],
+                     series_repeat: int) -> tuple[list[Step], int] | None:
+        """(steps, repeat) of a pulse, train or series command, checked; None for the other modes."""
+        if mode == MODE_PULSE:
+            check_high_time(dev, pulse_us)
+            return [(True, pulse_us)], 1
+        if mode == MODE_TRAIN:
+            if train_count < 1:
+                raise ConfigError(f'{dev.name}: train_count must be >= 1 (got {train_count})')
+            check_high_time(dev, pulse_us, 'train pulse')
+            if train_count > 1 and train_off_us <= 0:
+                raise ConfigError(f'{dev.name}: train_off_us must be > 0 between pulses (got {train_off_us})')
+            return train_steps(pulse_us, train_off_us, train_count), train_count
+        if mode == MODE_SERIES:
+            repeat = max(series_repeat, 1)
+            return check_series(dev.name, series_levels, series_us, repeat), repeat
+        return None
 
     # -- led_rgb ---------------------------------------------------------------------------------------
     def _rgb(self, dev: Device, mode: int, level: bool, pulse_us: int, train_off_us: int, train_count: int,
@@ -129,19 +136,12 @@ class GpioController:
         if mode == MODE_PWM:
             raise ConfigError(f"{dev.name}: an led_rgb is dimmed by its colour: MODE_COLOR with e.g. '#404040' "
                               f'(PWM sets one channel)')
-        steps: list[Step]
-        if mode == MODE_PULSE:
-            check_high_time(dev, pulse_us)
-            steps, repeat = [(True, pulse_us)], 1
-        elif mode == MODE_TRAIN:
-            self._check_train(dev, pulse_us, train_off_us, train_count)
-            steps, repeat = train_steps(pulse_us, train_off_us, train_count), train_count
-        elif mode == MODE_SERIES:
-            repeat = max(series_repeat, 1)
-            steps = check_series(dev.name, series_levels, series_us, repeat)
-        else:
+        timed = self._timed_steps(dev, mode, pulse_us, train_off_us, train_count, series_levels, series_us,
+                                  series_repeat)
+        if timed is None:
             raise ConfigError(f'{dev.name}: unknown mode {mode} (0 level, 1 pulse, 3 train, 4 color, 5 series; '
                               f'2 pwm is refused for led_rgb)')
+        steps, repeat = timed
         self._check_steps(dev, steps, repeat)
         with self._lock:
             done = self._show(dev, on if steps[0][0] else OFF)
@@ -157,6 +157,12 @@ class GpioController:
                     return True
             run_series(self._scheduler, done.tick_us, steps, repeat, apply)
             return done
+
+    def _drop_rgb_series(self) -> None:
+        """Every running RGB series stops at its next step (all_low, close)."""
+        with self._lock:
+            for name in self._rgb_gen:
+                self._rgb_gen[name] += 1
 
     def _show(self, dev: Device, rgb: RGB) -> Done:
         """Show ``rgb`` on ``dev`` until the next command (a running series of it is dropped)."""
@@ -199,14 +205,14 @@ class GpioController:
                     elif what == 'high':
                         note = f'{dev.name}: high capped at max_open_ms {dev.max_open_ms:g} ms'
                     steps = [(True, high_us)]
-                self._check_steps(dev, steps, repeat)
-                plan = series_intervals(now, steps, repeat)
-                lim.allow(now, plan)
-                t = self._run(dev, steps, repeat)
-                lim.commit(now, plan)
-                return Done(t, note)
             self._check_steps(dev, steps, repeat)
-            return Done(self._run(dev, steps, repeat), note)
+            if lim is None:
+                return Done(self._run(dev, steps, repeat), note)
+            plan = series_intervals(now, steps, repeat)
+            lim.allow(now, plan)
+            t = self._run(dev, steps, repeat)
+            lim.commit(now, plan)
+            return Done(t, note)
 
     @staticmethod
     def _as_train(steps: list[Step]) -> tuple[int, int] | None:
@@ -231,8 +237,7 @@ class GpioController:
     def all_low(self) -> None:
         """Every output inactive now (the heartbeat check, stop): nothing stays scheduled."""
         with self._lock:
-            for name in self._rgb_gen:
-                self._rgb_gen[name] += 1
+            self._drop_rgb_series()
             self.backend.all_low()
             now = self.backend.now_us()
             for lim in self.limits.values():
@@ -294,8 +299,7 @@ class GpioController:
 
     def close(self) -> None:
         with self._lock:
-            for name in self._rgb_gen:
-                self._rgb_gen[name] += 1
+            self._drop_rgb_series()
             self.backend.close()
         if self._scheduler is not None:
             self._scheduler.close()

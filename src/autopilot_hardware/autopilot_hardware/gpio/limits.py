@@ -46,11 +46,6 @@ Interval = tuple[int, int]  # (start_us, end_us), end > start
 Step = tuple[bool, int]
 
 
-def train(start_us: int, high_us: int, low_us: int, count: int) -> list[Interval]:
-    period = high_us + low_us
-    return [(start_us + i * period, start_us + i * period + high_us) for i in range(count)]
-
-
 def train_steps(high_us: int, low_us: int, count: int) -> list[Step]:
     """A pulse train as one period of steps (repeated ``count`` times); the last low is the series' end."""
     return [(True, high_us), (False, low_us)] if count > 1 else [(True, high_us)]

@@ -13,8 +13,8 @@ Endpoints (relative, so the rig namespace places them: ``/rig_1/gpio/events``):
 
 Safety: a valve is never open longer than its ``max_open_ms`` in one opening, whatever commands arrive
 (:mod:`autopilot_hardware.gpio.limits`, applied by GpioController on every path); every output is driven
-inactive (low; high for an ``active_low`` one) when the node stops and when the pilot's heartbeat (``pilot_status_topic``, by default the pilot of
-this namespace) has been silent for ``pilot_timeout_s``. Every callback is guarded
+inactive (low; high for an ``active_low`` one) when the node stops and when the pilot's heartbeat
+(``pilot_status_topic``, by default the pilot of this namespace) has been silent for ``pilot_timeout_s``. Every callback is guarded
 (:mod:`autopilot_core.guard`): a malformed or refused command is logged, counted on ``/diagnostics`` and
 changes nothing. Device layout: :mod:`autopilot_hardware.gpio.config`.
 """

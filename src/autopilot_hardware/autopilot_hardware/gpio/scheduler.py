@@ -88,13 +88,17 @@ def run_series(scheduler: Scheduler, t0_us: int, steps: Sequence[Step], repeat: 
     starts = list(itertools.accumulate((us for _, us in steps), initial=0))
     total = n * repeat
 
+    def due(k: int) -> int:
+        """Nominal time of step ``k`` (``total``: the end)."""
+        return t0_us + k // n * period + starts[k % n]
+
     def step(k: int) -> Callable[[int], None]:
         def action(now_us: int) -> None:
             if not apply(steps[k % n][0] if k < total else False, now_us):
                 return
             if k < total:
-                scheduler.at(t0_us + (k + 1) // n * period + starts[(k + 1) % n], step(k + 1))
+                scheduler.at(due(k + 1), step(k + 1))
         return action
 
-    scheduler.at(t0_us + (1 // n) * period + starts[1 % n], step(1))
+    scheduler.at(due(1), step(1))
 
