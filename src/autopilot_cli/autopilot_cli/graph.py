@@ -248,6 +248,20 @@ def cli_executor(node: Node) -> Executor:
     return executors.make_executor(os.environ.get('AUTOPILOT_CLI_EXECUTOR') or 'single', context=node.context)
 
 
+def call_service(node: Node, executor: Executor, srv_type: Any, name: str, request: Any, timeout_s: float, *,
+                 server: str = 'its node') -> Any:
+    """The response of service ``name``, spun on ``executor``; CommandError when it is not available within
+    ``timeout_s`` (naming ``server``, what should be running) or does not answer within ``timeout_s`` more."""
+    client = node.create_client(srv_type, name)
+    if not client.wait_for_service(timeout_sec=timeout_s):
+        raise CommandError(f'service {name} not available: is {server} running in this namespace (-n) and '
+                           f'ROS_DOMAIN_ID?')
+    future = client.call_async(request)
+    if not executors.spin_until_future(node, future, timeout_s, executor):
+        raise CommandError(f'no answer from {name} within {timeout_s:g} s')
+    return future.result()
+
+
 def remote_nodes(node: Graph) -> list[tuple[str, str]]:
     own = (node.get_name(), node.get_namespace())
     return [n for n in node.get_node_names_and_namespaces() if n != own]

@@ -29,9 +29,9 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from autopilot_cli.base import CommandError, CommandExtension
-from autopilot_cli.graph import cli_executor, cli_node, positive_float
+from autopilot_cli.graph import call_service, cli_executor, cli_node, positive_float
 from autopilot_core import qos, stamps
-from autopilot_core.executors import spin, spin_until_future
+from autopilot_core.executors import spin
 
 LED_PULSE_MS = 300.0
 VALVE_CLICK_MS = 10.0
@@ -111,14 +111,9 @@ class Check:
         node.create_subscription(GpioEvent, f'{ns}/gpio/events', self.events.append, qos.EVENTS)
 
     def call(self, srv_type: Any, name: str, request: Any) -> Any:
-        client = self.node.create_client(srv_type, f'{self.ns}/{name}')
-        if not client.wait_for_service(timeout_sec=self.args.timeout):
-            raise CommandError(f'service {self.ns}/{name} not available: is the rig running in this namespace (-n) '
-                               f'and ROS_DOMAIN_ID?')
-        future = client.call_async(request)
-        if not spin_until_future(self.node, future, self.args.timeout, self.node.executor_):  # type: ignore[attr-defined]
-            raise CommandError(f'no answer from {self.ns}/{name} within {self.args.timeout:g} s')
-        return future.result()
+        executor = self.node.executor_  # type: ignore[attr-defined]
+        return call_service(self.node, executor, srv_type, f'{self.ns}/{name}', request, self.args.timeout,
+                            server='the rig')
 
     def wait(self, until: Callable[[], bool], timeout: float) -> bool:
         return spin(self.node, self.node.executor_, until=until, timeout_sec=timeout)  # type: ignore[attr-defined]

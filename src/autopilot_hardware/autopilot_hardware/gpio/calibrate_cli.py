@@ -18,9 +18,8 @@ from typing import Any
 from autopilot_msgs.srv import CalibrateValve, RecordCalibration
 from rclpy.node import Node
 
-from autopilot_cli.base import CommandError, CommandExtension
-from autopilot_cli.graph import cli_executor, cli_node, positive_float, positive_int
-from autopilot_core.executors import spin_until_future
+from autopilot_cli.base import CommandExtension
+from autopilot_cli.graph import call_service, cli_executor, cli_node, positive_float, positive_int
 
 
 def service_name(namespace: str, node: str, service: str) -> str:
@@ -45,14 +44,8 @@ class CalibrateCommand(CommandExtension):
                             help='longest wait for the gpio node and each answer, s (default 10)')
 
     def _call(self, node: Node, srv_type: Any, name: str, request: Any, timeout: float) -> Any:
-        client = node.create_client(srv_type, name)
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise CommandError(f'service {name} not available: is the gpio node running in this namespace '
-                               f'(-n) and ROS_DOMAIN_ID?')
-        future = client.call_async(request)
-        if not spin_until_future(node, future, timeout, node.executor_):  # type: ignore[attr-defined]
-            raise CommandError(f'no answer from {name} within {timeout:g} s')
-        return future.result()
+        return call_service(node, node.executor_, srv_type, name, request, timeout,  # type: ignore[attr-defined]
+                            server='the gpio node')
 
     def main(self, *, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int | str:
         with cli_node('calibrate') as node:
