@@ -12,8 +12,11 @@ import math
 from collections.abc import Sequence
 
 from autopilot_hardware.gpio.colors import ColorError, parse_color
-from autopilot_hardware.gpio.limits import LimitError, check_series
+from autopilot_hardware.gpio.limits import MAX_SERIES_STEPS, LimitError, check_series
 from autopilot_tasks.task import TaskError
+
+#: Longest step a DigitalOutput can carry: series_us is uint32 microseconds.
+MAX_STEP_MS = (2**32 - 1) / 1000
 
 
 def check_color(role: str, color: str) -> str:
@@ -35,13 +38,14 @@ def series_command(role: str, levels: Sequence[bool | int], durations_ms: Sequen
     except TypeError:
         raise TaskError(f'{role}.series(): give levels and durations_ms as lists') from None
     out_levels: list[bool] = []
-    for level in levels[:1001]:  # check_series refuses a longer list by its length
+    for level in levels[:MAX_SERIES_STEPS + 1]:  # check_series refuses a longer list by its length
         if level not in (0, 1):  # True/False and 0/1; 0.5 or 'on' is a mistake
             raise TaskError(f'{role}.series(): level {level!r} is not 0/1 or False/True')
         out_levels.append(bool(level))
     out_us: list[int] = []
-    for ms in durations_ms[:1001]:
-        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms) or not 0 < ms < 4.3e6:
+    for ms in durations_ms[:MAX_SERIES_STEPS + 1]:
+        number = isinstance(ms, (int, float)) and not isinstance(ms, bool)
+        if not number or not math.isfinite(ms) or not 0 < ms <= MAX_STEP_MS:
             raise TaskError(f'{role}.series(): duration {ms!r} ms is not a positive number of milliseconds')
         out_us.append(round(ms * 1000))
     try:

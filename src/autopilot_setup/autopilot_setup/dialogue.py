@@ -45,22 +45,13 @@ def layout_from_params(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str,
             {n: devices.get(n, {}) for n in params.get('outputs', [])})
 
 
-def _int(lo: int, hi: int) -> Callable[[str], bool | str]:
+def _number(kind: type[int] | type[float], lo: float, hi: float) -> Callable[[str], bool | str]:
+    """A questionary validator: ``kind(text)`` in ``[lo, hi]``, or the message saying what is wanted."""
     def ok(text: str) -> bool | str:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            return f'a whole number, {lo}-{hi}'
-        return lo <= value <= hi or f'{lo}-{hi}'
-    return ok
-
-
-def _float(lo: float, hi: float) -> Callable[[str], bool | str]:
-    def ok(text: str) -> bool | str:
-        try:
-            value = float(text)
-        except ValueError:
-            return f'a number, {lo:g}-{hi:g}'
+            return f'{"a whole number" if kind is int else "a number"}, {lo:g}-{hi:g}'
         return lo <= value <= hi or f'{lo:g}-{hi:g}'
     return ok
 
@@ -105,7 +96,7 @@ class Dialogue:
             a.name = self.text('Name of this rig (its ROS namespace):', a.name,
                                lambda t: _valid(lambda: check_name(t)))
         a.ros_domain_id = int(self.text(f'ROS_DOMAIN_ID (the same on every host of the lab, 0-{MAX_DOMAIN_ID}):',
-                                        str(a.ros_domain_id), _int(0, MAX_DOMAIN_ID)))
+                                        str(a.ros_domain_id), _number(int, 0, MAX_DOMAIN_ID)))
         if a.role == 'pilot':
             a.time_sync = self.text("The terminal's host name or address (this rig's clock follows it, chrony; "
                                     'empty: leave the clock alone):', a.time_sync)
@@ -148,7 +139,7 @@ class Dialogue:
             au.samplerate = int(self.select('Sample rate:', ['44100', '48000', '96000', '192000'],
                                             str(au.samplerate) if au.samplerate in (44100, 48000, 96000, 192000)
                                             else '48000'))
-            au.channels = int(self.text('Output channels (2: stereo speakers):', str(au.channels), _int(1, 32)))
+            au.channels = int(self.text('Output channels (2: stereo speakers):', str(au.channels), _number(int, 1, 32)))
             au.jack = self.confirm('Run a JACK server for it (lowest latency)?', au.jack)
 
     def _camera(self, a: Answers) -> None:
@@ -156,7 +147,7 @@ class Dialogue:
         cam.enabled = self.confirm('A camera on this rig?', cam.enabled)
         if cam.enabled:
             cam.source = self.text('Camera (index, /dev/videoN or a file):', cam.source)
-            cam.fps = float(self.text('Frame rate (Hz):', f'{cam.fps:g}', _float(0.5, 500)))
+            cam.fps = float(self.text('Frame rate (Hz):', f'{cam.fps:g}', _number(float, 0.5, 500)))
 
     def _devices(self, a: Answers) -> None:
         keep = f'keep these ({len(a.inputs)} inputs, {len(a.outputs)} outputs: ' \
@@ -196,24 +187,27 @@ class Dialogue:
             self.say(f'! {new} is already a device: edit it, or give this one another name')
             return
         if group == 'inputs':
-            s['pin'] = int(self.text('GPIO (BCM number):', str(s.get('pin', '')), _int(0, 255)))
+            s['pin'] = int(self.text('GPIO (BCM number):', str(s.get('pin', '')), _number(int, 0, 255)))
             s['pull'] = self.select('Pull resistor:', list(PULLS), s.get('pull', 'up'))
             s['edge'] = self.select('Edges that become events:', list(EDGES), s.get('edge', 'both'))
-            s['glitch_us'] = int(self.text('Glitch filter (us; 0: off):', str(s.get('glitch_us', 0)), _int(0, 300_000)))
+            s['glitch_us'] = int(self.text('Glitch filter (us; 0: off):', str(s.get('glitch_us', 0)),
+                                           _number(int, 0, 300_000)))
         else:
             s['kind'] = self.select('Kind:', list(KINDS), s.get('kind', 'ttl'))
             if s['kind'] == 'led_rgb':
                 s.pop('pin', None)
                 s.pop('max_open_ms', None)
                 for c in RGB:
-                    s[f'pin_{c}'] = int(self.text(f'GPIO of the {c} channel:', str(s.get(f'pin_{c}', '')), _int(0, 255)))
+                    s[f'pin_{c}'] = int(self.text(f'GPIO of the {c} channel:', str(s.get(f'pin_{c}', '')),
+                                                  _number(int, 0, 255)))
             else:
                 for c in RGB:
                     s.pop(f'pin_{c}', None)
-                s['pin'] = int(self.text('GPIO (BCM number):', str(s.get('pin', '')), _int(0, 255)))
+                s['pin'] = int(self.text('GPIO (BCM number):', str(s.get('pin', '')), _number(int, 0, 255)))
                 if s['kind'] == 'valve':
                     s['max_open_ms'] = float(self.text('Longest opening (ms, on every path):',
-                                                       f'{s.get("max_open_ms", 200.0):g}', _float(1.0, 60_000.0)))
+                                                       f'{s.get("max_open_ms", 200.0):g}',
+                                                       _number(float, 1.0, 60_000.0)))
             s['active_low'] = self.confirm('Active low (a low-side relay board, a common-anode LED)?',
                                            bool(s.get('active_low', False)))
         devices.pop(name, None)
