@@ -222,3 +222,18 @@ def test_the_dialogue_edits_a_device_and_ctrl_c_cancels() -> None:
     answers = dialogue(keys, start)
     assert answers is not None and answers.inputs == start.inputs
 
+
+
+@pytest.mark.parametrize('text, fragment', [
+    ('role: [pilot', 'not YAML: while parsing a flow sequence'),
+    ('- just\n- a list\n', 'an answers file is a YAML mapping of answers (role, name, ...), not list'),
+    ('name: ' + 'x' * 1_100_000, 'larger than 1000 kB; an answers file is a few lines'),
+    ('role: pilot\nros_domain_id: .inf\n', 'ros_domain_id: inf is not a int'),
+])
+def test_a_malformed_answers_file_is_refused_naming_the_problem(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / 'answers.yaml'
+    path.write_text(text)
+    proc = subprocess.run([AUTOPILOT, 'setup', '--answers', str(path), '--config-dir', str(tmp_path / 'c'),
+                           '--unit-dir', str(tmp_path / 'u'), '--print'], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and fragment in proc.stderr and len(proc.stderr) < 600, proc.stderr
+    assert not (tmp_path / 'c').exists() and not (tmp_path / 'u').exists()
