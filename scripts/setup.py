@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / '.venv'
 REQ = ROOT / 'requirements'
 SUPPORTED_PYTHONS = ((3, 10), (3, 11), (3, 12), (3, 13))
-# Debian/Ubuntu packages: build tools for rosidl/colcon, audio, git for provenance, h5clear to repair subject files.
+# Debian/Ubuntu packages: build tools for rosidl/colcon and evdev (g++ brings the kernel headers), audio, git for
+# provenance, h5clear to repair subject files.
 APT_BUILD = ['cmake', 'g++', 'make', 'git']
 APT_RUNTIME = ['libportaudio2', 'hdf5-tools']
 # Only for the tests (--test): JACK's dummy driver gives the sound server a real audio device; gdb shows the
@@ -203,6 +204,18 @@ def venv_apt_package(python: str) -> list[str]:
     return [f'python{ver}-venv']
 
 
+def headers_apt_package(python: str) -> list[str]:
+    """evdev (the wheel's USB mouse) is built from source: name the Python headers' package if they are missing."""
+    ok = subprocess.run([python, '-c', 'import os, sysconfig, sys; '
+                         'sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    if ok:
+        return []
+    ver = subprocess.run([python, '-c', 'import sys; print("%d.%d" % sys.version_info[:2])'],
+                         text=True, stdout=subprocess.PIPE).stdout.strip()
+    return [f'python{ver}-dev']
+
+
 # --- venv --------------------------------------------------------------------------------------
 
 def venv_python() -> Path:
@@ -335,13 +348,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SetupError(PI_HELP.format(arch=arch))
         python = sys.executable if ros_distro else pick_python()
         runtime = APT_RUNTIME + gui_apt_packages()
-        apt = APT_BUILD + runtime + venv_apt_package(python) + (APT_TEST if args.test else [])
+        build = APT_BUILD + venv_apt_package(python) + headers_apt_package(python)
+        apt = build + runtime + (APT_TEST if args.test else [])
         if args.no_apt:
             missing = missing_apt(apt)
             if missing:
                 log(f'missing system packages: {" ".join(missing)} (sudo apt-get install {" ".join(missing)})')
         else:
-            ensure_apt(APT_BUILD + venv_apt_package(python), required=True)
+            ensure_apt(build, required=True)
             ensure_apt(runtime + (APT_TEST if args.test else []), required=False)
         ensure_venv(python, system_site=ros_distro is not None)
         if ros_distro:

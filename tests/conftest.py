@@ -376,3 +376,44 @@ def hosts(domain_id: int) -> Iterator[Hosts]:
         yield h
     finally:
         h.remove()
+
+
+class ChildHost:
+    """One network namespace joined to the test's own by a veth pair on 10.214.<n>.0/24: a child Pi beside the
+    pilot's host (which is this namespace, so the test's node and the terminal's services stay reachable).
+    Nodes on either side find each other through ``ROS_STATIC_PEERS`` (:meth:`env`); no multicast route is
+    added to this namespace, so nothing of the test leaks onto the machine's own network."""
+
+    def __init__(self, n: int) -> None:
+        tag = f'{os.getpid() % 100000}x{n}'
+        self.ns, self.here_if, self.child_if = f'apch{tag}', f'vh{tag}', f'vc{tag}'
+        self.here_ip, self.child_ip = f'10.214.{n}.1', f'10.214.{n}.2'
+        ip('netns', 'add', self.ns)
+        ip('link', 'add', self.here_if, 'type', 'veth', 'peer', 'name', self.child_if)
+        ip('link', 'set', self.child_if, 'netns', self.ns)
+        ip('addr', 'add', f'{self.here_ip}/24', 'dev', self.here_if)
+        ip('link', 'set', self.here_if, 'up')
+        ip('-n', self.ns, 'addr', 'add', f'{self.child_ip}/24', 'dev', self.child_if)
+        ip('-n', self.ns, 'link', 'set', 'lo', 'up')
+        ip('-n', self.ns, 'link', 'set', self.child_if, 'up')
+
+    def cmd(self, argv: list[str]) -> list[str]:
+        return ['ip', 'netns', 'exec', self.ns, *argv]
+
+    def env(self, base: dict[str, str], child: bool) -> dict[str, str]:
+        """``base`` for a process on the child (UDP only: no shared memory across the 'network') or here."""
+        if child:
+            return dict(base, ROS_STATIC_PEERS=self.here_ip, FASTDDS_BUILTIN_TRANSPORTS='UDPv4')
+        return dict(base, ROS_STATIC_PEERS=self.child_ip)
+
+    def remove(self) -> None:
+        subprocess.run(['ip', 'netns', 'del', self.ns], capture_output=True, timeout=10)  # takes the veth pair along
+
+
+@pytest.fixture
+def child_host(domain_id: int) -> Iterator[ChildHost]:
+    h = ChildHost(domain_id)
+    try:
+        yield h
+    finally:
+        h.remove()

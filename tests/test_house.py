@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     'autopilot_tasks': {'autopilot_cli'},
     'autopilot_hardware': {'autopilot_core', 'autopilot_cli', 'autopilot_msgs'},
     # hardware: only `rig`, which composes the gpio and sound nodes with the pilot in one process
-    'autopilot_pilot': {'autopilot_core', 'autopilot_tasks', 'autopilot_hardware', 'autopilot_msgs'},
+    'autopilot_pilot': {'autopilot_core', 'autopilot_tasks', 'autopilot_hardware', 'autopilot_msgs', 'autopilot_runtime_py'},
     'autopilot_terminal': {'autopilot_core', 'autopilot_runtime_py', 'autopilot_cli', 'autopilot_tasks',
                            'autopilot_msgs'},
     # the window: a client of the terminal over ROS 2, never of its code (one writer per subject file); the task

@@ -239,8 +239,14 @@ def test_protocol_book_replaces_by_name_and_is_bounded() -> None:
 # -- HardwareCheck ---------------------------------------------------------------------------------------
 
 class Probe:
-    def __init__(self, gpio: bool = True, devices: Any = (['poke_center'], ['led_center'], {}), sound: bool = True):
+    def __init__(self, gpio: bool = True, devices: Any = (['poke_center'], ['led_center'], {}), sound: bool = True,
+                 streams: dict[str, list[str]] | None = None):
         self.gpio, self.devices, self.sound, self.asked = gpio, devices, sound, []
+        self.streams = streams or {}
+
+    async def stream_types(self, topic: str, timeout_s: float) -> list[str]:
+        self.asked.append(('stream', topic))
+        return self.streams.get(topic, [])
 
     async def gpio_ready(self, timeout_s: float) -> bool:
         self.asked.append(('gpio', timeout_s))
@@ -279,6 +285,37 @@ def test_hardware_check_names_what_the_rig_lacks() -> None:
         "devices.valve_right.kind: valve in the rig's params file if that is what is wired, or map the role to "
         'another output with the pilot parameter device_map ("right_valve:<device>")')
     assert missing(Probe(devices=rig, sound=False), TwoAFC).startswith('no sound server at /rig/sound')
+
+
+def test_hardware_check_names_a_stream_nobody_publishes_or_of_another_type() -> None:
+    from autopilot_tasks.tasks.wheel_gonogo import WheelGoNogo
+
+    devices = devices_for(WheelGoNogo, {})
+    rig = (['poke_center'], ['valve_center'], {'valve_center': 'valve'})
+    wheel = {'/rig/wheel/velocity': ['autopilot_msgs/msg/WheelMotion']}
+    assert missing(Probe(devices=rig, streams=wheel), WheelGoNogo, devices) is None
+    text = missing(Probe(devices=rig), WheelGoNogo, devices)
+    assert text == ('task t needs stream /rig/wheel/velocity (role wheel) but nothing publishes it (waited 2 s): start '
+                    'the node that does (a child host: child.launch.yaml) or map the role with the pilot parameter '
+                    'device_map ("wheel:<topic>")')
+    other = {'/child/speed': ['std_msgs/msg/Float64']}
+    text = missing(Probe(devices=rig, streams=other), WheelGoNogo, devices_for(WheelGoNogo, {'wheel': '/child/speed'}))
+    assert text == ('task t: stream /child/speed (role wheel) carries std_msgs/msg/Float64, the task reads '
+                    'autopilot_msgs/msg/WheelMotion: map the role to a topic of that type with device_map')
+
+
+def test_a_stream_field_is_checked_against_the_message_definition() -> None:
+    from autopilot_pilot.streams import as_number, field_reader, numeric_fields
+
+    cls, read = field_reader('autopilot_msgs/msg/WheelMotion', 'velocity_cm_s')
+    assert read(cls(velocity_cm_s=2.5)) == 2.5
+    assert 'header.stamp.sec' in numeric_fields(cls) and 'header.frame_id' not in numeric_fields(cls)
+    with pytest.raises(ValueError, match="has no numeric field 'header.frame_id'; its numeric fields: header.stamp"):
+        field_reader('autopilot_msgs/msg/WheelMotion', 'header.frame_id')
+    with pytest.raises(ValueError, match="message type 'nope_msgs/msg/X'"):
+        field_reader('nope_msgs/msg/X', 'data')
+    assert [as_number(v, (-500, 500)) for v in (1, math.nan, math.inf, 1e308, -500.0, True)] == \
+        [1.0, None, None, None, -500.0, 1.0]
 
 
 # -- Heartbeat --------------------------------------------------------------------------------------------

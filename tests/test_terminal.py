@@ -81,13 +81,18 @@ def launch_rig(procs, tmp_path: Path, ns: str, *, subject_seed: int = 11, with_s
     return rig
 
 
-def launch_terminal(procs, tmp_path: Path, name: str = 'terminal', *extra: str) -> Any:
+def terminal_cmd(tmp_path: Path, *extra: str) -> list[str]:
+    """The terminal's command line: data and protocols (with the fast protocol) under ``tmp_path``."""
     data, protocols = tmp_path / 'data', tmp_path / 'protocols'
     protocols.mkdir(exist_ok=True)
     if not (protocols / 'fast.yaml').exists():
         (protocols / 'fast.yaml').write_text(FAST_PROTOCOL)
-    return procs([TERMINAL, '--ros-args', '-p', f'data_dir:={data}', '-p', f'protocol_dir:={protocols}',
-                  '-p', f'launch_file:={LAUNCH_FILE}', *extra], name=name)
+    return [TERMINAL, '--ros-args', '-p', f'data_dir:={data}', '-p', f'protocol_dir:={protocols}',
+            '-p', f'launch_file:={LAUNCH_FILE}', *extra]
+
+
+def launch_terminal(procs, tmp_path: Path, name: str = 'terminal', *extra: str) -> Any:
+    return procs(terminal_cmd(tmp_path, *extra), name=name)
 
 
 def one_rig(procs, node, tmp_path: Path) -> tuple[dict[str, Any], Any, Lab]:

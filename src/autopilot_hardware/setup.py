@@ -21,12 +21,14 @@ setup(
             'gpio = autopilot_hardware.gpio.node:main',
             'sound = autopilot_hardware.sound.node:main',
             'camera = autopilot_hardware.camera.node:main',
+            'wheel = autopilot_hardware.wheel.node:main',
         ],
         # Device plugins: third-party packages add theirs here (see autopilot_hardware.plugins).
         'autopilot.hardware': [
             'gpio = autopilot_hardware.gpio.node:DEVICE',
             'sound = autopilot_hardware.sound.node:DEVICE',
             'camera = autopilot_hardware.camera.node:DEVICE',
+            'wheel = autopilot_hardware.wheel.node:DEVICE',
         ],
         'autopilot.command': [
             'hardware = autopilot_hardware.plugins:HardwareCommand',

@@ -26,6 +26,7 @@ setup(
             'gap_in_noise = autopilot_tasks.tasks.gap_in_noise:GapInNoise',
             'psychometric_2afc = autopilot_tasks.tasks.psychometric_2afc:PsychometricTwoAFC',
             'nafc = autopilot_tasks.tasks.nafc:NAFC',
+            'wheel_gonogo = autopilot_tasks.tasks.wheel_gonogo:WheelGoNogo',
         ],
         'autopilot.command': [
             'task = autopilot_tasks.task_cli:TaskCommand',

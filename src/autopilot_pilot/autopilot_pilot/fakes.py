@@ -22,7 +22,7 @@ from typing import Any
 
 from autopilot_pilot.outputs import check_color, series_command
 from autopilot_pilot.runner import TaskRunner, TrialRecord
-from autopilot_tasks.task import Input, Output, Sound, Task, TaskError
+from autopilot_tasks.task import Input, Output, Sound, Stream, Task, TaskError
 
 __all__ = ['FakeClock', 'FakeHardware', 'FakeRig']
 
@@ -258,3 +258,15 @@ class FakeRig:
         if hold_s is not None:
             self.advance(hold_s)
             self.edge(role, False, None if tick_us is None else tick_us + round(hold_s * 1e6))
+
+    def stream(self, role: str, value: float, stamp_ns: int | None = None) -> None:
+        """One sample of stream ``role`` (stamped now unless ``stamp_ns``)."""
+        if not isinstance(self.runner.task_cls.hardware().get(role), Stream):
+            raise TaskError(f'{role!r} is not a Stream role of {self.runner.task_cls.__name__}')
+        self.runner.handle_stream(role, float(value), self.clock.now_ns() if stamp_ns is None else stamp_ns)
+
+    def flow(self, role: str, value: float, seconds: float, period_s: float = 0.02) -> None:
+        """Samples of ``value`` every ``period_s`` for ``seconds``: the clock advances, a sample ends each period."""
+        for _ in range(max(round(seconds / period_s), 1)):
+            self.advance(period_s)
+            self.stream(role, value)

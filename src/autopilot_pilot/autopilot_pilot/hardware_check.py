@@ -8,6 +8,7 @@ first thing missing, worded with the fix.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -15,7 +16,8 @@ from rcl_interfaces.srv import GetParameters
 from rclpy.node import Node
 
 from autopilot_core import aio
-from autopilot_tasks.task import Input, Output, Sound, Task
+from autopilot_pilot.streams import stream_topic
+from autopilot_tasks.task import Input, Output, Sound, Stream, Task
 
 
 class Probe(Protocol):
@@ -29,6 +31,9 @@ class Probe(Protocol):
 
     async def sound_ready(self, timeout_s: float) -> bool:
         """The sound server's load service is up."""
+
+    async def stream_types(self, topic: str, timeout_s: float) -> list[str]:
+        """The types published on ``topic`` (waiting for a first publisher); [] when none came."""
 
 
 class HardwareCheck:
@@ -66,6 +71,18 @@ class HardwareCheck:
         if any(isinstance(r, Sound) for r in roles.values()) and not await self.probe.sound_ready(timeout_s):
             return (f'no sound server at {h}/sound (waited {timeout_s:g} s): start it (backend null '
                     'for a rig without speakers) or set hardware_namespace')
+        for role, decl in roles.items():
+            if isinstance(decl, Stream):
+                topic = stream_topic(h, devices[role])
+                types = await self.probe.stream_types(topic, timeout_s)
+                if not types:
+                    return (f'task {task_name} needs stream {topic} (role {role}) but nothing publishes it (waited '
+                            f'{timeout_s:g} s): start the node that does (a child host: child.launch.yaml) or map '
+                            f'the role with the pilot parameter device_map ("{role}:<topic>")')
+                wrong = sorted(set(types) - {decl.msg_type})
+                if wrong:
+                    return (f'task {task_name}: stream {topic} (role {role}) carries {", ".join(wrong)}, the task '
+                            f'reads {decl.msg_type}: map the role to a topic of that type with device_map')
         return None
 
 
@@ -117,3 +134,11 @@ class ServiceProbe:
 
     async def sound_ready(self, timeout_s: float) -> bool:
         return await aio.wait_for_service(self.node, self.sound_load, timeout_s)
+
+    async def stream_types(self, topic: str, timeout_s: float) -> list[str]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            types = [i.topic_type for i in self.node.get_publishers_info_by_topic(topic)]
+            if types or time.monotonic() >= deadline:
+                return types
+            await aio.sleep(self.node, 0.05)

@@ -27,7 +27,8 @@ from autopilot_pilot.reports import Reports
 from autopilot_pilot.runner import Clock, TaskRunner, TrialRecord
 from autopilot_pilot.session import Plan, PlanError, Progress
 from autopilot_pilot.status import Heartbeat
-from autopilot_tasks.task import Hardware, TaskError
+from autopilot_pilot.streams import StreamState, as_number
+from autopilot_tasks.task import Hardware, Stream, TaskError
 
 
 class StepClock(Clock, Protocol):
@@ -45,6 +46,19 @@ class StepHardware(Hardware, Protocol):
 
     def claim_onset(self, play_id: int) -> bool:
         """True (once) when ``play_id`` is a play of this hardware."""
+
+
+class StreamOpener(Protocol):
+    """Subscriptions for a task's stream roles (:class:`~autopilot_pilot.streams.RosStreams`)."""
+
+    def topic(self, device: str) -> str:
+        """The role's topic, resolved."""
+
+    def check(self, decl: Stream) -> str | None:
+        """Why the role's message type or field cannot be read, or None."""
+
+    def open(self, decl: Stream, device: str, deliver: Callable[[Any, int | None], None]) -> Callable[[], None]:
+        """Subscribe; ``deliver(value, stamp_ns)`` per message; returns the closer."""
 
 
 class Log(Protocol):
@@ -66,6 +80,7 @@ class Services:
     make_hardware: Callable[[dict[str, str], Callable[[str], None]], StepHardware]  # (devices, on_error)
     device_map: dict[str, str]
     log: Log
+    streams: StreamOpener | None = None  # None: a task with a stream role cannot run
 
 
 def history_of(journal: Journal, plan: Plan) -> tuple[list[dict[str, Any]], int]:
@@ -100,6 +115,7 @@ class ActiveSession:
         self.graduate_reason: str | None = None
         self.limit_pending: str | None = None   # max_duration_s passed mid-trial: end after it
         self.events: list[Any] = []             # GPIO events not journalled yet (Reports.events)
+        self.streams: dict[str, StreamState] = {}  # the current step's open stream roles
         services.heartbeat.session_started(plan, session_id)
 
     @property
@@ -168,6 +184,24 @@ class ActiveSession:
         if self.runner is not None and self.hw is not None and self.hw.claim_onset(play_id):
             self.runner.handle_onset(sound_id, play_id, stamp_ns, ok)
 
+    def on_stream(self, role: str, value: Any, stamp_ns: int | None) -> None:
+        """A sample of stream ``role``: it is alive; a finite value goes to the task, others are counted."""
+        state = self.streams.get(role)
+        if state is None:
+            return
+        state.samples += 1
+        state.last_s = time.monotonic()
+        x = as_number(value, state.limits)
+        if x is None:
+            state.refused += 1
+            if state.refused == 1:
+                lo, hi = state.limits
+                self.s.log.warning(f'stream {role}: {value!r} on {state.topic} is not a number in [{lo:g}, {hi:g}]: '
+                                   'ignored (counted; the session log tells how many at its end)')
+            return
+        if self.runner is not None:
+            self.runner.handle_stream(role, x, stamp_ns)
+
     def journal_events(self) -> None:
         events, self.events = self.events, []
         self.s.reports.events(self.session_id, events)
@@ -177,6 +211,12 @@ class ActiveSession:
         for clock in (self.clock, self.timers):
             if clock is not None:
                 clock.collect()
+        now = time.monotonic()
+        for state in self.streams.values():
+            why = state.silent(now)
+            if why:
+                self.fail(why, pause=True)
+                break
 
     # -- the session ----------------------------------------------------------------------------
     async def run(self) -> str:
@@ -213,12 +253,39 @@ class ActiveSession:
         if self.clock is not None:  # a step change: the last step's runner has stopped
             self.clock.close()
         devices = devices_for(plan.task_cls, self.s.device_map)
+        self.open_streams(devices)
         self.clock = self.s.make_clock()
         self.hw = self.s.make_hardware(devices, self.fail)
         self.runner = TaskRunner(plan.task_cls, plan.params, self.clock, self.hw, seed=self.seed,
                                  on_trial=self.on_trial, devices=devices, on_error=self.fail, on_log=self.s.log.info)
         self.s.heartbeat.step(plan)
         self.runner.start()
+
+    def open_streams(self, devices: Mapping[str, str]) -> None:
+        """Subscribe to the step's stream roles (the last step's are closed first); PlanError if one cannot be."""
+        self.close_streams()
+        for role, decl in self.plan.task_cls.hardware().items():
+            if not isinstance(decl, Stream):
+                continue
+            if self.s.streams is None:
+                raise PlanError(f'task {self.plan.task_name}: stream role {role}: this pilot reads no streams')
+
+            def deliver(value: Any, stamp_ns: int | None, role: str = role) -> None:
+                self.on_stream(role, value, stamp_ns)
+            try:
+                close = self.s.streams.open(decl, devices[role], deliver)
+            except ValueError as exc:
+                raise PlanError(f'task {self.plan.task_name}: stream role {role}: {exc}') from None
+            self.streams[role] = StreamState(role, self.s.streams.topic(devices[role]), decl.timeout_s,
+                                             decl.limits, time.monotonic(), close)
+
+    def close_streams(self) -> None:
+        for state in self.streams.values():
+            state.close()
+            if state.refused:
+                self.s.log.warning(f'stream {state.role}: {state.refused} of {state.samples} samples on '
+                                   f'{state.topic} were refused (not a number within the limits)')
+        self.streams = {}
 
     def change_step(self, reason: str) -> None:
         old = self.plan
@@ -261,6 +328,11 @@ class ActiveSession:
         message), state ``ended``, ``cancelled`` or ``error``. The status says the same when this returns."""
         s, plan = self.s, self.plan
         try:
+            for role, decl in plan.task_cls.hardware().items():
+                problem = ('this pilot reads no streams' if s.streams is None else s.streams.check(decl)) \
+                    if isinstance(decl, Stream) else None
+                if problem:
+                    raise PlanError(f'task {plan.task_name}: stream role {role}: {problem}')
             missing = None if check is None else await check.missing(
                 plan.task_name, plan.task_cls, devices_for(plan.task_cls, s.device_map), timeout_s)
             if missing:
@@ -292,6 +364,7 @@ class ActiveSession:
         """Stop the runner, journal what is left, close the session as ``state`` (ended, cancelled, error...)."""
         if self.runner is not None:
             self.runner.stop()
+        self.close_streams()
         self.journal_events()
         for clock in (self.clock, self.timers):
             if clock is not None:

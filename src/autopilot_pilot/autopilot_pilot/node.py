@@ -18,7 +18,9 @@ the reason, logged at most once per endpoint per interval and counted on ``/diag
 Hardware lives under ``hardware_namespace`` (default: the pilot's own), so a task can drive devices on
 another Pi (Autopilot's "children"): ``<hw>/gpio/events``, ``gpio/output``, ``gpio/reward``, ``sound/load``,
 ``sound/play``, ``sound/stop``, ``sound/onsets``; the rig is checked before a session (:mod:`.hardware_check`)
-and the task's ``self.hw`` is :mod:`.hardware`. Everything runs on one executor thread.
+and the task's ``self.hw`` is :mod:`.hardware`. A task's stream roles (a running wheel on a child host) are
+subscribed for its session, under the same namespace unless mapped to an absolute topic (:mod:`.streams`).
+Everything runs on one executor thread.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from autopilot_pilot.reports import Reports
 from autopilot_pilot.requests import goal_plan, parameter_values
 from autopilot_pilot.session import Plan, PlanError
 from autopilot_pilot.status import Heartbeat
+from autopilot_pilot.streams import RosStreams
 from autopilot_pilot.writer import TrialWriter
 from autopilot_tasks import registry
 from autopilot_tasks.protocol import ProtocolError
@@ -153,7 +156,7 @@ class PilotNode(Node):
             self.journal, Reports(self.pilot, self.journal, self.writer, step_pub.publish, now_ns), self.heartbeat,
             make_clock=lambda: RosClock(self.create_timer, self.destroy_timer, now_ns),
             make_hardware=lambda devices, on_error: RosHardware(devices, self.commands, on_error),
-            device_map=self.device_map, log=log)
+            device_map=self.device_map, log=log, streams=RosStreams(self, h))
         # Few timers: rclpy's EventsExecutor warns on every trial once a node's clock has 8 (a trial adds its
         # own), so the periodic chores share one.
         self.create_timer(HOUSEKEEPING_S, self.housekeeping)

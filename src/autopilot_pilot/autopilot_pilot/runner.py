@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from autopilot_tasks.task import Event, Hardware, Input, Output, Sound, Task, TaskError
+from autopilot_tasks.task import Event, Hardware, Input, Output, Sound, Stream, Task, TaskError
 
 __all__ = ['Clock', 'TaskRunner', 'TrialRecord', 'resolve_devices']
 
@@ -133,6 +133,7 @@ class TaskRunner:
             if isinstance(decl, Input):
                 self._gpio[self.devices[role]] = (f'{role}_in', f'{role}_out', decl.active_level)
 
+        self._streams = {role for role, decl in task_cls.hardware().items() if isinstance(decl, Stream)}
         self.task = task_cls(params, seed=seed)
         self.task._runner = self
         self.task.hw = hw
@@ -265,6 +266,15 @@ class TaskRunner:
             return
         self.handle_event(Event(spec[0] if bool(level) == spec[2] else spec[1], tick_us, stamp_ns, device,
                                 bool(level)))
+
+    def handle_stream(self, role: str, value: float, stamp_ns: int | None) -> None:
+        """A finite sample of stream ``role`` -> its handle's value; a threshold crossing -> event
+        ``<role>_above`` or ``<role>_below`` carrying ``data['value']`` and the sample's stamp."""
+        if role not in self._streams:
+            return
+        crossing = getattr(self.task, role).update(value, stamp_ns)
+        if crossing is not None:
+            self.handle_event(Event(f'{role}_{crossing}', None, stamp_ns, self.devices[role], None, {'value': value}))
 
     def handle_onset(self, sound_id: str, play_id: int, stamp_ns: int | None, ok: bool = True) -> None:
         """A sound started (or failed: ``ok`` False) -> event ``sound_onset``."""

@@ -40,7 +40,8 @@ no-go tone at x < 0 give the hit and false alarm rates. Mode ``detect`` never po
 and a stimulus (a gap in noise, x its log2 duration for example) is answered at the response port with the
 same p(respond | x), never without one. In mode ``free_water``: every interval poke left or right; with
 probability ``free_water_stay`` the port that was rewarded last, otherwise either with p = 0.5. Mode ``idle``
-does nothing (it still counts rewards).
+does nothing (it still counts rewards). With ``response_port`` ``wheel`` a "respond" decision is a run on the
+running wheel rather than a poke (the node drives the simulated wheel).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
 MODES = ('2afc', 'gonogo', 'detect', 'free_water', 'idle')
 SIDES = ('left', 'right')
 CENTER = 'center'
+WHEEL = 'wheel'  # a "respond" decision runs on the wheel instead of poking
 
 
 class ParamsError(ValueError):
@@ -276,8 +278,8 @@ class VirtualSubject:
                  response_port: str = 'right') -> None:
         if mode not in MODES:
             raise ValueError(f'mode {mode!r} is not one of {", ".join(MODES)}')
-        if response_port not in (CENTER, *SIDES):
-            raise ValueError(f'response_port {response_port!r} is not one of center, left, right')
+        if response_port not in (CENTER, *SIDES, WHEEL):
+            raise ValueError(f'response_port {response_port!r} is not one of center, left, right, wheel')
         self.response_port = response_port  # gonogo and detect: where a "respond" decision pokes
         self.params = params
         self.clock = clock

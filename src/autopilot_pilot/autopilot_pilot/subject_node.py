@@ -9,7 +9,9 @@ Run it in the rig's namespace (``subject_sim --ros-args -r __ns:=/rig_1``); its 
   going high is a reward (counted; free water prefers that port); events of its own poke devices confirm
   that its pokes registered.
 * publishes ``gpio/sim_input`` (SimInput): a poke drives the port's device to ``poke_active_level`` for
-  ``poke_hold_ms`` (the gpio node returns it to the other level), like a nose breaking the beam.
+  ``poke_hold_ms`` (the gpio node returns it to the other level), like a nose breaking the beam;
+* with ``response_port`` ``wheel``, publishes ``<wheel_node>/sim_input`` (SimInput): a "respond" decision runs
+  the simulated wheel (:mod:`autopilot_hardware.wheel`) for ``run_ms``, on this host or a child's.
 
 The subject starts once a gpio node listens on ``gpio/sim_input`` (a poke published earlier would be
 lost: the topic is volatile). Every response (or miss) is one log line; the counts are logged as a summary
@@ -46,8 +48,8 @@ PARAMS = (
               'respond at response_port or hold back), detect (no center poke: respond at response_port to a '
               'stimulus, e.g. a gap in noise), free_water (poke left/right at random intervals) or idle',
               choices=MODES),
-    ParamSpec('response_port', 'right', 'gonogo and detect: the port a "respond" decision pokes',
-              choices=('left', 'right', 'center'), read_only=True),
+    ParamSpec('response_port', 'right', 'gonogo and detect: the port a "respond" decision pokes (wheel: it runs '
+              'on the wheel instead)', choices=('left', 'right', 'center', 'wheel'), read_only=True),
     ParamSpec('seed', 0, 'Seed of the random draws: the same seed and the same stimuli give the same choices',
               min=0, max=2**31 - 1, read_only=True),
     ParamSpec('bias', 0.0, 'Shift of the psychometric curve: the stimulus value with p(right) = 0.5 '
@@ -80,6 +82,10 @@ PARAMS = (
               'right at random)', unit='probability', min=0.0, max=1.0),
     ParamSpec('poke_hold_ms', 100.0, 'How long a poke holds the beam (SimInput.hold_us); keep it above the '
               "poke's glitch filter", unit='ms', min=0.01, max=60_000.0),
+    ParamSpec('run_ms', 1000.0, 'response_port wheel: how long a "respond" decision runs (the wheel node\'s '
+              'sim_speed_cm_s sets how fast)', unit='ms', min=1.0, max=600_000.0),
+    ParamSpec('wheel_node', 'wheel', 'response_port wheel: the wheel node whose <name>/sim_input a run drives',
+              read_only=True),
     ParamSpec('poke_active_level', False, 'Level of a poke device while poked (pull-up sensors: false)',
               read_only=True),
     ParamSpec('stimulus_ids', ['tone_left', 'tone_right'], 'Sound ids that are stimuli (index-aligned with '
@@ -173,6 +179,8 @@ class SubjectNode(Node):
                                       on_response=self.log_response, response_port=p['response_port'])
         # Intra-process when composed with the rig (autopilot_pilot.rig), DDS otherwise.
         self.sim_pub = intra.create_publisher(self, SimInput, 'gpio/sim_input', qos.EVENTS)
+        self.wheel_pub = self.create_publisher(SimInput, f'{p["wheel_node"]}/sim_input', qos.EVENTS) \
+            if p['response_port'] == 'wheel' else None
         intra.create_subscription(self, SoundOnset, 'sound/onsets', self.on_onset, qos.EVENTS)
         intra.create_subscription(self, GpioEvent, 'gpio/events', self.on_gpio, qos.EVENTS)
         self.add_on_set_parameters_callback(self.check_params)
@@ -186,15 +194,23 @@ class SubjectNode(Node):
 
     # -- start -------------------------------------------------------------------------------------
     def wait_for_gpio(self) -> None:
-        if self.sim_pub.get_subscription_count() == 0 or self.wait_timer is None:
+        pub = self.wheel_pub or self.sim_pub  # the node a response drives
+        if pub.get_subscription_count() == 0 or self.wait_timer is None:
             return
         self.destroy_timer(self.wait_timer)
         self.wait_timer = None
-        self.get_logger().info(f'gpio/sim_input matched: subject starts ({self.subject.mode})')
+        self.get_logger().info(f'{pub.topic_name} matched: subject starts ({self.subject.mode})')
         self.subject.start()
 
     # -- output ------------------------------------------------------------------------------------
     def poke(self, port: str) -> None:
+        if port == 'wheel' and self.wheel_pub is not None:
+            run = SimInput(level=True, hold_us=round(self.get_parameter('run_ms').value * 1000))
+            stamps.stamp(run.header.stamp, self.get_clock().now().nanoseconds)
+            self.wheel_pub.publish(run)
+            self.sent += 1
+            self.get_logger().debug('run on the wheel')
+            return
         device = self.port_devices[port]
         msg = SimInput(device=device, level=self.active_level, hold_us=self.hold_us)
         stamps.stamp(msg.header.stamp, self.get_clock().now().nanoseconds)

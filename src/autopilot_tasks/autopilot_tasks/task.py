@@ -3,8 +3,8 @@
 A task is a :class:`Task` subclass in one short file. It declares, as class attributes,
 
 * parameters (:class:`Param`: typed by the default, with unit, description, range or choices),
-* hardware by role (:class:`Input`, :class:`Output`, :class:`Sound`; each role names a default device
-  that the rig configuration may override),
+* hardware by role (:class:`Input`, :class:`Output`, :class:`Sound`, :class:`Stream`; each role names a
+  default device that the rig configuration may override),
 * trial data (:class:`Field`: typed columns, in declaration order),
 * ``stages``: the names of its stage methods; the first one starts every trial.
 
@@ -44,7 +44,8 @@ from autopilot_tasks.stimuli import BiasCorrection, Draw, Stimulus, StimulusMana
 __all__ = [
     'Line', 'Plot', 'Points', 'Psychometric', 'RollingMean', 'Shade', 'TrialTimes',
     'BiasCorrection', 'Draw', 'Stimulus', 'StimulusManager', 'StimulusSet',
-    'Event', 'Field', 'Hardware', 'Input', 'Output', 'OutputHandle', 'Param', 'Sound', 'SoundHandle', 'Stimuli', 'Task',
+    'Event', 'Field', 'Hardware', 'Input', 'Output', 'OutputHandle', 'Param', 'Sound', 'SoundHandle', 'Stimuli',
+    'Stream', 'StreamHandle', 'Task',
     'TaskError', 'UNSET', 'UnsetError', 'Var', 'ms_between', 'number_list', 'type_name',
 ]
 
@@ -284,6 +285,99 @@ class Sound(_Role):
 
     def __repr__(self) -> str:
         return 'Sound()' if not self.channel else f'Sound(channel={self.channel})'
+
+
+class Stream(_Role):
+    """A continuous value on a topic, by role (a running wheel's speed, a lick sensor's level, on this host or a
+    child's): ``self.wheel.value`` is the latest sample; after ``self.wheel.threshold(x)`` the events
+    ``<role>_above`` (the value rose to ``x`` or past it) and ``<role>_below`` (it fell under ``x`` again).
+
+    ``topic`` is relative to the pilot's hardware namespace (where a child host publishes; the pilot's
+    ``device_map`` may name another, absolute topic), ``field`` the message field read (dotted for nested
+    ones: ``'twist.linear.x'``), ``msg_type`` the topic's type. A stream silent for ``timeout_s`` ends the
+    session with an error: a child that stopped must not turn every later trial into a miss. Samples outside
+    ``limits`` (lo, hi), NaN and infinities never reach the task: they are counted and told once.
+    """
+
+    __slots__ = ('device', 'field', 'msg_type', 'unit', 'timeout_s', 'limits')
+
+    def __init__(self, topic: str, field: str, msg_type: str, *, unit: str = '', timeout_s: float = 1.0,
+                 limits: tuple[float, float] = (-math.inf, math.inf), description: str = '') -> None:
+        for what, value in (('topic', topic), ('field', field), ('msg_type', msg_type)):
+            if not isinstance(value, str) or not value.strip():
+                raise TypeError(f'Stream {what} must be a non-empty string, got {value!r}')
+        if msg_type.count('/') != 2:
+            raise TypeError(f"Stream msg_type {msg_type!r}: write it as 'package/msg/Type'")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0.05 <= timeout_s <= 60:
+            raise TypeError(f'Stream timeout_s {timeout_s!r}: a number of seconds in [0.05, 60]')
+        try:
+            lo, hi = (float(x) for x in limits)
+        except (TypeError, ValueError):
+            raise TypeError(f'Stream limits {limits!r}: a pair (lo, hi) of numbers') from None
+        if not lo < hi:
+            raise TypeError(f'Stream limits {limits!r}: lo must be below hi')
+        super().__init__(description)
+        self.device, self.field, self.msg_type = topic, field, msg_type
+        self.unit, self.timeout_s, self.limits = unit, float(timeout_s), (lo, hi)
+
+    def _handle(self, task: Task) -> StreamHandle:
+        return StreamHandle(self.name)
+
+    def __repr__(self) -> str:
+        return f'Stream({self.device!r}, {self.field!r}, {self.msg_type!r})'
+
+
+class StreamHandle:
+    """A stream role on a running task (``self.wheel``): its latest value, and threshold crossings as events.
+
+    Crossings only: arming a threshold while the value is already past it gives no event until the value
+    crosses again; read :attr:`value` for where it is now. With ``hysteresis`` h, ``_below`` comes when the
+    value falls under ``x - h`` (a noisy signal near ``x`` does not chatter).
+    """
+
+    __slots__ = ('role', 'value', 'stamp_ns', 'samples', 'level', 'hysteresis', '_above')
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.value = math.nan          # latest finite sample; NaN before the first
+        self.stamp_ns: int | None = None
+        self.samples = 0
+        self.level: float | None = None
+        self.hysteresis = 0.0
+        self._above: bool | None = None
+
+    def threshold(self, level: float | None, hysteresis: float = 0.0) -> None:
+        """Deliver ``<role>_above`` / ``<role>_below`` on crossings of ``level`` from now on (None: no more)."""
+        for what, x in (('level', level), ('hysteresis', hysteresis)):
+            if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x)):
+                raise TaskError(f'{self.role}.threshold({what}={x!r}): a finite number')
+        if hysteresis < 0:
+            raise TaskError(f'{self.role}.threshold(hysteresis={hysteresis!r}): must be >= 0')
+        self.hysteresis = float(hysteresis)
+        if level is None:
+            self.level = self._above = None
+            return
+        self.level = float(level)
+        self._above = None if math.isnan(self.value) else self.value >= self.level
+
+    def update(self, value: float, stamp_ns: int | None) -> str | None:
+        """A new sample (the runner's call); 'above' or 'below' on a crossing, else None."""
+        self.value, self.stamp_ns = value, stamp_ns
+        self.samples += 1
+        level = self.level
+        if level is None:
+            return None
+        was = self._above
+        if value >= level:
+            self._above = True
+        elif value < level - self.hysteresis:
+            self._above = False
+        if was is None or was == self._above:
+            return None
+        return 'above' if self._above else 'below'
+
+    def __repr__(self) -> str:
+        return f'<stream {self.role} = {self.value:g}>'
 
 
 class OutputHandle:
@@ -664,8 +758,8 @@ class Task:
         return dict(cls._params)
 
     @classmethod
-    def hardware(cls) -> dict[str, Input | Output | Sound]:
-        """``{role: Input | Output | Sound}`` in declaration order."""
+    def hardware(cls) -> dict[str, Input | Output | Sound | Stream]:
+        """``{role: Input | Output | Sound | Stream}`` in declaration order."""
         return dict(cls._hardware)  # type: ignore[arg-type]
 
     @classmethod

@@ -15,7 +15,7 @@ import yaml
 
 from autopilot_cli.base import CommandError, CommandExtension, VerbExtension
 from autopilot_tasks.registry import GROUP, TaskPlugin, load_tasks
-from autopilot_tasks.task import Input, Output, Param, Sound, Stimuli, Task, type_name
+from autopilot_tasks.task import Input, Output, Param, Sound, Stimuli, Stream, Task, type_name
 
 
 def _table(rows: Sequence[Sequence[str]], indent: str = '  ') -> list[str]:
@@ -33,7 +33,9 @@ def _range(p: Param) -> str:
     return '; '.join(parts) or '-'
 
 
-def _role_kind(decl: Input | Output | Sound) -> str:
+def _role_kind(decl: Input | Output | Sound | Stream) -> str:
+    if isinstance(decl, Stream):
+        return f'stream ({decl.field} of {decl.msg_type}{f", {decl.unit}" if decl.unit else ""})'
     if isinstance(decl, Input):
         return f'input (active {"high" if decl.active_level else "low"})'
     if isinstance(decl, Output):
