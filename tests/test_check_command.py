@@ -4,9 +4,11 @@ exit code when a device does not answer."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from test_pilot import CALIBRATION, GPIO, RIG_PARAMS, SOUND
 
@@ -15,6 +17,7 @@ from autopilot_hardware.check_cli import Row, edges_summary, table
 ROOT = Path(__file__).resolve().parent.parent
 AUTOPILOT = str(ROOT / 'install' / 'autopilot_cli' / 'bin' / 'autopilot')
 CAMERA = str(ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'camera')
+WHEEL = str(ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'wheel')
 
 
 def rig_with_rgb(tmp_path: Path) -> Path:
@@ -37,21 +40,27 @@ def test_check_exercises_every_device_of_a_simulated_rig(procs, tmp_path: Path) 
     sound = procs([str(SOUND), '--ros-args', '-p', 'backend:=null', '-r', '__ns:=/rig_9'], name='sound')
     camera = procs([CAMERA, '--ros-args', '-p', 'backend:=synthetic', '-p', 'fps:=30.0', '-r', '__ns:=/rig_9'],
                    name='camera')
-    for proc, ready in ((gpio, 'gpio ready'), (sound, 'ready'), (camera, 'camera')):
+    wheel = procs([WHEEL, '--ros-args', '-p', 'backend:=sim', '-p', 'sim_speed_cm_s:=20.0', '-p', 'sim_noise_cm_s:=0.0',
+                   '-r', '__ns:=/rig_9'],
+                  name='wheel')
+    for proc, ready in ((gpio, 'gpio ready'), (sound, 'ready'), (camera, 'camera'), (wheel, 'wheel ready')):
         proc.wait_for_output(ready)
     out = subprocess.run([AUTOPILOT, 'check', '-n', '/rig_9', '--yes'], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:] if line.strip() and
              not line.startswith(('device', ' ')) and 'checks passed' not in line}
     assert set(lines) == {'valve_left', 'valve_right', 'valve_center', 'led_center', 'cue', 'poke_left',
-                          'poke_center', 'poke_right', 'sound', 'camera'}, out.stdout
+                          'poke_center', 'poke_right', 'sound', 'camera', 'wheel'}, out.stdout
     assert all('  ok  ' in line for line in lines.values()), out.stdout
     assert 'clicked: pin 5 high at tick' in lines['valve_left'] and 'for 10.' in lines['valve_left']
     assert 'red, green, blue: pin 23 high' in lines['cue'] and 'pin 25 high' in lines['cue']
     assert 'simulated poke: pin 17 went low' in lines['poke_left']
     assert 'onset' in lines['sound'] and 'null backend clock' in lines['sound']
     assert '640x480' in lines['camera']
-    assert '10 of 10 checks passed' in out.stdout
+    # 20 cm/s for 0.5 s; one count (0.00254 cm) more or less in a 20 ms period is 0.13 cm/s.
+    moved, top = re.search(r'simulated run: ([-+.\d]+) cm, top speed ([-+.\d]+) cm/s, \d+ samples/s', lines['wheel']).groups()
+    assert float(moved) == pytest.approx(10.0, abs=0.1) and float(top) == pytest.approx(20.0, abs=0.3), lines['wheel']
+    assert '11 of 11 checks passed' in out.stdout
 
 
 def test_check_says_what_failed_and_exits_1(procs, tmp_path: Path) -> None:

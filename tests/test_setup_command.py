@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autopilot_setup.answers import Answers, AnswersError, check
+from autopilot_setup.answers import Answers, AnswersError, Wheel, check
 from autopilot_setup.board import backend_for, detect, for_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,11 @@ def test_the_board_picks_the_backend(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize('data, fragment', [
     (with_(colour='red'), "unknown answer 'colour'; the answers are audio, camera, data_dir"),
-    (with_(role='child'), "role 'child': one of pilot, terminal"),
+    (with_(role='nurse'), "role 'nurse': one of pilot, terminal, child"),
+    (with_(role='child'), 'wheel.enabled: a child host runs the devices another pilot uses, here a running wheel'),
+    (with_(wheel={'enabled': True, 'axis': 'REL_Z'}), "wheel.axis: 'REL_Z' is not allowed"),
+    (with_(wheel={'enabled': True, 'cm_per_count': 0.0}), 'wheel.cm_per_count: 0.0 is out of range'),
+    (with_(wheel={'enabled': True, 'speed': 3}), 'wheel: a mapping of enabled, device, axis, cm_per_count, invert'),
     (with_(name='rig 3'), "name 'rig 3': letters, digits and '_'"),
     (with_(ros_domain_id=232), 'ros_domain_id 232: 0-101'),
     (with_(ros_domain_id='17'), "ros_domain_id: '17' is not a int"),
@@ -160,6 +164,37 @@ def test_a_terminal_gets_its_unit_and_a_refusal_writes_nothing(tmp_path: Path) -
     assert proc.returncode == 1 and 'no terminal to ask in: give the answers as a file, --answers FILE' in proc.stderr
 
 
+CHILD = {'role': 'child', 'name': 'rig_3', 'ros_domain_id': 17, 'time_sync': 'lab-terminal.local',
+         'wheel': {'enabled': True, 'device': 'Logitech', 'cm_per_count': 0.005, 'invert': True}}
+WHEEL = str(ROOT / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'wheel')
+
+
+def test_a_child_gets_its_wheel_params_and_a_unit_in_its_pilots_namespace(procs, tmp_path: Path) -> None:
+    proc = run_setup(tmp_path, CHILD, '--board-model', PI4)
+    assert proc.returncode == 0, proc.stderr
+    config, units = tmp_path / 'config', tmp_path / 'units'
+    assert sorted(p.name for p in units.iterdir()) == ['autopilot-child.service']
+    unit = (units / 'autopilot-child.service').read_text()
+    assert 'child.launch.yaml pilot:=rig_3 wheel_backend:=evdev' in unit
+    assert f'child_params:={config / "rig_3.params.yaml"}' in unit and 'Environment=ROS_DOMAIN_ID=17' in unit
+    assert 'server lab-terminal.local' in (tmp_path / 'chrony' / 'autopilot.conf').read_text()
+    verify = subprocess.run(['systemd-analyze', 'verify', str(units / 'autopilot-child.service')],
+                            capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+    # The params file is the wheel node's: a real node (sim here: this machine has no mouse) starts from it.
+    wheel = procs([WHEEL, '--ros-args', '--params-file', str(config / 'rig_3.params.yaml'), '-p', 'backend:=sim',
+                   '-r', '__ns:=/rig_3'], name='wheel')
+    wheel.wait_for_output('wheel ready')
+    assert '0.005 cm per count, inverted' in wheel.output()
+    # A pilot with a wheel of its own: the same section in its params file, rig.launch.yaml wheel:=true.
+    pilot = tmp_path / 'pilot'
+    pilot.mkdir()
+    assert run_setup(pilot, with_(wheel={'enabled': True}), '--board-model', PI4).returncode == 0
+    assert 'wheel:=true' in (pilot / 'units' / 'autopilot-rig.service').read_text()
+    params = yaml.safe_load((pilot / 'config' / 'rig_3.params.yaml').read_text())
+    assert params['/**/wheel']['ros__parameters']['axis'] == 'REL_Y' and '/**/gpio' in params
+
+
 # -- the dialogue ------------------------------------------------------------------------------------------------
 DOWN, ENTER = '\x1b[B', '\r'
 
@@ -184,6 +219,7 @@ def test_the_dialogue_configures_a_rig_and_shows_its_answers_as_the_defaults_nex
             ENTER,                       # GPIO backend: auto (pigpio on this Pi 4)
             DOWN + ENTER,                # sound: null
             'n',                         # no camera
+            'n',                         # no running wheel
             DOWN + ENTER,                # devices: the 3-port nose-poke layout
             ENTER,                       # devices: done (the default)
             'y']                         # start on boot
@@ -195,7 +231,7 @@ def test_the_dialogue_configures_a_rig_and_shows_its_answers_as_the_defaults_nex
     assert list(answers.outputs) == ['valve_left', 'valve_right', 'valve_center', 'led_center']
     assert answers.outputs['valve_left'] == {'pin': 5, 'kind': 'valve', 'max_open_ms': 200.0}
     # Again: Enter everywhere keeps every answer.
-    again = dialogue([ENTER] * 10, answers)
+    again = dialogue([ENTER] * 11, answers)
     assert again == answers
 
 
@@ -204,6 +240,7 @@ def test_the_dialogue_edits_a_device_and_ctrl_c_cancels() -> None:
     keys = [ENTER, ENTER, ENTER, ENTER, ENTER,   # pilot, rig_3, 17, no time sync, auto
             DOWN + ENTER,                        # sound: null
             'n',                                 # no camera
+            'n',                                 # no running wheel
             ENTER,                               # devices: keep these
             DOWN + ENTER,                        # the menu starts at 'done': down wraps to 'edit poke_left'
             ENTER,                               # its name stays
@@ -218,9 +255,23 @@ def test_the_dialogue_edits_a_device_and_ctrl_c_cancels() -> None:
     assert not answers.start_on_boot and answers.outputs == start.outputs
     assert dialogue([ENTER, '\x03'], start) is None
     # Renaming a device to another's name is refused; both stay as they were.
-    keys = [ENTER] * 5 + [DOWN + ENTER, 'n', ENTER, DOWN + ENTER, '\x7f' * 9 + 'poke_right' + ENTER, ENTER, 'y']
+    keys = [ENTER] * 5 + [DOWN + ENTER, 'n', 'n', ENTER, DOWN + ENTER, '\x7f' * 9 + 'poke_right' + ENTER, ENTER, 'y']
     answers = dialogue(keys, start)
     assert answers is not None and answers.inputs == start.inputs
+
+
+def test_the_dialogue_configures_a_child_with_its_wheel() -> None:
+    keys = [DOWN + DOWN + ENTER,                 # child
+            '\x7f' * 5 + 'rig_9' + ENTER,        # the rig it serves
+            ENTER, ENTER,                        # domain 0, no time sync
+            'Logitech' + ENTER,                  # the mouse
+            DOWN + ENTER,                        # REL_X
+            '\x7f' * 7 + '0.004' + ENTER,        # cm per count
+            'y',                                 # inverted
+            'y']                                 # on boot
+    answers = dialogue(keys, Answers())
+    assert answers is not None and (answers.role, answers.name) == ('child', 'rig_9')
+    assert answers.wheel == Wheel(enabled=True, device='Logitech', axis='REL_X', cm_per_count=0.004, invert=True)
 
 
 

@@ -8,7 +8,10 @@
 * inputs: "poke <port> now", and the edge it makes, with its tick; on the sim backend the check pokes itself
   through ``gpio/simulate_input`` (said so in the table), which is how CI runs it;
 * sound: a 1 kHz calibration tone, with its onset latency and how the onset was stamped;
-* camera (when a camera node runs in the namespace): one frame, its size and age.
+* camera (when a camera node runs in the namespace): one frame, its size and age;
+* a running wheel (when a wheel node runs in the namespace, on this host or a child's): "turn the wheel forward",
+  and the distance and top speed its samples show, with their rate; on the sim backend the check runs it through
+  ``wheel/sim_input``. Turned backwards is a failure that names the fix (``invert``).
 
 Exit code 0 when everything checked works (skipped devices do not count), 1 otherwise.
 """
@@ -22,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from autopilot_msgs.msg import DigitalOutput, GpioEvent, SimInput, SoundOnset, SoundSpec
+from autopilot_msgs.msg import DigitalOutput, GpioEvent, SimInput, SoundOnset, SoundSpec, WheelMotion
 from autopilot_msgs.srv import LoadSound, PlaySound, SetDigitalOutput, SimulateInput
 from rcl_interfaces.srv import GetParameters
 from rclpy.node import Node
@@ -34,6 +37,8 @@ from autopilot_core import qos, stamps
 from autopilot_core.executors import spin
 
 LED_PULSE_MS = 300.0
+WHEEL_RUN_US = 500_000   # the sim wheel's run in a check
+WHEEL_MIN_CM = 1.0       # the wheel works once it has moved this far
 VALVE_CLICK_MS = 10.0
 TONE = SoundSpec(id='_check_tone', kind=SoundSpec.KIND_TONE, frequency_hz=1000.0, duration_ms=200.0, amplitude=0.05,
                  ramp_ms=5.0)
@@ -134,8 +139,11 @@ class Check:
         pulls = [v.string_value for v in self.params([f'devices.{i}.pull' for i in ins])] if ins else []
         rows += [self.input(name, pull) for name, pull in zip(ins, pulls, strict=True)]
         rows.append(self.sound())
-        if any(n == 'camera' and s == self.ns for n, s in self.node.get_node_names_and_namespaces()):
+        nodes = {n for n, s in self.node.get_node_names_and_namespaces() if s == (self.ns or '/')}
+        if 'camera' in nodes:
             rows.append(self.camera())
+        if 'wheel' in nodes:
+            rows.append(self.wheel())
         return rows
 
     def _drive(self, command: DigitalOutput) -> str | None:
@@ -205,6 +213,35 @@ class Check:
             return Row('sound', 'sound', 'FAILED', onset.message or 'the tone did not play')
         return Row('sound', 'sound', 'ok', f'1 kHz tone: onset {onset.latency_ms:.1f} ms after the command '
                                            f'({ONSET_SOURCES.get(onset.source, "?")})')
+
+    def wheel(self) -> Row:
+        samples: list[WheelMotion] = []
+        self.node.create_subscription(WheelMotion, f'{self.ns}/wheel/velocity', samples.append, qos.STREAM)
+        if not self.wait(lambda: len(samples) >= 5, self.args.timeout):
+            return Row('wheel', 'wheel', 'FAILED', f'no samples on {self.ns}/wheel/velocity within '
+                                                   f'{self.args.timeout:g} s')
+        res = self.call(GetParameters, 'wheel/get_parameters', GetParameters.Request(names=['backend']))
+        start = samples[-1].distance_cm
+        if res.values and res.values[0].string_value == 'sim':
+            run = self.node.create_publisher(SimInput, f'{self.ns}/wheel/sim_input', qos.EVENTS)
+            self.wait(lambda: run.get_subscription_count() > 0, self.args.timeout)
+            run.publish(SimInput(level=True, hold_us=WHEEL_RUN_US))
+            how, timeout = 'simulated run', WHEEL_RUN_US / 1e6 + 1.0
+        else:
+            print(f'Turn the wheel forward by hand now (within {self.args.poke_timeout:g} s)...', flush=True)
+            how, timeout = 'turned', self.args.poke_timeout
+        first = len(samples)
+        if not self.wait(lambda: abs(samples[-1].distance_cm - start) >= WHEEL_MIN_CM, timeout):
+            return Row('wheel', 'wheel', 'FAILED', f'moved {samples[-1].distance_cm - start:.2f} cm within {timeout:g} s: '
+                                                   'check the mouse (device, axis) and that it reads the wheel')
+        self.wait(lambda: False, 0.5)  # the rest of the motion
+        moved = samples[-1].distance_cm - start
+        rate = (len(samples) - first) / max(sum(m.period_us for m in samples[first:]) / 1e6, 1e-9)
+        top = max((m.velocity_cm_s for m in samples[first:]), key=abs)
+        detail = f'{how}: {moved:+.1f} cm, top speed {top:+.1f} cm/s, {rate:.0f} samples/s'
+        if moved < 0:
+            return Row('wheel', 'wheel', 'FAILED', f'{detail}: forward reads negative, set invert: true')
+        return Row('wheel', 'wheel', 'ok', detail)
 
     def camera(self) -> Row:
         frames: list[Image] = []

@@ -3,8 +3,9 @@
 An answers file (``autopilot setup --answers FILE``; the dialogue writes the same file as
 ``<config_dir>/setup.yaml`` and shows it as the defaults when run again)::
 
-    role: pilot                # pilot (a rig: gpio, sound, the pilot) or terminal (the lab's computer)
-    name: rig_1                # the pilot's namespace and name; the terminal is /terminal
+    role: pilot                # pilot (a rig: gpio, sound, the pilot), terminal (the lab's computer) or child
+                               # (devices another host's pilot uses: a running wheel)
+    name: rig_1                # the pilot's namespace and name (a child: the pilot it serves); the terminal is /terminal
     ros_domain_id: 17          # every host of the lab the same (0-101)
     gpio_backend: auto         # auto (from the board) | pigpio | lgpio | sim
     inputs:
@@ -14,6 +15,7 @@ An answers file (``autopilot setup --answers FILE``; the dialogue writes the sam
       cue: {kind: led_rgb, pin_red: 23, pin_green: 24, pin_blue: 25, active_low: true}
     audio: {backend: sounddevice, device: hifiberry, samplerate: 48000, channels: 2, jack: false}
     camera: {enabled: false, source: '0', fps: 30.0}
+    wheel: {enabled: false, device: '', axis: REL_Y, cm_per_count: 0.00254, invert: false}   # a child's (or pilot's)
     data_dir: ~/autopilot/data        # terminal
     protocol_dir: ~/autopilot/protocols
     time_sync: terminal.local  # pilot: the terminal's host, its clock's source (chrony); terminal: the subnet
@@ -21,7 +23,8 @@ An answers file (``autopilot setup --answers FILE``; the dialogue writes the sam
     start_on_boot: true
 
 Device settings are the gpio node's own (:mod:`autopilot_hardware.gpio.config`), checked by its own rules
-(names, pins claimed twice, a valve without max_open_ms), plus the board's (:mod:`.board`).
+(names, pins claimed twice, a valve without max_open_ms), plus the board's (:mod:`.board`); the wheel's are the
+wheel node's parameters, checked by their declarations (:mod:`autopilot_hardware.wheel.node`).
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from typing import Any
 
 from autopilot_core.params import ParamSpec
 from autopilot_hardware.gpio.config import ConfigError, build_table, input_specs, kind_spec, output_specs
+from autopilot_hardware.wheel.node import PARAMS as WHEEL_PARAMS
 from autopilot_setup.board import Board
 
-ROLES = ('pilot', 'terminal')
+ROLES = ('pilot', 'terminal', 'child')
 BACKENDS = ('auto', 'pigpio', 'lgpio', 'sim')
 AUDIO_BACKENDS = ('sounddevice', 'null')
 _NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]{0,62}$')
@@ -66,6 +70,20 @@ class Camera:
 
 
 @dataclass
+class Wheel:
+    enabled: bool = False
+    device: str = ''
+    axis: str = 'REL_Y'
+    cm_per_count: float = 0.00254
+    invert: bool = False
+
+    def params(self) -> dict[str, object]:
+        """The wheel node's parameters (evdev: a USB mouse under the wheel)."""
+        return {'backend': 'evdev', 'device': self.device, 'axis': self.axis, 'cm_per_count': self.cm_per_count,
+                'invert': self.invert}
+
+
+@dataclass
 class Answers:
     role: str = 'pilot'
     name: str = 'rig_1'
@@ -75,6 +93,7 @@ class Answers:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     audio: Audio = field(default_factory=Audio)
     camera: Camera = field(default_factory=Camera)
+    wheel: Wheel = field(default_factory=Wheel)
     data_dir: str = '~/autopilot/data'
     protocol_dir: str = '~/autopilot/protocols'
     time_sync: str = ''
@@ -94,7 +113,7 @@ class Answers:
         if unknown:
             raise AnswersError(f'unknown answer {_shown(unknown[0])}; the answers are {", ".join(sorted(known))}')
         values: dict[str, Any] = dict(data)
-        for key, sub in (('audio', Audio), ('camera', Camera)):
+        for key, sub in (('audio', Audio), ('camera', Camera), ('wheel', Wheel)):
             given = values.get(key, {})
             if not isinstance(given, Mapping) or set(given) - set(sub.__dataclass_fields__):
                 raise AnswersError(f'{key}: a mapping of {", ".join(sub.__dataclass_fields__)}')
@@ -194,6 +213,17 @@ def check(answers: Answers, board: Board) -> None:
         for key in ('data_dir', 'protocol_dir'):
             if not getattr(a, key).strip():
                 raise AnswersError(f'{key}: give a directory')
+        return
+    if a.wheel.enabled:
+        specs = {s.name: s for s in WHEEL_PARAMS}
+        for key, value in a.wheel.params().items():
+            problem = _check(specs[key], value)
+            if problem:
+                raise AnswersError(f'wheel.{key}: {problem}')
+    if a.role == 'child':
+        if not a.wheel.enabled:
+            raise AnswersError('wheel.enabled: a child host runs the devices another pilot uses, here a running '
+                               'wheel: set wheel.enabled: true')
         return
     if a.gpio_backend not in BACKENDS:
         raise AnswersError(f'gpio_backend {_shown(a.gpio_backend)}: one of {", ".join(BACKENDS)}')

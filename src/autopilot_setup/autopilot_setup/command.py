@@ -108,7 +108,7 @@ class SetupCommand(CommandExtension):
         paths = Paths(repo=repo, config_dir=config_dir, user=args.user, pigpiod=args.pigpiod, jackd=args.jackd)
         files: dict[Path, str] = {answers_path: yaml.safe_dump(answers.to_dict(), sort_keys=False)}
         params = config_dir / f'{answers.name}.params.yaml'
-        if answers.role == 'pilot':
+        if answers.role != 'terminal':
             files[params] = params_file(answers, board, answers_path)
         system_files = {args.unit_dir / name: text for name, text in units(answers, board, paths, params).items()}
         files.update(system_files)

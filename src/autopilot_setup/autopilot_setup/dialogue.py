@@ -17,6 +17,7 @@ import yaml
 from questionary import Choice
 
 from autopilot_hardware.gpio.config import EDGES, KINDS, PULLS, RGB
+from autopilot_hardware.wheel.evdev_wheel import AXES
 from autopilot_setup.answers import (
     AUDIO_BACKENDS,
     MAX_DOMAIN_ID,
@@ -91,14 +92,18 @@ class Dialogue:
     def _ask(self, a: Answers) -> Answers:
         a.role = self.select('What is this host?', [
             Choice('pilot: a rig (GPIO, sound and the pilot that runs tasks)', 'pilot'),
-            Choice("terminal: the lab's computer (subjects, sessions, recording)", 'terminal')], a.role)
+            Choice("terminal: the lab's computer (subjects, sessions, recording)", 'terminal'),
+            Choice("child: devices another rig's pilot uses (a running wheel)", 'child')], a.role)
         if a.role == 'pilot':
             a.name = self.text('Name of this rig (its ROS namespace):', a.name,
                                lambda t: _valid(lambda: check_name(t)))
+        elif a.role == 'child':
+            a.name = self.text('Name of the rig this child serves (its devices appear in its namespace):', a.name,
+                               lambda t: _valid(lambda: check_name(t)))
         a.ros_domain_id = int(self.text(f'ROS_DOMAIN_ID (the same on every host of the lab, 0-{MAX_DOMAIN_ID}):',
                                         str(a.ros_domain_id), _number(int, 0, MAX_DOMAIN_ID)))
-        if a.role == 'pilot':
-            a.time_sync = self.text("The terminal's host name or address (this rig's clock follows it, chrony; "
+        if a.role != 'terminal':
+            a.time_sync = self.text("The terminal's host name or address (this host's clock follows it, chrony; "
                                     'empty: leave the clock alone):', a.time_sync)
         else:
             a.time_sync = self.text('The subnet this terminal serves its clock to, e.g. 192.168.1.0/24 (chrony; '
@@ -106,6 +111,9 @@ class Dialogue:
         if a.role == 'terminal':
             a.data_dir = self.text('Directory of the subject files:', a.data_dir)
             a.protocol_dir = self.text('Directory of the protocol files:', a.protocol_dir)
+        elif a.role == 'child':
+            a.wheel.enabled = True
+            self._wheel(a)
         else:
             detected = f'auto (this board: {self.board.model or "not a Raspberry Pi"} -> {self.board.backend})'
             a.gpio_backend = self.select('GPIO backend:', [Choice(detected, 'auto'), Choice('pigpio (Pi 1-4)', 'pigpio'),
@@ -114,6 +122,9 @@ class Dialogue:
                                          a.gpio_backend)
             self._audio(a)
             self._camera(a)
+            a.wheel.enabled = self.confirm('A running wheel on this rig (a USB mouse under it)?', a.wheel.enabled)
+            if a.wheel.enabled:
+                self._wheel(a)
             self._devices(a)
         a.start_on_boot = self.confirm('Start it on boot (systemd)?', a.start_on_boot)
         while True:
@@ -148,6 +159,16 @@ class Dialogue:
         if cam.enabled:
             cam.source = self.text('Camera (index, /dev/videoN or a file):', cam.source)
             cam.fps = float(self.text('Frame rate (Hz):', f'{cam.fps:g}', _number(float, 0.5, 500)))
+
+    def _wheel(self, a: Answers) -> None:
+        w = a.wheel
+        w.device = self.text('The mouse (/dev/input/eventN or part of its name; empty: the first mouse found):',
+                             w.device)
+        w.axis = self.select('The mouse axis that turns with the wheel:', list(AXES), w.axis if w.axis in AXES
+                             else 'REL_Y')
+        w.cm_per_count = float(self.text('Wheel travel per count, cm (1000 cpi mouse: 0.00254; calibrate later):',
+                                         f'{w.cm_per_count:g}', _number(float, 1e-6, 100.0)))
+        w.invert = self.confirm('Does running forward read negative (invert it)?', w.invert)
 
     def _devices(self, a: Answers) -> None:
         keep = f'keep these ({len(a.inputs)} inputs, {len(a.outputs)} outputs: ' \

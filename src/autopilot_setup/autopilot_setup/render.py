@@ -1,8 +1,10 @@
 """The files a host's answers become: the rig's params file and the systemd units that start it on boot.
 
 * ``<name>.params.yaml``: one ROS 2 params file for the rig's nodes (``/**/gpio``: backend and devices,
-  ``/**/sound``, ``/**/camera``), given to rig.launch.yaml as ``gpio_params`` (each node reads its section).
-* ``autopilot-rig.service`` or ``autopilot-terminal.service``: the launch file under systemd, restarted on
+  ``/**/sound``, ``/**/camera``, ``/**/wheel``), given to rig.launch.yaml as ``gpio_params`` (each node reads its
+  section); a child's holds its ``/**/wheel`` and goes to child.launch.yaml as ``child_params``.
+* ``autopilot-rig.service``, ``autopilot-child.service`` or ``autopilot-terminal.service``: the launch file under
+  systemd, restarted on
   failure, stopped with SIGINT (every node's clean stop: valves closed, files closed), ordered after the network
   and the daemons it needs; ``pigpiod.service`` (pigpio backend: localhost only, as the gpio node connects to
   it there) and ``jackd.service`` (audio.jack) when asked for.
@@ -26,6 +28,7 @@ from autopilot_setup.board import Board
 CHRONY_CONF = 'autopilot.conf'
 RIG_UNIT = 'autopilot-rig.service'
 TERMINAL_UNIT = 'autopilot-terminal.service'
+CHILD_UNIT = 'autopilot-child.service'
 PIGPIOD_UNIT = 'pigpiod.service'
 JACKD_UNIT = 'jackd.service'
 
@@ -42,8 +45,12 @@ class Paths:
 
 
 def params_file(answers: Answers, board: Board, answers_path: Path) -> str:
-    """The rig's params file (YAML), for the gpio, sound and camera nodes."""
+    """The rig's params file (YAML), for the gpio, sound, camera and wheel nodes; a child's for its wheel."""
     a = answers
+    wheel = {'/**/wheel': {'ros__parameters': a.wheel.params()}} if a.wheel.enabled else {}
+    if a.role == 'child':
+        return (f'# Child of pilot {a.name}: written by `autopilot setup` from {answers_path} (run it again to change).\n'
+                f'# Started by {CHILD_UNIT}.\n' + yaml.safe_dump(wheel, sort_keys=False, default_flow_style=False))
     gpio: dict[str, object] = {'backend': backend(a, board), 'inputs': list(a.inputs), 'outputs': list(a.outputs)}
     gpio.update(device_values(a))
     sound: dict[str, object] = {'backend': a.audio.backend, 'device': a.audio.device,
@@ -51,6 +58,7 @@ def params_file(answers: Answers, board: Board, answers_path: Path) -> str:
     doc: dict[str, object] = {'/**/gpio': {'ros__parameters': gpio}, '/**/sound': {'ros__parameters': sound}}
     if a.camera.enabled:
         doc['/**/camera'] = {'ros__parameters': {'backend': 'opencv', 'source': a.camera.source, 'fps': a.camera.fps}}
+    doc.update(wheel)
     header = (f'# Rig {a.name}: written by `autopilot setup` from {answers_path} (run it again to change).\n'
               f'# Board: {board.model or "not a Raspberry Pi"}. Started by {RIG_UNIT}.\n')
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
@@ -59,7 +67,7 @@ def params_file(answers: Answers, board: Board, answers_path: Path) -> str:
 def chrony_conf(answers: Answers) -> str | None:
     """chrony's drop-in (``/etc/chrony/conf.d/autopilot.conf``) that syncs the lab to the terminal, or None.
 
-    A pilot takes the terminal as its preferred server and steps its clock at boot when it is far off (a Pi has
+    A pilot (or child) takes the terminal as its preferred server and steps its clock at boot when it is far off (a Pi has
     no real-time clock: it boots with a stale time); the terminal serves its clock to the lab's subnet, also
     when it has no upstream source itself (``local``), so a lab without internet still agrees on one time.
     """
@@ -67,7 +75,7 @@ def chrony_conf(answers: Answers) -> str | None:
     if not a.time_sync:
         return None
     head = '# Written by `autopilot setup`: the lab\'s clocks follow the terminal (autopilot_terminal.clocksync).\n'
-    if a.role == 'pilot':
+    if a.role != 'terminal':  # a pilot or a child: both stamp what the terminal compares
         return head + f'server {a.time_sync} iburst prefer minpoll 4 maxpoll 6\nmakestep 0.1 3\n'
     return head + f'allow {a.time_sync}\nlocal stratum 10\n'
 
@@ -106,6 +114,12 @@ def units(answers: Answers, board: Board, paths: Paths, params: Path) -> dict[st
         out[TERMINAL_UNIT] = _unit('autopilot-ros terminal: pilot registry, subjects, recording', [], [],
                                    {**common, 'ExecStart': start}, env)
         return out
+    if a.role == 'child':
+        start = _launch(paths, 'child.launch.yaml', {'pilot': a.name, 'wheel_backend': 'evdev',
+                                                      'child_params': str(params)})
+        out[CHILD_UNIT] = _unit(f'autopilot-ros child of {a.name}: a running wheel', [], [],
+                                {**common, 'ExecStart': start}, {**env, 'AUTOPILOT_PILOT': a.name})
+        return out
     gpio_backend = backend(a, board)
     after, requires = [], []
     if gpio_backend == 'pigpio':
@@ -126,7 +140,8 @@ def units(answers: Answers, board: Board, paths: Paths, params: Path) -> dict[st
         requires.append(JACKD_UNIT)
     start = _launch(paths, 'rig.launch.yaml', {
         'pilot': a.name, 'gpio_backend': gpio_backend, 'gpio_params': str(params),
-        'sound_backend': a.audio.backend, 'virtual_subject': 'false', 'camera': str(a.camera.enabled).lower()})
+        'sound_backend': a.audio.backend, 'virtual_subject': 'false', 'camera': str(a.camera.enabled).lower(),
+        'wheel': str(a.wheel.enabled).lower()})
     out[RIG_UNIT] = _unit(f'autopilot-ros rig {a.name}: gpio, sound and the pilot', after, requires,
                           {**common, 'ExecStart': start}, {**env, 'AUTOPILOT_PILOT': a.name})
     return out

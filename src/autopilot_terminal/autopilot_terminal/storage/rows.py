@@ -79,7 +79,12 @@ def _numbers(values: list[Any], dt: np.dtype, column: str, where: str) -> np.nda
     except (OverflowError, ValueError, TypeError):
         arr = np.asarray(values, dtype=object)
     allowed = {'b': 'b', 'i': 'iu', 'u': 'iu', 'f': 'iuf'}[dt.kind]
-    if arr.dtype.kind not in allowed or arr.ndim != 1:  # the slow path only when something is wrong
+    if arr.dtype.kind in 'fO' and dt.kind in 'iu' and arr.ndim == 1 and \
+            all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in values):
+        # Python ints numpy could not hold in one int64/uint64 array (a uint64 of 2**63 or more beside small
+        # ones becomes float64, which rounds): exact, through the column's own type, after a range check.
+        arr = np.asarray(values, dtype=object)
+    elif arr.dtype.kind not in allowed or arr.ndim != 1:  # the slow path only when something is wrong
         want = {'b': 'bool', 'i': 'int', 'u': 'int', 'f': 'float'}[dt.kind]
         ok = {'b': (bool, np.bool_), 'i': (int, np.integer), 'u': (int, np.integer),
               'f': (int, float, np.integer, np.floating)}[dt.kind]
@@ -94,6 +99,8 @@ def _numbers(values: list[Any], dt: np.dtype, column: str, where: str) -> np.nda
         if lo < info.min or hi > info.max:
             raise StoreError(f'{where}: column {column!r} ({dt}) value out of range [{info.min}, {info.max}]: '
                              f'{lo if lo < info.min else hi}')
+        if arr.dtype.kind == 'O':
+            return np.array([int(v) for v in values], dtype=dt)
     return arr.astype(dt, copy=False)
 
 
