@@ -46,6 +46,21 @@ def test_rows_appear_by_themselves_and_go_grey_when_forgotten() -> None:
     assert not lab.pilots['rig2'].online and lab.cells('rig2', now=0.0)[1].startswith('offline')
 
 
+def test_the_clock_column_shows_each_pilots_offset_and_ignores_nonsense() -> None:
+    lab = Lab()
+    msg = registry(('rig1', True, PilotStatus.STATE_IDLE, ''))
+    msg.pilots[0].clock_offset_ms = msg.pilots[0].clock_delay_ms = math.nan  # the terminal's "not measured yet"
+    lab.registry(msg)
+    assert lab.cells('rig1', now=0.0)[COLUMNS.index('clock')] == '-'
+    msg.pilots[0].clock_offset_ms, msg.pilots[0].clock_delay_ms = 501.26, 0.8
+    lab.registry(msg)
+    assert lab.cells('rig1', now=0.0)[COLUMNS.index('clock')] == '+501.3 ms (\u00b10.4)'
+    for bad in (math.nan, math.inf, 1e308):
+        msg.pilots[0].clock_offset_ms = bad
+        lab.registry(msg)
+        assert lab.cells('rig1', now=0.0)[COLUMNS.index('clock')] == '-'
+
+
 def test_trials_are_kept_once_from_their_own_pilot_and_scored_like_the_tasks() -> None:
     lab = Lab()
     lab.registry(registry(('rig1', True, PilotStatus.STATE_RUNNING, 's1')))

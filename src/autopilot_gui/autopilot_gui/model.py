@@ -28,7 +28,7 @@ MAX_TEXT = 200
 #: A trial the pilot's heartbeat counted but the window never heard (live trials come best effort) is asked of the
 #: terminal once it has been missing this long: long enough for the trials in flight to arrive.
 REPAIR_S = 1.5
-COLUMNS = ('pilot', 'state', 'task', 'subject', 'step', 'trials', 'accuracy', 'last trial')
+COLUMNS = ('pilot', 'state', 'task', 'subject', 'step', 'trials', 'accuracy', 'last trial', 'clock')
 
 
 @dataclass
@@ -64,6 +64,8 @@ class PilotRow:
     message: str = ''
     last_session_id: str = ''
     last_session_state: str = ''
+    clock_offset_ms: float = math.nan  # the pilot's clock ahead of the terminal's (NaN: not measured yet)
+    clock_delay_ms: float = math.nan   # the measurement's round trip: the offset is within half of it
     trials: deque[Trial] = field(default_factory=deque)
     fields: list[tuple[str, int, str]] = field(default_factory=list)  # the newest trial's (name, type, unit)
     gpio: deque[tuple[int, str, bool]] = field(default_factory=deque)  # (stamp ns, device, level), newest last
@@ -135,6 +137,7 @@ class Lab:
             row.protocol, row.step, row.trial_count = _cut(st.protocol), int(st.step), int(st.trial_count)
             row.host, row.message = _cut(st.host), _cut(st.message, 4 * MAX_TEXT)
             row.last_session_id, row.last_session_state = st.last_session_id, _cut(st.last_session_state)
+            row.clock_offset_ms, row.clock_delay_ms = _finite(entry.clock_offset_ms), _finite(entry.clock_delay_ms)
         for name, row in self.pilots.items():
             if name not in seen:
                 row.online = False
@@ -267,9 +270,11 @@ class Lab:
             step = f'{row.step}: {names[row.step]}' if row.step < len(names) else str(row.step)
         acc = row.accuracy()
         age = row.last_trial_age(now)
+        clock = '-' if math.isnan(row.clock_offset_ms) else \
+            f'{row.clock_offset_ms:+.1f} ms (\u00b1{row.clock_delay_ms / 2:.1f})'
         return [row.pilot, state, row.task or '-', row.subject or '-', step or '-',
                 str(row.trial_count) if row.session_id else '-',
-                '-' if acc is None else f'{acc:.0%}', '-' if age is None else f'{_age(age)} ago']
+                '-' if acc is None else f'{acc:.0%}', '-' if age is None else f'{_age(age)} ago', clock]
 
 
 def psychometric(values: Any, level: str, choice: str, positive: Any) -> list[tuple[float, float, int]]:
@@ -282,6 +287,11 @@ def psychometric(values: Any, level: str, choice: str, positive: Any) -> list[tu
             continue
         per.setdefault(float(lv), []).append(ch == positive)
     return [(lv, sum(per[lv]) / len(per[lv]), len(per[lv])) for lv in sorted(per)]
+
+
+def _finite(x: float) -> float:
+    """``x``, or NaN when it is not a finite number within a day in ms (a registry from anything on the domain)."""
+    return float(x) if math.isfinite(x) and abs(x) < 86_400_000 else math.nan
 
 
 def _cut(text: str, limit: int = MAX_TEXT) -> str:
