@@ -199,7 +199,9 @@ def test_a_child_gets_its_wheel_params_and_a_unit_in_its_pilots_namespace(procs,
 DOWN, ENTER = '\x1b[B', '\r'
 
 
-def dialogue(keys: list[str], current: Answers) -> Answers | None:
+def dialogue(keys: list[str], current: Answers, found: dict | None = None) -> Answers | None:
+    """The dialogue driven by ``keys``; ``found``: the sound cards, cameras and mice it offers (none by default,
+    whatever this machine has)."""
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
 
@@ -207,8 +209,9 @@ def dialogue(keys: list[str], current: Answers) -> Answers | None:
     with create_pipe_input() as inp:
         for key in keys:
             inp.send_text(key)
+        inp.send_text('\x03' * 3)  # keys that ran out cancel (None) instead of waiting forever
         return Dialogue(for_model(PI4), ROOT / 'launch' / 'params' / 'rig_sim.yaml', input=inp,
-                        output=DummyOutput()).ask(current)
+                        output=DummyOutput(), found=found or {}).ask(current)
 
 
 def test_the_dialogue_configures_a_rig_and_shows_its_answers_as_the_defaults_next_time() -> None:
@@ -288,3 +291,44 @@ def test_a_malformed_answers_file_is_refused_naming_the_problem(tmp_path: Path, 
                            '--unit-dir', str(tmp_path / 'u'), '--print'], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and fragment in proc.stderr and len(proc.stderr) < 600, proc.stderr
     assert not (tmp_path / 'c').exists() and not (tmp_path / 'u').exists()
+
+
+def test_the_dialogue_offers_the_cards_cameras_and_mice_it_finds(tmp_path: Path) -> None:
+    from autopilot_setup import peripherals
+
+    (tmp_path / 'cards').write_text(' 0 [sndrpihifiberry]: HifiberryDac - snd_rpi_hifiberry_dac\n'
+                                    '                      snd_rpi_hifiberry_dac\n'
+                                    ' 1 [Headphones     ]: bcm2835_headpho - bcm2835 Headphones\n')
+    for n, (index, name) in enumerate([('0', 'USB Camera: HD'), ('1', 'USB Camera: HD'), ('0', 'unicam')]):
+        node = tmp_path / 'v4l' / f'video{n * 2}'
+        node.mkdir(parents=True)
+        (node / 'index').write_text(index + '\n')
+        (node / 'name').write_text(name + '\n')
+    (tmp_path / 'input').write_text(
+        'I: Bus=0019 Vendor=0000\nN: Name="gpio_keys"\nH: Handlers=kbd event0\nB: EV=3\n\n'
+        'I: Bus=0003 Vendor=046d Product=c077\nN: Name="Logitech USB Optical Mouse"\nH: Handlers=mouse0 event3\n'
+        'B: EV=17\nB: REL=903\n\n')
+    found = {'sound': peripherals.sound_cards(tmp_path / 'cards'), 'camera': peripherals.cameras(tmp_path / 'v4l'),
+             'mice': peripherals.mice(tmp_path / 'input')}
+    assert [f.value for f in found['sound']] == ['sndrpihifiberry', 'Headphones']
+    assert [f.label for f in found['camera']] == ['/dev/video0 (USB Camera: HD)', '/dev/video4 (unicam)']
+    assert found['mice'] == [peripherals.Found('/dev/input/event3', '/dev/input/event3 (Logitech USB Optical Mouse)')]
+    assert peripherals.sound_cards(tmp_path / 'none') == [] and peripherals.mice(tmp_path / 'none') == []
+    keys = [ENTER, ENTER, ENTER, ENTER, ENTER,   # pilot, rig_1, 0, no time sync, auto
+            ENTER,                               # sound: sounddevice
+            DOWN + ENTER,                        # the HiFiBerry (after "the default card")
+            ENTER, ENTER, 'n',                   # 48 kHz, 2 channels, no JACK
+            'y', '\x1b[A' + ENTER,               # a camera: the second one found (above "0", the current answer)
+            ENTER,                               # 30 fps
+            'y', DOWN + ENTER,                   # a wheel: the Logitech mouse (after "the first mouse found")
+            ENTER, ENTER, 'n',                   # REL_Y, cm per count, not inverted
+            DOWN + ENTER, ENTER,                 # the 3-port layout, done
+            'y']
+    answers = dialogue(keys, Answers(), found)
+    assert answers is not None
+    assert (answers.audio.device, answers.camera.source, answers.wheel.device) == (
+        'sndrpihifiberry', '/dev/video4', '/dev/input/event3')
+    # "another: type it" asks for the name; a current answer not found is offered as it is.
+    keys = [ENTER] * 6 + [DOWN * 3 + ENTER, 'usb' + ENTER, ENTER, ENTER, 'n', 'n', 'n', ENTER, ENTER, 'y']
+    typed = dialogue(keys, Answers(), found)
+    assert typed is not None and typed.audio.device == 'usb'

@@ -18,6 +18,7 @@ from questionary import Choice
 
 from autopilot_hardware.gpio.config import EDGES, KINDS, PULLS, RGB
 from autopilot_hardware.wheel.evdev_wheel import AXES
+from autopilot_setup import peripherals
 from autopilot_setup.answers import (
     AUDIO_BACKENDS,
     MAX_DOMAIN_ID,
@@ -27,6 +28,7 @@ from autopilot_setup.answers import (
     device_values,
 )
 from autopilot_setup.board import Board
+from autopilot_setup.peripherals import Found
 
 
 class Cancelled(Exception):
@@ -57,13 +59,24 @@ def _number(kind: type[int] | type[float], lo: float, hi: float) -> Callable[[st
     return ok
 
 
-class Dialogue:
-    """Asks for a host's answers, starting from ``current``; ``sim_layout``: the preset device layout file."""
+OTHER = '\0other'
 
-    def __init__(self, board: Board, sim_layout: Path, *, input: Any = None, output: Any = None) -> None:
+
+def detected() -> dict[str, list[Found]]:
+    """What this host has plugged in, for the pickers (:mod:`.peripherals`)."""
+    return {'sound': peripherals.sound_cards(), 'camera': peripherals.cameras(), 'mice': peripherals.mice()}
+
+
+class Dialogue:
+    """Asks for a host's answers, starting from ``current``; ``sim_layout``: the preset device layout file;
+    ``found``: the sound cards, cameras and mice to offer (default: this host's)."""
+
+    def __init__(self, board: Board, sim_layout: Path, *, input: Any = None, output: Any = None,
+                 found: dict[str, list[Found]] | None = None) -> None:
         self.board = board
         self.sim_layout = sim_layout
         self.io = {k: v for k, v in (('input', input), ('output', output)) if v is not None}
+        self.found = detected() if found is None else found
 
     # -- one question each -----------------------------------------------------------------------------------
     def _answer(self, question: Any) -> Any:
@@ -80,6 +93,20 @@ class Dialogue:
 
     def confirm(self, message: str, default: bool) -> bool:
         return bool(self._answer(questionary.confirm(message, default=default, **self.io)))
+
+    def pick(self, message: str, kind: str, current: str, typed: str, default: str | None = None) -> str:
+        """One of the ``kind`` devices found on this host, the current answer, ``default`` ('' labelled so), or
+        typed after ``typed``; only the typed question when nothing was found."""
+        found = self.found.get(kind, [])
+        if not found:
+            return self.text(typed, current)
+        choices = ([Choice(default, '')] if default is not None else []) + [Choice(f.label, f.value) for f in found]
+        if current and current not in [c.value for c in choices]:
+            choices.append(Choice(f'{current} (the current answer)', current))
+        choices.append(Choice('another: type it', OTHER))
+        values = [c.value for c in choices]
+        answer = self.select(message, choices, current if current in values else values[0])
+        return self.text(typed, current) if answer == OTHER else str(answer)
 
     # -- the dialogue ----------------------------------------------------------------------------------------
     def ask(self, current: Answers) -> Answers | None:
@@ -146,7 +173,8 @@ class Dialogue:
                                             Choice('null (no sound card: silent, real-time clocked)', 'null')],
                                  au.backend if au.backend in AUDIO_BACKENDS else 'sounddevice')
         if au.backend == 'sounddevice':
-            au.device = self.text('Sound card (name substring, e.g. hifiberry; empty: the default):', au.device)
+            au.device = self.pick('Sound card:', 'sound', au.device,
+                                  'Sound card (name substring, e.g. hifiberry; empty: the default):', 'the default card')
             au.samplerate = int(self.select('Sample rate:', ['44100', '48000', '96000', '192000'],
                                             str(au.samplerate) if au.samplerate in (44100, 48000, 96000, 192000)
                                             else '48000'))
@@ -157,13 +185,14 @@ class Dialogue:
         cam = a.camera
         cam.enabled = self.confirm('A camera on this rig?', cam.enabled)
         if cam.enabled:
-            cam.source = self.text('Camera (index, /dev/videoN or a file):', cam.source)
+            cam.source = self.pick('Camera:', 'camera', cam.source, 'Camera (index, /dev/videoN or a file):')
             cam.fps = float(self.text('Frame rate (Hz):', f'{cam.fps:g}', _number(float, 0.5, 500)))
 
     def _wheel(self, a: Answers) -> None:
         w = a.wheel
-        w.device = self.text('The mouse (/dev/input/eventN or part of its name; empty: the first mouse found):',
-                             w.device)
+        w.device = self.pick('The mouse under the wheel:', 'mice', w.device,
+                             'The mouse (/dev/input/eventN or part of its name; empty: the first mouse found):',
+                             'the first mouse found')
         w.axis = self.select('The mouse axis that turns with the wheel:', list(AXES), w.axis if w.axis in AXES
                              else 'REL_Y')
         w.cm_per_count = float(self.text('Wheel travel per count, cm (1000 cpi mouse: 0.00254; calibrate later):',
