@@ -39,6 +39,21 @@ from autopilot_tasks.task import (
 )
 
 RAMP_MS = 5.0
+#: The default go/no-go set: a 5 kHz go and a 12 kHz no-go tone, equally often (wheel_gonogo's too).
+TONES = {
+    'groups': {'go': [{'id': 'go', 'kind': 'tone', 'frequency_hz': 5000.0, 'duration_ms': 200.0, 'amplitude': 0.1,
+                       'ramp_ms': RAMP_MS}],
+               'nogo': [{'id': 'nogo', 'kind': 'tone', 'frequency_hz': 12000.0, 'duration_ms': 200.0,
+                         'amplitude': 0.1, 'ramp_ms': RAMP_MS}]},
+    'proportions': {'go': 1.0, 'nogo': 1.0}}
+
+
+def go_nogo_groups(values: dict) -> str | None:
+    """What is wrong with a go/no-go stimulus set's groups (they must be go and nogo), or None."""
+    groups = set(values['stimuli']['groups'])
+    if groups != {'go', 'nogo'}:
+        return f'stimuli: groups {", ".join(sorted(groups))}; a go/no-go set has the groups go and nogo'
+    return None
 
 
 class GoNoGo(Task):
@@ -49,13 +64,7 @@ class GoNoGo(Task):
     response_window_s = Param(2.0, 's', 'Time from the centre poke to respond', min=0.1, max=60.0)
     punish_timeout_s = Param(3.0, 's', 'Timeout after a false alarm', min=0.0, max=60.0)
     iti_s = Param(1.0, 's', 'Pause after a hit, miss or correct rejection', min=0.0, max=60.0)
-    stimuli = Stimuli({
-        'groups': {'go': [{'id': 'go', 'kind': 'tone', 'frequency_hz': 5000.0, 'duration_ms': 200.0,
-                           'amplitude': 0.1, 'ramp_ms': RAMP_MS}],
-                   'nogo': [{'id': 'nogo', 'kind': 'tone', 'frequency_hz': 12000.0, 'duration_ms': 200.0,
-                             'amplitude': 0.1, 'ramp_ms': RAMP_MS}]},
-        'proportions': {'go': 1.0, 'nogo': 1.0}},
-        'The go and no-go sounds (groups go and nogo, any number of sounds each) and how often each group comes')
+    stimuli = Stimuli(TONES, 'The go and no-go sounds (groups go and nogo, any number of sounds each) and how often each group comes')
     noise_ms = Param(500.0, 'ms', 'Punishment noise duration', min=20.0, max=5000.0)
     noise_amplitude = Param(0.1, '', 'Punishment noise amplitude, fraction of full scale', min=0.0, max=1.0)
     correction_p = Param(0.0, '', 'Probability of repeating the tone after an error', min=0.0, max=1.0)
@@ -93,10 +102,7 @@ class GoNoGo(Task):
 
     @classmethod
     def check_params(cls, values: dict) -> str | None:
-        groups = set(values['stimuli']['groups'])
-        if groups != {'go', 'nogo'}:
-            return f'stimuli: groups {", ".join(sorted(groups))}; a go/no-go set has the groups go and nogo'
-        return None
+        return go_nogo_groups(values)
 
     def setup(self) -> None:
         self.loaded: Any = None
