@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from autopilot_msgs.msg import DigitalOutput, GpioEvent
+from autopilot_msgs.msg import DigitalOutput, GpioEvent, WheelMotion
 from autopilot_msgs.srv import CreateSubject, SetDigitalOutput
 from conftest import call
 from diagnostic_msgs.msg import DiagnosticArray
@@ -49,7 +49,9 @@ from autopilot_core.executors import spin
 
 NS = 'rig_f'
 NAMES = ['rig_f', 'mouse_f', 'fast', 'valve_left', 'valve_right', 'valve_center', 'led_center', 'poke_left',
-         'poke_center', 'poke_right', 'tone_left', 'noise', 'nafc', 'gonogo', 'gap_in_noise', 'amber']
+         'poke_center', 'poke_right', 'tone_left', 'noise', 'nafc', 'gonogo', 'gap_in_noise', 'amber', 'wheel']
+WHEEL = str(Path(__file__).resolve().parent.parent / 'install' / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' /
+            'wheel')
 FUZZED_PACKAGES = ('autopilot_msgs/', 'std_msgs/', 'std_srvs/', 'sensor_msgs/')
 MAX_OPEN_MS = 200.0  # launch/params/rig_sim.yaml
 VALVES = ('valve_left', 'valve_right', 'valve_center')
@@ -76,8 +78,11 @@ def start_lab(procs, tmp_path: Path) -> tuple[object, object]:
     protocols.mkdir()
     terminal = procs([TERMINAL, '--ros-args', '-p', f'data_dir:={tmp_path / "data"}', '-p',
                       f'protocol_dir:={protocols}', '-p', f'launch_file:={LAUNCH_FILE}'], name='terminal')
+    # A child's running wheel in the rig's namespace (sim backend: it takes wheel/sim_input).
+    wheel = procs([WHEEL, '--ros-args', '-r', f'__ns:=/{NS}', '-p', 'backend:=sim'], name='wheel')
     rig.wait_for_output('pilot rig_f ready')
     terminal.wait_for_output('subject files in')
+    wheel.wait_for_output('wheel ready')
     return rig, terminal
 
 
@@ -177,7 +182,7 @@ class Fuzzer:
 def run_fuzz(procs, node, tmp_path: Path, examples: int, derandomize: bool) -> dict:
     rig, terminal = start_lab(procs, tmp_path)
     fuzzer = Fuzzer(node)
-    fuzzer.discover({f'/{NS}/gpio', f'/{NS}/sound', f'/{NS}/pilot', f'/{NS}/subject_sim', '/terminal',
+    fuzzer.discover({f'/{NS}/gpio', f'/{NS}/sound', f'/{NS}/pilot', f'/{NS}/subject_sim', f'/{NS}/wheel', '/terminal',
                      '/terminal/recorder'})
     assert len(fuzzer.pubs) >= 10 and len(fuzzer.clients) >= 15, (sorted(fuzzer.pubs), sorted(fuzzer.clients))
     # Let every publisher match its readers, or the first rounds would go nowhere.
@@ -206,7 +211,9 @@ def run_fuzz(procs, node, tmp_path: Path, examples: int, derandomize: bool) -> d
     created = call(node, node.create_client(CreateSubject, '/terminal/create_subject'),
                    CreateSubject.Request(subject='after_fuzz', biography_json='{}'))
     assert created.success, created.message
-    spin(node, node.executor_, timeout_sec=0.5)
+    samples: list[WheelMotion] = []
+    node.create_subscription(WheelMotion, f'/{NS}/wheel/velocity', samples.append, qos.STREAM)
+    assert spin(node, node.executor_, until=lambda: len(samples) >= 10, timeout_sec=10), 'the wheel went quiet'
     assert rig.popen.poll() is None and terminal.popen.poll() is None
 
     refused = {name: sum(int(v) for k, v in values.items() if k.startswith('refused '))
