@@ -397,6 +397,23 @@ def test_uint64_columns_hold_every_value_exactly(values: list[int]) -> None:
         _numbers([*values, 2**63], np.dtype('i8'), 'seq', 'here')
 
 
+def test_a_row_the_table_refuses_costs_only_itself_in_the_recorder(subject: SubjectFile) -> None:
+    """The recorder writes a chunk at once and, when the table refuses it, row by row: the good rows are stored."""
+    from functools import partial
+
+    from autopilot_terminal.recorder import _write_all
+
+    _begin(subject)
+    cols = {'stamp_ns': [1, 2, 3, 4], 'tick_us': [1, 2, 3, 4], 'device': ['a', 'b', 'c', 'd'], 'pin': [1, 300, 3, 4],
+            'level': [True, False, True, False], 'recv_ns': [5, 6, 7, 8]}
+    written, kept, refused = _write_all(partial(subject.add_events, SID, 'gpio'), cols)
+    assert written == 3 and kept['device'] == ['a', 'c', 'd']
+    assert refused.startswith("1 of 4 rows refused by the table (first: ") and "'pin'" in refused
+    assert _write_all(partial(subject.add_events, SID, 'gpio'), {k: v[:1] for k, v in cols.items()})[2] == ''
+    with pytest.raises(StoreError, match="'pin'"):  # nothing to keep: the error itself
+        _write_all(partial(subject.add_events, SID, 'gpio'), {k: [v[1], v[1]] for k, v in cols.items()})
+
+
 # --- live reading and crashes ----------------------------------------------------------------
 
 _LIVE_READER = textwrap.dedent('''

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin before 3.11
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -149,6 +150,28 @@ def _decode_all(decode: ColumnDecoder, chunk: Sequence[Sample]) -> tuple[Columns
             bad.append((i, exc))
     columns = decode([]) if not parts else {k: [v for p in parts for v in p[k]] for k in parts[0]}
     return columns, f'{len(bad)} of {len(chunk)} messages could not be decoded (first: {bad[0][1]})'
+
+
+def _write_all(write: Callable[[Columns], int], columns: Columns) -> tuple[int, Columns, str]:
+    """Write ``columns`` through ``write``; a row the table refuses (StoreError) costs only itself: (rows written,
+    the columns of those rows, '' or what was refused). The whole chunk at once first: row by row is slower."""
+    try:
+        return write(columns), columns, ''
+    except StoreError:
+        n = len(next(iter(columns.values()), []))
+        if n <= 1:
+            raise
+    keep, bad, written = [], [], 0
+    for i in range(n):
+        try:
+            written += write({k: [v[i]] for k, v in columns.items()})
+            keep.append(True)
+        except StoreError as exc:
+            keep.append(False)
+            bad.append(exc)
+    if len(bad) == n:
+        raise bad[0]
+    return written, _select(columns, keep), f'{len(bad)} of {n} rows refused by the table (first: {bad[0]})'
 
 
 def _select(columns: Columns, keep: Sequence[bool]) -> Columns:
@@ -712,12 +735,18 @@ class Recorder:
                         f.add_stream(sid, name, topic, decode.type_name, decode.spec,  # type: ignore[attr-defined]
                                      decode.skipped, decode.time_columns)  # type: ignore[attr-defined]
                         self._stream_tables.add(key)
-                    self._stats.stream_rows += f.add_stream_rows(sid, name, columns)
+                    rows, _, refused = _write_all(partial(f.add_stream_rows, sid, name), columns)
+                    self._stats.stream_rows += rows
                 else:
-                    self._stats.events += f.add_events(sid, kind, columns)
+                    rows, columns, refused = _write_all(partial(f.add_events, sid, kind), columns)
+                    self._stats.events += rows
                     if 'seq' in columns:
                         for gap in self._gaps.observe(key, columns['run_id'], columns['seq']):
                             self._gap(key, *gap)
+                if refused:
+                    self._stats.errors += 1
+                    self._stats.last_error = refused
+                    self._log('error', f'recorder: {subject}/{sid}: {topic}: {refused} (kept in the bag)')
             except Exception as exc:  # noqa: BLE001 - the bag keeps them; the table misses them, said once
                 self._stats.errors += 1
                 self._stats.last_error = str(exc)
