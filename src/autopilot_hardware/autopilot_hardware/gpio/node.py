@@ -25,6 +25,7 @@ import itertools
 import math
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ from autopilot_hardware.gpio.ticks import TickClock
 from autopilot_hardware.plugins import DeviceInfo
 
 BACKENDS = ('sim', 'pigpio', 'lgpio')
+#: How often the heartbeat watchdog looks at the pilot's last beat.
+BEAT_CHECK_S = 0.1
 CALIBRATION_DIR = Path('~/.autopilot/calibration')
 
 PARAMS = (
@@ -178,9 +181,13 @@ class GpioNode(Node):
 
         self.last_beat: float | None = None
         self.beat_lost = False
+        self._beat_stop = threading.Event()
         if p['pilot_status_topic']:
             guard.create_subscription(self, PilotStatus, p['pilot_status_topic'], self.on_beat, qos.STATUS)
-            self.create_timer(0.1, self.check_beat)
+            # Its own thread, not an executor timer: an executor stalled in a publish (Fast DDS waits up to its
+            # 1 s shared-memory health check on a port whose process was just killed: the pilot's) would hold
+            # the check back with it, and the outputs on past the timeout.
+            threading.Thread(target=self._watch_beat, name='gpio-heartbeat', daemon=True).start()
         self.get_logger().info(
             f'gpio ready: backend {self.backend_name}, inputs {inputs or "none"}, outputs {outputs or "none"}, '
             f'calibration {store.path}, tick->ROS time error <= {self.tick_clock.error_ns / 1000:.1f} us at sync')
@@ -297,6 +304,13 @@ class GpioNode(Node):
             self.beat_lost = False
             self.get_logger().info('pilot heartbeat back')
 
+    def _watch_beat(self) -> None:
+        while not self._beat_stop.wait(BEAT_CHECK_S):
+            try:
+                self.check_beat()
+            except Exception as exc:  # noqa: BLE001 - the watchdog must outlive one bad check
+                self.get_logger().error(f'heartbeat check failed: {type(exc).__name__}: {exc}')
+
     def check_beat(self) -> None:
         # Only after a first beat: the GPIO node usually starts before its pilot.
         if self.last_beat is None or self.beat_lost:
@@ -312,6 +326,7 @@ class GpioNode(Node):
         if self.closed:
             return
         self.closed = True
+        self._beat_stop.set()
         self.ctl.close()
         self.get_logger().info('gpio stopped: all outputs off (valves closed)')
         self.event_pub.wait_for_all_acked(Duration(seconds=1.0))
