@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -672,3 +673,67 @@ def test_a_stopping_pilot_interrupts_the_session(pilot: Pilot) -> None:
 def test_plan_errors_stay_plan_errors() -> None:
     with pytest.raises(PlanError, match='goal names neither'):
         plan_of(task='')
+
+
+class Streams:
+    """A StreamOpener of lists: what was opened (device, deliver), how many were closed."""
+
+    def __init__(self) -> None:
+        self.opened: list[tuple[str, Callable[[Any, int | None], None]]] = []
+        self.closed = 0
+
+    def topic(self, device: str) -> str:
+        return f'/rig1/{device}'
+
+    def check(self, decl: Any) -> str | None:
+        return None
+
+    def open(self, decl: Any, device: str, deliver: Callable[[Any, int | None], None]) -> Callable[[], None]:
+        self.opened.append((device, deliver))
+
+        def close() -> None:
+            self.closed += 1
+        return close
+
+
+def test_a_session_reads_its_streams_refuses_bad_samples_and_ends_when_one_goes_silent(pilot: Pilot) -> None:
+    import dataclasses
+    import time
+
+    from autopilot_tasks.tasks.wheel_gonogo import WheelGoNogo
+
+    no_streams = pilot.session(plan_of(task='wheel_gonogo'))
+    run = Drive(no_streams.execute(None, 1.0, lambda: False))
+    assert run.done and run.value == ('error', 'task wheel_gonogo: stream role wheel: this pilot reads no streams')
+
+    streams = Streams()
+    pilot.services = dataclasses.replace(pilot.services, streams=streams)
+    s = ActiveSession('sid2', plan_of(task='wheel_gonogo', overrides={'quiet_s': 0.5}), 7, pilot.services,
+                      pilot.feedback.append)
+    run = Drive(s.execute(None, 1.0, lambda: False))
+    assert not run.done and [d for d, _ in streams.opened] == ['wheel/velocity']
+    deliver = streams.opened[0][1]
+    for value in (math.nan, math.inf, 1e308, -501.0, 0.0):
+        deliver(value, pilot.clock.now_ns())
+    handle = s.runner.task.wheel
+    assert handle.value == 0.0 and handle.samples == 1                      # only the good sample reached the task
+    state = s.streams['wheel']
+    assert (state.samples, state.refused) == (5, 4)
+    warnings = [m for level, m in pilot.log.lines if level == 'warning']
+    assert warnings == ['stream wheel: nan on /rig1/wheel/velocity is not a number in [-500, 500]: ignored (counted; '
+                        'the session log tells how many at its end)']
+    deliver(30.0, pilot.clock.now_ns())                                      # running: the quiet wait restarts
+    assert s.runner.task.restarts == 1
+    s.streams['wheel'] = dataclasses.replace(state, timeout_s=0.05)
+    s.collect()
+    assert not run.done                                                      # a sample came just now
+    time.sleep(0.1)
+    s.collect()
+    state_, message = run.step()
+    assert state_ == 'error' and re.fullmatch(
+        r'stream wheel: no sample for \d+\.\d s on /rig1/wheel/velocity \(timeout_s 0.05\): is the node publishing '
+        r'it running \(a child host: its wheel node, its network\)\?', message), message
+    assert streams.closed == 1 and s.streams == {}
+    assert ('warning', 'stream wheel: 4 of 6 samples on /rig1/wheel/velocity were refused (not a number within the '
+                       'limits)') in pilot.log.lines
+    assert WheelGoNogo.hardware()['wheel'].limits == (-500.0, 500.0)
