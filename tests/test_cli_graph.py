@@ -18,7 +18,8 @@ from conftest import AUTOPILOT, DomainLease, Proc, child_env, cli, cli_many, ok
 
 ROOT = Path(__file__).resolve().parent.parent
 NODES = ROOT / 'tests' / 'nodes'
-REPEATS = 20
+REPEATS = 5          # each answer, in the default run; -m soak asks SOAK_REPEATS times
+SOAK_REPEATS = 40
 AT_ONCE = 5  # concurrent CLI calls: each is a Python process, and the machine has 2 cores
 
 NODE_LIST = '/rig_1/demo_listener\n/rig_1/demo_talker\n/rig_1/introspected_peer\n/rig_1/listener_2\n'
@@ -83,17 +84,17 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
         lease.release()
 
 
-def repeated(env: dict[str, str], *args: str) -> list[str]:
-    """What ``autopilot ARGS`` printed, REPEATS times, AT_ONCE calls at a time; every call must exit 0."""
+def repeated(env: dict[str, str], *args: str, times: int = REPEATS) -> list[str]:
+    """What ``autopilot ARGS`` printed, ``times`` times, AT_ONCE calls at a time; every call must exit 0."""
     outputs: list[str] = []
-    while len(outputs) < REPEATS:
-        outputs += [ok(r) for r in cli_many(env, *[args] * min(AT_ONCE, REPEATS - len(outputs)))]
+    while len(outputs) < times:
+        outputs += [ok(r) for r in cli_many(env, *[args] * min(AT_ONCE, times - len(outputs)))]
     return outputs
 
 
 # ------------------------------------------------------------------------------------------ graph answers
 
-def test_graph_answers_are_right_every_time(graph: Graph) -> None:
+def graph_answers_are_right(graph: Graph, times: int) -> None:
     # The first call starts the daemon, which answers once it has listened for one announcement period
     # and its view has stopped changing.
     assert ok(cli(graph.env, 'node', 'list')) == NODE_LIST
@@ -101,9 +102,18 @@ def test_graph_answers_are_right_every_time(graph: Graph) -> None:
     for args, truth in ((('node', 'list'), NODE_LIST), (('topic', 'info', '/rig_1/trials'), TOPIC_INFO),
                         (('node', 'info', '/rig_1/listener_2'), LISTENER_INFO),
                         (('param', 'list', '/rig_1/demo_talker'), TALKER_PARAMS)):
-        answers = repeated(graph.env, *args)
+        answers = repeated(graph.env, *args, times=times)
         wrong = [a for a in answers if a != truth]
-        assert not wrong, f'{args}: {len(wrong)} of {REPEATS} wrong, e.g.\n{wrong[0]}'
+        assert not wrong, f'{args}: {len(wrong)} of {times} wrong, e.g.\n{wrong[0]}'
+
+
+def test_graph_answers_are_right_every_time(graph: Graph) -> None:
+    graph_answers_are_right(graph, REPEATS)
+
+
+@pytest.mark.soak
+def test_soak_graph_answers_are_right_every_time(graph: Graph) -> None:
+    graph_answers_are_right(graph, SOAK_REPEATS)
 
 
 def test_without_daemon_counts_are_right_too(graph: Graph) -> None:
