@@ -18,6 +18,8 @@ def test_plain_rclpy_client_uses_topics_services_parameters_and_action(procs, ro
     listener = procs([sys.executable, str(NODES / 'demo_listener.py'), '--ros-args', '-r', '__ns:=/lab'], name='listener')
     session = procs([sys.executable, str(NODES / 'demo_session.py'), '--ros-args', '-r', '__ns:=/lab', '-p', 'trial_interval_s:=0.02'],
                     name='session')
+    # Trials are volatile: the session's must find the listener matched (CI once lost all three to a late match).
+    listener.wait_for_output('1 trials publisher(s) matched', timeout=30)
     client = subprocess.run([sys.executable, str(ROOT / 'tests' / 'nodes' / 'plain_client.py')], env=ros_env,
                             capture_output=True, text=True, timeout=120)
     assert client.returncode == 0, client.stderr + client.stdout

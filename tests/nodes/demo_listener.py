@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from autopilot_msgs.msg import TrialAck, TrialData
 from demo_logic import TrialTally, field_value
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -25,7 +27,10 @@ class Listener(Node):
         check_unknown(self)  # a misspelt params-file key is an error, not silently ignored
         self.tally = TrialTally()
         self.ack_pub = self.create_publisher(TrialAck, 'trial_acks', qos.TRIALS)
-        self.create_subscription(TrialData, 'trials', self.on_trial, qos.TRIALS)
+        # Trials are volatile: one published before this reader matched its writer is not for it. Say when a writer
+        # matches, so a test can wait for it (the pilot itself resends until acked; the demo session does not).
+        self.create_subscription(TrialData, 'trials', self.on_trial, qos.TRIALS,
+                                 event_callbacks=SubscriptionEventCallbacks(matched=self.on_matched))
         self.create_service(Trigger, 'summary', self.on_summary)
 
     def on_trial(self, msg: TrialData) -> None:
@@ -37,6 +42,9 @@ class Listener(Node):
         if new and every and self.tally.count % every == 0:
             fields = ' '.join(f'{f.name}={field_value(f)}' for f in msg.fields)
             self.get_logger().info(f'trial {msg.trial_number} from {msg.pilot}/{msg.subject}: {fields}')
+
+    def on_matched(self, status: Any) -> None:
+        self.get_logger().info(f'{status.current_count} trials publisher(s) matched')
 
     def on_summary(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         response.success = self.tally.count > 0
