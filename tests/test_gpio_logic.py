@@ -278,7 +278,9 @@ def test_a_generated_point_is_either_plausible_or_changes_nothing(point):
         predicted = (point.open_ms - 3.0) / 4.0   # uL per opening the fit gives for that open time
         flows = [ul / n / ms for n, ms, ul in GOOD]
         expected = predicted if predicted > 0 else sorted(flows)[1] * point.open_ms
-        assert 1 / 5 <= per / expected <= 5   # the flow agrees with the fit within the factor
+        # The flow agrees with the fit within the factor; the store's least-squares fit of GOOD is (3, 4) to within
+        # rounding, so a point generated at exactly the factor (hypothesis likes 0.2) may land either side by 1e-15.
+        assert 1 / 5 * (1 - 1e-9) <= per / expected <= 5 * (1 + 1e-9)
         assert all(math.isfinite(c) for c in CalibrationStore(s.path).fit('valve'))
 
 
