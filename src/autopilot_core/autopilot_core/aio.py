@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rclpy.node import Node
@@ -82,11 +83,17 @@ async def call(node: Node, client: Any, request: Any, timeout_s: float) -> Any |
     return None
 
 
-async def wait_for_service(node: Node, client: Any, timeout_s: float, poll_s: float = 0.05) -> bool:
-    """True once ``client``'s service is available; rclpy tells no event for that, so it checks every ``poll_s``."""
+async def wait_until(node: Node, condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:
+    """True once ``condition()`` holds, checked every ``poll_s`` (for graph changes rclpy tells no event of);
+    False when ``timeout_s`` passes first."""
     deadline = time.monotonic() + timeout_s  # wall time: a loaded executor fires the poll timer late
-    while not client.service_is_ready():
+    while not condition():
         if time.monotonic() >= deadline:
             return False
         await sleep(node, poll_s)
     return True
+
+
+async def wait_for_service(node: Node, client: Any, timeout_s: float, poll_s: float = 0.05) -> bool:
+    """True once ``client``'s service is available."""
+    return await wait_until(node, client.service_is_ready, timeout_s, poll_s)

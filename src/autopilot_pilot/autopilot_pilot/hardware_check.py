@@ -8,7 +8,6 @@ first thing missing, worded with the fix.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -136,9 +135,5 @@ class ServiceProbe:
         return await aio.wait_for_service(self.node, self.sound_load, timeout_s)
 
     async def stream_types(self, topic: str, timeout_s: float) -> list[str]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            types = [i.topic_type for i in self.node.get_publishers_info_by_topic(topic)]
-            if types or time.monotonic() >= deadline:
-                return types
-            await aio.sleep(self.node, 0.05)
+        await aio.wait_until(self.node, lambda: bool(self.node.get_publishers_info_by_topic(topic)), timeout_s)
+        return [i.topic_type for i in self.node.get_publishers_info_by_topic(topic)]
