@@ -90,6 +90,11 @@ def history_of(journal: Journal, plan: Plan) -> tuple[list[dict[str, Any]], int]
     return journal.step_history(plan.subject, plan.protocol_name, plan.step)
 
 
+def stream_problem(plan: Plan, role: str, problem: str) -> str:
+    """A stream role's problem as the session's error."""
+    return f'task {plan.task_name}: stream role {role}: {problem}'
+
+
 class ActiveSession:
     """The running session: plan, progress, the current step's runner, and what ends it.
 
@@ -268,14 +273,14 @@ class ActiveSession:
             if not isinstance(decl, Stream):
                 continue
             if self.s.streams is None:
-                raise PlanError(f'task {self.plan.task_name}: stream role {role}: this pilot reads no streams')
+                raise PlanError(stream_problem(self.plan, role, 'this pilot reads no streams'))
 
             def deliver(value: Any, stamp_ns: int | None, role: str = role) -> None:
                 self.on_stream(role, value, stamp_ns)
             try:
                 close = self.s.streams.open(decl, devices[role], deliver)
             except ValueError as exc:
-                raise PlanError(f'task {self.plan.task_name}: stream role {role}: {exc}') from None
+                raise PlanError(stream_problem(self.plan, role, str(exc))) from None
             self.streams[role] = StreamState(role, self.s.streams.topic(devices[role]), decl.timeout_s,
                                              decl.limits, time.monotonic(), close)
 
@@ -332,7 +337,7 @@ class ActiveSession:
                 problem = ('this pilot reads no streams' if s.streams is None else s.streams.check(decl)) \
                     if isinstance(decl, Stream) else None
                 if problem:
-                    raise PlanError(f'task {plan.task_name}: stream role {role}: {problem}')
+                    raise PlanError(stream_problem(plan, role, problem))
             missing = None if check is None else await check.missing(
                 plan.task_name, plan.task_cls, devices_for(plan.task_cls, s.device_map), timeout_s)
             if missing:
