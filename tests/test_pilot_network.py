@@ -37,10 +37,14 @@ def lines(proc, prefix: str) -> list[str]:
     return [ln for ln in proc.output().splitlines() if ln.startswith(prefix)]
 
 
-def wait(condition, timeout: float, what: str, proc=None) -> None:
+def wait(condition, timeout: float, what: str, peer=None, rig=()) -> None:
     end = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < end, f'{what}\n{proc.output()[-3000:] if proc else ""}'
+        if time.monotonic() > end:
+            told = [ln for ln in peer.output().splitlines() if not ln.startswith('@trial')] if peer else []
+            logs = ''.join(f'\n--- {p.log_path.name}:\n{p.output()[-1500:]}' for p in rig)
+            raise AssertionError(f'{what}\npeer: {len(lines(peer, "@trial")) if peer else 0} trials, then:\n'
+                                 + '\n'.join(told[-40:]) + logs)
         time.sleep(0.1)
 
 
@@ -78,20 +82,25 @@ def test_network_loss_longer_than_the_lease_loses_and_duplicates_nothing(procs, 
     assert len(lines(peer, '@trial')) == before, 'trials crossed a cut link: the test does not cut anything'
     hosts.link(True)
 
-    wait(lambda: lines(peer, '@result'), 60, 'no session result after the link came back', peer)
-    result = json.loads(lines(peer, '@result')[0].split(' ', 1)[1])
-    assert result['success'] and result['n_trials'] > before + 20, result
-    n = result['n_trials']
+    # The end as our terminal learns it: the heartbeat's last session (it comes again in every beat).
+    wait(lambda: lines(peer, '@ended'), 60, 'no heartbeat telling the session\'s end after the link came back',
+         peer, rig)
+    ended = json.loads(lines(peer, '@ended')[0].split(' ', 1)[1])
+    assert ended['state'] == 'ended' and ended['n_trials'] > before + 20, ended
+    n = ended['n_trials']
     # The pilot resends what was not acknowledged: the terminal ends up with every trial.
-    wait(lambda: len(lines(peer, '@trial')) >= n, 60, f'the terminal has {len(lines(peer, "@trial"))} of {n}', peer)
+    wait(lambda: len(lines(peer, '@trial')) >= n, 60, f'the terminal has not got all {n} trials', peer, rig)
     time.sleep(2.5)  # a couple of resend intervals, for the acks of the last resends
     peer.stop()
     summary = json.loads(lines(peer, '@summary')[0].split(' ', 1)[1])
     numbers = sorted(int(ln.split()[2]) for ln in lines(peer, '@trial'))
     assert numbers == list(range(1, n + 1)), 'lost or repeated trial numbers'
     assert summary['stored'] == n  # duplicates (resent trials whose ack was lost) were received, not stored
+    if lines(peer, '@result'):  # the action's own result, when its services came back in time, agrees
+        result = json.loads(lines(peer, '@result')[0].split(' ', 1)[1])
+        assert (result['success'], result['n_trials'], result['session_id']) == (True, n, ended['session_id'])
     for p in reversed(rig):
         p.stop()
     with Journal(journal) as j:
-        stats = j.stats(result['session_id'])
+        stats = j.stats(ended['session_id'])
         assert (stats.trials, stats.unacked_trials) == (n, 0), stats

@@ -2,7 +2,8 @@
 
 Runs in its own network namespace (tests/test_pilot_network.py), so it only uses rclpy and the messages.
 Prints machine-readable lines: ``@trial <session> <number>`` on the first copy of a trial, ``@dup`` on
-a resent copy, ``@result <json>`` when the session ends, ``@summary <json>`` on SIGINT.
+a resent copy, ``@ended <json>`` when the pilot's heartbeat tells the session's end (how our terminal
+learns it), ``@result <json>`` when the action's result arrives, ``@summary <json>`` on SIGINT.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 
 import rclpy
 from autopilot_msgs.action import RunSession
-from autopilot_msgs.msg import TrialAck, TrialData
+from autopilot_msgs.msg import PilotStatus, TrialAck, TrialData
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
@@ -26,6 +27,8 @@ from rclpy.serialization import deserialize_message
 # qos.TRIALS, spelled out: this peer stands for any terminal, not only ours.
 TRIALS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_ALL,
                     durability=DurabilityPolicy.VOLATILE)
+STATUS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,
+                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def main() -> int:
@@ -55,6 +58,17 @@ def main() -> int:
         ack_pub.publish(TrialAck(pilot=msg.pilot, session_id=msg.session_id, trial_numbers=[msg.trial_number]))
 
     node.create_subscription(TrialData, f'/{a.pilot}/trials', on_trial, TRIALS, raw=True)
+    ended: list[str] = []
+
+    def on_status(msg: PilotStatus) -> None:
+        # The pilot is fresh: the first session it tells as ended is ours. trial_count stays the ended
+        # session's until another starts.
+        if msg.last_session_id and not ended:
+            ended.append(msg.last_session_id)
+            print('@ended ' + json.dumps({'session_id': msg.last_session_id, 'state': msg.last_session_state,
+                                          'n_trials': msg.trial_count}), flush=True)
+
+    node.create_subscription(PilotStatus, f'/{a.pilot}/status', on_status, STATUS)
     client = ActionClient(node, RunSession, f'/{a.pilot}/session')
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -81,7 +95,8 @@ def main() -> int:
     print('@accepted', flush=True)
     handle = sent.result()
     # A result response sent while the link is down is lost (DDS does not resend service replies): ask
-    # again every few seconds; the server keeps the result of a finished goal.
+    # again every few seconds; the server keeps the result of a finished goal. Each ask is printed: a
+    # result that never comes after the link is back says the action's services did not recover.
     asks = [handle.get_result_async()]
     last_ask = time.monotonic()
     reported = False
@@ -91,6 +106,7 @@ def main() -> int:
         if done is None and time.monotonic() - last_ask > 5.0:
             asks.append(handle.get_result_async())
             last_ask = time.monotonic()
+            print(f'@ask {len(asks)}', flush=True)
         if done is not None and not reported:
             r = done.result().result
             print('@result ' + json.dumps({'success': r.success, 'n_trials': r.n_trials, 'message': r.message,
