@@ -70,10 +70,12 @@ def test_check_says_what_failed_and_exits_1(procs, tmp_path: Path) -> None:
                   '-r', '__ns:=/rig_8'], name='gpio')
     gpio.wait_for_output('gpio ready')
     # No sound server: the check says so in its row; valves skipped without a yes (stdin gives none).
-    out = subprocess.run([AUTOPILOT, 'check', '-n', '/rig_8', '--timeout', '2'], capture_output=True, text=True,
+    # --timeout is also the CLI's wait to discover the rig: 2 s was once too short on a loaded CI host.
+    out = subprocess.run([AUTOPILOT, 'check', '-n', '/rig_8', '--timeout', '5'], capture_output=True, text=True,
                          timeout=120, stdin=subprocess.DEVNULL)  # no one to say yes: no valve clicks
     assert out.returncode == 1, out.stdout + out.stderr
     rows = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
+    assert 'valve_left' in rows, out.stdout + out.stderr
     assert 'skipped' in rows['valve_left'] and 'not clicked (answer y, or --yes)' in rows['valve_left']
     assert 'FAILED' in rows['sound'] and 'service /rig_8/sound/load not available' in rows['sound']
     assert 'failed: sound' in out.stdout

@@ -3,8 +3,10 @@
 Two hosts on this machine: network namespaces joined by a veth pair (made here, removed after). The rig
 (sim GPIO, null sound, virtual subject, pilot) runs in one; a minimal terminal (tests/nodes/terminal_peer.py,
 UDP only, so nothing can cross through shared memory) in the other. The link is cut for longer than
-Fast DDS's participant lease (20 s) while the session goes on, then restored: the pilot must resend every
-trial the terminal did not acknowledge, and the terminal must end up with each trial exactly once.
+Fast DDS's participant lease while the session goes on, then restored: the pilot must resend every
+trial the terminal did not acknowledge, and the terminal must end up with each trial exactly once. The
+lease is 4 s here (tests/nodes/short_lease.xml; Fast DDS's default is 20 s): the test checks that it
+expired (the terminal's reader lost the pilot's writer) and was found again.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ SOUND = str(LIB / 'autopilot_hardware' / 'lib' / 'autopilot_hardware' / 'sound')
 PILOT = str(LIB / 'autopilot_pilot' / 'lib' / 'autopilot_pilot' / 'pilot')
 SUBJECT = str(LIB / 'autopilot_pilot' / 'lib' / 'autopilot_pilot' / 'subject_sim')
 PEER = str(ROOT / 'tests' / 'nodes' / 'terminal_peer.py')
-LEASE_S = 20.0  # Fast DDS's default participant lease duration
+PROFILE = str(ROOT / 'tests' / 'nodes' / 'short_lease.xml')
+LEASE_S = 4.0  # the participant lease in PROFILE, announced every second
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which('ip') is None,
                                 reason='network namespaces need root and iproute2 (apt install iproute2)')
@@ -49,7 +52,7 @@ def wait(condition, timeout: float, what: str, peer=None, rig=()) -> None:
 
 
 def test_network_loss_longer_than_the_lease_loses_and_duplicates_nothing(procs, ros_env, hosts, tmp_path):
-    env = dict(ros_env, ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET')
+    env = dict(ros_env, ROS_AUTOMATIC_DISCOVERY_RANGE='SUBNET', FASTRTPS_DEFAULT_PROFILES_FILE=PROFILE)
     pi_env = dict(env, ROS_STATIC_PEERS=hosts.term_ip)
     term_env = dict(env, ROS_STATIC_PEERS=hosts.pi_ip, FASTDDS_BUILTIN_TRANSPORTS='UDPv4')
     calibration = tmp_path / 'calibration.jsonl'
@@ -69,7 +72,7 @@ def test_network_loss_longer_than_the_lease_loses_and_duplicates_nothing(procs, 
     pilot = rig[2]
     pilot.wait_for_output('ready')
     task = {'iti_s': 0.05, 'punish_timeout_s': 0.1, 'response_window_s': 3.0, 'tone_ms': 30.0, 'noise_ms': 30.0}
-    session_s = LEASE_S + 25.0
+    session_s = LEASE_S + 20.0
     peer = procs(hosts.cmd(hosts.term, [sys.executable, PEER, '--pilot', 'rig1', '--max-duration', str(session_s),
                                         '--params', json.dumps(task)]), env=term_env, name='terminal_peer')
     wait(lambda: lines(peer, '@accepted'), 60, 'the terminal could not start a session across the link', peer)
@@ -80,6 +83,7 @@ def test_network_loss_longer_than_the_lease_loses_and_duplicates_nothing(procs, 
     before = len(lines(peer, '@trial'))
     time.sleep(LEASE_S + 4.0)
     assert len(lines(peer, '@trial')) == before, 'trials crossed a cut link: the test does not cut anything'
+    assert lines(peer, '@matched')[-1] == '@matched 0', 'the lease did not expire: the test shows nothing'
     hosts.link(True)
 
     # The end as our terminal learns it: the heartbeat's last session (it comes again in every beat).
@@ -88,6 +92,7 @@ def test_network_loss_longer_than_the_lease_loses_and_duplicates_nothing(procs, 
     ended = json.loads(lines(peer, '@ended')[0].split(' ', 1)[1])
     assert ended['state'] == 'ended' and ended['n_trials'] > before + 20, ended
     n = ended['n_trials']
+    wait(lambda: lines(peer, '@matched')[-1] == '@matched 1', 30, 'the pilot was not found again', peer, rig)
     # The pilot resends what was not acknowledged: the terminal ends up with every trial.
     wait(lambda: len(lines(peer, '@trial')) >= n, 60, f'the terminal has not got all {n} trials', peer, rig)
     time.sleep(2.5)  # a couple of resend intervals, for the acks of the last resends

@@ -2,7 +2,8 @@
 
 Runs in its own network namespace (tests/test_pilot_network.py), so it only uses rclpy and the messages.
 Prints machine-readable lines: ``@trial <session> <number>`` on the first copy of a trial, ``@dup`` on
-a resent copy, ``@ended <json>`` when the pilot's heartbeat tells the session's end (how our terminal
+a resent copy, ``@matched <n>`` when the number of trial writers matched changes (0 when DDS dropped the
+pilot after its lease), ``@ended <json>`` when the pilot's heartbeat tells the session's end (how our terminal
 learns it), ``@result <json>`` when the action's result arrives, ``@summary <json>`` on SIGINT.
 """
 
@@ -19,6 +20,7 @@ import rclpy
 from autopilot_msgs.action import RunSession
 from autopilot_msgs.msg import PilotStatus, TrialAck, TrialData
 from rclpy.action import ActionClient
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -57,7 +59,9 @@ def main() -> int:
             print(f'@trial {key[0]} {key[1]}', flush=True)
         ack_pub.publish(TrialAck(pilot=msg.pilot, session_id=msg.session_id, trial_numbers=[msg.trial_number]))
 
-    node.create_subscription(TrialData, f'/{a.pilot}/trials', on_trial, TRIALS, raw=True)
+    node.create_subscription(TrialData, f'/{a.pilot}/trials', on_trial, TRIALS, raw=True,
+                             event_callbacks=SubscriptionEventCallbacks(
+                                 matched=lambda st: print(f'@matched {st.current_count}', flush=True)))
     ended: list[str] = []
 
     def on_status(msg: PilotStatus) -> None:
