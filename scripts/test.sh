@@ -13,4 +13,7 @@ set -u
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 ruff check src tests bench scripts
 mypy
-exec python -m pytest "$@"
+# Two workers (pytest-xdist), one test file each at a time: the suite mostly waits on real processes (load ~1
+# on 2 cores when serial), so two halve its time; each test's lock-file domain id keeps the workers apart.
+# A later -n overrides (-n 0: serial, e.g. under a debugger).
+exec python -m pytest -n 2 --dist loadfile "$@"
