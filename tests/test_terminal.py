@@ -163,8 +163,8 @@ class Lab:
         return self.srv(StartSession, 'start_session', StartSession.Request(
             subject=subject, pilot=pilot, max_trials=max_trials, max_duration_s=max_duration_s), timeout=40.0)
 
-    def command(self, what: str, pilot: str) -> Any:
-        return self.srv(PilotCommand, f'{what}_session', PilotCommand.Request(pilot=pilot))
+    def command(self, what: str, pilot: str, timeout: float = 20.0) -> Any:
+        return self.srv(PilotCommand, f'{what}_session', PilotCommand.Request(pilot=pilot), timeout)
 
     def online(self, *pilots: str) -> bool:
         if self.registry is None:
@@ -369,7 +369,7 @@ def test_sigkill_of_the_terminal_mid_session_loses_and_duplicates_no_trial(procs
     lab.wait_online('rig1')
     for attempt in range(4):
         try:
-            resumed = lab.srv(PilotCommand, 'resume_session', PilotCommand.Request(pilot='rig1'), timeout=5.0)
+            resumed = lab.command('resume', 'rig1', timeout=5.0)
         except AssertionError:
             assert attempt < 3, 'no answer from the restarted terminal\'s resume_session in 4 asks'
             continue
